@@ -1,0 +1,109 @@
+// Package hostkit drives a host over SSH: commands (Execute), files over SFTP
+// (ReadFile, WriteFile, Upload, Download, CopyTo, FS) and interactive shells.
+//
+// One SSH connection per host is dialed on first use and reused; every command
+// runs in a new session, so commands on one host may run concurrently. Hosts
+// with no SSH server (e.g. containers without sshd) are driven through a
+// Transport (the engine's exec and archive API) with the same results.
+package hostkit
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/hostbroker/broker/inventory"
+)
+
+// Result is what a command left: its exit status and its output.
+// A non-zero Status is a Result, not an error.
+type Result struct {
+	Status int
+	Stdout string
+	Stderr string
+}
+
+// Config says how to reach a host over SSH.
+type Config struct {
+	Addr string // "host:port" to dial
+	User string
+
+	// Authentication: every method given is offered, in this order.
+	Signers  []ssh.Signer
+	KeyFiles []string // private key files (unencrypted)
+	Password string   // secret: never logged
+	UseAgent bool     // offer the keys of the agent at $SSH_AUTH_SOCK
+
+	// Host key verification: pinned keys win; else known_hosts files; an
+	// unverified host key is accepted only with InsecureIgnoreHostKey.
+	HostKeys              []ssh.PublicKey
+	KnownHostsFiles       []string
+	InsecureIgnoreHostKey bool
+
+	ConnectTimeout time.Duration // each dial+handshake attempt; default 10s
+	ConnectRetries int           // attempts after the first; default 3
+	CommandTimeout time.Duration // default for Execute; 0 means the context's deadline only
+
+	Logger *slog.Logger // nil: discard
+}
+
+// ExecOptions are the settings of one Execute call.
+type ExecOptions struct {
+	Stdin   io.Reader
+	Env     map[string]string
+	Timeout time.Duration
+}
+
+// ExecOption sets one of ExecOptions.
+type ExecOption func(*ExecOptions)
+
+// WithStdin feeds r to the command's standard input.
+func WithStdin(r io.Reader) ExecOption { return func(o *ExecOptions) { o.Stdin = r } }
+
+// WithEnv sets environment variables for the command.
+func WithEnv(env map[string]string) ExecOption { return func(o *ExecOptions) { o.Env = env } }
+
+// WithTimeout bounds the command's run time, over the context's deadline.
+func WithTimeout(d time.Duration) ExecOption { return func(o *ExecOptions) { o.Timeout = d } }
+
+// Transport drives a host that has no SSH server.
+type Transport interface {
+	Execute(ctx context.Context, cmd string, opts ExecOptions) (Result, error)
+	// Open streams a remote file.
+	Open(ctx context.Context, path string) (io.ReadCloser, error)
+	// Create writes r to a remote file with the given mode.
+	Create(ctx context.Context, path string, perm fs.FileMode, r io.Reader) error
+	Close() error
+}
+
+// Setupper is a host type that prepares itself after check-out.
+type Setupper interface {
+	Setup(ctx context.Context) error
+}
+
+// Teardowner is a host type that cleans up before check-in.
+type Teardowner interface {
+	Teardown(ctx context.Context) error
+}
+
+// Resetter is a host type that can be made clean for the next lease of a pool.
+type Resetter interface {
+	Reset(ctx context.Context) error
+}
+
+// Option configures a Host.
+type Option func(*Host)
+
+// WithRecord attaches the host's inventory record.
+func WithRecord(rec *inventory.Record) Option { return func(h *Host) { h.rec = rec } }
+
+// WithTransport drives the host through t when it has no SSH address
+// (Config.Addr empty).
+func WithTransport(t Transport) Option { return func(h *Host) { h.transport = t } }
+
+// Record returns the host's inventory record, or nil.
+func (h *Host) Record() *inventory.Record { return h.rec }

@@ -1,0 +1,93 @@
+// Package inventory is the local record of every host checked out and not yet
+// checked in: a YAML list shared by all processes of a user, in the Python
+// broker's format, so its inventory files and filters carry over.
+package inventory
+
+import (
+	"time"
+)
+
+// Record is one host in the inventory. Known fields are typed; every other key
+// (fields written by the Python broker or by providers) is kept in Extra and
+// written back unchanged.
+type Record struct {
+	Hostname string         `yaml:"hostname" json:"hostname"`
+	Name     string         `yaml:"name,omitempty" json:"name,omitempty"`
+	IP       string         `yaml:"ip,omitempty" json:"ip,omitempty"`
+	Provider string         `yaml:"_broker_provider,omitempty" json:"_broker_provider,omitempty"`
+	Instance string         `yaml:"_broker_provider_instance,omitempty" json:"_broker_provider_instance,omitempty"`
+	Args     map[string]any `yaml:"_broker_args,omitempty" json:"_broker_args,omitempty"`
+	Facts    map[string]any `yaml:"_broker_facts,omitempty" json:"_broker_facts,omitempty"`
+
+	// Broker is this project's own block: what is needed to rebuild the host
+	// and to reap it. Records written by other tools have none.
+	Broker *Meta `yaml:"_brokertest,omitempty" json:"_brokertest,omitempty"`
+
+	// Extra holds every other key, so nothing in a foreign file is lost.
+	Extra map[string]any `yaml:",inline" json:"-"`
+}
+
+// States a record moves through.
+const (
+	StateCreating = "creating" // written before the provider is asked for a host
+	StateReady    = "ready"    // checked out and in use by its owner
+	StateFree     = "free"     // kept for reuse until KeepUntil; leasable
+	StateLeased   = "leased"   // a kept host leased by a later run
+	StateKept     = "kept"     // kept after a failure, for a person to inspect
+	StateRemoving = "removing" // check-in under way
+)
+
+// Meta is the _brokertest block of a record.
+type Meta struct {
+	ID         string         `yaml:"id" json:"id"`
+	State      string         `yaml:"state,omitempty" json:"state,omitempty"`
+	Owner      Owner          `yaml:"owner" json:"owner"`
+	Test       string         `yaml:"test,omitempty" json:"test,omitempty"`
+	CheckedOut time.Time      `yaml:"checked_out" json:"checked_out"`
+	KeepUntil  *time.Time     `yaml:"keep_until" json:"keep_until"`
+	RequestKey string         `yaml:"request_key,omitempty" json:"request_key,omitempty"`
+	SSH        *SSH           `yaml:"ssh,omitempty" json:"ssh,omitempty"`
+	Data       map[string]any `yaml:"data,omitempty" json:"data,omitempty"` // provider-specific, never secrets
+}
+
+// Owner identifies the run that checked a host out. A host whose owner is
+// provably dead on this machine is stale.
+type Owner struct {
+	Run     string `yaml:"run" json:"run"`
+	PID     int    `yaml:"pid" json:"pid"`
+	Started uint64 `yaml:"started" json:"started"` // process start time, clock ticks since boot (/proc/PID/stat field 22)
+	BootID  string `yaml:"boot_id" json:"boot_id"`
+	Machine string `yaml:"machine" json:"machine"`
+}
+
+// SSH is how to reach a host over SSH. It holds no secret: a private key is
+// referred to by path, passwords come from settings.
+type SSH struct {
+	Host     string `yaml:"host,omitempty" json:"host,omitempty"` // address to dial when not Hostname
+	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
+	User     string `yaml:"user,omitempty" json:"user,omitempty"`
+	HostKey  string `yaml:"host_key,omitempty" json:"host_key,omitempty"` // authorized_keys form, pinned
+	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
+	Insecure bool   `yaml:"insecure,omitempty" json:"insecure,omitempty"` // host key not verified
+}
+
+// ID returns the record's _brokertest id, or "" for foreign records.
+func (r *Record) ID() string {
+	if r == nil || r.Broker == nil {
+		return ""
+	}
+	return r.Broker.ID
+}
+
+// Same reports whether a and b describe the same host: by _brokertest id when
+// either has one, else by name and hostname together. An empty hostname never
+// matches, so unrelated hosts are never confused.
+func Same(a, b *Record) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	if a.ID() != "" || b.ID() != "" {
+		return a.ID() == b.ID()
+	}
+	return a.Hostname != "" && a.Hostname == b.Hostname && a.Name == b.Name
+}

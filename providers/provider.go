@@ -1,0 +1,183 @@
+// Package providers defines what a provider of hosts implements and holds the
+// registry of providers, in the manner of database/sql/driver.
+//
+// A provider makes and removes hosts (local SSH servers, containers, VMs). It
+// is registered once under its name; the broker opens one Provider per
+// configured instance. Optional abilities are separate small interfaces
+// (Extender, Executor, Syncer, Describer) found by type assertion.
+package providers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
+)
+
+// Driver opens providers of one kind.
+type Driver interface {
+	// Open returns a Provider for one configured instance.
+	Open(ctx context.Context, cfg Config) (Provider, error)
+	// ArgKeys lists request argument keys that identify this provider
+	// (e.g. "container_host"), used to infer the provider of a request.
+	ArgKeys() []string
+}
+
+// Config is what a provider instance is opened with.
+type Config struct {
+	Provider string         // registered name, e.g. "Container"
+	Instance string         // instance name from settings; "" when none are configured
+	Settings map[string]any // the provider section merged with the instance's keys
+	SSH      SSHSettings    // the global ssh: settings
+	Dir      string         // BROKER_DIRECTORY, for files the provider keeps (keys, work dirs)
+	Logger   *slog.Logger   // never nil
+}
+
+// SSHSettings are the global ssh: settings, used by providers whose hosts
+// take the user's credentials (VMs). Providers that generate credentials
+// (Local, Container) may ignore them.
+type SSHSettings struct {
+	Username       string
+	Password       string // secret: never logged or stored
+	Port           int
+	KeyFilename    string
+	ConnectTimeout float64 // seconds
+	CommandTimeout float64 // seconds
+	Insecure       bool    // accept any host key (explicit setting only)
+	KnownHosts     []string
+}
+
+// CheckoutRequest asks a provider for one host.
+type CheckoutRequest struct {
+	// ID is the inventory id the broker already recorded (intent first); the
+	// provider should make the host findable by it (name, label).
+	ID string
+	// Args are the request's arguments after nick and file merging.
+	Args map[string]any
+	// Labels describe the owner (run id, user, version); providers that can
+	// attach metadata to hosts should.
+	Labels map[string]string
+}
+
+// Provider makes and removes hosts for one configured instance.
+type Provider interface {
+	// Checkout creates one host and returns its inventory record (Hostname,
+	// Name, Args, Broker.SSH, Broker.Data filled in). The broker fills owner
+	// fields, provider and instance names.
+	Checkout(ctx context.Context, req CheckoutRequest) (*inventory.Record, error)
+	// Connect builds a usable host from a record, adding credentials from
+	// settings. It does not dial; the host connects on first use.
+	Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error)
+	// Checkin removes the host. A host that is already gone is not an error.
+	Checkin(ctx context.Context, rec *inventory.Record) error
+}
+
+// Extender is a provider that can extend a host's lease.
+type Extender interface {
+	Extend(ctx context.Context, rec *inventory.Record, args map[string]any) error
+}
+
+// Executor is a provider that runs actions that create no host (the seed's
+// "broker execute"). The result is provider-specific (output, artifacts).
+type Executor interface {
+	Execute(ctx context.Context, args map[string]any) (any, error)
+}
+
+// Syncer is a provider that can list the hosts it holds for a user, to
+// reconcile the inventory. An empty user means the instance's own user.
+type Syncer interface {
+	Sync(ctx context.Context, user string) ([]*inventory.Record, error)
+}
+
+// Describer is a provider that can describe what it offers (its arguments,
+// templates, images). An empty topic gives the overview.
+type Describer interface {
+	Describe(ctx context.Context, topic string) (string, error)
+}
+
+// ErrUnknown is returned (wrapped) for a provider name nobody registered.
+var ErrUnknown = errors.New("unknown provider")
+
+var (
+	mu      sync.RWMutex
+	drivers = map[string]Driver{}
+)
+
+// Register makes a provider available under name. It panics if the name is
+// taken or d is nil, as database/sql.Register does.
+func Register(name string, d Driver) {
+	mu.Lock()
+	defer mu.Unlock()
+	if d == nil {
+		panic("providers: Register driver is nil")
+	}
+	if _, dup := drivers[strings.ToLower(name)]; dup {
+		panic("providers: Register called twice for " + name)
+	}
+	drivers[strings.ToLower(name)] = namedDriver{name, d}
+}
+
+type namedDriver struct {
+	name string
+	Driver
+}
+
+// Lookup returns the driver registered under name (case-insensitive) and
+// its registered spelling.
+func Lookup(name string) (Driver, string, error) {
+	mu.RLock()
+	defer mu.RUnlock()
+	d, ok := drivers[strings.ToLower(name)]
+	if !ok {
+		return nil, "", fmt.Errorf("%w %q (registered: %s)", ErrUnknown, name, strings.Join(namesLocked(), ", "))
+	}
+	nd := d.(namedDriver)
+	return nd.Driver, nd.name, nil
+}
+
+// Names lists the registered providers, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	return namesLocked()
+}
+
+func namesLocked() []string {
+	var names []string
+	for _, d := range drivers {
+		names = append(names, d.(namedDriver).name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Infer returns the provider whose ArgKeys include one of args' keys, or ""
+// when none claims them. More than one claimant is an error naming them.
+func Infer(args map[string]any) (string, error) {
+	mu.RLock()
+	defer mu.RUnlock()
+	var found []string
+	for _, d := range drivers {
+		nd := d.(namedDriver)
+		for _, k := range nd.ArgKeys() {
+			if _, ok := args[k]; ok {
+				found = append(found, nd.name)
+				break
+			}
+		}
+	}
+	sort.Strings(found)
+	switch len(found) {
+	case 0:
+		return "", nil
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("providers: arguments claimed by several providers (%s); set Request.Provider", strings.Join(found, ", "))
+}
