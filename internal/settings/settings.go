@@ -2,34 +2,96 @@
 // BROKER_<Section>__<key> environment overrides and resolves provider
 // instances and nicks. The format is the Python broker's, so its users'
 // files load unchanged.
+//
+// The file holds (every part optional):
+//
+//	ssh:                          # ours and the newer Python broker's
+//	  host_username: root
+//	  host_password: secret
+//	  host_ssh_port: 22           # default 22
+//	  host_ssh_key_filename: ~/.ssh/id_ed25519
+//	  connect_timeout: 10         # seconds or "10s"; alias ssh_timeout; default 10s
+//	  command_timeout: 0          # seconds or "5m"; 0 (default) means none
+//	  insecure_ignore_host_key: false
+//	  known_hosts: [~/.ssh/known_hosts]
+//	host_username: root           # the older Python broker's top-level keys;
+//	host_ssh_port: 22             # a key under ssh: wins over its top-level twin
+//	AnsibleTower:                 # a provider section: any top-level map
+//	  base_url: https://tower.example.com/
+//	  instances:                  # a list of one-key maps or a map
+//	    - testing: {token: x, default: true}
+//	    - production: {base_url: https://tower2.example.com/}
+//	nicks:
+//	  rhel7: {workflow: deploy-base-rhel}
+//
+// An instance's keys replace the section's keys of the same name (a shallow
+// merge). With two or more instances exactly one says default: true; a lone
+// instance is the default anyway. Keys are matched ignoring case, unknown
+// keys are kept in Data, and a plain (unquoted) None reads as null, as the
+// Python broker's files write it. Duplicate keys in one map are an error.
+//
+// Environment overrides BROKER_<Section>__<key>[__<subkey>…]=value set a
+// key (creating it when absent); the value is read as YAML, so "true" is a
+// boolean, "5" a number, `"x"` a string and "[a, b]" a list, while other
+// text stays as written. BROKER_<Section>__instances__<name>__<key> sets one
+// instance's key, whichever form instances: has. A section-level override
+// BROKER_<Section>__<key> sets the section's key and also the same key of
+// every instance that sets its own: env wins over the file, as users of the
+// Python broker (dynaconf) expect. A more specific override wins over a
+// broader one. Variables without "__" (BROKER_DIRECTORY…) are not
+// overrides.
 package settings
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
 
-// Settings is a loaded, validated settings tree.
+// FileName is the settings file's name inside the broker directory.
+const FileName = "broker_settings.yaml"
+
+// Defaults for SSH settings the file leaves out.
+const (
+	DefaultPort           = 22
+	DefaultConnectTimeout = 10 * time.Second
+)
+
+// Settings is a loaded, validated settings tree. It is safe for concurrent
+// use as long as nobody changes Data.
 type Settings struct {
 	Dir  string         // BROKER_DIRECTORY (default ~/.broker), absolute
 	File string         // the settings file path; it may not exist
 	Data map[string]any // the whole tree after env overrides; unknown keys kept
 	SSH  SSH            // from the top-level ssh: section (or the Python broker's top-level host_* keys)
+
+	meta     *meta
+	warnings []string
 }
 
 // SSH holds the global SSH settings.
 type SSH struct {
 	Username       string
 	Password       string // secret
-	Port           int
-	KeyFilename    string
+	Port           int    // 1-65535; DefaultPort when unset
+	KeyFilename    string // a leading ~/ is expanded
 	ConnectTimeout time.Duration
-	CommandTimeout time.Duration
-	Insecure       bool     // ssh.insecure_ignore_host_key
-	KnownHosts     []string // ssh.known_hosts: file paths
+	CommandTimeout time.Duration // 0: none
+	Insecure       bool          // ssh.insecure_ignore_host_key
+	KnownHosts     []string      // ssh.known_hosts: file paths, leading ~/ expanded
 }
 
 // Options control Load.
 type Options struct {
 	Dir     string   // overrides BROKER_DIRECTORY
-	File    string   // overrides Dir/broker_settings.yaml
+	File    string   // overrides Dir/broker_settings.yaml; relative to the working directory
 	Environ []string // environment to read (os.Environ() when nil)
 }
 
@@ -40,13 +102,459 @@ type Instance struct {
 	Values   map[string]any // section keys overlaid by the instance's keys; no "instances" key
 }
 
-// Load reads and validates the settings. No settings file is fine.
-func Load(opts Options) (*Settings, error) { panic("todo") }
+// Load reads and validates the settings. No settings file is fine: the
+// result is empty settings with the SSH defaults. Load creates nothing.
+func Load(opts Options) (*Settings, error) {
+	environ := opts.Environ
+	if environ == nil {
+		environ = os.Environ()
+	}
+	home := func() (string, error) {
+		if h := getenv(environ, "HOME"); h != "" {
+			return h, nil
+		}
+		return os.UserHomeDir()
+	}
+	dir := opts.Dir
+	if dir == "" {
+		dir = getenv(environ, "BROKER_DIRECTORY")
+	}
+	if dir == "" {
+		h, err := home()
+		if err != nil {
+			return nil, fmt.Errorf("settings: no BROKER_DIRECTORY and no home directory for ~/.broker: %w", err)
+		}
+		dir = filepath.Join(h, ".broker")
+	}
+	dir, err := absPath(dir, home)
+	if err != nil {
+		return nil, fmt.Errorf("settings: directory %q: %w", dir, err)
+	}
+	file := opts.File
+	if file == "" {
+		file = filepath.Join(dir, FileName)
+	}
+	file, err = absPath(file, home)
+	if err != nil {
+		return nil, fmt.Errorf("settings: file %q: %w", file, err)
+	}
+
+	m := &meta{file: file, lines: map[string]int{}, origin: map[string]string{}}
+	s := &Settings{Dir: dir, File: file, Data: map[string]any{}, meta: m}
+	raw, err := os.ReadFile(file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, &Error{File: file, Msg: "cannot read: " + errText(err), Err: err}
+	default:
+		if s.Data, err = parseFile(m, raw); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if secrets := secretPaths(s.Data, ""); len(secrets) > 0 {
+				s.warnings = append(s.warnings, fmt.Sprintf(
+					"settings: %s has mode %04o, so group or others can read its secrets (%s); chmod 600 it",
+					file, fi.Mode().Perm(), strings.Join(secrets, ", ")))
+			}
+		}
+	}
+
+	ovs, warns := overrides(environ)
+	s.warnings = append(s.warnings, warns...)
+	for _, o := range ovs {
+		if err := m.apply(s.Data, o); err != nil {
+			return nil, err
+		}
+	}
+
+	if s.SSH, err = m.parseSSH(s.Data, home); err != nil {
+		return nil, err
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// errText is err's text without the file name *PathError repeats.
+func errText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// getenv returns the last value of name in environ, like the os package.
+func getenv(environ []string, name string) string {
+	v := ""
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
+}
+
+// absPath expands a leading ~/ and makes p absolute.
+func absPath(p string, home func() (string, error)) (string, error) {
+	p, err := expandHome(p, home)
+	if err != nil {
+		return p, err
+	}
+	return filepath.Abs(p)
+}
+
+func expandHome(p string, home func() (string, error)) (string, error) {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p, nil
+	}
+	h, err := home()
+	if err != nil {
+		return p, err
+	}
+	return filepath.Join(h, strings.TrimPrefix(p, "~")), nil
+}
+
+// secretPaths lists the key paths holding a non-empty secret.
+func secretPaths(v any, path string) []string {
+	var out []string
+	switch x := v.(type) {
+	case map[string]any:
+		for _, k := range sortedKeys(x) {
+			p := joinPath(path, k)
+			if secretKey(k) && x[k] != nil && x[k] != "" {
+				out = append(out, p)
+				continue
+			}
+			out = append(out, secretPaths(x[k], p)...)
+		}
+	case []any:
+		for i, e := range x {
+			out = append(out, secretPaths(e, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return out
+}
+
+// parseSSH reads the ssh: section, falling back to the older top-level
+// host_* keys for each key the section leaves unset.
+func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, error) {
+	out := SSH{Port: DefaultPort, ConnectTimeout: DefaultConnectTimeout}
+	var sec map[string]any
+	secName := "ssh"
+	if k, ok := findKey(data, "ssh"); ok {
+		secName = k
+		switch x := data[k].(type) {
+		case nil:
+		case map[string]any:
+			sec = x
+		default:
+			return out, m.errAt(k, k, "expected a map of SSH settings, got %s %s", typeName(x), show(k, x))
+		}
+	}
+	// get finds the first set key: under ssh: first, then at the top
+	// level when top is true.
+	get := func(top bool, names ...string) (any, string, bool) {
+		for _, n := range names {
+			if k, ok := findKey(sec, n); ok && sec[k] != nil {
+				return sec[k], joinPath(secName, k), true
+			}
+		}
+		if top {
+			for _, n := range names {
+				if k, ok := findKey(data, n); ok && data[k] != nil {
+					return data[k], k, true
+				}
+			}
+		}
+		return nil, "", false
+	}
+	str := func(top bool, name string) (string, error) {
+		v, p, ok := get(top, name)
+		if !ok {
+			return "", nil
+		}
+		switch x := v.(type) {
+		case string:
+			return x, nil
+		case bool, int, int64, uint64, float64:
+			return fmt.Sprint(x), nil
+		}
+		return "", m.errAt(p, p, "expected a string, got %s", typeName(v))
+	}
+	var err error
+	if out.Username, err = str(true, "host_username"); err != nil {
+		return out, err
+	}
+	if out.Password, err = str(true, "host_password"); err != nil {
+		return out, err
+	}
+	if out.KeyFilename, err = str(true, "host_ssh_key_filename"); err != nil {
+		return out, err
+	}
+	if out.KeyFilename, err = expandHome(out.KeyFilename, home); err != nil {
+		return out, fmt.Errorf("settings: ssh host_ssh_key_filename: %w", err)
+	}
+	if v, p, ok := get(true, "host_ssh_port"); ok {
+		port, ok := toPort(v)
+		if !ok {
+			return out, m.errAt(p, p, "%s is not a port number (1-65535)", show(p, v))
+		}
+		out.Port = port
+	}
+	if v, p, ok := get(false, "connect_timeout", "ssh_timeout"); ok {
+		d, ok := toDuration(v)
+		if !ok {
+			return out, m.errAt(p, p, "%s is not a duration (seconds, or a Go duration like \"90s\")", show(p, v))
+		}
+		if d > 0 {
+			out.ConnectTimeout = d
+		}
+	}
+	if v, p, ok := get(false, "command_timeout"); ok {
+		d, ok := toDuration(v)
+		if !ok {
+			return out, m.errAt(p, p, "%s is not a duration (seconds, or a Go duration like \"90s\")", show(p, v))
+		}
+		out.CommandTimeout = d
+	}
+	if v, p, ok := get(false, "insecure_ignore_host_key"); ok {
+		b, ok := toBool(v)
+		if !ok {
+			return out, m.errAt(p, p, "%s is not a boolean", show(p, v))
+		}
+		out.Insecure = b
+	}
+	if v, p, ok := get(false, "known_hosts"); ok {
+		var list []any
+		switch x := v.(type) {
+		case string:
+			list = []any{x}
+		case []any:
+			list = x
+		default:
+			return out, m.errAt(p, p, "expected a list of file paths, got %s %s", typeName(v), show(p, v))
+		}
+		for i, e := range list {
+			f, ok := e.(string)
+			if !ok || f == "" {
+				ip := fmt.Sprintf("%s[%d]", p, i)
+				return out, m.errAt(ip, ip, "expected a file path, got %s %s", typeName(e), show(ip, e))
+			}
+			if f, err = expandHome(f, home); err != nil {
+				return out, fmt.Errorf("settings: ssh known_hosts %q: %w", f, err)
+			}
+			out.KnownHosts = append(out.KnownHosts, f)
+		}
+	}
+	return out, nil
+}
+
+// toPort reads a TCP port from a number or a numeric string.
+func toPort(v any) (int, bool) {
+	var n int64
+	switch x := v.(type) {
+	case int:
+		n = int64(x)
+	case int64:
+		n = x
+	case float64:
+		if x != math.Trunc(x) || x < 1 || x > 65535 {
+			return 0, false
+		}
+		n = int64(x)
+	case string:
+		i, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		n = i
+	default:
+		return 0, false
+	}
+	if n < 1 || n > 65535 {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// toDuration reads a number of seconds (int, float or numeric string) or a
+// Go duration string; negative values are refused.
+func toDuration(v any) (time.Duration, bool) {
+	var secs float64
+	switch x := v.(type) {
+	case int:
+		secs = float64(x)
+	case int64:
+		secs = float64(x)
+	case uint64:
+		secs = float64(x)
+	case float64:
+		secs = x
+	case string:
+		s := strings.TrimSpace(x)
+		if d, err := time.ParseDuration(s); err == nil {
+			return d, d >= 0
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return 0, false
+		}
+		secs = f
+	default:
+		return 0, false
+	}
+	if math.IsNaN(secs) || secs < 0 || secs > float64(math.MaxInt64)/float64(time.Second) {
+		return 0, false
+	}
+	return time.Duration(secs * float64(time.Second)), true
+}
+
+// validate checks what Load can check beyond ssh: provider sections and
+// their instances, nicks and inventory_file.
+func (s *Settings) validate() error {
+	m := s.meta
+	for _, name := range knownProviders {
+		if k, ok := findKey(s.Data, name); ok {
+			if _, err := m.parseSection(k, s.Data[k]); err != nil {
+				return err
+			}
+		}
+	}
+	for _, name := range s.Sections() {
+		if _, err := m.parseSection(name, s.Data[name]); err != nil {
+			return err
+		}
+	}
+	if _, err := s.nicks(); err != nil {
+		return err
+	}
+	for _, nick := range s.nickNames() {
+		if _, err := s.Nick(nick); err != nil {
+			return err
+		}
+	}
+	if v, ok := s.Data["inventory_file"]; ok && v != nil {
+		if f, ok := v.(string); !ok || f == "" {
+			return m.errAt("inventory_file", "inventory_file", "expected a file name, got %s %s", typeName(v), show("inventory_file", v))
+		}
+	}
+	return nil
+}
+
+// Sections returns the provider section names as written: the top-level
+// keys whose value is a map, other than ssh, nicks and logging.
+func (s *Settings) Sections() []string {
+	var out []string
+	for k, v := range s.Data {
+		if _, ok := v.(map[string]any); ok && isProviderName(k) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Warnings returns problems that did not stop Load: a settings file with
+// secrets that group or others can read, ignored override variables.
+func (s *Settings) Warnings() []string {
+	return append([]string(nil), s.warnings...)
+}
 
 // Instance returns the named instance of provider (section name matched
 // case-insensitively); name "" picks the instance with default: true. A
-// provider with no section gives an Instance with empty Values.
-func (s *Settings) Instance(provider, name string) (Instance, error) { panic("todo") }
+// provider with no section gives an Instance with empty Values (asking it
+// for a named instance is an error). Values is a copy the caller may change.
+func (s *Settings) Instance(provider, name string) (Instance, error) {
+	k, ok := findKey(s.Data, provider)
+	if !ok {
+		if name != "" {
+			return Instance{}, s.meta.errAt("", provider, "no instance %q: the settings have no %s section", name, provider)
+		}
+		return Instance{Provider: provider, Values: map[string]any{}}, nil
+	}
+	sec, err := s.meta.parseSection(k, s.Data[k])
+	if err != nil {
+		return Instance{}, err
+	}
+	idx := sec.def
+	if name != "" {
+		idx = -1
+		for i, in := range sec.instances {
+			if in.name == name {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			for i, in := range sec.instances {
+				if strings.EqualFold(in.name, name) {
+					idx = i
+				}
+			}
+		}
+		if idx < 0 {
+			if len(sec.instances) == 0 {
+				return Instance{}, s.meta.errAt(k, k, "no instance %q: the section has no instances", name)
+			}
+			names := make([]string, len(sec.instances))
+			for i, in := range sec.instances {
+				names[i] = in.name
+			}
+			return Instance{}, s.meta.errAt(joinPath(k, "instances"), joinPath(k, "instances"), "no instance %q (instances: %s)", name, strings.Join(names, ", "))
+		}
+	}
+	inst := Instance{Provider: k, Values: sec.merged(idx)}
+	if idx >= 0 {
+		inst.Name = sec.instances[idx].name
+	}
+	return inst, nil
+}
 
-// Nick returns the arguments of a nick from the nicks: section.
-func (s *Settings) Nick(name string) (map[string]any, error) { panic("todo") }
+// nicks returns the nicks: map (nil when absent).
+func (s *Settings) nicks() (map[string]any, error) {
+	k, ok := findKey(s.Data, "nicks")
+	if !ok {
+		return nil, nil
+	}
+	switch x := s.Data[k].(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return x, nil
+	default:
+		return nil, s.meta.errAt(k, k, "expected a map of nicks, got %s %s", typeName(x), show(k, x))
+	}
+}
+
+func (s *Settings) nickNames() []string {
+	n, _ := s.nicks()
+	return sortedKeys(n)
+}
+
+// Nick returns a copy of the arguments of a nick from the nicks: section
+// (name matched exactly, else ignoring case).
+func (s *Settings) Nick(name string) (map[string]any, error) {
+	nicks, err := s.nicks()
+	if err != nil {
+		return nil, err
+	}
+	k, ok := findKey(nicks, name)
+	if !ok {
+		known := "none defined"
+		if len(nicks) > 0 {
+			known = "known: " + strings.Join(sortedKeys(nicks), ", ")
+		}
+		return nil, s.meta.errAt("nicks", "nicks", "unknown nick %q (%s)", name, known)
+	}
+	nk, _ := findKey(s.Data, "nicks")
+	p := joinPath(nk, k)
+	switch x := nicks[k].(type) {
+	case nil:
+		return map[string]any{}, nil
+	case map[string]any:
+		return deepCopy(x).(map[string]any), nil
+	default:
+		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s %s", typeName(x), show(p, x))
+	}
+}
