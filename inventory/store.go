@@ -1,36 +1,287 @@
 package inventory
 
-// TEMPORARY skeleton: replaced by the real implementation.
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"time"
 
-// Store is an inventory file shared by processes under a file lock.
+	"gopkg.in/yaml.v3"
+)
+
+// ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
+// The file is then never written: a person must look at it.
+var ErrCorrupt = errors.New("inventory file is corrupt")
+
+// Store is an inventory file shared by every process of a user. Writers
+// serialise on an flock of a sibling lock file (a crashed holder's lock is
+// released by the kernel, so it never blocks the next one) and replace the
+// file atomically (temp file, fsync, rename, fsync of the directory): a
+// reader sees the old or the new list, never a torn one.
 type Store struct {
 	path string
 }
 
-// Open returns the store for the inventory file at path (created on first write).
+// Open returns the store for the inventory file at path. Nothing is read or
+// created until the first call.
 func Open(path string) *Store { return &Store{path: path} }
 
 // Path returns the inventory file's path.
 func (s *Store) Path() string { return s.path }
 
-// Load returns the records (none when the file does not exist).
-func (s *Store) Load() ([]*Record, error) { panic("todo") }
+// Load returns the records; none when the file does not exist.
+func (s *Store) Load() ([]*Record, error) {
+	data, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inventory: read %s: %w", s.path, err)
+	}
+	return Parse(s.path, data)
+}
 
-// Update runs fn on the records under the exclusive lock and writes back what
-// it returns, atomically.
-func (s *Store) Update(fn func([]*Record) ([]*Record, error)) error { panic("todo") }
+// Parse decodes an inventory file's content; name is used in errors.
+// An empty file, "[]" and "null" are empty inventories.
+func Parse(name string, data []byte) ([]*Record, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var recs []*Record
+	if err := yaml.Unmarshal(data, &recs); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
+	}
+	out := recs[:0]
+	for i, r := range recs {
+		if r == nil {
+			return nil, fmt.Errorf("%w: %s: entry %d is empty", ErrCorrupt, name, i)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
 
-// Put adds rec, or replaces the record Same as it.
-func (s *Store) Put(recs ...*Record) error { panic("todo") }
+var yamlPrefix = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?`)
 
-// Remove drops the records Same as any of recs.
-func (s *Store) Remove(recs ...*Record) error { panic("todo") }
+// yamlErrorText keeps yaml.v3's "line N: …" but drops its package prefix.
+func yamlErrorText(err error) string {
+	return yamlPrefix.ReplaceAllString(err.Error(), "")
+}
 
-// Filter is a parsed filter expression of the DSL.
-type Filter struct{}
+// Marshal encodes records as an inventory file.
+func Marshal(recs []*Record) ([]byte, error) {
+	if len(recs) == 0 {
+		return []byte("[]\n"), nil
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(recs); err != nil {
+		return nil, fmt.Errorf("inventory: encode: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("inventory: encode: %w", err)
+	}
+	return buf.Bytes(), nil
+}
 
-// ParseFilter parses "prop<value,prop!=value".
-func ParseFilter(s string) (Filter, error) { panic("todo") }
+// Update runs fn on the records under the exclusive lock and writes back the
+// records it returns, atomically. When fn returns an error nothing is
+// written. A corrupt file is never overwritten.
+func (s *Store) Update(fn func([]*Record) ([]*Record, error)) error {
+	return s.UpdateContext(context.Background(), fn)
+}
 
-// Match reports whether rec passes every term.
-func (f Filter) Match(rec *Record) bool { panic("todo") }
+// UpdateContext is Update with a deadline on waiting for the lock.
+func (s *Store) UpdateContext(ctx context.Context, fn func([]*Record) ([]*Record, error)) error {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	recs, err := s.Load()
+	if err != nil {
+		return err
+	}
+	out, err := fn(recs)
+	if err != nil {
+		return err
+	}
+	return s.write(out)
+}
+
+// Put adds each record, or replaces the record Same as it.
+func (s *Store) Put(recs ...*Record) error {
+	return s.Update(func(have []*Record) ([]*Record, error) {
+		for _, r := range recs {
+			replaced := false
+			for i, h := range have {
+				if Same(h, r) {
+					have[i] = r
+					replaced = true
+					break
+				}
+			}
+			if !replaced {
+				have = append(have, r)
+			}
+		}
+		return have, nil
+	})
+}
+
+// Remove drops every record Same as any of recs.
+func (s *Store) Remove(recs ...*Record) error {
+	return s.Update(func(have []*Record) ([]*Record, error) {
+		out := have[:0]
+	next:
+		for _, h := range have {
+			for _, r := range recs {
+				if Same(h, r) {
+					continue next
+				}
+			}
+			out = append(out, h)
+		}
+		return out, nil
+	})
+}
+
+// lock takes the exclusive flock of the sibling lock file, creating the
+// directory (0700) and the lock file (0600) as needed.
+func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
+	dir := filepath.Dir(s.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("inventory: create directory %s: %w", dir, err)
+	}
+	lockPath := s.path + ".lock"
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: open lock %s: %w", lockPath, err)
+	}
+	fd := int(f.Fd())
+	if _, hasDeadline := ctx.Deadline(); !hasDeadline && ctx.Done() == nil {
+		err = flockRetry(fd, syscall.LOCK_EX)
+	} else {
+		// flock cannot be interrupted by a context: poll a non-blocking
+		// attempt, backing off up to 20ms.
+		wait := 500 * time.Microsecond
+		for {
+			err = flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+			if err != syscall.EWOULDBLOCK {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				f.Close()
+				return nil, fmt.Errorf("inventory: wait for lock %s: %w", lockPath, ctx.Err())
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 20*time.Millisecond)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inventory: lock %s: %w", lockPath, err)
+	}
+	return func() {
+		_ = syscall.Flock(fd, syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func flockRetry(fd, how int) error {
+	for {
+		err := syscall.Flock(fd, how)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// write replaces the file atomically; on any failure the old file stays.
+func (s *Store) write(recs []*Record) error {
+	data, err := Marshal(recs)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(s.path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+	}
+	tmpName := tmp.Name()
+	fail := func(err error) error {
+		tmp.Close()
+		os.Remove(tmpName)
+		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+	}
+	if err := os.Rename(tmpName, s.path); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("inventory: replace %s: %w", s.path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // durability of the rename; the data is already safe
+		d.Close()
+	}
+	return nil
+}
+
+// Select chooses records as the CLI does: every record with all, else those
+// named by ids. An id is a local id (a position in the filtered list, as
+// the inventory command prints), a _brokertest id, a name or a hostname.
+// The filter narrows first; it never widens the selection. An id that
+// matches nothing is an error naming it.
+func Select(recs []*Record, ids []string, all bool, f Filter) ([]*Record, error) {
+	filtered := f.Apply(recs)
+	if all {
+		return filtered, nil
+	}
+	var out []*Record
+	seen := map[*Record]bool{}
+	add := func(r *Record) {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	for _, id := range ids {
+		if n, err := strconv.Atoi(id); err == nil {
+			if n < 0 || n >= len(filtered) {
+				return nil, fmt.Errorf("inventory: local id %d out of range (0..%d)", n, len(filtered)-1)
+			}
+			add(filtered[n])
+			continue
+		}
+		found := false
+		for _, r := range filtered {
+			if id != "" && (r.ID() == id || r.Name == id || r.Hostname == id) {
+				add(r)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("inventory: no host %q in the inventory%s", id, f.describe())
+		}
+	}
+	return out, nil
+}

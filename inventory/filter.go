@@ -1,0 +1,285 @@
+package inventory
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Filter is a parsed filter of the seed's DSL: terms joined by "," that must
+// all match. The zero Filter matches every record.
+//
+// A term is (property)(condition)(value). Conditions: "<" in (substring of a
+// text value, member of a list, key of a map), "=" equals, "{" starts with,
+// "}" ends with; "!" before a condition inverts it. Nested properties use
+// dots: "_broker_args.template". A property the record lacks makes a
+// positive condition false and a negated one true. Values compare as text,
+// so '8.6' and 8.6 are equal.
+type Filter struct {
+	src   string
+	terms []term
+}
+
+type term struct {
+	path  []string
+	op    byte // one of < = { }
+	not   bool
+	value string
+}
+
+// ParseFilter parses a filter such as "name<test,_broker_args.provider!=RHEV".
+// An empty string is the filter that matches everything.
+func ParseFilter(s string) (Filter, error) {
+	f := Filter{src: s}
+	if strings.TrimSpace(s) == "" {
+		return f, nil
+	}
+	for _, raw := range strings.Split(s, ",") {
+		t, err := parseTerm(raw)
+		if err != nil {
+			return Filter{}, err
+		}
+		f.terms = append(f.terms, t)
+	}
+	return f, nil
+}
+
+func parseTerm(raw string) (term, error) {
+	i := strings.IndexAny(raw, "<={}")
+	if i < 0 {
+		return term{}, fmt.Errorf("inventory: filter term %q has no condition (one of < = { }, optionally after !)", raw)
+	}
+	t := term{op: raw[i], value: raw[i+1:]}
+	prop := raw[:i]
+	if strings.HasSuffix(prop, "!") {
+		t.not = true
+		prop = prop[:len(prop)-1]
+	}
+	prop = strings.TrimSpace(prop)
+	if prop == "" {
+		return term{}, fmt.Errorf("inventory: filter term %q has an empty property", raw)
+	}
+	t.path = strings.Split(prop, ".")
+	for _, p := range t.path {
+		if p == "" {
+			return term{}, fmt.Errorf("inventory: filter term %q has an empty part in property %q", raw, prop)
+		}
+	}
+	return t, nil
+}
+
+// String returns the filter as parsed.
+func (f Filter) String() string { return f.src }
+
+// Empty reports whether the filter matches every record.
+func (f Filter) Empty() bool { return len(f.terms) == 0 }
+
+func (f Filter) describe() string {
+	if f.Empty() {
+		return ""
+	}
+	return fmt.Sprintf(" matching filter %q", f.src)
+}
+
+// Match reports whether rec passes every term.
+func (f Filter) Match(rec *Record) bool {
+	if len(f.terms) == 0 {
+		return true
+	}
+	var m map[string]any // built once, only if a term needs it
+	for _, t := range f.terms {
+		v, ok := lookupFast(rec, t.path)
+		if !ok && !knownTop(t.path[0]) {
+			if m == nil {
+				m = rec.Map()
+			}
+			v, ok = lookup(m, t.path)
+		}
+		if t.eval(v, ok) == t.not {
+			return false
+		}
+	}
+	return true
+}
+
+// Apply returns the records that match, in order.
+func (f Filter) Apply(recs []*Record) []*Record {
+	if f.Empty() {
+		return recs
+	}
+	var out []*Record
+	for _, r := range recs {
+		if f.Match(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// eval is the positive condition; a missing property is false.
+func (t term) eval(v any, ok bool) bool {
+	if !ok || v == nil {
+		return false
+	}
+	switch t.op {
+	case '<':
+		switch x := v.(type) {
+		case []any:
+			for _, e := range x {
+				if text(e) == t.value {
+					return true
+				}
+			}
+			return false
+		case map[string]any:
+			_, has := x[t.value]
+			return has
+		}
+		return strings.Contains(text(v), t.value)
+	case '=':
+		return text(v) == t.value
+	case '{':
+		return strings.HasPrefix(text(v), t.value)
+	case '}':
+		return strings.HasSuffix(text(v), t.value)
+	}
+	return false
+}
+
+func knownTop(k string) bool {
+	switch k {
+	case "hostname", "name", "ip", "_broker_provider", "_broker_provider_instance", "_broker_args", "_broker_facts":
+		return true
+	}
+	return false
+}
+
+// lookupFast resolves the typed fields without building a map.
+func lookupFast(r *Record, path []string) (any, bool) {
+	str := func(s string) (any, bool) {
+		if s == "" || len(path) > 1 {
+			return nil, false
+		}
+		return s, true
+	}
+	switch path[0] {
+	case "hostname":
+		return str(r.Hostname)
+	case "name":
+		return str(r.Name)
+	case "ip":
+		return str(r.IP)
+	case "_broker_provider":
+		return str(r.Provider)
+	case "_broker_provider_instance":
+		return str(r.Instance)
+	case "_broker_args":
+		if r.Args == nil {
+			return nil, false
+		}
+		return lookup(r.Args, path[1:])
+	case "_broker_facts":
+		if r.Facts == nil {
+			return nil, false
+		}
+		return lookup(r.Facts, path[1:])
+	}
+	return nil, false
+}
+
+func lookup(v any, path []string) (any, bool) {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// text renders a value for comparison: numbers without trailing zeros,
+// times in RFC 3339, collections as flow YAML.
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int:
+		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case uint64:
+		return strconv.FormatUint(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	case time.Time:
+		return x.Format(time.RFC3339)
+	case []any, map[string]any:
+		b, err := yaml.Marshal(flow{x})
+		if err != nil {
+			return fmt.Sprint(x)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return fmt.Sprint(v)
+}
+
+// flow marshals a collection in YAML flow style.
+type flow struct{ v any }
+
+func (f flow) MarshalYAML() (any, error) {
+	var n yaml.Node
+	if err := n.Encode(f.v); err != nil {
+		return nil, err
+	}
+	setFlow(&n)
+	return &n, nil
+}
+
+func setFlow(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		n.Style = yaml.FlowStyle
+	}
+	for _, c := range n.Content {
+		setFlow(c)
+	}
+}
+
+// Map returns the record as the inventory file holds it: every key,
+// foreign ones included, with _brokertest as a nested map.
+func (r *Record) Map() map[string]any {
+	m := make(map[string]any, len(r.Extra)+8)
+	for k, v := range r.Extra {
+		m[k] = v
+	}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	m["hostname"] = r.Hostname
+	set("name", r.Name)
+	set("ip", r.IP)
+	set("_broker_provider", r.Provider)
+	set("_broker_provider_instance", r.Instance)
+	if r.Args != nil {
+		m["_broker_args"] = r.Args
+	}
+	if r.Facts != nil {
+		m["_broker_facts"] = r.Facts
+	}
+	if r.Broker != nil {
+		var meta map[string]any
+		if b, err := yaml.Marshal(r.Broker); err == nil && yaml.Unmarshal(b, &meta) == nil {
+			m["_brokertest"] = meta
+		}
+	}
+	return m
+}
