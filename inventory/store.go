@@ -212,7 +212,15 @@ func (s *Store) write(recs []*Record) error {
 		return err
 	}
 	dir := filepath.Dir(s.path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
+	pattern := "." + filepath.Base(s.path) + ".tmp-*"
+	// Only the lock holder writes temp files: any left are from a writer
+	// that was killed mid-write.
+	if left, _ := filepath.Glob(filepath.Join(dir, pattern)); len(left) > 0 {
+		for _, f := range left {
+			os.Remove(f)
+		}
+	}
+	tmp, err := os.CreateTemp(dir, pattern)
 	if err != nil {
 		return fmt.Errorf("inventory: write %s: %w", s.path, err)
 	}
