@@ -1,0 +1,518 @@
+// Package broker checks hosts out from providers (local SSH servers,
+// containers, VMs), records them in a local inventory and checks them back in:
+// one interface over services that provision hosts, in the manner of the
+// Python broker. Tests use it through package brokertest.
+//
+// A Broker is safe for concurrent use.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/settings"
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
+
+	// The built-in providers register themselves; users need no blank imports.
+	_ "github.com/hostbroker/broker/providers/container"
+	_ "github.com/hostbroker/broker/providers/local"
+)
+
+// Version is this module's version, recorded on hosts (container labels).
+const Version = "0.1.0"
+
+// DefaultProvider is used when nothing in a request names or implies one.
+const DefaultProvider = "Local"
+
+// maxParallel bounds concurrent provider calls of one Checkout or Checkin.
+const maxParallel = 32
+
+// Request says what to check out.
+type Request struct {
+	Nick     string         // a nick from settings; its arguments lie under Args
+	Provider string         // "Local", "Container", "AnsibleTower"; "" = inferred
+	Instance string         // provider instance; "" = its default
+	Count    int            // 0 or 1 means one host
+	Args     map[string]any // provider arguments, merged over the nick's
+	ArgsFile string         // JSON or YAML file; its top-level keys become Args
+
+	// Test names who asked (a test's name); it is recorded in the inventory.
+	Test string
+}
+
+// Broker checks hosts out and in, keeping the inventory.
+type Broker struct {
+	settings *settings.Settings
+	store    *inventory.Store
+	logger   *slog.Logger
+	owner    inventory.Owner
+	logFile  io.Closer
+	watcher  bool // start the reaper on first checkout
+
+	mu     sync.Mutex
+	opened map[string]providers.Provider // by "Provider::instance"
+}
+
+type config struct {
+	settings settings.Options
+	logger   *slog.Logger
+	runID    string
+	noReaper bool
+}
+
+// Option configures New.
+type Option func(*config)
+
+// WithDirectory sets the broker directory (settings, inventory, logs),
+// overriding BROKER_DIRECTORY.
+func WithDirectory(dir string) Option { return func(c *config) { c.settings.Dir = dir } }
+
+// WithSettingsFile reads settings from path instead of
+// <directory>/broker_settings.yaml.
+func WithSettingsFile(path string) Option { return func(c *config) { c.settings.File = path } }
+
+// WithEnviron makes New read BROKER_* settings overrides from env instead of
+// the process environment.
+func WithEnviron(env []string) Option { return func(c *config) { c.settings.Environ = env } }
+
+// WithLogger sends the broker's log to l instead of <directory>/logs/broker.log.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithRunID sets the owner run id recorded on every host this Broker checks
+// out; by default each Broker gets a new one.
+func WithRunID(id string) Option { return func(c *config) { c.runID = id } }
+
+// WithReaper(false) starts no reaper process: hosts of a process killed
+// before its check-ins ran are then left for "brokertest cleanup --stale".
+// By default the first checkout starts one detached watcher per process that
+// checks in what the process still holds when it dies, and SIGINT or SIGTERM
+// check this process's hosts in before the process ends.
+func WithReaper(enabled bool) Option { return func(c *config) { c.noReaper = !enabled } }
+
+func withoutWatcher() Option { return WithReaper(false) }
+
+// New loads settings and opens the inventory. With no settings file it works
+// on the embedded Local provider.
+func New(opts ...Option) (*Broker, error) {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	s, err := settings.Load(c.settings)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		settings: s,
+		store:    inventory.Open(filepath.Join(s.Dir, inventoryFile(s))),
+		opened:   map[string]providers.Provider{},
+		watcher:  !c.noReaper,
+	}
+	if c.runID == "" {
+		c.runID = inventory.NewRunID()
+	}
+	b.owner = inventory.CurrentOwner(c.runID)
+	b.logger = c.logger
+	if b.logger == nil {
+		b.logger, b.logFile, err = openLog(s.Dir)
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range s.Warnings() {
+		b.logger.Warn(w)
+	}
+	return b, nil
+}
+
+// inventoryFile honours the Python broker's inventory_file setting.
+func inventoryFile(s *settings.Settings) string {
+	if name, ok := s.Data["inventory_file"].(string); ok && name != "" {
+		return name
+	}
+	return "inventory.yaml"
+}
+
+func openLog(dir string) (*slog.Logger, io.Closer, error) {
+	logDir := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("broker: log directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker: log file: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(f, nil)).With("pid", os.Getpid()), f, nil
+}
+
+// Close releases the log file. Hosts stay checked out.
+func (b *Broker) Close() error {
+	if b.logFile != nil {
+		return b.logFile.Close()
+	}
+	return nil
+}
+
+// Dir returns the broker directory.
+func (b *Broker) Dir() string { return b.settings.Dir }
+
+// Owner returns the owner recorded on the hosts this Broker checks out.
+func (b *Broker) Owner() inventory.Owner { return b.owner }
+
+// Store returns the inventory store.
+func (b *Broker) Store() *inventory.Store { return b.store }
+
+// Logger returns the broker's logger.
+func (b *Broker) Logger() *slog.Logger { return b.logger }
+
+// Inventory returns the records of the inventory.
+func (b *Broker) Inventory(ctx context.Context) ([]*inventory.Record, error) {
+	return b.store.Load()
+}
+
+// provider opens (once) the provider instance named.
+func (b *Broker) provider(ctx context.Context, name, instance string) (providers.Provider, string, string, error) {
+	d, regName, err := providers.Lookup(name)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("broker: %w", err)
+	}
+	inst, err := b.settings.Instance(regName, instance)
+	if err != nil {
+		return nil, "", "", err
+	}
+	key := regName + "::" + inst.Name
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.opened[key]; ok {
+		return p, regName, inst.Name, nil
+	}
+	p, err := d.Open(ctx, providers.Config{
+		Provider: regName,
+		Instance: inst.Name,
+		Settings: inst.Values,
+		SSH:      sshSettings(b.settings.SSH),
+		Dir:      b.settings.Dir,
+		Logger:   b.logger.With("provider", regName, "instance", inst.Name),
+	})
+	if err != nil {
+		return nil, "", "", fmt.Errorf("broker: open provider %s: %w", describe(regName, inst.Name), err)
+	}
+	b.opened[key] = p
+	return p, regName, inst.Name, nil
+}
+
+func sshSettings(s settings.SSH) providers.SSHSettings {
+	return providers.SSHSettings{
+		Username:       s.Username,
+		Password:       s.Password,
+		Port:           s.Port,
+		KeyFilename:    s.KeyFilename,
+		ConnectTimeout: s.ConnectTimeout.Seconds(),
+		CommandTimeout: s.CommandTimeout.Seconds(),
+		Insecure:       s.Insecure,
+		KnownHosts:     s.KnownHosts,
+	}
+}
+
+func describe(provider, instance string) string {
+	if instance == "" {
+		return provider
+	}
+	return provider + "::" + instance
+}
+
+// Checkout checks out req.Count hosts (one when 0) concurrently. Each host is
+// recorded in the inventory before the provider is asked for it, so a crash
+// never leaves a host nobody knows of. If any checkout fails, the hosts that
+// succeeded are checked in again and the error names every failure.
+func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, error) {
+	plan, err := b.resolve(req)
+	if err != nil {
+		return nil, err
+	}
+	p, provName, instName, err := b.provider(ctx, plan.provider, plan.instance)
+	if err != nil {
+		return nil, err
+	}
+	n := max(req.Count, 1)
+	hosts := make([]*hostkit.Host, n)
+	errs := make([]error, n)
+	var g errgroup.Group
+	g.SetLimit(maxParallel)
+	for i := range n {
+		g.Go(func() error {
+			hosts[i], errs[i] = b.checkoutOne(ctx, p, provName, instName, plan.args, req.Test)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("host %d of %d: %w", i+1, n, errs[i])
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := errors.Join(errs...); err != nil {
+		var got []*hostkit.Host
+		for _, h := range hosts {
+			if h != nil {
+				got = append(got, h)
+			}
+		}
+		if cerr := b.Checkin(context.WithoutCancel(ctx), got...); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("checking in the %d hosts that succeeded: %w", len(got), cerr))
+		}
+		return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), err)
+	}
+	return hosts, nil
+}
+
+func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName, instName string, args map[string]any, test string) (*hostkit.Host, error) {
+	meta := &inventory.Meta{
+		ID:         inventory.NewID(),
+		State:      inventory.StateCreating,
+		Owner:      b.owner,
+		Test:       test,
+		CheckedOut: time.Now().UTC().Truncate(time.Second),
+	}
+	intent := &inventory.Record{Provider: provName, Instance: instName, Args: args, Broker: meta}
+	b.watch()
+	if err := b.store.Put(intent); err != nil {
+		return nil, err
+	}
+	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test)})
+	if err != nil {
+		// The provider may have made part of a host; it finds it by id.
+		if cerr := p.Checkin(context.WithoutCancel(ctx), intent); cerr != nil {
+			b.logger.Warn("clean up after failed checkout", "id", meta.ID, "err", cerr)
+			return nil, errors.Join(err, fmt.Errorf("cleaning up %s: %w (left in the inventory for brokertest cleanup)", meta.ID, cerr))
+		}
+		if rerr := b.store.Remove(intent); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	rec.Provider, rec.Instance = provName, instName
+	if rec.Args == nil {
+		rec.Args = args
+	}
+	if rec.Broker != nil {
+		meta.SSH, meta.Data = rec.Broker.SSH, rec.Broker.Data
+	}
+	meta.State = inventory.StateReady
+	rec.Broker = meta
+	if err := b.store.Put(rec); err != nil {
+		_ = p.Checkin(context.WithoutCancel(ctx), rec)
+		_ = b.store.Remove(rec)
+		return nil, err
+	}
+	h, err := p.Connect(ctx, rec)
+	if err != nil {
+		err = fmt.Errorf("connect %s: %w", rec.Name, err)
+		if cerr := b.checkinRecord(context.WithoutCancel(ctx), rec); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
+	}
+	b.logger.Info("checked out", "id", meta.ID, "name", rec.Name, "hostname", rec.Hostname, "provider", describe(provName, instName), "test", test)
+	return h, nil
+}
+
+func (b *Broker) labels(test string) map[string]string {
+	l := map[string]string{
+		"run":     b.owner.Run,
+		"user":    currentUser(),
+		"version": Version,
+		"machine": b.owner.Machine,
+	}
+	if test != "" {
+		l["test"] = test
+	}
+	return l
+}
+
+// Connect rebuilds a host from its inventory record.
+func (b *Broker) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
+	p, _, _, err := b.provider(ctx, providerOf(rec), rec.Instance)
+	if err != nil {
+		return nil, err
+	}
+	return p.Connect(ctx, rec)
+}
+
+func providerOf(rec *inventory.Record) string {
+	if rec.Provider != "" {
+		return rec.Provider
+	}
+	return DefaultProvider
+}
+
+// Checkin checks hosts in concurrently and drops them from the inventory. A
+// host that fails to check in stays in the inventory; the error names it.
+func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
+	recs := make([]*inventory.Record, 0, len(hosts))
+	for _, h := range hosts {
+		if h == nil {
+			continue
+		}
+		_ = h.Close()
+		if rec := h.Record(); rec != nil {
+			recs = append(recs, rec)
+		} else {
+			return fmt.Errorf("broker: checkin %s: host has no inventory record", h.Hostname)
+		}
+	}
+	return b.CheckinRecords(ctx, recs...)
+}
+
+// CheckinRecords checks in the hosts of inventory records concurrently (the
+// CLI's cleanup). Each failure is named in the joined error.
+func (b *Broker) CheckinRecords(ctx context.Context, recs ...*inventory.Record) error {
+	errs := make([]error, len(recs))
+	var g errgroup.Group
+	g.SetLimit(maxParallel)
+	for i, rec := range recs {
+		g.Go(func() error {
+			errs[i] = b.checkinRecord(ctx, rec)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) error {
+	p, provName, instName, err := b.provider(ctx, providerOf(rec), rec.Instance)
+	if err != nil {
+		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
+	}
+	if err := p.Checkin(ctx, rec); err != nil {
+		b.logger.Warn("checkin failed", "host", hostLabel(rec), "err", err)
+		return fmt.Errorf("checkin %s from %s: %w", hostLabel(rec), describe(provName, instName), err)
+	}
+	if err := b.store.Remove(rec); err != nil {
+		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
+	}
+	b.logger.Info("checked in", "host", hostLabel(rec))
+	return nil
+}
+
+func hostLabel(rec *inventory.Record) string {
+	var parts []string
+	for _, s := range []string{rec.Name, rec.Hostname, rec.ID()} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) == 0 {
+		return "(unnamed host)"
+	}
+	return strings.Join(parts, " ")
+}
+
+// Extend extends the leases of the hosts of recs concurrently, for providers
+// that can (Extender). args are passed to the provider (e.g. new_expire_time).
+func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inventory.Record) error {
+	errs := make([]error, len(recs))
+	var g errgroup.Group
+	g.SetLimit(maxParallel)
+	for i, rec := range recs {
+		g.Go(func() error {
+			p, provName, _, err := b.provider(ctx, providerOf(rec), rec.Instance)
+			if err != nil {
+				errs[i] = err
+				return nil
+			}
+			ext, ok := p.(providers.Extender)
+			if !ok {
+				errs[i] = fmt.Errorf("extend %s: provider %s cannot extend leases", hostLabel(rec), provName)
+				return nil
+			}
+			if err := ext.Extend(ctx, rec, cloneMap(args)); err != nil {
+				errs[i] = fmt.Errorf("extend %s: %w", hostLabel(rec), err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// Duplicate checks out count new hosts (one when 0) with the same provider,
+// instance and arguments as rec — the seed's "broker duplicate".
+func (b *Broker) Duplicate(ctx context.Context, rec *inventory.Record, count int) ([]*hostkit.Host, error) {
+	if rec.Provider == "" {
+		return nil, fmt.Errorf("broker: duplicate %s: record has no _broker_provider", hostLabel(rec))
+	}
+	return b.Checkout(ctx, Request{Provider: rec.Provider, Instance: rec.Instance, Args: cloneMap(rec.Args), Count: count})
+}
+
+// Execute runs a provider action that creates no host (the seed's "broker
+// execute"), e.g. a workflow or a one-shot container, and returns its result.
+func (b *Broker) Execute(ctx context.Context, req Request) (any, error) {
+	plan, err := b.resolve(req)
+	if err != nil {
+		return nil, err
+	}
+	p, provName, instName, err := b.provider(ctx, plan.provider, plan.instance)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := p.(providers.Executor)
+	if !ok {
+		return nil, fmt.Errorf("broker: provider %s cannot execute actions", provName)
+	}
+	out, err := ex.Execute(ctx, plan.args)
+	if err != nil {
+		return nil, fmt.Errorf("broker: execute on %s: %w", describe(provName, instName), err)
+	}
+	return out, nil
+}
+
+// Describe returns a provider's description of what it offers (its
+// arguments, templates, images): the seed's "broker providers".
+func (b *Broker) Describe(ctx context.Context, provider, instance, topic string) (string, error) {
+	p, provName, _, err := b.provider(ctx, provider, instance)
+	if err != nil {
+		return "", err
+	}
+	d, ok := p.(providers.Describer)
+	if !ok {
+		return "", fmt.Errorf("broker: provider %s has no description", provName)
+	}
+	return d.Describe(ctx, topic)
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = cloneValue(v)
+	}
+	return out
+}
+
+func cloneValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		return cloneMap(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneValue(e)
+		}
+		return out
+	}
+	return v
+}

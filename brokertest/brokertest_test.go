@@ -1,0 +1,196 @@
+package brokertest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/brokertest"
+	"github.com/hostbroker/broker/hostkit"
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "brokertest-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("BROKER_DIRECTORY", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestHostOnEmbeddedDefault(t *testing.T) {
+	h := brokertest.Host(t, broker.Request{})
+	res, err := h.Execute(t.Context(), "echo out; echo err >&2; exit 7")
+	require.NoError(t, err)
+	assert.Equal(t, hostkit.Result{Status: 7, Stdout: "out\n", Stderr: "err\n"}, res)
+	rec := h.Record()
+	require.NotNil(t, rec)
+	assert.Equal(t, "Local", rec.Provider)
+	assert.Equal(t, t.Name(), rec.Broker.Test)
+}
+
+// recorder is a testing.TB that records failures and cleanups, so tests can
+// watch brokertest fail a test without failing themselves.
+type recorder struct {
+	testing.TB
+	ctx      context.Context
+	mu       sync.Mutex
+	cleanups []func()
+	errors   []string
+	fatal    bool
+	logf     func(string)
+}
+
+func (r *recorder) Helper()                  {}
+func (r *recorder) Name() string             { return "Recorder" }
+func (r *recorder) Context() context.Context { return r.ctx }
+func (r *recorder) Cleanup(f func())         { r.mu.Lock(); r.cleanups = append(r.cleanups, f); r.mu.Unlock() }
+func (r *recorder) Logf(format string, args ...any) {
+	if r.logf != nil {
+		r.logf(fmt.Sprintf(format, args...))
+	}
+}
+func (r *recorder) Failed() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.errors) > 0 }
+func (r *recorder) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	r.fatal = true
+	runtime.Goexit()
+}
+
+// run calls f as a test body would run, then the cleanups, last first.
+func (r *recorder) run(f func(tb testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+func newRecorder(t *testing.T) *recorder {
+	return &recorder{TB: t, ctx: t.Context()}
+}
+
+// events is the order of hooks seen by the custom host types below.
+type events struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (e *events) add(s string) { e.mu.Lock(); e.list = append(e.list, s); e.mu.Unlock() }
+
+var seen events
+
+type webHost struct {
+	*hostkit.Host
+	setupFails bool
+}
+
+func (w *webHost) Setup(ctx context.Context) error {
+	seen.add("setup")
+	if _, err := w.Execute(ctx, "echo ready > marker"); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (w *webHost) Teardown(ctx context.Context) error {
+	res, err := w.Execute(ctx, "cat marker")
+	if err != nil {
+		return err
+	}
+	seen.add("teardown:" + strings.TrimSpace(res.Stdout))
+	return nil
+}
+
+type brokenHost struct{ *hostkit.Host }
+
+func (brokenHost) Setup(ctx context.Context) error { return errors.New("disk on fire") }
+
+func TestHostAsRunsSetupAndTeardown(t *testing.T) {
+	seen = events{}
+	r := newRecorder(t)
+	var dir string
+	r.run(func(tb testing.TB) {
+		h := brokertest.HostAs[webHost](tb, broker.Request{})
+		data, err := h.ReadFile(tb.Context(), "marker")
+		require.NoError(t, err)
+		assert.Equal(t, "ready\n", string(data), "Setup ran before HostAs returned")
+		dir = h.Record().Broker.Data["dir"].(string)
+	})
+	assert.Empty(t, r.errors)
+	assert.Equal(t, []string{"setup", "teardown:ready"}, seen.list, "Teardown runs before check-in, while the host still answers")
+	_, err := os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "host checked in after the test")
+}
+
+func TestFailingSetupFailsTestAndChecksIn(t *testing.T) {
+	b, err := broker.New(broker.WithDirectory(t.TempDir()))
+	require.NoError(t, err)
+	defer b.Close()
+	r := newRecorder(t)
+	returned := false
+	r.run(func(tb testing.TB) {
+		brokertest.HostAs[brokenHost](tb, broker.Request{}, brokertest.WithBroker(b))
+		returned = true
+	})
+	assert.False(t, returned, "HostAs must stop the test when Setup fails")
+	require.True(t, r.fatal)
+	assert.Contains(t, strings.Join(r.errors, "\n"), "disk on fire")
+	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs, "the host was still checked in")
+	entries, _ := os.ReadDir(filepath.Join(b.Dir(), "local"))
+	assert.Empty(t, entries)
+}
+
+type notAHost struct{ Name string }
+
+func TestHostAsRejectsTypesWithoutHost(t *testing.T) {
+	r := newRecorder(t)
+	r.run(func(tb testing.TB) { brokertest.HostAs[notAHost](tb, broker.Request{}) })
+	require.True(t, r.fatal)
+	assert.Contains(t, strings.Join(r.errors, "\n"), "does not embed *hostkit.Host")
+}
+
+func TestHostsCount(t *testing.T) {
+	hosts := brokertest.Hosts(t, broker.Request{Count: 3})
+	require.Len(t, hosts, 3)
+	var g sync.WaitGroup
+	for i, h := range hosts {
+		g.Go(func() {
+			res, err := h.Execute(t.Context(), fmt.Sprintf("echo %d", i))
+			assert.NoError(t, err)
+			assert.Equal(t, fmt.Sprintf("%d\n", i), res.Stdout)
+		})
+	}
+	g.Wait()
+}
+
+func TestCheckoutFailureFailsTest(t *testing.T) {
+	r := newRecorder(t)
+	r.run(func(tb testing.TB) { brokertest.Host(tb, broker.Request{Provider: "NoSuchProvider"}) })
+	require.True(t, r.fatal)
+	assert.Contains(t, strings.Join(r.errors, "\n"), "NoSuchProvider")
+}

@@ -1,0 +1,190 @@
+package hostkit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ShellQuote quotes s for a POSIX shell, as one word.
+func ShellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// envPrefix returns "export K='v'; …" for env, names sorted. sshd usually
+// refuses the "env" request (AcceptEnv), so the shell sets them instead.
+func envPrefix(env map[string]string) (string, error) {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if !envName.MatchString(k) {
+			return "", fmt.Errorf("invalid environment variable name %q", k)
+		}
+		b.WriteString("export ")
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(ShellQuote(env[k]))
+		b.WriteString("; ")
+	}
+	return b.String(), nil
+}
+
+// Execute runs cmd with the remote user's shell and returns its exit status
+// and output. A non-zero exit status is a Result, not an error; an error
+// means the command could not be run or its end not seen (connection lost,
+// deadline: then the session is closed and ctx's error returned). A command
+// killed by a signal gives Status -1 and an error naming the signal.
+func (h *Host) Execute(ctx context.Context, cmd string, opts ...ExecOption) (Result, error) {
+	var o ExecOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = h.cfg.CommandTimeout
+	}
+	if o.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+	}
+	prefix, err := envPrefix(o.Env)
+	if err != nil {
+		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: %w", h.Hostname, err)
+	}
+	// Env values may be secrets: log their names only.
+	h.log.Debug("hostkit: execute", "host", h.Hostname, "cmd", cmd, "env", slices.Sorted(maps.Keys(o.Env)))
+	if h.cfg.Addr == "" {
+		t, err := h.viaTransport()
+		if err != nil {
+			return Result{Status: -1}, err
+		}
+		res, err := t.Execute(ctx, cmd, o)
+		if err != nil {
+			return res, fmt.Errorf("hostkit: host %s: execute: %w", h.Hostname, err)
+		}
+		return res, nil
+	}
+	return h.execSSH(ctx, prefix+cmd, o.Stdin)
+}
+
+// viaTransport returns the host's transport, or ErrClosed / ErrNoSSH.
+func (h *Host) viaTransport() (Transport, error) {
+	if h.isClosed() {
+		return nil, ErrClosed
+	}
+	if h.transport == nil {
+		return nil, fmt.Errorf("%w and no transport: %s", ErrNoSSH, h.Hostname)
+	}
+	return h.transport, nil
+}
+
+func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result, error) {
+	sess, release, err := h.session(ctx)
+	if err != nil {
+		return Result{Status: -1}, err
+	}
+	defer release()
+	var stdout, stderr bytes.Buffer
+	sess.Stdout = &stdout
+	sess.Stderr = &stderr
+	if stdin != nil {
+		// Copy stdin ourselves: Session.Wait would wait for a reader the
+		// command never drains.
+		w, err := sess.StdinPipe()
+		if err != nil {
+			return Result{Status: -1}, fmt.Errorf("hostkit: host %s: stdin: %w", h.Hostname, err)
+		}
+		go func() {
+			_, _ = io.Copy(w, stdin)
+			w.Close()
+		}()
+	}
+	if err := sess.Start(cmd); err != nil {
+		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: start command: %w", h.Hostname, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Ask sshd to kill the command, then drop the session.
+		_ = sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, ctx.Err())
+	}
+	res := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	var ee *ssh.ExitError
+	var em *ssh.ExitMissingError
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.As(err, &ee) && ee.Signal() != "":
+		res.Status = -1
+		return res, fmt.Errorf("hostkit: host %s: command killed by signal %s", h.Hostname, ee.Signal())
+	case errors.As(err, &ee):
+		res.Status = ee.ExitStatus()
+		return res, nil
+	case errors.As(err, &em):
+		res.Status = -1
+		return res, fmt.Errorf("hostkit: host %s: command ended without an exit status (connection lost?): %w", h.Hostname, err)
+	}
+	res.Status = -1
+	return res, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, err)
+}
+
+// Shell runs the user's interactive login shell on a pseudo-terminal, wired
+// to stdin, stdout and stderr, until it exits or ctx is done. A non-zero exit
+// status is returned as an error wrapping *ssh.ExitError.
+func (h *Host) Shell(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
+	if h.cfg.Addr == "" {
+		if h.isClosed() {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: %s: shell needs SSH", ErrNoSSH, h.Hostname)
+	}
+	sess, release, err := h.session(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
+	if err := sess.RequestPty("xterm", 40, 120, modes); err != nil {
+		return fmt.Errorf("hostkit: host %s: request pty: %w", h.Hostname, err)
+	}
+	sess.Stdout, sess.Stderr = stdout, stderr
+	if stdin != nil {
+		w, err := sess.StdinPipe()
+		if err != nil {
+			return fmt.Errorf("hostkit: host %s: stdin: %w", h.Hostname, err)
+		}
+		go func() {
+			_, _ = io.Copy(w, stdin)
+			// Leave stdin open: on a tty, EOF is the shell's to read as ^D.
+		}()
+	}
+	if err := sess.Shell(); err != nil {
+		return fmt.Errorf("hostkit: host %s: start shell: %w", h.Hostname, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = sess.Signal(ssh.SIGHUP)
+		sess.Close()
+		return fmt.Errorf("hostkit: host %s: shell: %w", h.Hostname, ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("hostkit: host %s: shell: %w", h.Hostname, err)
+	}
+	return nil
+}

@@ -1,0 +1,300 @@
+package hostkit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// SFTP returns the host's SFTP client, opened over its SSH connection on
+// first use and re-opened after a reconnect. It is shared: do not close it.
+func (h *Host) SFTP(ctx context.Context) (*sftp.Client, error) {
+	if h.cfg.Addr == "" {
+		if h.isClosed() {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("%w: %s: SFTP needs SSH", ErrNoSSH, h.Hostname)
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := h.SSHClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if sc := h.sftpFor(c); sc != nil {
+			return sc, nil
+		}
+		sc, err := h.openSFTP(ctx, c)
+		if err == nil {
+			return sc, nil
+		}
+		if attempt == 0 && isConnLost(err) && ctx.Err() == nil {
+			h.forget(c)
+			continue
+		}
+		return nil, err
+	}
+}
+
+func (h *Host) sftpFor(c *ssh.Client) *sftp.Client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sftpOwner == c {
+		return h.sftp
+	}
+	return nil
+}
+
+func (h *Host) openSFTP(ctx context.Context, c *ssh.Client) (*sftp.Client, error) {
+	select {
+	case h.sftpSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("hostkit: host %s: waiting for sftp: %w", h.Hostname, ctx.Err())
+	}
+	defer func() { <-h.sftpSem }()
+	if sc := h.sftpFor(c); sc != nil {
+		return sc, nil
+	}
+	type result struct {
+		sc  *sftp.Client
+		err error
+	}
+	ch := make(chan result, 1)
+	// sftp.NewClient takes no context: run it aside and give up on ctx.
+	go func() {
+		sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true))
+		ch <- result{sc, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.sc != nil {
+				r.sc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, ctx.Err())
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, r.err)
+	}
+	h.mu.Lock()
+	if h.closed || h.client != c {
+		h.mu.Unlock()
+		r.sc.Close()
+		if h.isClosed() {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, io.EOF)
+	}
+	old := h.sftp
+	h.sftp, h.sftpOwner = r.sc, c
+	h.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return r.sc, nil
+}
+
+// ctxReader fails reads once ctx is done, so long copies stop. It keeps the
+// size of what it wraps, which sftp uses to copy concurrently.
+type ctxReader struct {
+	ctx  context.Context
+	r    io.Reader
+	size int64 // -1: unknown
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (c *ctxReader) Size() int64 { return c.size }
+
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c *ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// ctxErr prefers ctx's error over the one a cancelled copy produced.
+func ctxErr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// open streams a remote file, over SFTP or the transport. size is -1 when
+// unknown.
+func (h *Host) open(ctx context.Context, path string) (rc io.ReadCloser, size int64, mode fs.FileMode, err error) {
+	if h.cfg.Addr == "" {
+		t, err := h.viaTransport()
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		rc, err := t.Open(ctx, path)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("hostkit: host %s: open %s: %w", h.Hostname, path, err)
+		}
+		return rc, -1, 0o644, nil
+	}
+	sc, err := h.SFTP(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	f, err := sc.Open(path)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("hostkit: host %s: open %s: %w", h.Hostname, path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, 0, fmt.Errorf("hostkit: host %s: stat %s: %w", h.Hostname, path, err)
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, 0, 0, fmt.Errorf("hostkit: host %s: open %s: is a directory", h.Hostname, path)
+	}
+	return f, fi.Size(), fi.Mode().Perm(), nil
+}
+
+// create writes r (size bytes, -1 unknown) to a remote file with mode perm.
+func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.Reader, size int64) error {
+	if h.cfg.Addr == "" {
+		t, err := h.viaTransport()
+		if err != nil {
+			return err
+		}
+		if err := t.Create(ctx, path, perm, &ctxReader{ctx: ctx, r: r, size: size}); err != nil {
+			return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, ctxErr(ctx, err))
+		}
+		return nil
+	}
+	sc, err := h.SFTP(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := sc.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("hostkit: host %s: create %s: %w", h.Hostname, path, err)
+	}
+	// Set the mode before writing, so a secret is never readable by others.
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("hostkit: host %s: chmod %s: %w", h.Hostname, path, err)
+	}
+	if _, err := f.ReadFrom(&ctxReader{ctx: ctx, r: r, size: size}); err != nil {
+		f.Close()
+		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, ctxErr(ctx, err))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("hostkit: host %s: close %s: %w", h.Hostname, path, err)
+	}
+	return nil
+}
+
+// copyOut streams rc to w: sftp files read concurrently.
+func copyOut(ctx context.Context, w io.Writer, rc io.Reader) (int64, error) {
+	cw := &ctxWriter{ctx: ctx, w: w}
+	if f, ok := rc.(*sftp.File); ok {
+		return f.WriteTo(cw)
+	}
+	return io.Copy(cw, &ctxReader{ctx: ctx, r: rc, size: -1})
+}
+
+// ReadFile returns the content of a remote file.
+func (h *Host) ReadFile(ctx context.Context, path string) ([]byte, error) {
+	rc, size, _, err := h.open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size))
+	}
+	if _, err := copyOut(ctx, &buf, rc); err != nil {
+		return nil, fmt.Errorf("hostkit: host %s: read %s: %w", h.Hostname, path, ctxErr(ctx, err))
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteFile writes data to a remote file, creating or truncating it; the
+// file's mode is set to perm.
+func (h *Host) WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error {
+	return h.create(ctx, path, perm, bytes.NewReader(data), int64(len(data)))
+}
+
+// Upload streams a local file to remotePath, keeping its permission bits.
+func (h *Host) Upload(ctx context.Context, localPath, remotePath string) error {
+	f, err := os.Open(localPath)
+	if err != nil {
+		return fmt.Errorf("hostkit: host %s: upload: %w", h.Hostname, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("hostkit: host %s: upload: %w", h.Hostname, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("hostkit: host %s: upload %s: is a directory", h.Hostname, localPath)
+	}
+	return h.create(ctx, remotePath, fi.Mode().Perm(), f, fi.Size())
+}
+
+// Download streams remotePath to a local file, keeping its permission bits.
+func (h *Host) Download(ctx context.Context, remotePath, localPath string) error {
+	rc, _, mode, err := h.open(ctx, remotePath)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(localPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
+	}
+	if _, err := copyOut(ctx, f, rc); err != nil {
+		f.Close()
+		return fmt.Errorf("hostkit: host %s: download %s to %s: %w", h.Hostname, remotePath, localPath, ctxErr(ctx, err))
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
+	}
+	if err := os.Chmod(localPath, mode); err != nil {
+		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
+	}
+	return nil
+}
+
+// CopyTo streams srcPath on h to dstPath on dst (which may be h), keeping the
+// permission bits; nothing is held in memory or written locally.
+func (h *Host) CopyTo(ctx context.Context, dst *Host, srcPath, dstPath string) error {
+	if dst == nil {
+		return errors.New("hostkit: CopyTo: nil destination host")
+	}
+	rc, size, mode, err := h.open(ctx, srcPath)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := dst.create(ctx, dstPath, mode, rc, size); err != nil {
+		return fmt.Errorf("hostkit: copy %s:%s: %w", h.Hostname, srcPath, err)
+	}
+	return nil
+}

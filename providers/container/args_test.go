@@ -1,0 +1,85 @@
+package container
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParsePorts(t *testing.T) {
+	tests := []struct {
+		in      any
+		want    []PortSpec
+		wantErr string
+	}{
+		{in: nil, want: nil},
+		{in: "22", want: []PortSpec{{"22/tcp", 0}}},
+		{in: "22:1337", want: []PortSpec{{"22/tcp", 1337}}},
+		{in: "22/tcp", want: []PortSpec{{"22/tcp", 0}}},
+		{in: "53/UDP:5353", want: []PortSpec{{"53/udp", 5353}}},
+		{in: "22 8080:1337 53/udp", want: []PortSpec{{"22/tcp", 0}, {"8080/tcp", 1337}, {"53/udp", 0}}},
+		{in: "22,23", want: []PortSpec{{"22/tcp", 0}, {"23/tcp", 0}}},
+		{in: "22:1337 23:1335", want: []PortSpec{{"22/tcp", 1337}, {"23/tcp", 1335}}},
+		{in: 8080, want: []PortSpec{{"8080/tcp", 0}}},
+		{in: []any{"22", "80:8080"}, want: []PortSpec{{"22/tcp", 0}, {"80/tcp", 8080}}},
+		{in: map[string]any{"22/tcp": 1337, "80": nil, "53/udp": "5353"}, want: []PortSpec{{"22/tcp", 1337}, {"53/udp", 5353}, {"80/tcp", 0}}},
+		{in: "abc", wantErr: `"abc"`},
+		{in: "22:x", wantErr: `host port "x"`},
+		{in: "22/icmp", wantErr: "icmp"},
+		{in: "0", wantErr: "not a port"},
+		{in: "70000", wantErr: "not a port"},
+		{in: "22:70000", wantErr: "70000"},
+		{in: map[string]any{"22": true}, wantErr: "bool"},
+		{in: 1.5, wantErr: "1.5"},
+		{in: true, wantErr: "bool"},
+	}
+	for _, tt := range tests {
+		got, err := ParsePorts(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParsePorts(%#v) = %v, %v; want error containing %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParsePorts(%#v) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseEnvCommandVolumes(t *testing.T) {
+	env, err := parseEnv("A=1, B=x=y")
+	if err != nil || !reflect.DeepEqual(env, []string{"A=1", "B=x=y"}) {
+		t.Errorf("parseEnv string: %v, %v", env, err)
+	}
+	env, err = parseEnv(map[string]any{"B": 2, "A": "a"})
+	if err != nil || !reflect.DeepEqual(env, []string{"A=a", "B=2"}) {
+		t.Errorf("parseEnv map: %v, %v", env, err)
+	}
+	if _, err := parseEnv([]any{"NOEQUALS"}); err == nil {
+		t.Error("parseEnv accepted an item without =")
+	}
+	cmd, err := parseCommand("echo hi")
+	if err != nil || !reflect.DeepEqual(cmd, []string{"/bin/sh", "-c", "echo hi"}) {
+		t.Errorf("parseCommand string: %v, %v", cmd, err)
+	}
+	cmd, err = parseCommand([]any{"sleep", 10})
+	if err != nil || !reflect.DeepEqual(cmd, []string{"sleep", "10"}) {
+		t.Errorf("parseCommand list: %v, %v", cmd, err)
+	}
+	vols, err := parseVolumes(map[string]any{"/a": "/b", "/c": map[string]any{"bind": "/d", "mode": "ro"}})
+	if err != nil || !reflect.DeepEqual(vols, []string{"/a:/b", "/c:/d:ro"}) {
+		t.Errorf("parseVolumes map: %v, %v", vols, err)
+	}
+	if _, err := parseVolumes([]any{"/nocolon"}); err == nil {
+		t.Error("parseVolumes accepted a bind without a destination")
+	}
+}
+
+func TestSanitizeName(t *testing.T) {
+	for in, want := range map[string]string{"alice": "alice", "DOMAIN\\bob": "DOMAIN_bob", "-x y": "x_y", "": "broker", "@@": "broker"} {
+		if got := sanitizeName(in); got != want {
+			t.Errorf("sanitizeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package container_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
+	pcontainer "github.com/hostbroker/broker/providers/container"
+)
+
+// BenchmarkCheckoutCheckin is the cost of one host for a test: checkout of
+// debian-sshd (start, sshd up, key installed, host key pinned), one
+// command over SSH, check-in.
+func BenchmarkCheckoutCheckin(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			p := open(b, e, nil)
+			for b.Loop() {
+				benchCycle(b, p, sshdImage)
+			}
+		})
+	}
+}
+
+// BenchmarkCheckoutCheckinBusybox is the same through the engine transport.
+func BenchmarkCheckoutCheckinBusybox(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			p := open(b, e, nil)
+			for b.Loop() {
+				benchCycle(b, p, busyboxImage)
+			}
+		})
+	}
+}
+
+func benchCycle(b *testing.B, p *pcontainer.Provider, image string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id := inventory.NewID()
+	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": image}})
+	if err != nil {
+		_ = p.Checkin(ctx, &inventory.Record{Broker: &inventory.Meta{ID: id}})
+		b.Fatal(err)
+	}
+	h, err := p.Connect(ctx, rec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := h.Execute(ctx, "echo hi")
+	h.Close()
+	if err != nil || res.Stdout != "hi\n" {
+		b.Fatalf("Execute: %+v, %v", res, err)
+	}
+	if err := p.Checkin(ctx, rec); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRawEngine is the floor: create, start, one exec, remove of the
+// debian-sshd image with the same client, no SSH.
+func BenchmarkRawEngine(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			p := open(b, e, nil)
+			cli := p.Client()
+			for b.Loop() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+					Config: &container.Config{Image: sshdImage, Labels: map[string]string{pcontainer.LabelOneShot: "true"}},
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{Cmd: []string{"echo", "hi"}, AttachStdout: true, AttachStderr: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var out bytes.Buffer
+				_, err = stdcopy.StdCopy(&out, &out, att.Reader)
+				att.Close()
+				if err != nil || out.String() != "hi\n" {
+					b.Fatalf("exec: %q, %v", out.String(), err)
+				}
+				if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+			}
+		})
+	}
+}

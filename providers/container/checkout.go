@@ -1,0 +1,562 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
+)
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// sshPort is the container port that marks an sshd image.
+const sshPort = "22/tcp"
+
+// runSpec is everything needed to create one container.
+type runSpec struct {
+	image   string
+	name    string
+	ports   []PortSpec
+	ssh     bool
+	env     []string
+	cmd     []string
+	binds   []string
+	network string
+	labels  map[string]string
+	// keepStdin opens the container's stdin, so an image whose command is
+	// a shell (busybox's /bin/sh) keeps running as a host, as `docker run
+	// -i` does.
+	keepStdin bool
+}
+
+// Checkout runs a container from the container_host image and returns its
+// record. Other arguments: ports, env (or environment), command, volumes,
+// network, name, auto_map_ports, ssh (force or disable the SSH setup).
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+	image, err := argString(req.Args, "container_host")
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if image == "" {
+		if app, _ := argString(req.Args, "container_app"); app != "" {
+			return nil, fmt.Errorf("container: checkout needs container_host (an image to run as a host); container_app %q is for Execute", app)
+		}
+		return nil, fmt.Errorf("container: checkout needs the container_host argument (an image)")
+	}
+	id := req.ID
+	if id == "" {
+		id = inventory.NewID()
+	}
+	if !validID.MatchString(id) {
+		return nil, fmt.Errorf("container: checkout id %q: want letters, digits, '-' or '_'", id)
+	}
+	spec, err := p.spec(ctx, id, image, req.Args, req.Labels)
+	if err != nil {
+		return nil, err
+	}
+	cid, err := p.run(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := p.finish(ctx, id, cid, spec, req.Args)
+	if err != nil {
+		p.cleanup(cid, id)
+		return nil, err
+	}
+	return rec, nil
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// spec reads the image and the arguments into a runSpec.
+func (p *Provider) spec(ctx context.Context, id, image string, args map[string]any, reqLabels map[string]string) (*runSpec, error) {
+	cctx, cancel := p.callCtx(ctx)
+	img, err := p.eng.cli.ImageInspect(cctx, image)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("container: image %q on engine %s (no image is pulled; build or load it first): %w", image, p.eng.uri, err)
+	}
+	exposed := map[string]bool{}
+	if img.Config != nil {
+		for k := range img.Config.ExposedPorts {
+			if n, err := normalizePort(k); err == nil {
+				exposed[n] = true
+			}
+		}
+	}
+	s := &runSpec{image: image, network: p.settings.network, keepStdin: true}
+	if s.ports, err = ParsePorts(args["ports"]); err != nil {
+		return nil, fmt.Errorf("container: argument %w", err)
+	}
+	if _, given := args["ports"]; !given {
+		auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
+		if err != nil {
+			return nil, fmt.Errorf("container: %w", err)
+		}
+		if auto {
+			for _, port := range sortedKeys(exposed) {
+				s.ports = append(s.ports, PortSpec{Container: port})
+			}
+		}
+	}
+	hasSSHPort := false
+	for _, ps := range s.ports {
+		if ps.Container == sshPort {
+			hasSSHPort = true
+		}
+	}
+	if s.ssh, err = argBool(args, "ssh", exposed[sshPort] || hasSSHPort); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if s.ssh && !hasSSHPort {
+		s.ports = append(s.ports, PortSpec{Container: sshPort})
+	}
+	envArg := args["env"]
+	if envArg == nil {
+		envArg = args["environment"]
+	}
+	if s.env, err = parseEnv(envArg); err != nil {
+		return nil, fmt.Errorf("container: argument %w", err)
+	}
+	if s.cmd, err = parseCommand(args["command"]); err != nil {
+		return nil, fmt.Errorf("container: argument %w", err)
+	}
+	if s.binds, err = parseVolumes(args["volumes"]); err != nil {
+		return nil, fmt.Errorf("container: argument %w", err)
+	}
+	if n, err := argString(args, "network"); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	} else if n != "" {
+		s.network = n
+	}
+	if s.name, err = argString(args, "name"); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if s.name == "" {
+		s.name = p.settings.namePrefix + "_" + randomHex(4)
+	}
+	s.labels = p.labels(id, args, reqLabels)
+	return s, nil
+}
+
+// labels are the container's labels: the request's under LabelPrefix, then
+// ours (which win).
+func (p *Provider) labels(id string, args map[string]any, reqLabels map[string]string) map[string]string {
+	l := map[string]string{}
+	for k, v := range reqLabels {
+		l[LabelPrefix+k] = v
+	}
+	if l[LabelUser] == "" {
+		l[LabelUser] = localUser()
+	}
+	if l[LabelVersion] == "" {
+		l[LabelVersion] = "unknown"
+	}
+	l[LabelID] = id
+	l[LabelInstance] = p.cfg.Instance
+	if args != nil {
+		l[LabelArgs] = argsJSON(args)
+	}
+	return l
+}
+
+// run creates and starts the container of s and returns its id. A container
+// that was created but failed to start is removed.
+func (p *Provider) run(ctx context.Context, s *runSpec) (string, error) {
+	cfg := &container.Config{
+		Image:        s.image,
+		Env:          s.env,
+		Cmd:          s.cmd,
+		Labels:       s.labels,
+		ExposedPorts: network.PortSet{},
+		OpenStdin:    s.keepStdin,
+	}
+	host := &container.HostConfig{PortBindings: network.PortMap{}, Binds: s.binds}
+	for _, ps := range s.ports {
+		port, err := network.ParsePort(ps.Container)
+		if err != nil {
+			return "", fmt.Errorf("container: port %s: %w", ps.Container, err)
+		}
+		cfg.ExposedPorts[port] = struct{}{}
+		hp := ""
+		if ps.HostPort != 0 {
+			hp = strconv.Itoa(ps.HostPort)
+		}
+		host.PortBindings[port] = append(host.PortBindings[port], network.PortBinding{HostIP: loopback, HostPort: hp})
+	}
+	if s.network != "" {
+		host.NetworkMode = container.NetworkMode(s.network)
+	}
+	cctx, cancel := p.callCtx(ctx)
+	created, err := p.eng.cli.ContainerCreate(cctx, client.ContainerCreateOptions{Config: cfg, HostConfig: host, Name: s.name})
+	cancel()
+	if err != nil {
+		// A create that timed out on our side may still have happened.
+		p.cleanup("", s.labels[LabelID])
+		return "", fmt.Errorf("container: create %s from image %q on %s: %w", s.name, s.image, p.eng.uri, err)
+	}
+	cctx, cancel = p.callCtx(ctx)
+	_, err = p.eng.cli.ContainerStart(cctx, created.ID, client.ContainerStartOptions{})
+	cancel()
+	if err != nil {
+		p.cleanup(created.ID, "")
+		return "", fmt.Errorf("container: start %s (image %q): %w", s.name, s.image, err)
+	}
+	return created.ID, nil
+}
+
+// finish waits for the container's sshd (when it has one), installs a
+// client key, pins the host key and builds the record.
+func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args map[string]any) (*inventory.Record, error) {
+	cctx, cancel := p.callCtx(ctx)
+	ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("container: inspect %s: %w", s.name, err)
+	}
+	if err := notRunning(ins.Container); err != nil {
+		return nil, fmt.Errorf("container: %s (image %q): %w", s.name, s.image, err)
+	}
+	rec := p.record(id, ins.Container, args)
+	if !s.ssh {
+		return rec, nil
+	}
+	port := publishedPort(ins.Container, sshPort)
+	if port == 0 {
+		return nil, fmt.Errorf("container: %s: port %s is not published on 127.0.0.1", s.name, sshPort)
+	}
+	keyFile, pub, err := p.newClientKey(id)
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	alive := func(ctx context.Context) error {
+		cctx, cancel := p.callCtx(ctx)
+		defer cancel()
+		ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+		if err != nil {
+			return fmt.Errorf("inspect: %w", err)
+		}
+		return notRunning(ins.Container)
+	}
+	if err := waitBanner(ctx, addr, p.settings.sshWait, alive); err != nil {
+		return nil, fmt.Errorf("container: %s (image %q): sshd on %s: %w", s.name, s.image, addr, err)
+	}
+	user := p.sshUser()
+	hostKey, err := p.installKey(ctx, cid, user, pub)
+	if err != nil {
+		return nil, fmt.Errorf("container: %s: %w", s.name, err)
+	}
+	rec.Broker.SSH = &inventory.SSH{Host: "127.0.0.1", Port: port, User: user, HostKey: hostKey, KeyFile: keyFile}
+	return rec, nil
+}
+
+func (p *Provider) sshUser() string {
+	if p.settings.username != "" {
+		return p.settings.username
+	}
+	return "root"
+}
+
+// record is the inventory record of a container (without its SSH block).
+func (p *Provider) record(id string, c container.InspectResponse, args map[string]any) *inventory.Record {
+	hostname := shortID(c.ID)
+	image := ""
+	if c.Config != nil {
+		if c.Config.Hostname != "" {
+			hostname = c.Config.Hostname
+		}
+		image = c.Config.Image
+	}
+	ports := map[string]any{}
+	if c.NetworkSettings != nil {
+		for port, bs := range c.NetworkSettings.Ports {
+			for _, b := range bs {
+				if b.HostPort != "" {
+					ports[port.String()] = b.HostIP.String() + ":" + b.HostPort
+				}
+			}
+		}
+	}
+	data := map[string]any{
+		"container_id": c.ID,
+		"engine":       p.eng.uri,
+		"image":        image,
+	}
+	if len(ports) > 0 {
+		data["ports"] = ports
+	}
+	if p.settings.runtime != "" {
+		data["runtime"] = p.settings.runtime
+	}
+	var a map[string]any
+	if args != nil {
+		a = make(map[string]any, len(args))
+		for k, v := range args {
+			a[k] = v
+		}
+	}
+	return &inventory.Record{
+		Hostname: hostname,
+		Name:     strings.TrimPrefix(c.Name, "/"),
+		Args:     a,
+		Broker:   &inventory.Meta{ID: id, Data: data},
+	}
+}
+
+// notRunning is an error saying how the container ended, or nil while it
+// runs.
+func notRunning(c container.InspectResponse) error {
+	st := c.State
+	if st == nil || st.Running {
+		return nil
+	}
+	msg := fmt.Sprintf("container is not running: %s, exit code %d", st.Status, st.ExitCode)
+	if st.Error != "" {
+		msg += ": " + st.Error
+	}
+	return errors.New(msg)
+}
+
+// publishedPort is the 127.0.0.1 host port of the container port, or 0.
+func publishedPort(c container.InspectResponse, port string) int {
+	if c.NetworkSettings == nil {
+		return 0
+	}
+	for p, bs := range c.NetworkSettings.Ports {
+		if p.String() != port {
+			continue
+		}
+		for _, b := range bs {
+			if b.HostIP == loopback || !b.HostIP.IsValid() {
+				if n, err := strconv.Atoi(b.HostPort); err == nil && n > 0 {
+					return n
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// keyDir is where the client key of host id lives.
+func (p *Provider) keyDir(id string) string {
+	return filepath.Join(p.settings.dir, "container", id)
+}
+
+// cleanup removes what a failed checkout left: the container (by id, or by
+// the id label when the create call's fate is unknown) and the key dir.
+func (p *Provider) cleanup(cid, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.settings.callTimeout)
+	defer cancel()
+	if cid != "" {
+		if err := p.remove(ctx, cid); err != nil {
+			p.log.Warn("container: cleanup after failed checkout", "container", shortID(cid), "err", err)
+		}
+	}
+	if id != "" {
+		if err := p.checkinID(ctx, id, ""); err != nil {
+			p.log.Warn("container: cleanup after failed checkout", "id", id, "err", err)
+		}
+	}
+}
+
+// Connect builds the host of rec: over SSH when the record has an SSH
+// block (adding host_password from settings), else through the engine.
+func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
+	if rec == nil {
+		return nil, fmt.Errorf("container: connect: nil record")
+	}
+	if rec.Broker != nil && rec.Broker.SSH != nil && rec.Broker.SSH.Port != 0 {
+		cfg, err := hostkit.ConfigFromRecord(rec)
+		if err != nil {
+			return nil, fmt.Errorf("container: connect %s: %w", rec.Name, err)
+		}
+		if p.settings.password != "" {
+			cfg.Password = p.settings.password
+		}
+		if p.settings.username != "" && rec.Broker.SSH.User == "" {
+			cfg.User = p.settings.username
+		}
+		if t := p.cfg.SSH.ConnectTimeout; t > 0 {
+			cfg.ConnectTimeout = time.Duration(t * float64(time.Second))
+		}
+		if t := p.cfg.SSH.CommandTimeout; t > 0 {
+			cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+		}
+		cfg.Logger = p.log
+		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+		h.Name = rec.Name
+		return h, nil
+	}
+	t := &transport{p: p, user: p.settings.username, resolve: func(ctx context.Context) (string, error) {
+		ids, err := p.find(ctx, rec)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) == 0 {
+			return "", fmt.Errorf("container: host %s (id %s) not found on %s", rec.Name, rec.ID(), p.eng.uri)
+		}
+		return ids[0], nil
+	}}
+	cfg := hostkit.Config{Logger: p.log}
+	if t := p.cfg.SSH.CommandTimeout; t > 0 {
+		cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+	}
+	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithTransport(t))
+	h.Name = rec.Name
+	return h, nil
+}
+
+// Checkin removes the container of rec (forced, with its anonymous volumes)
+// and its key directory. A container already gone is not an error. rec may
+// hold only the broker id (the container is found by its id label), or, for
+// records of other tools, only the name.
+func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
+	if rec == nil {
+		return nil
+	}
+	id := rec.ID()
+	if id != "" && !validID.MatchString(id) {
+		return fmt.Errorf("container: checkin: record id %q is not a broker id", id)
+	}
+	return p.checkinID(ctx, id, p.nameOf(rec))
+}
+
+// nameOf is the container name to look for when a record has no id.
+func (p *Provider) nameOf(rec *inventory.Record) string {
+	if rec.ID() != "" {
+		return ""
+	}
+	return rec.Name
+}
+
+func (p *Provider) checkinID(ctx context.Context, id, name string) error {
+	ids, err := p.findBy(ctx, id, name)
+	if err != nil {
+		return fmt.Errorf("container: checkin %s: %w", firstNonEmpty(id, name), err)
+	}
+	var errs []string
+	for _, cid := range ids {
+		if err := p.remove(ctx, cid); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if id != "" {
+		if err := os.RemoveAll(p.keyDir(id)); err != nil {
+			errs = append(errs, fmt.Sprintf("remove key dir: %v", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("container: checkin %s: %s", firstNonEmpty(id, name), strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// remove force-removes container cid with its anonymous volumes; a
+// container already gone is not an error.
+func (p *Provider) remove(ctx context.Context, cid string) error {
+	cctx, cancel := p.callCtx(ctx)
+	_, err := p.eng.cli.ContainerRemove(cctx, cid, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	cancel()
+	if err == nil {
+		return nil
+	}
+	// Gone meanwhile (another check-in, or removal in progress finished)?
+	cctx, cancel = p.callCtx(ctx)
+	defer cancel()
+	res, lerr := p.eng.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("id", cid)})
+	if lerr == nil && len(res.Items) == 0 {
+		return nil
+	}
+	return fmt.Errorf("remove container %s: %w", shortID(cid), err)
+}
+
+// find returns the ids of the containers of rec.
+func (p *Provider) find(ctx context.Context, rec *inventory.Record) ([]string, error) {
+	if rec.Broker != nil && rec.Broker.Data != nil {
+		if cid, ok := rec.Broker.Data["container_id"].(string); ok && cid != "" {
+			return []string{cid}, nil
+		}
+	}
+	return p.findBy(ctx, rec.ID(), p.nameOf(rec))
+}
+
+// findBy lists containers by id label, or by exact name when id is empty.
+func (p *Provider) findBy(ctx context.Context, id, name string) ([]string, error) {
+	f := client.Filters{}
+	switch {
+	case id != "":
+		f.Add("label", LabelID+"="+id)
+	case name != "":
+		f.Add("name", "^/?"+regexp.QuoteMeta(name)+"$")
+	default:
+		return nil, nil
+	}
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	res, err := p.eng.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers on %s: %w", p.eng.uri, err)
+	}
+	var ids []string
+	for _, c := range res.Items {
+		if id != "" && c.Labels[LabelID] != id {
+			continue // engines whose filter is looser than asked
+		}
+		if id == "" && !hasName(c.Names, name) {
+			continue
+		}
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+func hasName(names []string, name string) bool {
+	for _, n := range names {
+		if strings.TrimPrefix(n, "/") == name {
+			return true
+		}
+	}
+	return false
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

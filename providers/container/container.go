@@ -1,0 +1,279 @@
+// Package container is the Container provider: hosts are containers run by a
+// Docker Engine, or by Podman through its Docker-compatible API socket.
+//
+// A checkout runs the image named by the container_host argument. When the
+// image exposes port 22 (an sshd image such as brokertest/debian-sshd:12),
+// the port is published on 127.0.0.1 only, a per-host ed25519 client key is
+// generated under <BROKER_DIRECTORY>/container/<id>/client_key and installed
+// through the engine, and sshd's host key is read through the engine and
+// pinned: SSH works with no configuration and is verified. Images without
+// sshd are driven through the engine itself (exec and archive API), as a
+// hostkit.Transport.
+//
+// Settings (the Container: section or one of its instances):
+//
+//	host_uri (or host)  engine address: unix:///path, /path, tcp://h:p, ssh://user@h
+//	                    (ssh runs `ssh -- HOST docker system dial-stdio`).
+//	                    Unset: DOCKER_HOST, CONTAINER_HOST,
+//	                    $XDG_RUNTIME_DIR/podman/podman.sock, /run/podman/podman.sock,
+//	                    /var/run/docker.sock; the first that answers a ping.
+//	runtime             docker | podman (recorded; podman sockets tried first)
+//	network             network to attach containers to
+//	name_prefix         container name prefix (default: the local user name)
+//	auto_map_ports      publish every exposed port on a free loopback port (default true)
+//	host_username       SSH user inside the containers (default root)
+//	host_password       SSH password, added by Connect when given (secret)
+//	timeout             seconds allowed to each engine call (default 60)
+//	ssh_wait            seconds to wait for sshd's banner after start (default 60)
+//
+// Every container gets the labels LabelPrefix+"id", "user", "version",
+// "instance", "args" (the checkout arguments as JSON) and each label of the
+// checkout request under LabelPrefix; check-in and sync find containers by
+// them, so a record holding only the broker id is enough to remove its host.
+package container
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/providers"
+)
+
+// Name is the provider's registered name.
+const Name = "Container"
+
+// Labels set on every container. LabelPrefix is followed by the key.
+const (
+	LabelPrefix   = "io.hostbroker."
+	LabelID       = LabelPrefix + "id"       // the inventory id (CheckoutRequest.ID)
+	LabelUser     = LabelPrefix + "user"     // who checked it out
+	LabelVersion  = LabelPrefix + "version"  // broker version that made it
+	LabelInstance = LabelPrefix + "instance" // provider instance name
+	LabelArgs     = LabelPrefix + "args"     // checkout arguments, JSON
+	LabelOneShot  = LabelPrefix + "oneshot"  // "true" on Execute's containers
+)
+
+func init() { providers.Register(Name, Driver{}) }
+
+// Driver opens Container providers.
+type Driver struct{}
+
+// ArgKeys are the request arguments that select this provider.
+func (Driver) ArgKeys() []string { return []string{"container_host", "container_app"} }
+
+// Open connects to the instance's engine (see the package documentation for
+// the settings) and checks that it answers.
+func (Driver) Open(ctx context.Context, cfg providers.Config) (providers.Provider, error) {
+	return Open(ctx, cfg)
+}
+
+// Provider makes containers on one engine. It is safe for concurrent use.
+type Provider struct {
+	cfg      providers.Config
+	log      *slog.Logger
+	eng      *engine
+	settings settings
+}
+
+type settings struct {
+	hostURI      string
+	runtime      string
+	network      string
+	namePrefix   string
+	autoMapPorts bool
+	username     string
+	password     string // secret
+	callTimeout  time.Duration
+	sshWait      time.Duration
+	dir          string // where client keys live
+}
+
+// Open returns a Provider for cfg, connected to its engine.
+func Open(ctx context.Context, cfg providers.Config) (*Provider, error) {
+	s, err := parseSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	eng, err := connect(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	log.Debug("container: engine", "uri", eng.uri, "api", eng.cli.ClientVersion(), "instance", cfg.Instance)
+	return &Provider{cfg: cfg, log: log, eng: eng, settings: s}, nil
+}
+
+// Close releases the engine connection.
+func (p *Provider) Close() error { return p.eng.cli.Close() }
+
+// EngineURI is the address of the engine the provider uses.
+func (p *Provider) EngineURI() string { return p.eng.uri }
+
+// Client is the engine client, for tests and tools that need the raw API.
+func (p *Provider) Client() *client.Client { return p.eng.cli }
+
+func lookup(m map[string]any, keys ...string) (any, string, bool) {
+	for _, k := range keys {
+		for mk, v := range m {
+			if strings.EqualFold(mk, k) && v != nil {
+				return v, mk, true
+			}
+		}
+	}
+	return nil, "", false
+}
+
+func stringSetting(m map[string]any, keys ...string) (string, error) {
+	v, k, ok := lookup(m, keys...)
+	if !ok {
+		return "", nil
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case int, int64, float64, bool:
+		return fmt.Sprint(v), nil
+	}
+	return "", fmt.Errorf("container: setting %s: want a string, got %T", k, v)
+}
+
+func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
+	v, k, ok := lookup(m, keys...)
+	if !ok {
+		return def, nil
+	}
+	switch v := v.(type) {
+	case bool:
+		return v, nil
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return def, fmt.Errorf("container: setting %s: %q is not a boolean", k, v)
+		}
+		return b, nil
+	}
+	return def, fmt.Errorf("container: setting %s: want a boolean, got %T", k, v)
+}
+
+func secondsSetting(m map[string]any, def time.Duration, keys ...string) (time.Duration, error) {
+	v, k, ok := lookup(m, keys...)
+	if !ok {
+		return def, nil
+	}
+	var f float64
+	switch v := v.(type) {
+	case int:
+		f = float64(v)
+	case int64:
+		f = float64(v)
+	case float64:
+		f = v
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(v, 64); err != nil {
+			return def, fmt.Errorf("container: setting %s: %q is not a number of seconds", k, v)
+		}
+	default:
+		return def, fmt.Errorf("container: setting %s: want seconds, got %T", k, v)
+	}
+	if f <= 0 {
+		return def, fmt.Errorf("container: setting %s: %v must be positive", k, v)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+func parseSettings(cfg providers.Config) (settings, error) {
+	m := cfg.Settings
+	var s settings
+	var err error
+	if s.hostURI, err = stringSetting(m, "host_uri", "host"); err != nil {
+		return s, err
+	}
+	// The Python broker's default host is "localhost": the local engine.
+	if s.hostURI == "localhost" {
+		s.hostURI = ""
+	}
+	if s.runtime, err = stringSetting(m, "runtime"); err != nil {
+		return s, err
+	}
+	s.runtime = strings.ToLower(s.runtime)
+	switch s.runtime {
+	case "", "docker", "podman":
+	default:
+		return s, fmt.Errorf("container: setting runtime: %q is not docker or podman", s.runtime)
+	}
+	if s.network, err = stringSetting(m, "network"); err != nil {
+		return s, err
+	}
+	if s.namePrefix, err = stringSetting(m, "name_prefix"); err != nil {
+		return s, err
+	}
+	if s.namePrefix == "" {
+		s.namePrefix = localUser()
+	}
+	s.namePrefix = sanitizeName(s.namePrefix)
+	if s.autoMapPorts, err = boolSetting(m, true, "auto_map_ports"); err != nil {
+		return s, err
+	}
+	if s.username, err = stringSetting(m, "host_username"); err != nil {
+		return s, err
+	}
+	if s.password, err = stringSetting(m, "host_password"); err != nil {
+		return s, err
+	}
+	if s.callTimeout, err = secondsSetting(m, 60*time.Second, "timeout"); err != nil {
+		return s, err
+	}
+	if s.sshWait, err = secondsSetting(m, 60*time.Second, "ssh_wait"); err != nil {
+		return s, err
+	}
+	s.dir = cfg.Dir
+	if s.dir == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			s.dir = filepath.Join(home, ".broker")
+		} else {
+			s.dir = filepath.Join(os.TempDir(), "broker-"+strconv.Itoa(os.Getuid()))
+		}
+	}
+	return s, nil
+}
+
+func localUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "broker"
+}
+
+var badNameChars = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// sanitizeName makes s usable in a container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*).
+func sanitizeName(s string) string {
+	s = badNameChars.ReplaceAllString(s, "_")
+	s = strings.TrimLeft(s, "_.-")
+	if s == "" {
+		return "broker"
+	}
+	return s
+}
+
+// callCtx bounds one engine call by the timeout setting.
+func (p *Provider) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.settings.callTimeout)
+}

@@ -1,0 +1,259 @@
+package container
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/hostkit"
+)
+
+// execRequest is one command run through the engine's exec API.
+type execRequest struct {
+	Cmd    []string
+	User   string
+	Env    []string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// exec runs req in container id and returns its exit status. Output is
+// demultiplexed (no TTY) into req.Stdout and req.Stderr. ctx bounds the whole
+// run: when it ends, the attached stream is closed and ctx's error returned
+// (the process may go on inside the container).
+func (e *engine) exec(ctx context.Context, id string, req execRequest) (int, error) {
+	created, err := e.cli.ExecCreate(ctx, id, client.ExecCreateOptions{
+		User:         req.User,
+		Env:          req.Env,
+		Cmd:          req.Cmd,
+		AttachStdin:  req.Stdin != nil,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return -1, fmt.Errorf("exec create in container %s: %w", shortID(id), err)
+	}
+	att, err := e.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return -1, fmt.Errorf("exec attach in container %s: %w", shortID(id), err)
+	}
+	defer att.Close()
+	// The hijacked connection ignores ctx once established: close it when
+	// ctx ends so the copies below return.
+	stop := context.AfterFunc(ctx, att.Close)
+	defer stop()
+
+	if req.Stdin != nil {
+		// Not waited for: a stdin that never ends must not hold the result;
+		// the copy ends when the connection closes or stdin does.
+		go func() {
+			_, _ = io.Copy(att.Conn, req.Stdin)
+			_ = att.CloseWrite()
+		}()
+	}
+	stdout, stderr := req.Stdout, req.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	_, cerr := stdcopy.StdCopy(stdout, stderr, att.Reader)
+	if ctx.Err() != nil {
+		return -1, ctx.Err()
+	}
+	if cerr != nil {
+		return -1, fmt.Errorf("exec output from container %s: %w", shortID(id), cerr)
+	}
+	att.Close()
+
+	// The stream can end a moment before the engine records the exit.
+	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		ins, err := e.cli.ExecInspect(ctx, created.ID, client.ExecInspectOptions{})
+		if err != nil {
+			return -1, fmt.Errorf("exec inspect in container %s: %w", shortID(id), err)
+		}
+		if !ins.Running {
+			return ins.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// transport drives a container without sshd through the engine: commands by
+// exec, files by the archive API. It implements hostkit.Transport.
+type transport struct {
+	p    *Provider
+	user string
+	// resolve finds the container id (lazily, so Connect does not call the
+	// engine).
+	resolve func(ctx context.Context) (string, error)
+	once    sync.Mutex
+	id      string
+}
+
+var _ hostkit.Transport = (*transport)(nil)
+
+func (t *transport) containerID(ctx context.Context) (string, error) {
+	t.once.Lock()
+	defer t.once.Unlock()
+	if t.id != "" {
+		return t.id, nil
+	}
+	id, err := t.resolve(ctx)
+	if err != nil {
+		return "", err
+	}
+	t.id = id
+	return id, nil
+}
+
+// Execute runs cmd with /bin/sh -c in the container.
+func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOptions) (hostkit.Result, error) {
+	id, err := t.containerID(ctx)
+	if err != nil {
+		return hostkit.Result{Status: -1}, err
+	}
+	var env []string
+	for k, v := range opts.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	var stdout, stderr bytes.Buffer
+	status, err := t.p.eng.exec(ctx, id, execRequest{
+		Cmd: []string{"/bin/sh", "-c", cmd}, User: t.user, Env: env,
+		Stdin: opts.Stdin, Stdout: &stdout, Stderr: &stderr,
+	})
+	res := hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}
+	if err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// Open streams the file at p out of the container (symbolic links followed).
+func (t *transport) Open(ctx context.Context, p string) (io.ReadCloser, error) {
+	id, err := t.containerID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for range 8 {
+		res, err := t.p.eng.cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: p})
+		if err != nil {
+			return nil, fmt.Errorf("copy %s from container %s: %w", p, shortID(id), err)
+		}
+		tr := tar.NewReader(res.Content)
+		hdr, err := tr.Next()
+		if err != nil {
+			res.Content.Close()
+			return nil, fmt.Errorf("copy %s from container %s: reading archive: %w", p, shortID(id), err)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeReg:
+			return &tarFile{Reader: tr, c: res.Content}, nil
+		case tar.TypeSymlink:
+			res.Content.Close()
+			target := hdr.Linkname
+			if !path.IsAbs(target) {
+				target = path.Join(path.Dir(p), target)
+			}
+			p = target
+			continue
+		case tar.TypeDir:
+			res.Content.Close()
+			return nil, fmt.Errorf("open %s in container %s: is a directory", p, shortID(id))
+		default:
+			res.Content.Close()
+			return nil, fmt.Errorf("open %s in container %s: not a regular file (type %q)", p, shortID(id), hdr.Typeflag)
+		}
+	}
+	return nil, fmt.Errorf("open %s in container %s: too many symbolic links", p, shortID(id))
+}
+
+type tarFile struct {
+	*tar.Reader
+	c io.Closer
+}
+
+func (f *tarFile) Close() error { return f.c.Close() }
+
+// sizer is a reader that knows how many bytes it will give (-1: unknown).
+type sizer interface{ Size() int64 }
+
+// Create writes r to p in the container with mode perm, as a one-entry tar
+// stream (streamed when r's size is known, else buffered to learn it).
+func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io.Reader) error {
+	id, err := t.containerID(ctx)
+	if err != nil {
+		return err
+	}
+	size := int64(-1)
+	if s, ok := r.(sizer); ok {
+		size = s.Size()
+	}
+	if size < 0 {
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return fmt.Errorf("write %s in container %s: reading input: %w", p, shortID(id), err)
+		}
+		r, size = bytes.NewReader(data), int64(len(data))
+	}
+	dir, name := path.Split(path.Clean(p))
+	if name == "" || name == "/" || name == "." {
+		return fmt.Errorf("write %s in container %s: not a file path", p, shortID(id))
+	}
+	if dir == "" {
+		dir = "/"
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := tw.WriteHeader(&tar.Header{
+			Typeflag: tar.TypeReg, Name: name, Size: size, Mode: int64(perm.Perm()),
+			ModTime: time.Now(), Format: tar.FormatPAX,
+		})
+		if err == nil {
+			var n int64
+			n, err = io.Copy(tw, io.LimitReader(r, size))
+			if err == nil && n != size {
+				err = fmt.Errorf("input ended after %d of %d bytes", n, size)
+			}
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	_, err = t.p.eng.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: dir, Content: pr})
+	pr.CloseWithError(errors.New("copy ended"))
+	if err != nil {
+		return fmt.Errorf("write %s in container %s: %w", p, shortID(id), err)
+	}
+	return nil
+}
+
+// Close releases nothing: the engine client belongs to the provider.
+func (t *transport) Close() error { return nil }

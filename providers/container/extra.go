@@ -1,0 +1,215 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
+)
+
+var (
+	_ providers.Executor  = (*Provider)(nil)
+	_ providers.Syncer    = (*Provider)(nil)
+	_ providers.Describer = (*Provider)(nil)
+)
+
+// Execute runs a one-shot container from the container_app (or
+// container_host) image with the command, env and volumes arguments, waits
+// for it to exit, removes it and returns a hostkit.Result: its exit status
+// and its output. A non-zero status is a result, not an error. The
+// argument timeout (seconds) bounds the run, over ctx.
+func (p *Provider) Execute(ctx context.Context, args map[string]any) (any, error) {
+	image, err := argString(args, "container_app")
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if image == "" {
+		if image, err = argString(args, "container_host"); err != nil {
+			return nil, fmt.Errorf("container: %w", err)
+		}
+	}
+	if image == "" {
+		return nil, fmt.Errorf("container: execute needs the container_app argument (an image)")
+	}
+	if v, ok := args["timeout"]; ok {
+		d, err := secondsSetting(map[string]any{"timeout": v}, 0, "timeout")
+		if err != nil {
+			return nil, fmt.Errorf("container: argument %w", err)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	id := inventory.NewID()
+	a := make(map[string]any, len(args))
+	for k, v := range args {
+		a[k] = v
+	}
+	a["container_host"] = image
+	a["auto_map_ports"] = false
+	a["ssh"] = false
+	delete(a, "ports")
+	spec, err := p.spec(ctx, id, image, a, nil)
+	if err != nil {
+		return nil, err
+	}
+	spec.labels[LabelOneShot] = "true"
+	spec.keepStdin = false // it must end by itself
+	spec.labels[LabelArgs] = argsJSON(args)
+	cid, err := p.run(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer p.cleanup(cid, "")
+
+	wait := p.eng.cli.ContainerWait(ctx, cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	var status int
+	select {
+	case r := <-wait.Result:
+		status = int(r.StatusCode)
+		if r.Error != nil && r.Error.Message != "" {
+			return nil, fmt.Errorf("container: execute %s: %s", image, r.Error.Message)
+		}
+	case err := <-wait.Error:
+		return nil, fmt.Errorf("container: execute %s: wait: %w", image, err)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("container: execute %s: %w", image, ctx.Err())
+	}
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	logs, err := p.eng.cli.ContainerLogs(cctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return nil, fmt.Errorf("container: execute %s: logs: %w", image, err)
+	}
+	defer logs.Close()
+	var stdout, stderr bytes.Buffer
+	if _, err := stdcopy.StdCopy(&stdout, &stderr, logs); err != nil {
+		return nil, fmt.Errorf("container: execute %s: reading logs: %w", image, err)
+	}
+	return hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}, nil
+}
+
+// Sync lists the hosts this instance holds on its engine for user (""
+// means the local user): containers labelled with that user and this
+// instance, one-shot containers excepted. Records have the shape
+// Checkout's have; the SSH block is rebuilt from the published port, the key
+// file (when still present) and the host key read through the engine.
+func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, error) {
+	if user == "" {
+		user = localUser()
+	}
+	cctx, cancel := p.callCtx(ctx)
+	res, err := p.eng.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", LabelUser+"="+user)})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("container: sync: list containers on %s: %w", p.eng.uri, err)
+	}
+	var recs []*inventory.Record
+	for _, c := range res.Items {
+		if c.Labels[LabelUser] != user || c.Labels[LabelInstance] != p.cfg.Instance || c.Labels[LabelOneShot] == "true" {
+			continue
+		}
+		id := c.Labels[LabelID]
+		if id == "" || !validID.MatchString(id) {
+			continue
+		}
+		cctx, cancel := p.callCtx(ctx)
+		ins, err := p.eng.cli.ContainerInspect(cctx, c.ID, client.ContainerInspectOptions{})
+		cancel()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		var args map[string]any
+		if j := c.Labels[LabelArgs]; j != "" {
+			_ = json.Unmarshal([]byte(j), &args)
+		}
+		rec := p.record(id, ins.Container, args)
+		if port := publishedPort(ins.Container, sshPort); port != 0 {
+			s := &inventory.SSH{Host: "127.0.0.1", Port: port, User: p.sshUser()}
+			if kf := filepath.Join(p.keyDir(id), "client_key"); fileExists(kf) {
+				s.KeyFile = kf
+			}
+			if ins.Container.State != nil && ins.Container.State.Running {
+				if hk, err := p.readHostKey(ctx, c.ID); err == nil {
+					s.HostKey = hk
+				}
+			}
+			rec.Broker.SSH = s
+		}
+		if ins.Container.State != nil && ins.Container.State.StartedAt != "" {
+			if t, err := time.Parse(time.RFC3339Nano, ins.Container.State.StartedAt); err == nil {
+				rec.Broker.CheckedOut = t.UTC()
+			}
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// Describe lists the engine's tagged images (topic ""), or describes one
+// image (topic = its name): exposed ports, command, whether it runs sshd.
+func (p *Provider) Describe(ctx context.Context, topic string) (string, error) {
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	var b strings.Builder
+	if topic == "" {
+		res, err := p.eng.cli.ImageList(cctx, client.ImageListOptions{})
+		if err != nil {
+			return "", fmt.Errorf("container: list images on %s: %w", p.eng.uri, err)
+		}
+		var tags []string
+		for _, img := range res.Items {
+			for _, t := range img.RepoTags {
+				if t != "<none>:<none>" {
+					tags = append(tags, t)
+				}
+			}
+		}
+		sort.Strings(tags)
+		fmt.Fprintf(&b, "Container provider (engine %s)\n", p.eng.uri)
+		fmt.Fprintf(&b, "Arguments: container_host (image to run as a host), container_app (image for execute),\n")
+		fmt.Fprintf(&b, "  ports, env, command, volumes, network, name, auto_map_ports, ssh\n")
+		fmt.Fprintf(&b, "Images:\n")
+		for _, t := range tags {
+			fmt.Fprintf(&b, "  %s\n", t)
+		}
+		return b.String(), nil
+	}
+	img, err := p.eng.cli.ImageInspect(cctx, topic)
+	if err != nil {
+		return "", fmt.Errorf("container: image %q on %s: %w", topic, p.eng.uri, err)
+	}
+	fmt.Fprintf(&b, "Image %s\n", topic)
+	fmt.Fprintf(&b, "  tags: %s\n", strings.Join(img.RepoTags, ", "))
+	fmt.Fprintf(&b, "  size: %d bytes\n", img.Size)
+	if img.Config != nil {
+		var ports []string
+		for k := range img.Config.ExposedPorts {
+			ports = append(ports, k)
+		}
+		sort.Strings(ports)
+		_, ssh := img.Config.ExposedPorts[sshPort]
+		fmt.Fprintf(&b, "  exposed ports: %s\n", strings.Join(ports, " "))
+		fmt.Fprintf(&b, "  entrypoint: %q\n  cmd: %q\n", img.Config.Entrypoint, img.Config.Cmd)
+		fmt.Fprintf(&b, "  ssh: %v\n", ssh)
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,414 @@
+package broker_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/inventory"
+)
+
+// Child processes of these tests are this test binary re-run with
+// childRole set; TestChild dispatches on it.
+const childRole = "BROKER_TEST_CHILD"
+
+func TestChild(t *testing.T) {
+	role := os.Getenv(childRole)
+	if role == "" {
+		t.Skip("helper process for other tests")
+	}
+	switch role {
+	case "writer":
+		childWriter(t)
+	case "churn":
+		childChurn(t)
+	case "hold":
+		childHold(t)
+	default:
+		t.Fatalf("unknown role %q", role)
+	}
+}
+
+// child starts this test binary in a role.
+func child(t *testing.T, role string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestChild$", "-test.v"}, args...)...)
+	cmd.Env = append(os.Environ(), append([]string{childRole + "=" + role}, env...)...)
+	return cmd
+}
+
+// childWriter appends records forever, printing each id once its write
+// returned.
+func childWriter(t *testing.T) {
+	store := inventory.Open(os.Getenv("INVENTORY"))
+	out := bufio.NewWriter(os.Stdout)
+	for i := 0; ; i++ {
+		rec := &inventory.Record{Hostname: fmt.Sprintf("h%d.example.com", i), Name: fmt.Sprintf("h%d", i), Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}}
+		if err := store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+			if len(recs) > 50 { // keep the file small: drop the oldest
+				recs = recs[1:]
+			}
+			return append(recs, rec), nil
+		}); err != nil {
+			fmt.Println("error", err)
+			os.Exit(3)
+		}
+		fmt.Fprintln(out, "committed", rec.ID())
+		out.Flush()
+	}
+}
+
+// TestCrashConsistency SIGKILLs an inventory writer at random points 200
+// times: the file always parses and the last finished write is never lost.
+func TestCrashConsistency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	store := inventory.Open(path)
+	for i := range 200 {
+		cmd := child(t, "writer", []string{"INVENTORY=" + path})
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		var (
+			mu   sync.Mutex
+			last string
+		)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if id, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
+					mu.Lock()
+					last = id
+					mu.Unlock()
+				}
+			}
+		}()
+		time.Sleep(time.Duration(5+rand.IntN(60)) * time.Millisecond)
+		require.NoError(t, cmd.Process.Kill())
+		<-done
+		_ = cmd.Wait()
+		recs, err := store.Load()
+		require.NoError(t, err, "round %d: the inventory must always parse", i)
+		mu.Lock()
+		if last != "" {
+			found := false
+			for _, r := range recs {
+				found = found || r.ID() == last
+			}
+			assert.True(t, found, "round %d: finished write %s lost", i, last)
+		}
+		mu.Unlock()
+	}
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*.tmp*"))
+	assert.LessOrEqual(t, len(matches), 1, "temp files of killed writers are removed by the next writer")
+}
+
+// childChurn checks out 50 Local hosts in batches and checks in every
+// other one, then prints the ids it kept and exits without checking them in.
+func childChurn(t *testing.T) {
+	b, err := broker.New(broker.WithReaper(false))
+	require.NoError(t, err)
+	ctx := context.Background()
+	var kept []string
+	for range 10 {
+		hosts, err := b.Checkout(ctx, broker.Request{Count: 5})
+		require.NoError(t, err)
+		for i, h := range hosts {
+			if i%2 == 0 {
+				require.NoError(t, b.Checkin(ctx, h))
+			} else {
+				kept = append(kept, h.Record().ID())
+			}
+		}
+	}
+	fmt.Println("kept", strings.Join(kept, " "))
+}
+
+// TestConcurrentProcesses: 8 processes check 50 Local hosts each out and
+// 3 of every 5 in, against one inventory; at the end the inventory holds
+// exactly the hosts they say they kept.
+func TestConcurrentProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	var (
+		mu    sync.Mutex
+		truth = map[string]bool{}
+		wg    sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			out, err := child(t, "churn", []string{"BROKER_DIRECTORY=" + dir}).CombinedOutput()
+			if !assert.NoError(t, err, "%s", out) {
+				return
+			}
+			for line := range strings.Lines(string(out)) {
+				if ids, ok := strings.CutPrefix(strings.TrimSpace(line), "kept "); ok {
+					mu.Lock()
+					for _, id := range strings.Fields(ids) {
+						truth[id] = true
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, r := range recs {
+		got[r.ID()] = true
+	}
+	assert.Len(t, truth, 8*20, "each keeps 2 of every 5")
+	assert.Equal(t, truth, got, "the inventory equals what the processes did")
+}
+
+// childHold checks out hosts and waits to be killed or timed out.
+func childHold(t *testing.T) {
+	b, err := broker.New(broker.WithRunID(os.Getenv("RUN_ID")))
+	require.NoError(t, err)
+	n, _ := strconv.Atoi(os.Getenv("COUNT"))
+	req := broker.Request{Count: n}
+	if img := os.Getenv("IMAGE"); img != "" {
+		req.Args = map[string]any{"container_host": img}
+	}
+	hosts, err := b.Checkout(context.Background(), req)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
+	fmt.Println("ready", len(hosts))
+	time.Sleep(time.Hour)
+}
+
+// startHolder starts a child that checks out count hosts and waits.
+func startHolder(t *testing.T, dir, runID, image string, count int, args ...string) (*exec.Cmd, *bufio.Scanner) {
+	cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + image, fmt.Sprint("COUNT=", count)}, args...)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = cmd.Stdout
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "ready") {
+			return cmd, sc
+		}
+		t.Log("child:", sc.Text())
+	}
+	t.Fatalf("child ended before its hosts were ready")
+	return nil, nil
+}
+
+// waitEmpty waits up to 30 s for the inventory of dir to hold no host of
+// runID and for gone() to report no leftovers.
+func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
+	t.Helper()
+	store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		recs, err := store.Load()
+		require.NoError(t, err)
+		n := 0
+		for _, r := range recs {
+			if r.Broker != nil && r.Broker.Owner.Run == runID {
+				n++
+			}
+		}
+		left := leftovers()
+		if n == 0 && left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %d inventory records and %d hosts of run %s remain", n, left, runID)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func localDirs(dir string) func() int {
+	return func() int {
+		entries, _ := os.ReadDir(filepath.Join(dir, "local"))
+		return len(entries)
+	}
+}
+
+// TestReaperLocal kills a holder of Local hosts three ways; each time the
+// watcher (or the signal handler) checks its hosts in with no command.
+func TestReaperLocal(t *testing.T) {
+	for _, how := range []string{"SIGKILL", "timeout", "SIGINT"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			var args []string
+			if how == "timeout" {
+				args = []string{"-test.timeout=3s"}
+			}
+			cmd, _ := startHolder(t, dir, runID, "", 5, args...)
+			switch how {
+			case "SIGKILL":
+				require.NoError(t, cmd.Process.Kill())
+			case "SIGINT":
+				require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+			}
+			_ = cmd.Wait()
+			waitEmpty(t, dir, runID, localDirs(dir))
+		})
+	}
+}
+
+// containersOfRun counts the containers labelled with runID, through the
+// docker CLI so that the check does not share code with the provider.
+func containersOfRun(t *testing.T, runID string) func() int {
+	return func() int {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=io.hostbroker.run="+runID).Output()
+		require.NoError(t, err)
+		return len(strings.Fields(string(out)))
+	}
+}
+
+// TestReaperContainer: a child holding 20 containers is killed three ways;
+// within 30 s no container of its run is left and the inventory is empty,
+// with no command run by hand.
+func TestReaperContainer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	requireImage(t, sshdImage)
+	for _, how := range []string{"SIGKILL", "timeout", "SIGINT"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			left := containersOfRun(t, runID)
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			var args []string
+			if how == "timeout" {
+				args = []string{"-test.timeout=60s"}
+			}
+			cmd, _ := startHolder(t, dir, runID, sshdImage, 20, args...)
+			require.Equal(t, 20, left(), "the child holds 20 containers")
+			switch how {
+			case "SIGKILL":
+				require.NoError(t, cmd.Process.Kill())
+			case "SIGINT":
+				require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+			}
+			_ = cmd.Wait()
+			waitEmpty(t, dir, runID, left)
+		})
+	}
+}
+
+// TestCleanupStaleAfterWatcherKilled: the owner and its watcher are both
+// SIGKILLed; "brokertest cleanup --stale" then checks every host in.
+func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cli := buildCLI(t)
+	cases := []struct {
+		name, image string
+		left        func(dir, runID string) func() int
+	}{
+		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
+		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.image != "" {
+				requireImage(t, c.image)
+			}
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			cmd, _ := startHolder(t, dir, runID, c.image, 5)
+			watcher := watcherOf(t, cmd.Process.Pid)
+			require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
+			require.NoError(t, cmd.Process.Kill())
+			_ = cmd.Wait()
+
+			left := c.left(dir, runID)
+			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+			require.NoError(t, err)
+			require.Len(t, recs, 5, "with its watcher dead, nothing reaped the run")
+
+			cleanup := exec.Command(cli, "cleanup", "--stale")
+			cleanup.Env = append(os.Environ(), "BROKER_DIRECTORY="+dir)
+			out, err := cleanup.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			assert.Equal(t, 5, strings.Count(string(out), "checked in"), "%s", out)
+			waitEmpty(t, dir, runID, left)
+		})
+	}
+}
+
+// watcherOf finds the watcher process of owner pid by its environment.
+func watcherOf(t *testing.T, pid int) int {
+	t.Helper()
+	want := fmt.Sprintf("BROKER_WATCH_OWNER=%d:", pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			p, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if err == nil && strings.Contains(string(env), want) {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no watcher for pid %d", pid)
+	return 0
+}
+
+// buildCLI builds cmd/brokertest once per test binary run.
+var buildCLI = func() func(t *testing.T) string {
+	var (
+		once sync.Once
+		path string
+		err  error
+		out  []byte
+	)
+	return func(t *testing.T) string {
+		once.Do(func() {
+			dir, derr := os.MkdirTemp("", "brokertest-cli-")
+			if derr != nil {
+				err = derr
+				return
+			}
+			path = filepath.Join(dir, "brokertest")
+			out, err = exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", path, "./cmd/brokertest").CombinedOutput()
+		})
+		require.NoError(t, err, "build cmd/brokertest: %s", out)
+		return path
+	}
+}()
+
+func removeContainersOfRun(runID string) {
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.hostbroker.run="+runID).Output()
+	if ids := strings.Fields(string(out)); len(ids) > 0 {
+		_ = exec.Command("docker", append([]string{"rm", "-fv"}, ids...)...).Run()
+	}
+}
