@@ -223,7 +223,8 @@ func startHolder(t *testing.T, dir, runID, image string, count int, args ...stri
 func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 	t.Helper()
 	store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
-	deadline := time.Now().Add(30 * time.Second)
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
 	for {
 		recs, err := store.Load()
 		require.NoError(t, err)
@@ -235,6 +236,7 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 		}
 		left := leftovers()
 		if n == 0 && left == 0 {
+			t.Logf("run %s: nothing left after %v", runID, time.Since(start).Round(10*time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
