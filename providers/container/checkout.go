@@ -256,14 +256,27 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 		}
 		return notRunning(ins.Container)
 	}
-	if err := waitBanner(ctx, addr, p.settings.sshWait, alive); err != nil {
-		return nil, fmt.Errorf("container: %s (image %q): sshd on %s: %w", s.name, s.image, addr, err)
-	}
+	// The key is installed (and the host key read) through the engine while
+	// sshd starts: the two waits overlap.
 	user := p.sshUser()
-	hostKey, err := p.installKey(ctx, cid, user, pub)
-	if err != nil {
-		return nil, fmt.Errorf("container: %s: %w", s.name, err)
+	type installed struct {
+		hostKey string
+		err     error
 	}
+	keyDone := make(chan installed, 1)
+	go func() {
+		hk, err := p.installKey(ctx, cid, user, pub)
+		keyDone <- installed{hk, err}
+	}()
+	bannerErr := waitBanner(ctx, addr, p.settings.sshWait, alive)
+	inst := <-keyDone
+	if bannerErr != nil {
+		return nil, fmt.Errorf("container: %s (image %q): sshd on %s: %w", s.name, s.image, addr, bannerErr)
+	}
+	if inst.err != nil {
+		return nil, fmt.Errorf("container: %s: %w", s.name, inst.err)
+	}
+	hostKey := inst.hostKey
 	rec.Broker.SSH = &inventory.SSH{Host: "127.0.0.1", Port: port, User: user, HostKey: hostKey, KeyFile: keyFile}
 	return rec, nil
 }
@@ -435,6 +448,19 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	id := rec.ID()
 	if id != "" && !validID.MatchString(id) {
 		return fmt.Errorf("container: checkin: record id %q is not a broker id", id)
+	}
+	// The container id in the record saves a listing; records without one
+	// (intent records, other tools) are found by label or name.
+	if rec.Broker != nil && rec.Broker.Data != nil {
+		if cid, ok := rec.Broker.Data["container_id"].(string); ok && cid != "" && id != "" {
+			if err := p.remove(ctx, cid); err != nil {
+				return fmt.Errorf("container: checkin %s: %w", id, err)
+			}
+			if err := os.RemoveAll(p.keyDir(id)); err != nil {
+				return fmt.Errorf("container: checkin %s: remove key dir: %w", id, err)
+			}
+			return nil
+		}
 	}
 	return p.checkinID(ctx, id, p.nameOf(rec))
 }

@@ -58,12 +58,16 @@ func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var last error
-	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
+	// Poll often (sshd is usually up within a few hundred ms) but ask the
+	// engine whether the container still runs only every few attempts.
+	for attempt, delay := 0, 10*time.Millisecond; ; attempt, delay = attempt+1, min(delay*3/2, 200*time.Millisecond) {
 		if last = banner(ctx, addr); last == nil {
 			return nil
 		}
-		if err := alive(ctx); err != nil {
-			return err
+		if attempt%4 == 3 {
+			if err := alive(ctx); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -100,8 +104,14 @@ func banner(ctx context.Context, addr string) error {
 const installKeyScript = `umask 077
 h="${HOME:-/root}"
 mkdir -p "$h/.ssh" && cat >> "$h/.ssh/authorized_keys" || exit 1
-for f in /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub; do
-	if [ -r "$f" ]; then cat "$f"; exit 0; fi
+# The image may still be generating its host keys: wait up to ~10 s.
+i=0
+while [ $i -lt 200 ]; do
+	for f in /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub; do
+		if [ -s "$f" ]; then cat "$f"; exit 0; fi
+	done
+	sleep 0.05 2>/dev/null || sleep 1
+	i=$((i+1))
 done
 echo "no sshd host key in /etc/ssh" >&2
 exit 2`
