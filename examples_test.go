@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"sync"
 
 	"github.com/hostbroker/broker"
 )
@@ -65,4 +66,39 @@ func ExampleBroker_Checkout() {
 	// Output:
 	// 3 hosts, third says hi
 	// left in the inventory: 0
+}
+
+// A pool shares hosts among concurrent users outside of tests (in TestMain,
+// say): 8 workers, 2 hosts, each worker alone on its host while it holds it.
+func ExampleBroker_NewPool() {
+	ctx := context.Background()
+	b, err := broker.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+
+	pool, err := b.NewPool(ctx, broker.Request{}, 2, broker.PoolOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close(ctx)
+
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			h, err := pool.Acquire(ctx)
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer pool.Release(ctx, h, true)
+			if _, err := h.Execute(ctx, fmt.Sprintf("echo %d >> workers", i)); err != nil {
+				log.Fatal(err)
+			}
+		})
+	}
+	wg.Wait()
+	checkouts, _ := pool.Stats()
+	fmt.Println("checkouts:", checkouts)
+	// Output: checkouts: 2
 }
