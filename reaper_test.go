@@ -319,6 +319,41 @@ func TestReaperContainer(t *testing.T) {
 	}
 }
 
+// TestReaperMidCheckout: the holder is SIGKILLed while its 20 checkouts are
+// under way (intent records written, containers half made): the watcher
+// still leaves nothing behind.
+func TestReaperMidCheckout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	requireImage(t, sshdImage)
+	dir := t.TempDir()
+	runID := inventory.NewRunID()
+	left := containersOfRun(t, runID)
+	t.Cleanup(func() { removeContainersOfRun(runID) })
+	cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + sshdImage, "COUNT=20"})
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Kill as soon as the first container exists, while the rest are made.
+	deadline := time.Now().Add(30 * time.Second)
+	for left() == 0 {
+		require.True(t, time.Now().Before(deadline), "no container appeared")
+		time.Sleep(20 * time.Millisecond)
+	}
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	creating := 0
+	for _, r := range recs {
+		if r.Broker.State == inventory.StateCreating {
+			creating++
+		}
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	t.Logf("killed with %d records, %d of them still being created", len(recs), creating)
+	waitEmpty(t, dir, runID, left)
+}
+
 // TestCleanupStaleAfterWatcherKilled: the owner and its watcher are both
 // SIGKILLed; "brokertest cleanup --stale" then checks every host in.
 func TestCleanupStaleAfterWatcherKilled(t *testing.T) {

@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -158,29 +159,32 @@ func reapDir(dir, file string, owner inventory.Owner) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	recs, err := b.Inventory(ctx)
+	if err != nil {
+		logger.Error("reaper: inventory", "err", err)
+		return err
+	}
+	left := ownedBy(recs, owner)
+	if len(left) == 0 {
+		return nil
+	}
+	logger.Info("reaper: owner died; checking in its hosts", "hosts", len(left))
 	var firstErr error
-	for pass := range 2 {
-		recs, err := b.Inventory(ctx)
-		if err != nil {
-			logger.Error("reaper: inventory", "err", err)
-			return err
-		}
-		left := ownedBy(recs, owner)
-		if pass == 1 {
-			left = creatingOnly(left)
-		}
-		if len(left) == 0 {
-			if pass == 0 {
-				return nil
-			}
-			break
-		}
-		logger.Info("reaper: owner died; checking in its hosts", "hosts", len(left), "pass", pass)
-		if err := b.CheckinRecords(ctx, left...); err != nil {
-			logger.Error("reaper: checkin", "err", err)
-			firstErr = err
-		}
+	if err := b.CheckinRecords(ctx, left...); err != nil {
+		logger.Error("reaper: checkin", "err", err)
+		firstErr = err
+	}
+	// A host whose creation the owner had asked for may still appear at
+	// the provider after the first pass removed its record (a create call
+	// in flight when the owner died): check those in again, by id, after a
+	// grace period. Check-in is idempotent.
+	if creating := creatingOnly(left); len(creating) > 0 {
 		time.Sleep(watchGrace)
+		logger.Info("reaper: second pass over hosts that were being created", "hosts", len(creating))
+		if err := b.CheckinRecords(ctx, creating...); err != nil {
+			logger.Error("reaper: checkin", "err", err)
+			firstErr = errors.Join(firstErr, err)
+		}
 	}
 	return firstErr
 }
