@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -39,6 +40,8 @@ func TestChild(t *testing.T) {
 		childChurn(t)
 	case "hold":
 		childHold(t)
+	case "lease":
+		childLease(t)
 	default:
 		t.Fatalf("unknown role %q", role)
 	}
@@ -448,4 +451,98 @@ func removeContainersOfRun(runID string) {
 	if ids := strings.Fields(string(out)); len(ids) > 0 {
 		_ = exec.Command("docker", append([]string{"rm", "-fv"}, ids...)...).Run()
 	}
+}
+
+// childLease holds 4 hosts of a keeping pool at once, prints their ids, and
+// gives them back (kept free for the next run).
+func childLease(t *testing.T) {
+	b, err := broker.New(broker.WithReaper(false))
+	require.NoError(t, err)
+	ctx := context.Background()
+	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Keep: time.Minute})
+	require.NoError(t, err)
+	var hosts []*hostkit.Host
+	for range 4 {
+		h, err := p.Acquire(ctx)
+		require.NoError(t, err)
+		res, err := h.Execute(ctx, "echo ok")
+		require.NoError(t, err)
+		require.Equal(t, "ok\n", res.Stdout)
+		hosts = append(hosts, h)
+	}
+	var ids []string
+	for _, h := range hosts {
+		ids = append(ids, h.Record().ID())
+	}
+	fmt.Println("leased", strings.Join(ids, " "))
+	// Hold them until the sibling has had its chance, so that no host
+	// can be leased twice by turns.
+	time.Sleep(500 * time.Millisecond)
+	for _, h := range hosts {
+		require.NoError(t, p.Release(ctx, h, true))
+	}
+	require.NoError(t, p.Close(ctx))
+}
+
+// TestPoolReuseAcrossProcesses: this process keeps 4 Local hosts free (it
+// goes on serving them); two other processes, started at once, each lease 4
+// hosts from a keeping pool. Each kept host is leased by exactly one of them;
+// the rest are fresh checkouts.
+func TestPoolReuseAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false))
+	require.NoError(t, err)
+	defer b.Close()
+	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Eager: true, Keep: time.Minute})
+	require.NoError(t, err)
+	require.NoError(t, p.Close(ctx))
+	kept := map[string]bool{}
+	recs, err := b.Inventory(ctx)
+	require.NoError(t, err)
+	for _, r := range recs {
+		require.Equal(t, inventory.StateFree, r.Broker.State)
+		kept[r.ID()] = true
+	}
+	require.Len(t, kept, 4)
+	t.Cleanup(func() {
+		recs, _ := b.Inventory(context.Background())
+		_ = b.CheckinRecords(context.Background(), recs...)
+	})
+
+	var (
+		mu     sync.Mutex
+		leases = map[string]int{}
+		wg     sync.WaitGroup
+	)
+	for range 2 {
+		wg.Go(func() {
+			out, err := child(t, "lease", []string{"BROKER_DIRECTORY=" + dir}).CombinedOutput()
+			if !assert.NoError(t, err, "%s", out) {
+				return
+			}
+			for line := range strings.Lines(string(out)) {
+				if ids, ok := strings.CutPrefix(strings.TrimSpace(line), "leased "); ok {
+					mu.Lock()
+					for _, id := range strings.Fields(ids) {
+						leases[id]++
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	reused := 0
+	for id, n := range leases {
+		assert.Equal(t, 1, n, "host %s leased by %d processes", id, n)
+		if kept[id] {
+			reused++
+		}
+	}
+	assert.Len(t, leases, 8, "two processes, 4 hosts each")
+	assert.Equal(t, 4, reused, "each kept host is leased once")
 }
