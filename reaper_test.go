@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,7 +438,7 @@ var buildCLI = func() func(t *testing.T) string {
 				return
 			}
 			path = filepath.Join(dir, "brokertest")
-			out, err = exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", path, "./cmd/brokertest").CombinedOutput()
+			out, err = exec.Command("go", "build", "-o", path, "./cmd/brokertest").CombinedOutput()
 		})
 		require.NoError(t, err, "build cmd/brokertest: %s", out)
 		return path

@@ -104,7 +104,6 @@ var seen events
 
 type webHost struct {
 	*hostkit.Host
-	setupFails bool
 }
 
 func (w *webHost) Setup(ctx context.Context) error {

@@ -41,13 +41,6 @@ func eq(t *testing.T, got, want any, args ...any) {
 	}
 }
 
-func fatalEq(t *testing.T, got, want any, args ...any) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("not equal%s:\n got: %#v\nwant: %#v", msg(args), got, want)
-	}
-}
-
 // has reports whether container (string, map or slice) holds item (a
 // substring, a key or an element).
 func has(container, item any) bool {

@@ -26,8 +26,7 @@ type converter struct {
 	// expanding holds the aliased nodes being converted, to refuse an
 	// alias inside its own anchor (an infinite value).
 	expanding map[*yaml.Node]bool
-	base      string // raw path prefix for recorded lines
-	track     bool   // record lines (false for env values)
+	track     bool // record lines (false for env values)
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

@@ -120,15 +120,15 @@ func (s *suite) checkout(t *testing.T, ctx context.Context) *inventory.Record {
 func (s *suite) echo(ctx context.Context, rec *inventory.Record, word string) error {
 	h, err := s.p.Connect(ctx, rec)
 	if err != nil {
-		return fmt.Errorf("Connect: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	defer h.Close()
 	res, err := h.Execute(ctx, "echo "+word+"; echo err-"+word+" >&2; exit 3")
 	if err != nil {
-		return fmt.Errorf("Execute: %w", err)
+		return fmt.Errorf("execute: %w", err)
 	}
 	if res.Status != 3 || res.Stdout != word+"\n" || res.Stderr != "err-"+word+"\n" {
-		return fmt.Errorf("Execute: got %+v, want Status 3, Stdout %q, Stderr %q", res, word+"\n", "err-"+word+"\n")
+		return fmt.Errorf("execute: got %+v, want Status 3, Stdout %q, Stderr %q", res, word+"\n", "err-"+word+"\n")
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (s *suite) countConcurrent(t *testing.T) {
 			id := inventory.NewID()
 			rec, err := s.p.Checkout(gctx, providers.CheckoutRequest{ID: id, Args: clone(s.o.Args)})
 			if err != nil {
-				return fmt.Errorf("Checkout %d: %w", i, err)
+				return fmt.Errorf("checkout %d: %w", i, err)
 			}
 			if rec.Broker == nil {
 				rec.Broker = &inventory.Meta{}
@@ -261,10 +261,10 @@ func (s *suite) concurrentCommands(t *testing.T) {
 			want := fmt.Sprintf("cmd%d", i)
 			res, err := h.Execute(ctx, "echo "+want)
 			if err != nil {
-				return fmt.Errorf("Execute %d: %w", i, err)
+				return fmt.Errorf("execute %d: %w", i, err)
 			}
 			if res.Stdout != want+"\n" || res.Status != 0 {
-				return fmt.Errorf("Execute %d: got %+v, want stdout %q", i, res, want+"\n")
+				return fmt.Errorf("execute %d: got %+v, want stdout %q", i, res, want+"\n")
 			}
 			return nil
 		})
