@@ -152,29 +152,10 @@ func TestConcurrentProcesses(t *testing.T) {
 		t.Skip("-short")
 	}
 	dir := t.TempDir()
-	var (
-		mu    sync.Mutex
-		truth = map[string]bool{}
-		wg    sync.WaitGroup
-	)
-	for range 8 {
-		wg.Go(func() {
-			out, err := child(t, "churn", []string{"BROKER_DIRECTORY=" + dir}).CombinedOutput()
-			if !assert.NoError(t, err, "%s", out) {
-				return
-			}
-			for line := range strings.Lines(string(out)) {
-				if ids, ok := strings.CutPrefix(strings.TrimSpace(line), "kept "); ok {
-					mu.Lock()
-					for _, id := range strings.Fields(ids) {
-						truth[id] = true
-					}
-					mu.Unlock()
-				}
-			}
-		})
+	truth := map[string]bool{}
+	for _, id := range childIDs(t, 8, "churn", "kept", "BROKER_DIRECTORY="+dir) {
+		truth[id] = true
 	}
-	wg.Wait()
 	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
 	require.NoError(t, err)
 	got := map[string]bool{}
@@ -512,29 +493,10 @@ func TestPoolReuseAcrossProcesses(t *testing.T) {
 		_ = b.CheckinRecords(context.Background(), recs...)
 	})
 
-	var (
-		mu     sync.Mutex
-		leases = map[string]int{}
-		wg     sync.WaitGroup
-	)
-	for range 2 {
-		wg.Go(func() {
-			out, err := child(t, "lease", []string{"BROKER_DIRECTORY=" + dir}).CombinedOutput()
-			if !assert.NoError(t, err, "%s", out) {
-				return
-			}
-			for line := range strings.Lines(string(out)) {
-				if ids, ok := strings.CutPrefix(strings.TrimSpace(line), "leased "); ok {
-					mu.Lock()
-					for _, id := range strings.Fields(ids) {
-						leases[id]++
-					}
-					mu.Unlock()
-				}
-			}
-		})
+	leases := map[string]int{}
+	for _, id := range childIDs(t, 2, "lease", "leased", "BROKER_DIRECTORY="+dir) {
+		leases[id]++
 	}
-	wg.Wait()
 	reused := 0
 	for id, n := range leases {
 		assert.Equal(t, 1, n, "host %s leased by %d processes", id, n)
@@ -544,4 +506,31 @@ func TestPoolReuseAcrossProcesses(t *testing.T) {
 	}
 	assert.Len(t, leases, 8, "two processes, 4 hosts each")
 	assert.Equal(t, 4, reused, "each kept host is leased once")
+}
+
+// childIDs runs n children in role at once and returns the ids they print
+// on lines "<prefix> id id …", all together.
+func childIDs(t *testing.T, n int, role, prefix string, env ...string) []string {
+	var (
+		mu  sync.Mutex
+		ids []string
+		wg  sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			out, err := child(t, role, env).CombinedOutput()
+			if !assert.NoError(t, err, "%s", out) {
+				return
+			}
+			for line := range strings.Lines(string(out)) {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix+" "); ok {
+					mu.Lock()
+					ids = append(ids, strings.Fields(rest)...)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ids
 }

@@ -278,17 +278,26 @@ func argBool(args map[string]any, key string, def bool) (bool, error) {
 	if !ok || v == nil {
 		return def, nil
 	}
+	b, err := parseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("argument %s: %w", key, err)
+	}
+	return b, nil
+}
+
+// parseBool accepts a YAML/JSON boolean or its text ("true", "0", …).
+func parseBool(v any) (bool, error) {
 	switch v := v.(type) {
 	case bool:
 		return v, nil
 	case string:
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return def, fmt.Errorf("argument %s: %q is not a boolean", key, v)
+			return false, fmt.Errorf("%q is not a boolean", v)
 		}
 		return b, nil
 	}
-	return def, fmt.Errorf("argument %s: want a boolean, got %T", key, v)
+	return false, fmt.Errorf("want a boolean, got %T", v)
 }
 
 // argsJSON encodes the checkout arguments for the args label.

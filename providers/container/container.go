@@ -155,17 +155,11 @@ func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
 	if !ok {
 		return def, nil
 	}
-	switch v := v.(type) {
-	case bool:
-		return v, nil
-	case string:
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return def, fmt.Errorf("container: setting %s: %q is not a boolean", k, v)
-		}
-		return b, nil
+	b, err := parseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("container: setting %s: %w", k, err)
 	}
-	return def, fmt.Errorf("container: setting %s: want a boolean, got %T", k, v)
+	return b, nil
 }
 
 func secondsSetting(m map[string]any, def time.Duration, keys ...string) (time.Duration, error) {
