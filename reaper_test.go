@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -175,6 +176,9 @@ func childHold(t *testing.T) {
 	if img := os.Getenv("IMAGE"); img != "" {
 		req.Args = map[string]any{"container_host": img}
 	}
+	if wf := os.Getenv("WORKFLOW"); wf != "" {
+		req.Args = map[string]any{"workflow": wf}
+	}
 	hosts, err := b.Checkout(context.Background(), req)
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
@@ -189,7 +193,13 @@ func startHolder(t *testing.T, dir, runID, image string, count int, args ...stri
 	require.NoError(t, err)
 	cmd.Stderr = cmd.Stdout
 	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		// The watcher may still be logging into dir after the hosts are
+		// gone; let it finish before t.TempDir removes dir.
+		waitWatcherGone(t, cmd.Process.Pid)
+	})
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "ready") {
@@ -199,6 +209,20 @@ func startHolder(t *testing.T, dir, runID, image string, count int, args ...stri
 	}
 	t.Fatalf("child ended before its hosts were ready")
 	return nil, nil
+}
+
+// waitWatcherGone waits up to 30 s for the reaper watcher of the process
+// pid to exit.
+func waitWatcherGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for findWatcher(pid) != 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("the watcher of process %d still runs after 30 s", pid)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitEmpty waits up to 30 s for the inventory of dir to hold no host of
@@ -380,22 +404,31 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 	}
 }
 
-// watcherOf finds the watcher process of owner pid by its environment.
+// findWatcher returns the pid of the watcher process of owner pid, found
+// by its environment, or 0.
+func findWatcher(pid int) int {
+	want := []byte(fmt.Sprintf("%s=%d:", "BROKER_WATCH_OWNER", pid))
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(env, want) {
+			return p
+		}
+	}
+	return 0
+}
+
+// watcherOf waits up to 10 s for the watcher process of owner pid.
 func watcherOf(t *testing.T, pid int) int {
 	t.Helper()
-	want := fmt.Sprintf("BROKER_WATCH_OWNER=%d:", pid)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			p, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if err == nil && strings.Contains(string(env), want) {
-				return p
-			}
+		if p := findWatcher(pid); p != 0 {
+			return p
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -146,28 +147,31 @@ func reapDir(dir, file string, owner inventory.Owner) error {
 	if _, err := os.Stat(dir); err != nil {
 		return nil // a temporary broker directory already removed
 	}
-	logger, closer, err := openLog(dir)
-	if err != nil {
-		return err
+	// Nothing is written to dir (not even the log) unless the owner left
+	// hosts: after a normal exit the directory may be being removed.
+	b, err := New(WithDirectory(dir), WithSettingsFile(file), WithLogger(slog.New(slog.DiscardHandler)), withoutWatcher())
+	var left []*inventory.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err == nil {
+		var recs []*inventory.Record
+		recs, err = b.Inventory(ctx)
+		left = ownedBy(recs, owner)
+	}
+	if err == nil && len(left) == 0 {
+		return nil
+	}
+	logger, closer, lerr := openLog(dir)
+	if lerr != nil {
+		return errors.Join(err, lerr)
 	}
 	defer closer.Close()
 	logger = logger.With("reaper_for", owner.PID)
-	b, err := New(WithDirectory(dir), WithSettingsFile(file), WithLogger(logger), withoutWatcher())
 	if err != nil {
-		logger.Error("reaper: open broker", "err", err)
+		logger.Error("reaper: open inventory", "err", err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	recs, err := b.Inventory(ctx)
-	if err != nil {
-		logger.Error("reaper: inventory", "err", err)
-		return err
-	}
-	left := ownedBy(recs, owner)
-	if len(left) == 0 {
-		return nil
-	}
+	b.logger = logger
 	logger.Info("reaper: owner died; checking in its hosts", "hosts", len(left))
 	var firstErr error
 	if err := b.CheckinRecords(ctx, left...); err != nil {
