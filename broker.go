@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/hostbroker/broker/providers"
 
 	// The built-in providers register themselves; users need no blank imports.
+	_ "github.com/hostbroker/broker/providers/ansibletower"
 	_ "github.com/hostbroker/broker/providers/container"
 	_ "github.com/hostbroker/broker/providers/local"
 )
@@ -289,7 +291,16 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	if err := b.store.Put(intent); err != nil {
 		return nil, err
 	}
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test)})
+	progress := func(data map[string]any) {
+		if meta.Data == nil {
+			meta.Data = map[string]any{}
+		}
+		maps.Copy(meta.Data, data)
+		if err := b.store.Put(intent); err != nil {
+			b.logger.Warn("record checkout progress", "id", meta.ID, "err", err)
+		}
+	}
+	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
 	if err != nil {
 		// The provider may have made part of a host; it finds it by id.
 		if cerr := p.Checkin(context.WithoutCancel(ctx), intent); cerr != nil {

@@ -63,6 +63,11 @@ type CheckoutRequest struct {
 	// Labels describe the owner (run id, user, version); providers that can
 	// attach metadata to hosts should.
 	Labels map[string]string
+	// Progress, when not nil, records data in the host's inventory record
+	// while the checkout is still under way (e.g. the id of a launched job),
+	// so that a check-in after a crash or a cancelled checkout can find what
+	// was made. Values must be plain data and never secrets.
+	Progress func(data map[string]any)
 }
 
 // Provider makes and removes hosts for one configured instance.

@@ -39,7 +39,10 @@
 // hosts make their own keys and run as the current user.
 //
 // Arguments: local (true, "" or a map of options; unknown options are
-// ignored), env (a map: variables set for every command of the host).
+// ignored), env (a map: variables set for every command of the host),
+// authorized_keys (public keys in authorized_keys form, a string of lines or
+// a list, accepted besides the host's own client key: a stand-in VM that
+// takes the user's key, as awxtest hands out).
 package local
 
 import (
@@ -239,7 +242,7 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	}
 	srv := newServer(serverOptions{
 		id: req.ID, dir: dir, home: home, shell: p.shell, env: env,
-		hostKey: hostKey, clientKey: clientKey, ln: ln, log: p.log,
+		hostKey: hostKey, clientKeys: append([]ssh.PublicKey{clientKey}, args.authorizedKeys...), ln: ln, log: p.log,
 	})
 	srv.onStop = func() {
 		p.mu.Lock()
@@ -366,6 +369,7 @@ running commands as the current user with ` + p.shell + ` -c, HOME in its own di
 Arguments:
   local: true | "" | {…}   select this provider (options are ignored)
   env:   {NAME: value}     environment of every command on the host
+  authorized_keys: "ssh-ed25519 AAAA…" | [...]   more keys that may log in
 Settings (Local: section):
   shell: ` + p.shell + `
   dir:   ` + p.base + `
@@ -387,7 +391,8 @@ func (p *Provider) Close() error {
 
 // hostArgs are the arguments Local understands.
 type hostArgs struct {
-	env map[string]string
+	env            map[string]string
+	authorizedKeys []ssh.PublicKey
 }
 
 func parseArgs(args map[string]any) (hostArgs, error) {
@@ -405,6 +410,11 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 	default:
 		return a, fmt.Errorf(`local: argument local: %T %v (want true, "" or a map of options)`, v, v)
 	}
+	keys, err := parseAuthorizedKeys(args["authorized_keys"])
+	if err != nil {
+		return a, err
+	}
+	a.authorizedKeys = keys
 	env, ok := args["env"]
 	if !ok || env == nil {
 		return a, nil
@@ -443,6 +453,43 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 
 // validID accepts the ids the broker makes (hex) and other plain names, and
 // refuses anything that would leave the provider's directory.
+// parseAuthorizedKeys reads the authorized_keys argument: one string of
+// lines, or a list of strings.
+func parseAuthorizedKeys(v any) ([]ssh.PublicKey, error) {
+	var lines []string
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		lines = strings.Split(v, "\n")
+	case []string:
+		lines = v
+	case []any:
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("local: argument authorized_keys[%d]: want a string, got %T", i, e)
+			}
+			lines = append(lines, s)
+		}
+	default:
+		return nil, fmt.Errorf("local: argument authorized_keys: want a string or a list of strings, got %T", v)
+	}
+	var keys []ssh.PublicKey
+	for i, line := range lines {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return nil, fmt.Errorf("local: argument authorized_keys, line %d: %w", i+1, err)
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
 func validID(id string) error {
 	if id == "" || len(id) > 64 || id[0] == '.' {
 		return fmt.Errorf("local: bad host id %q", id)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
@@ -445,4 +446,33 @@ func BenchmarkExecute(b *testing.B) {
 			b.Fatal(res, err)
 		}
 	}
+}
+
+// Keys given in authorized_keys may log in besides the host's own; other
+// keys may not, and a bad key line is refused naming the line.
+func TestAuthorizedKeys(t *testing.T) {
+	p := openProvider(t, nil)
+	other := checkout(t, p, nil) // its client key is a stranger to the host below
+	otherPub := authorizedKeyOf(t, other.Broker.SSH.KeyFile)
+	rec := checkout(t, p, map[string]any{"authorized_keys": []any{otherPub}})
+	c, err := dial(t, rec, other.Broker.SSH.KeyFile)
+	require.NoError(t, err, "the authorized key logs in")
+	c.Close()
+	c, err = dial(t, rec, "")
+	require.NoError(t, err, "the host's own key still logs in")
+	c.Close()
+	_, err = dial(t, other, rec.Broker.SSH.KeyFile)
+	require.Error(t, err, "keys are per host")
+
+	_, err = p.Checkout(context.Background(), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"authorized_keys": "# comment\nssh-ed25519 not-base64"}})
+	require.ErrorContains(t, err, "authorized_keys, line 2")
+}
+
+func authorizedKeyOf(t *testing.T, keyFile string) string {
+	t.Helper()
+	pemBytes, err := os.ReadFile(keyFile)
+	require.NoError(t, err)
+	signer, err := ssh.ParsePrivateKey(pemBytes)
+	require.NoError(t, err)
+	return string(ssh.MarshalAuthorizedKey(signer.PublicKey()))
 }

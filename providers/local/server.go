@@ -51,17 +51,18 @@ type serverOptions struct {
 	id, dir, home, shell string
 	env                  []string
 	hostKey              ssh.Signer
-	clientKey            ssh.PublicKey
+	clientKeys           []ssh.PublicKey // keys that may log in
 	ln                   net.Listener
 	log                  *slog.Logger
 }
 
 func newServer(o serverOptions) *server {
-	want := o.clientKey.Marshal()
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			if bytes.Equal(key.Marshal(), want) {
-				return nil, nil
+			for _, want := range o.clientKeys {
+				if bytes.Equal(key.Marshal(), want.Marshal()) {
+					return nil, nil
+				}
 			}
 			return nil, errors.New("unknown public key")
 		},

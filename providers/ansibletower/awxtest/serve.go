@@ -1,0 +1,625 @@
+package awxtest
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxPageSize is AWX's largest page.
+const maxPageSize = 200
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+	drop := time.Now().Before(s.dropUntil)
+	fail := time.Now().Before(s.failUntil)
+	status := s.failStatus
+	s.mu.Unlock()
+	if drop {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+	}
+	if fail {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "<html><body><h1>%d %s</h1></body></html>\n", status, http.StatusText(status))
+		return
+	}
+	path := r.URL.Path
+	switch {
+	case path == "/api/" || path == "/api":
+		s.serveRoot(w)
+		return
+	case s.opts.AAP25 && path == "/api/controller/":
+		writeJSON(w, http.StatusOK, map[string]any{
+			"description": "AWX REST API", "current_version": s.prefix,
+			"available_versions": map[string]string{"v2": s.prefix},
+		})
+		return
+	case path == s.loginPath():
+		s.serveLogin(w, r)
+		return
+	case !strings.HasPrefix(path, s.prefix):
+		writeJSON(w, http.StatusNotFound, map[string]any{"detail": "The requested resource could not be found."})
+		return
+	}
+	seg := strings.Split(strings.Trim(strings.TrimPrefix(path, s.prefix), "/"), "/")
+	if seg[0] == "ping" {
+		writeJSON(w, http.StatusOK, map[string]any{"ha": false, "version": "24.6.1", "active_node": "awxtest", "install_uuid": "00000000-0000-0000-0000-000000000000"})
+		return
+	}
+	user, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"detail": fmt.Sprintf("Method \"%s\" not allowed.", r.Method)})
+		return
+	}
+	s.route(w, r, user, seg)
+}
+
+func (s *Server) loginPath() string {
+	if s.opts.AAP25 {
+		return "/api/gateway/v1/login/"
+	}
+	return "/api/login/"
+}
+
+func (s *Server) serveRoot(w http.ResponseWriter) {
+	if s.opts.AAP25 {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"apis": map[string]string{
+				"gateway": "/api/gateway/", "controller": "/api/controller/",
+				"eda": "/api/eda/", "galaxy": "/api/galaxy/",
+			},
+		})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"description": "AWX REST API", "current_version": "/api/v2/",
+		"available_versions": map[string]string{"v2": "/api/v2/"},
+		"oauth2":             "/api/o/", "custom_logo": "", "custom_login_info": "", "login_redirect_override": "",
+	})
+}
+
+// serveLogin is Django's login view: GET sets the CSRF cookie, POST checks
+// it and the credentials, and answers with a redirect and a session cookie.
+func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		tok := randomHex(16)
+		s.mu.Lock()
+		s.csrf[tok] = true
+		s.mu.Unlock()
+		http.SetCookie(w, &http.Cookie{Name: "csrftoken", Value: tok, Path: "/"})
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, "<html><form method=post>login</form></html>")
+	case http.MethodPost:
+		ck, err := r.Cookie("csrftoken")
+		s.mu.Lock()
+		valid := err == nil && s.csrf[ck.Value] && r.Header.Get("X-CSRFToken") == ck.Value
+		s.mu.Unlock()
+		if !valid {
+			writeJSON(w, http.StatusForbidden, map[string]any{"detail": "CSRF Failed: CSRF token missing or incorrect."})
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad form", http.StatusBadRequest)
+			return
+		}
+		if !s.checkPassword(r.PostForm.Get("username"), r.PostForm.Get("password")) {
+			// Django renders the form again, with 200.
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, "<html>Please enter a correct username and password.</html>")
+			return
+		}
+		sid := randomHex(16)
+		s.mu.Lock()
+		s.sessions[sid] = true
+		s.mu.Unlock()
+		http.SetCookie(w, &http.Cookie{Name: "sessionid", Value: sid, Path: "/", HttpOnly: true})
+		next := r.PostForm.Get("next")
+		if next == "" {
+			next = "/api/"
+		}
+		http.Redirect(w, r, next, http.StatusFound)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+func (s *Server) checkPassword(user, pass string) bool {
+	return subtle.ConstantTimeCompare([]byte(user), []byte(s.Username)) == 1 &&
+		subtle.ConstantTimeCompare([]byte(pass), []byte(s.Password)) == 1
+}
+
+// authenticate accepts a bearer token, Basic credentials or a session
+// cookie (with the CSRF header on unsafe methods), as AWX does.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+	authz := r.Header.Get("Authorization")
+	switch {
+	case strings.HasPrefix(authz, "Bearer "):
+		s.mu.Lock()
+		ok := s.tokens[strings.TrimPrefix(authz, "Bearer ")]
+		s.mu.Unlock()
+		if ok {
+			return s.Username, true
+		}
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid token."})
+		return "", false
+	case strings.HasPrefix(authz, "Basic "):
+		u, p, _ := r.BasicAuth()
+		if s.checkPassword(u, p) {
+			return s.Username, true
+		}
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid username/password."})
+		return "", false
+	}
+	if ck, err := r.Cookie("sessionid"); err == nil {
+		s.mu.Lock()
+		ok := s.sessions[ck.Value]
+		s.mu.Unlock()
+		if ok {
+			if r.Method != http.MethodGet {
+				csrf, err := r.Cookie("csrftoken")
+				if err != nil || r.Header.Get("X-CSRFToken") != csrf.Value {
+					writeJSON(w, http.StatusForbidden, map[string]any{"detail": "CSRF Failed: CSRF token missing."})
+					return "", false
+				}
+			}
+			return s.Username, true
+		}
+	}
+	writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Authentication credentials were not provided. To establish a login session, visit " + s.loginPath() + "."})
+	return "", false
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg []string) {
+	notFound := func() {
+		writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Not found."})
+	}
+	id := 0
+	if len(seg) > 1 {
+		var err error
+		if id, err = strconv.Atoi(seg[1]); err != nil {
+			notFound()
+			return
+		}
+	}
+	get := r.Method == http.MethodGet
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case seg[0] == "me" && len(seg) == 1 && get:
+		s.writeList(w, r, []map[string]any{{"id": 1, "type": "user", "url": s.path("users/1/"), "username": user, "is_superuser": false}})
+	case (seg[0] == "workflow_job_templates" || seg[0] == "job_templates") && len(seg) == 1 && get:
+		var objs []map[string]any
+		for _, t := range s.templates {
+			if (seg[0] == "job_templates") == t.def.JobTemplate {
+				objs = append(objs, s.templateJSON(t))
+			}
+		}
+		s.writeList(w, r, objs)
+	case (seg[0] == "workflow_job_templates" || seg[0] == "job_templates") && len(seg) >= 2:
+		t := s.templateByIDLocked(id)
+		if t == nil || (seg[0] == "job_templates") != t.def.JobTemplate {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2 && get:
+			writeJSON(w, http.StatusOK, s.templateJSON(t))
+		case len(seg) == 3 && seg[2] == "launch" && get:
+			writeJSON(w, http.StatusOK, map[string]any{"can_start_without_user_input": true, "ask_variables_on_launch": true, "ask_inventory_on_launch": true, "variables_needed_to_start": []string{}})
+		case len(seg) == 3 && seg[2] == "launch" && r.Method == http.MethodPost:
+			s.launchLocked(w, r, user, t)
+		default:
+			notFound()
+		}
+	case seg[0] == "workflow_jobs" && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
+		j := s.jobs[id]
+		if j == nil || j.typ != "workflow_job" {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2:
+			writeJSON(w, http.StatusOK, s.jobJSON(j))
+		case len(seg) == 3 && seg[2] == "cancel":
+			s.cancelLocked(w, r, j)
+		case len(seg) == 3 && seg[2] == "workflow_nodes":
+			var objs []map[string]any
+			for _, nid := range j.nodeIDs {
+				objs = append(objs, s.nodeJSON(s.nodes[nid]))
+			}
+			s.writeList(w, r, objs)
+		default:
+			notFound()
+		}
+	case seg[0] == "workflow_job_nodes" && len(seg) == 2 && get:
+		n := s.nodes[id]
+		if n == nil {
+			notFound()
+			return
+		}
+		writeJSON(w, http.StatusOK, s.nodeJSON(n))
+	case seg[0] == "jobs" && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
+		j := s.jobs[id]
+		if j == nil || j.typ != "job" {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2:
+			writeJSON(w, http.StatusOK, s.jobJSON(j))
+		case len(seg) == 3 && seg[2] == "cancel":
+			s.cancelLocked(w, r, j)
+		case len(seg) == 3 && seg[2] == "job_events":
+			s.writeList(w, r, j.events)
+		default:
+			notFound()
+		}
+	case seg[0] == "inventories" && len(seg) == 1 && get:
+		var objs []map[string]any
+		for _, inv := range s.inventories {
+			objs = append(objs, s.inventoryJSON(inv))
+		}
+		s.writeList(w, r, objs)
+	case seg[0] == "inventories" && len(seg) >= 2 && get:
+		inv := s.inventoryByIDLocked(id)
+		if inv == nil {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2:
+			writeJSON(w, http.StatusOK, s.inventoryJSON(inv))
+		case len(seg) == 3 && seg[2] == "hosts":
+			var objs []map[string]any
+			for _, h := range s.hosts {
+				if h.inventory == inv.id {
+					objs = append(objs, s.hostJSON(h))
+				}
+			}
+			s.writeList(w, r, objs)
+		default:
+			notFound()
+		}
+	case seg[0] == "hosts" && len(seg) == 1 && get:
+		var objs []map[string]any
+		for _, h := range s.hosts {
+			objs = append(objs, s.hostJSON(h))
+		}
+		s.writeList(w, r, objs)
+	case seg[0] == "hosts" && len(seg) >= 2 && get:
+		var h *hostState
+		for _, x := range s.hosts {
+			if x.id == id {
+				h = x
+			}
+		}
+		if h == nil {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2:
+			writeJSON(w, http.StatusOK, s.hostJSON(h))
+		case len(seg) == 3 && seg[2] == "ansible_facts":
+			writeJSON(w, http.StatusOK, h.facts)
+		default:
+			notFound()
+		}
+	default:
+		notFound()
+	}
+}
+
+// writeList serves one page of objs, filtered by the query (exact field
+// matches, name__icontains, search), as AWX's list views do.
+func (s *Server) writeList(w http.ResponseWriter, r *http.Request, objs []map[string]any) {
+	q := r.URL.Query()
+	size := 25
+	if v := q.Get("page_size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "Invalid page_size."})
+			return
+		}
+		size = min(n, maxPageSize)
+	}
+	pageNo := 1
+	if v := q.Get("page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Invalid page."})
+			return
+		}
+		pageNo = n
+	}
+	var kept []map[string]any
+	for _, o := range objs {
+		if matches(o, q) {
+			kept = append(kept, o)
+		}
+	}
+	start := (pageNo - 1) * size
+	if start > len(kept) || (start == len(kept) && pageNo > 1) {
+		writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Invalid page."})
+		return
+	}
+	end := min(start+size, len(kept))
+	link := func(p int) any {
+		u := url.URL{Path: r.URL.Path}
+		v := url.Values{}
+		for k, vs := range q {
+			v[k] = vs
+		}
+		v.Set("page", strconv.Itoa(p))
+		u.RawQuery = v.Encode()
+		return u.String()
+	}
+	var next, prev any
+	if end < len(kept) {
+		next = link(pageNo + 1)
+	}
+	if pageNo > 1 {
+		prev = link(pageNo - 1)
+	}
+	results := kept[start:end]
+	if results == nil {
+		results = []map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(kept), "next": next, "previous": prev, "results": results})
+}
+
+func matches(o map[string]any, q url.Values) bool {
+	for k, vs := range q {
+		want := vs[0]
+		switch k {
+		case "page", "page_size", "order_by":
+			continue
+		case "search":
+			name, _ := o["name"].(string)
+			desc, _ := o["description"].(string)
+			if !strings.Contains(strings.ToLower(name+" "+desc), strings.ToLower(want)) {
+				return false
+			}
+		case "name__icontains":
+			name, _ := o["name"].(string)
+			if !strings.Contains(strings.ToLower(name), strings.ToLower(want)) {
+				return false
+			}
+		default:
+			v, ok := o[k]
+			if !ok {
+				continue // unknown filters are ignored here; AWX would 400 on some
+			}
+			if fmt.Sprint(v) != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) templateJSON(t *templateDef) map[string]any {
+	base := "workflow_job_templates"
+	if t.def.JobTemplate {
+		base = "job_templates"
+	}
+	vars, _ := json.Marshal(t.def.ExtraVars)
+	o := map[string]any{
+		"id": t.id, "type": t.kind(), "url": s.path("%s/%d/", base, t.id),
+		"name": t.def.Name, "description": t.def.Description,
+		"extra_vars": string(vars), "ask_variables_on_launch": true, "ask_inventory_on_launch": true,
+		"related": map[string]any{"launch": s.path("%s/%d/launch/", base, t.id)},
+		"summary_fields": map[string]any{
+			"organization":      map[string]any{"id": 1, "name": "Default"},
+			"user_capabilities": map[string]bool{"edit": false, "delete": false, "copy": false, "schedule": false, "start": !t.def.NotStartable},
+		},
+		"inventory": nil,
+	}
+	if inv := s.inventoryByNameLocked(t.def.Inventory); t.def.Inventory != "" && inv != nil {
+		o["inventory"] = inv.id
+		o["summary_fields"].(map[string]any)["inventory"] = map[string]any{"id": inv.id, "name": inv.name}
+	}
+	return o
+}
+
+func (s *Server) jobJSON(j *jobState) map[string]any {
+	vars, _ := json.Marshal(j.extraVars)
+	o := map[string]any{
+		"id": j.id, "type": j.typ, "name": j.name, "status": j.status,
+		"failed":          j.status == "failed" || j.status == "error" || j.status == "canceled",
+		"job_explanation": j.explanation, "extra_vars": string(vars), "launch_type": "manual",
+		"started": timeOrNil(j.started), "finished": timeOrNil(j.finished),
+		"elapsed": elapsed(j),
+	}
+	if j.inventory != 0 {
+		o["inventory"] = j.inventory
+	}
+	if j.typ == "workflow_job" {
+		o["url"] = s.path("workflow_jobs/%d/", j.id)
+		o["related"] = map[string]any{
+			"workflow_nodes":        s.path("workflow_jobs/%d/workflow_nodes/", j.id),
+			"workflow_job_template": s.path("workflow_job_templates/%d/", j.templateID),
+		}
+		o["summary_fields"] = map[string]any{"workflow_job_template": map[string]any{"id": j.templateID, "name": j.name}}
+		return o
+	}
+	o["url"] = s.path("jobs/%d/", j.id)
+	o["related"] = map[string]any{
+		"job_events": s.path("jobs/%d/job_events/", j.id),
+		"stdout":     s.path("jobs/%d/stdout/", j.id),
+	}
+	o["artifacts"] = j.artifacts
+	o["result_traceback"] = j.traceback
+	o["playbook"] = strings.ReplaceAll(j.name, " ", "_") + ".yml"
+	return o
+}
+
+func timeOrNil(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func elapsed(j *jobState) float64 {
+	if j.started.IsZero() {
+		return 0
+	}
+	end := j.finished
+	if end.IsZero() {
+		end = time.Now()
+	}
+	return end.Sub(j.started).Seconds()
+}
+
+func (s *Server) nodeJSON(n *nodeState) map[string]any {
+	o := map[string]any{
+		"id": n.id, "type": "workflow_job_node", "url": s.path("workflow_job_nodes/%d/", n.id),
+		"workflow_job": n.workflowID, "do_not_run": n.doNotRun, "identifier": n.name, "job": nil,
+		"related": map[string]any{"workflow_job": s.path("workflow_jobs/%d/", n.workflowID)},
+		"summary_fields": map[string]any{
+			"workflow_job": map[string]any{"id": n.workflowID, "name": s.jobs[n.workflowID].name},
+		},
+	}
+	if j := s.jobs[n.jobID]; j != nil {
+		o["job"] = j.id
+		o["related"].(map[string]any)["job"] = s.path("jobs/%d/", j.id)
+		o["summary_fields"].(map[string]any)["job"] = map[string]any{
+			"id": j.id, "name": j.name, "description": "", "status": j.status, "type": "job",
+			"failed": j.status == "failed" || j.status == "error", "elapsed": elapsed(j),
+		}
+	}
+	return o
+}
+
+func (s *Server) inventoryJSON(inv *inventoryState) map[string]any {
+	n := 0
+	for _, h := range s.hosts {
+		if h.inventory == inv.id {
+			n++
+		}
+	}
+	return map[string]any{
+		"id": inv.id, "type": "inventory", "url": s.path("inventories/%d/", inv.id),
+		"name": inv.name, "description": inv.description, "kind": "", "total_hosts": n,
+		"related": map[string]any{"hosts": s.path("inventories/%d/hosts/", inv.id)},
+	}
+}
+
+func (s *Server) hostJSON(h *hostState) map[string]any {
+	inv := s.inventoryByIDLocked(h.inventory)
+	return map[string]any{
+		"id": h.id, "type": "host", "url": s.path("hosts/%d/", h.id),
+		"name": h.name, "inventory": h.inventory, "variables": h.variables, "enabled": true,
+		"related": map[string]any{
+			"ansible_facts": s.path("hosts/%d/ansible_facts/", h.id),
+			"inventory":     s.path("inventories/%d/", h.inventory),
+		},
+		"summary_fields": map[string]any{"inventory": map[string]any{"id": inv.id, "name": inv.name}},
+	}
+}
+
+// launchLocked starts a job of template t: the launch's extra_vars over the
+// template's, the launch's inventory or the template's.
+func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user string, t *templateDef) {
+	if t.def.NotStartable {
+		writeJSON(w, http.StatusForbidden, map[string]any{"detail": "You do not have permission to perform this action."})
+		return
+	}
+	var body struct {
+		ExtraVars json.RawMessage `json:"extra_vars"`
+		Inventory any             `json:"inventory"`
+	}
+	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &body); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "JSON parse error - " + err.Error()})
+			return
+		}
+	}
+	vars := cloneJSON(t.def.ExtraVars)
+	if len(body.ExtraVars) > 0 && string(body.ExtraVars) != "null" {
+		var launchVars map[string]any
+		// extra_vars may be an object or a string holding JSON.
+		var str string
+		if json.Unmarshal(body.ExtraVars, &str) == nil {
+			if str != "" {
+				if err := json.Unmarshal([]byte(str), &launchVars); err != nil {
+					writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Cannot parse as JSON (error: " + err.Error() + ")."}})
+					return
+				}
+			}
+		} else if err := json.Unmarshal(body.ExtraVars, &launchVars); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}})
+			return
+		}
+		for k, v := range launchVars {
+			vars[k] = v
+		}
+	}
+	var inv *inventoryState
+	if body.Inventory != nil {
+		inv = s.inventoryByNameLocked(fmt.Sprint(body.Inventory))
+		if f, ok := body.Inventory.(float64); ok {
+			inv = s.inventoryByIDLocked(int(f))
+		}
+		if inv == nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", body.Inventory)}})
+			return
+		}
+	} else if t.def.Inventory != "" {
+		inv = s.inventoryByNameLocked(t.def.Inventory)
+	}
+	j := s.startLocked(t, user, vars, inv)
+	o := s.jobJSON(j)
+	o["ignored_fields"] = map[string]any{}
+	if j.typ == "workflow_job" {
+		o["workflow_job"] = j.id
+	} else {
+		o["job"] = j.id
+	}
+	writeJSON(w, http.StatusCreated, o)
+}
+
+// cancelLocked is AWX's cancel view: GET says whether the job can be
+// cancelled; POST cancels a pending or running job (202), else 405.
+func (s *Server) cancelLocked(w http.ResponseWriter, r *http.Request, j *jobState) {
+	running := j.status == "pending" || j.status == "waiting" || j.status == "running"
+	if r.Method == http.MethodGet {
+		writeJSON(w, http.StatusOK, map[string]any{"can_cancel": running})
+		return
+	}
+	if !running || j.canceled == nil {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "not allowed to cancel job"})
+		return
+	}
+	select {
+	case <-j.canceled:
+	default:
+		close(j.canceled)
+	}
+	w.WriteHeader(http.StatusAccepted)
+}

@@ -1,0 +1,166 @@
+package ansibletower
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hostbroker/broker/providers"
+)
+
+// parseConfig reads an instance's settings. Errors name the key and the bad
+// value, never a secret's value.
+func parseConfig(cfg providers.Config) (config, error) {
+	s := cfg.Settings
+	where := Name
+	if cfg.Instance != "" {
+		where += "::" + cfg.Instance
+	}
+	bad := func(key string, v any, want string) error {
+		return fmt.Errorf("ansibletower: setting %s.%s = %v: want %s", where, key, v, want)
+	}
+	c := config{
+		releaseWorkflow: "remove-vm",
+		extendWorkflow:  "extend-vm",
+		newExpireTime:   "+172800",
+		errorScope:      "last",
+		dangling:        "checkin",
+		verifySSL:       true,
+	}
+	str := func(key string, dst *string) error {
+		v, ok := lookup(s, key)
+		if !ok || v == nil {
+			return nil
+		}
+		switch v := v.(type) {
+		case string:
+			*dst = v
+		case int, int64, float64, bool:
+			*dst = fmt.Sprint(v)
+		default:
+			return bad(key, fmt.Sprintf("(%T)", v), "a string")
+		}
+		return nil
+	}
+	secret := func(key string, dst *string) error {
+		v, ok := lookup(s, key)
+		if !ok || v == nil {
+			return nil
+		}
+		if sv, ok := v.(string); ok {
+			*dst = sv
+			return nil
+		}
+		if _, ok := v.(map[string]any); ok {
+			return bad(key, "(a map)", "a string")
+		}
+		*dst = fmt.Sprint(v)
+		return nil
+	}
+	seconds := func(key string, def float64, dst *time.Duration) error {
+		*dst = time.Duration(def * float64(time.Second))
+		v, ok := lookup(s, key)
+		if !ok || v == nil {
+			return nil
+		}
+		var f float64
+		switch v := v.(type) {
+		case int:
+			f = float64(v)
+		case int64:
+			f = float64(v)
+		case float64:
+			f = v
+		case string:
+			var err error
+			if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+				return bad(key, strconv.Quote(v), "a number of seconds")
+			}
+		default:
+			return bad(key, v, "a number of seconds")
+		}
+		if f <= 0 {
+			return bad(key, v, "a positive number of seconds")
+		}
+		*dst = time.Duration(f * float64(time.Second))
+		return nil
+	}
+	var base string
+	for _, step := range []error{
+		str("base_url", &base),
+		secret("token", &c.creds.token),
+		str("username", &c.creds.username),
+		secret("password", &c.creds.password),
+		str("inventory", &c.inventory),
+		str("release_workflow", &c.releaseWorkflow),
+		str("extend_workflow", &c.extendWorkflow),
+		str("new_expire_time", &c.newExpireTime),
+		str("error_scope", &c.errorScope),
+		str("dangling_behavior", &c.dangling),
+		str("aap_version", &c.aapVersion),
+		str("api_path", &c.apiPath),
+		seconds("workflow_timeout", 3600, &c.workflowTimeout),
+		seconds("workflow_poll_interval", 5, &c.pollInterval),
+		seconds("max_resilient_wait", 7200, &c.maxResilientWait),
+		seconds("request_timeout", 60, &c.requestTimeout),
+	} {
+		if step != nil {
+			return c, step
+		}
+	}
+	if v, ok := lookup(s, "verify_ssl"); ok && v != nil {
+		b, ok := v.(bool)
+		if !ok {
+			return c, bad("verify_ssl", v, "true or false")
+		}
+		c.verifySSL = b
+	}
+	if base == "" {
+		return c, fmt.Errorf("ansibletower: setting %s.base_url is missing (e.g. https://tower.example.com/)", where)
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return c, bad("base_url", strconv.Quote(base), "an http:// or https:// URL")
+	}
+	if u.User != nil {
+		return c, fmt.Errorf("ansibletower: setting %s.base_url carries credentials: put them in username/password or token", where)
+	}
+	u.RawQuery, u.Fragment = "", ""
+	// base_url may be given with /api/ or /api/v2/ appended; the API root is
+	// detected below it.
+	if i := strings.Index(u.Path, "/api/"); i >= 0 {
+		u.Path = u.Path[:i]
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	c.baseURL = u
+	if c.creds.token == "" && (c.creds.username == "" || c.creds.password == "") {
+		return c, fmt.Errorf("ansibletower: settings of %s have no credentials: set token (BROKER_AnsibleTower__token), or username and password", where)
+	}
+	switch c.errorScope {
+	case "last", "all":
+	default:
+		return c, bad("error_scope", strconv.Quote(c.errorScope), "last or all")
+	}
+	switch c.dangling {
+	case "checkin", "store":
+	default:
+		return c, bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
+	}
+	return c, nil
+}
+
+// lookup finds key case-insensitively (settings keys are matched so, as
+// env overrides are).
+func lookup(m map[string]any, key string) (any, bool) {
+	if v, ok := m[key]; ok {
+		return v, true
+	}
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v, true
+		}
+	}
+	return nil, false
+}

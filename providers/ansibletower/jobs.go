@@ -1,0 +1,469 @@
+package ansibletower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// JobError is a workflow or job template that did not succeed. It names the
+// failed nodes (newest first) and why each failed.
+type JobError struct {
+	Kind     string    // "workflow" or "job_template"
+	Name     string    // the template's name
+	ID       int       // the job's id
+	Status   string    // failed, error, canceled
+	URL      string    // the job's page in the UI
+	Failures []Failure // newest first; one with error_scope: last
+	Dangling []string  // hosts the failed workflow made, kept (dangling_behavior: store)
+}
+
+// Failure is why one job of a workflow failed.
+type Failure struct {
+	Job    string // the job's name
+	Status string // failed or error
+	Task   string // the failed task, when known
+	Reason string // result_traceback or job_explanation (error), the failed event's res.msg (failed)
+}
+
+func (e *JobError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ansibletower: %s %q (job %d) %s", e.Kind, e.Name, e.ID, e.Status)
+	for i, f := range e.Failures {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s [%s]", f.Job, f.Status)
+		if f.Task != "" {
+			fmt.Fprintf(&b, " task %q", f.Task)
+		}
+		if f.Reason != "" {
+			b.WriteString(": " + f.Reason)
+		}
+	}
+	if len(e.Dangling) > 0 {
+		fmt.Fprintf(&b, "; hosts left for you (dangling_behavior: store): %s", strings.Join(e.Dangling, ", "))
+	}
+	if e.URL != "" {
+		b.WriteString(" (" + e.URL + ")")
+	}
+	return b.String()
+}
+
+// ErrNotFound is wrapped by errors for a template or inventory that does
+// not exist or that the user cannot see.
+var ErrNotFound = errors.New("not found")
+
+// ErrNotStartable is wrapped when the user may see a template but not start it.
+var ErrNotStartable = errors.New("not startable by this user")
+
+// runResult is a finished, successful job.
+type runResult struct {
+	kind, name    string
+	inventory     string // the inventory launched against (name or id), "" for the template's
+	template      *template
+	job           job
+	apiURL, uiURL string
+}
+
+// run launches the workflow or job template args name, with the other args
+// as extra_vars, and waits for it. A failure comes back as *JobError; hosts a
+// failed workflow made are checked in first (dangling_behavior: checkin).
+func (p *Provider) run(ctx context.Context, args map[string]any) (*runResult, error) {
+	return p.runNotify(ctx, args, nil)
+}
+
+// runNotify is run that tells onLaunch the launched job's data (job_id,
+// job_type, api_url, ui_url) before waiting for it.
+func (p *Provider) runNotify(ctx context.Context, args map[string]any, onLaunch func(map[string]any)) (*runResult, error) {
+	kind, name := "workflow", stringArg(args, "workflow", "")
+	if name == "" {
+		kind, name = "job_template", stringArg(args, "job_template", "")
+	}
+	if name == "" {
+		return nil, fmt.Errorf("ansibletower: no workflow or job_template argument (arguments: %s)", strings.Join(sortedKeys(args), ", "))
+	}
+	tmpl, err := p.findTemplate(ctx, kind, name)
+	if err != nil {
+		return nil, err
+	}
+	payload := map[string]any{}
+	extra := map[string]any{}
+	for k, v := range args {
+		switch k {
+		case "workflow", "job_template", "inventory", "tower_inventory":
+			continue
+		}
+		extra[k] = v
+	}
+	inv := stringArg(args, "inventory", stringArg(args, "tower_inventory", p.set.inventory))
+	if inv != "" {
+		id, err := p.inventoryID(ctx, inv)
+		if err != nil {
+			return nil, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
+		}
+		payload["inventory"] = id
+	}
+	payload["extra_vars"] = extra
+	var l launched
+	launchPath := tmpl.Related.Launch
+	if launchPath == "" {
+		launchPath = fmt.Sprintf("%s%d/launch/", templatePath(kind), tmpl.ID)
+	}
+	if err := p.c.post(ctx, launchPath, payload, &l); err != nil {
+		return nil, fmt.Errorf("ansibletower: launch %s %q: %w", kind, name, authHint(err))
+	}
+	id := l.ID
+	if id == 0 {
+		id = max(l.WorkflowJob, l.Job)
+	}
+	jobURL := l.URL
+	if jobURL == "" {
+		jobURL = fmt.Sprintf("%s%d/", jobPath(kind), id)
+	}
+	res := &runResult{kind: kind, name: name, inventory: inv, template: tmpl, apiURL: p.c.resolve(jobURL), uiURL: p.uiURL(kind, id)}
+	p.log.Info("ansibletower: launched", kind, name, "job", id, "api_url", res.apiURL, "ui_url", res.uiURL)
+	if onLaunch != nil {
+		onLaunch(map[string]any{"job_id": id, "job_type": l.Type, "api_url": res.apiURL, "ui_url": res.uiURL})
+	}
+	j, err := p.wait(ctx, jobURL)
+	if err != nil {
+		return nil, fmt.Errorf("ansibletower: %s %q (job %d, %s): %w", kind, name, id, res.uiURL, err)
+	}
+	res.job = j
+	if j.Status == "successful" {
+		return res, nil
+	}
+	jerr := &JobError{Kind: kind, Name: name, ID: id, Status: j.Status, URL: res.uiURL}
+	// Cleanup and diagnosis must not be cut short by the caller's deadline
+	// having passed: they are bounded by their own.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.set.workflowTimeout)
+	defer cancel()
+	if jerr.Failures, err = p.failures(cctx, j); err != nil {
+		jerr.Failures = append(jerr.Failures, Failure{Job: name, Status: j.Status, Reason: "reading the failure: " + err.Error()})
+	}
+	dangling, derr := p.danglingHosts(cctx, j)
+	if len(dangling) > 0 && kind == "workflow" && name != p.set.releaseWorkflow {
+		if p.set.dangling == "store" {
+			jerr.Dangling = dangling
+		} else {
+			derr = errors.Join(derr, p.releaseAll(cctx, dangling, nil))
+		}
+	}
+	if derr != nil {
+		return nil, errors.Join(jerr, fmt.Errorf("checking in hosts the failed workflow made: %w", derr))
+	}
+	return nil, jerr
+}
+
+func templatePath(kind string) string {
+	if kind == "workflow" {
+		return "workflow_job_templates/"
+	}
+	return "job_templates/"
+}
+
+func jobPath(kind string) string {
+	if kind == "workflow" {
+		return "workflow_jobs/"
+	}
+	return "jobs/"
+}
+
+// uiURL is the job's output page in the web UI.
+func (p *Provider) uiURL(kind string, id int) string {
+	sub := "workflow"
+	if kind == "job_template" {
+		sub = "playbook"
+	}
+	base := strings.TrimSuffix(p.set.baseURL.String(), "/")
+	if p.aap25 {
+		return fmt.Sprintf("%s/execution/jobs/%s/%d/output", base, sub, id)
+	}
+	return fmt.Sprintf("%s/#/jobs/%s/%d/output", base, sub, id)
+}
+
+// findTemplate finds a startable template by its exact name.
+func (p *Provider) findTemplate(ctx context.Context, kind, name string) (*template, error) {
+	found, err := listAll[template](ctx, p.c, templatePath(kind), url.Values{"name": {name}})
+	if err != nil {
+		return nil, fmt.Errorf("ansibletower: find %s %q: %w", kind, name, authHint(err))
+	}
+	for i := range found {
+		if found[i].Name != name {
+			continue
+		}
+		if !found[i].startable() {
+			return nil, fmt.Errorf("ansibletower: %s %q: %w (user %s)", kind, name, ErrNotStartable, p.username)
+		}
+		return &found[i], nil
+	}
+	return nil, fmt.Errorf("ansibletower: %s %q: %w (no %s of that name is visible to user %s at %s)", kind, name, ErrNotFound, strings.TrimSuffix(templatePath(kind), "s/"), p.username, p.set.baseURL)
+}
+
+// inventoryID resolves an inventory given by name or id.
+func (p *Provider) inventoryID(ctx context.Context, inv string) (int, error) {
+	if id, err := strconv.Atoi(inv); err == nil {
+		return id, nil
+	}
+	p.invMu.Lock()
+	id, ok := p.invIDs[inv]
+	p.invMu.Unlock()
+	if ok {
+		return id, nil
+	}
+	found, err := listAll[inventoryObj](ctx, p.c, "inventories/", url.Values{"name": {inv}})
+	if err != nil {
+		return 0, fmt.Errorf("find inventory %q: %w", inv, err)
+	}
+	for _, i := range found {
+		if i.Name == inv {
+			p.invMu.Lock()
+			p.invIDs[inv] = i.ID
+			p.invMu.Unlock()
+			return i.ID, nil
+		}
+	}
+	return 0, fmt.Errorf("inventory %q: %w", inv, ErrNotFound)
+}
+
+// wait polls a job until it finishes: first after 250 ms, then 1.5 times
+// longer each time up to workflow_poll_interval, for at most
+// workflow_timeout. Transient API failures are retried by the client.
+func (p *Provider) wait(ctx context.Context, jobURL string) (job, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.set.workflowTimeout)
+	defer cancel()
+	delay := 250 * time.Millisecond
+	for {
+		var j job
+		if err := p.c.get(ctx, jobURL, &j); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+				return j, fmt.Errorf("not finished after workflow_timeout %s: %w", p.set.workflowTimeout, err)
+			}
+			return j, err
+		}
+		if finished(j.Status) {
+			return j, nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return j, fmt.Errorf("still %s after workflow_timeout %s: %w", j.Status, p.set.workflowTimeout, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(delay*3/2, p.set.pollInterval)
+	}
+}
+
+// nodes lists a workflow job's nodes that ran a job, oldest job first.
+func (p *Provider) nodes(ctx context.Context, j job) ([]workflowNode, error) {
+	if j.Type != "workflow_job" {
+		return nil, nil
+	}
+	path := j.Related.WorkflowNodes
+	if path == "" {
+		path = fmt.Sprintf("workflow_jobs/%d/workflow_nodes/", j.ID)
+	}
+	all, err := listAll[workflowNode](ctx, p.c, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	all = slices.DeleteFunc(all, func(n workflowNode) bool { return n.SummaryFields.Job == nil })
+	slices.SortFunc(all, func(a, b workflowNode) int { return a.SummaryFields.Job.ID - b.SummaryFields.Job.ID })
+	return all, nil
+}
+
+// nodeJob fetches the job a node ran.
+func (p *Provider) nodeJob(ctx context.Context, n workflowNode) (job, error) {
+	path := n.Related.Job
+	if path == "" {
+		path = jobPath("job_template") + strconv.Itoa(n.SummaryFields.Job.ID) + "/"
+		if n.SummaryFields.Job.Type == "workflow_job" {
+			path = jobPath("workflow") + strconv.Itoa(n.SummaryFields.Job.ID) + "/"
+		}
+	}
+	var j job
+	err := p.c.get(ctx, path, &j)
+	return j, err
+}
+
+// artifacts gathers a job's artifacts: a job's own; for a workflow, its
+// nodes' jobs (nested workflows included) merged oldest first ("merge") or
+// the last job's alone ("last").
+func (p *Provider) artifacts(ctx context.Context, j job, strategy string) (map[string]any, error) {
+	switch strategy {
+	case "merge", "last":
+	default:
+		return nil, fmt.Errorf("artifacts strategy %q: want merge or last", strategy)
+	}
+	out := map[string]any{}
+	if err := p.gather(ctx, j, strategy, out, 0); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (p *Provider) gather(ctx context.Context, j job, strategy string, out map[string]any, depth int) error {
+	if depth > 10 {
+		return fmt.Errorf("workflows nested more than 10 deep")
+	}
+	if len(j.Artifacts) > 0 {
+		if strategy == "last" {
+			clear(out)
+		}
+		mergeDeep(out, j.Artifacts)
+	}
+	nodes, err := p.nodes(ctx, j)
+	if err != nil {
+		return err
+	}
+	if strategy == "last" && len(nodes) > 1 {
+		nodes = nodes[len(nodes)-1:]
+	}
+	for _, n := range nodes {
+		child, err := p.nodeJob(ctx, n)
+		if err != nil {
+			return err
+		}
+		if err := p.gather(ctx, child, strategy, out, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeDeep merges src into dst: maps are merged key by key, other values
+// replaced.
+func mergeDeep(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				mergeDeep(dm, sm)
+				continue
+			}
+			cp := map[string]any{}
+			mergeDeep(cp, sm)
+			dst[k] = cp
+			continue
+		}
+		dst[k] = v
+	}
+}
+
+// failures explains a failed job: for each failed node of a workflow (or
+// the job itself), newest first, the traceback or explanation of an errored
+// job, or the res.msg of the failed events of a failed one.
+func (p *Provider) failures(ctx context.Context, j job) ([]Failure, error) {
+	var out []Failure
+	if j.Type == "workflow_job" {
+		nodes, err := p.nodes(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(nodes) - 1; i >= 0; i-- {
+			if !nodes[i].SummaryFields.Job.Failed {
+				continue
+			}
+			child, err := p.nodeJob(ctx, nodes[i])
+			if err != nil {
+				return out, err
+			}
+			fs, err := p.failures(ctx, child)
+			out = append(out, fs...)
+			if err != nil {
+				return out, err
+			}
+		}
+		if len(out) == 0 && j.JobExplanation != "" {
+			out = append(out, Failure{Job: j.Name, Status: j.Status, Reason: j.JobExplanation})
+		}
+	} else {
+		fs, err := p.jobFailures(ctx, j)
+		if err != nil {
+			return fs, err
+		}
+		out = fs
+	}
+	if len(out) == 0 {
+		out = []Failure{{Job: j.Name, Status: j.Status, Reason: "no failure reason recorded by the API"}}
+	}
+	if p.set.errorScope == "last" {
+		out = out[:1]
+	}
+	return out, nil
+}
+
+// jobFailures explains one failed (not workflow) job.
+func (p *Provider) jobFailures(ctx context.Context, j job) ([]Failure, error) {
+	if j.Status == "error" || j.Status == "canceled" {
+		reason := strings.TrimSpace(j.ResultTraceback)
+		if reason == "" {
+			reason = j.JobExplanation
+		}
+		return []Failure{{Job: j.Name, Status: j.Status, Reason: reason}}, nil
+	}
+	path := j.Related.JobEvents
+	if path == "" {
+		path = fmt.Sprintf("jobs/%d/job_events/", j.ID)
+	}
+	events, err := listAll[jobEvent](ctx, p.c, path, url.Values{"failed": {"true"}})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(events, func(a, b jobEvent) int { return b.Counter - a.Counter })
+	var out []Failure
+	for _, ev := range events {
+		if !ev.Failed {
+			continue
+		}
+		msg, _ := ev.EventData.Res["msg"].(string)
+		if msg == "" {
+			continue
+		}
+		task := ev.EventData.Task
+		if task == "" {
+			task = ev.Task
+		}
+		out = append(out, Failure{Job: j.Name, Status: j.Status, Task: task, Reason: msg})
+	}
+	if len(out) == 0 && j.JobExplanation != "" {
+		out = append(out, Failure{Job: j.Name, Status: j.Status, Reason: j.JobExplanation})
+	}
+	return out, nil
+}
+
+// danglingHosts lists the VMs (vm_name artifacts) that the succeeded nodes of
+// a failed workflow made.
+func (p *Provider) danglingHosts(ctx context.Context, j job) ([]string, error) {
+	if j.Type != "workflow_job" {
+		return vmNames(j.Artifacts), nil
+	}
+	nodes, err := p.nodes(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, n := range nodes {
+		if n.SummaryFields.Job.Failed {
+			continue
+		}
+		child, err := p.nodeJob(ctx, n)
+		if err != nil {
+			return names, err
+		}
+		for _, name := range vmNames(child.Artifacts) {
+			if !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	return names, nil
+}
