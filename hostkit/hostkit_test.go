@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -29,6 +30,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/leakcheck"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
 )
@@ -386,6 +388,30 @@ func TestHostKeys(t *testing.T) {
 		assert.ErrorAs(t, err, &ke)
 		assert.Contains(t, err.Error(), kh)
 	})
+	t.Run("changed on reconnect", func(t *testing.T) {
+		// The address answers with another sshd (another host key) after the
+		// first connection dies: the reconnect is refused, and says why.
+		first := sshtest.Start(t)
+		impostor := sshtest.Start(t)
+		var target atomic.Value
+		target.Store(first.Addr)
+		dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var nd net.Dialer
+			return nd.DialContext(ctx, network, target.Load().(string))
+		}
+		h := newHost(t, first.Config(), hostkit.WithDialer(dial))
+		assert.Equal(t, "1\n", run(t, h, "echo 1"))
+		target.Store(impostor.Addr)
+		require.NoError(t, first.Kill())
+		_, err := h.Execute(ctx, "true") // may fail on the dead connection
+		if err == nil || !errors.As(err, new(*hostkit.HostKeyError)) {
+			_, err = h.Execute(ctx, "true")
+		}
+		var hke *hostkit.HostKeyError
+		require.ErrorAs(t, err, &hke, "the changed key is refused")
+		assert.Equal(t, ssh.FingerprintSHA256(impostor.HostKey), hke.Got)
+		assert.Contains(t, err.Error(), ssh.FingerprintSHA256(first.HostKey))
+	})
 	t.Run("unverified refused", func(t *testing.T) {
 		cfg := srv.Config()
 		cfg.HostKeys = nil
@@ -414,6 +440,7 @@ func TestHostKeys(t *testing.T) {
 }
 
 func TestReconnect(t *testing.T) {
+	leakcheck.Check(t)
 	srv := sshtest.Start(t)
 	var d countingDialer
 	h := newHost(t, srv.Config(), hostkit.WithDialer(d.dial))
@@ -451,6 +478,7 @@ func TestReconnect(t *testing.T) {
 }
 
 func TestDialDeadline(t *testing.T) {
+	leakcheck.Check(t)
 	// A listener that accepts connections but never speaks SSH.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
