@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/hostbroker/broker/internal/leakcheck"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -104,6 +106,7 @@ func TestPermissions(t *testing.T) {
 }
 
 func TestCorruptFileIsNeverOverwritten(t *testing.T) {
+	leakcheck.Check(t)
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	bad := "- hostname: a\n  name: b\n- hostname: [unclosed\n"
 	require.NoError(t, os.WriteFile(path, []byte(bad), 0o600))
@@ -336,4 +339,21 @@ func TestMapHasEveryKey(t *testing.T) {
 	bm := r.Map()["_brokertest"].(map[string]any)
 	assert.Equal(t, "x", bm["id"])
 	assert.Equal(t, 2222, bm["ssh"].(map[string]any)["port"])
+}
+
+// TestMarshalSameAsOneDocument: Marshal encodes record by record for speed;
+// the bytes must be those of one YAML sequence, as Python broker writes.
+func TestMarshalSameAsOneDocument(t *testing.T) {
+	recs, err := inventory.Open(pythonInventory).Load()
+	require.NoError(t, err)
+	require.NotEmpty(t, recs)
+	recs = append(recs, &inventory.Record{Hostname: "multi.example.com", Args: map[string]any{"text": "a\nb: c\n", "list": []any{1, "two"}}, Broker: &inventory.Meta{ID: "x", State: inventory.StateReady}})
+	var one bytes.Buffer
+	enc := yaml.NewEncoder(&one)
+	enc.SetIndent(2)
+	require.NoError(t, enc.Encode(recs))
+	require.NoError(t, enc.Close())
+	got, err := inventory.Marshal(recs)
+	require.NoError(t, err)
+	assert.Equal(t, one.String(), string(got))
 }
