@@ -22,6 +22,9 @@
 set -euo pipefail
 
 DEBIAN_IMAGE=brokertest/debian-sshd:12
+# Bump when the Debian image's recipe changes: an image with another recipe
+# label is rebuilt, not kept.
+DEBIAN_RECIPE=3
 BUSYBOX_IMAGE=brokertest/busybox:1
 SUITE=bookworm
 
@@ -96,6 +99,11 @@ debian_mirror() {
 
 have_docker_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# have_recipe TAG RECIPE: the image exists and carries that recipe label.
+have_recipe() {
+	[ "$(docker image inspect --format '{{index .Config.Labels "io.hostbroker.recipe"}}' "$1" 2>/dev/null)" = "$2" ]
+}
+
 # docker_import TAG CHANGES... imports a rootfs tar from stdin as TAG and
 # removes the image TAG named before (a rebuild), when nothing uses it.
 docker_import() {
@@ -109,8 +117,8 @@ docker_import() {
 }
 
 build_debian() {
-	if [ "$force" = 0 ] && have_docker_image "$DEBIAN_IMAGE"; then
-		log "$DEBIAN_IMAGE exists; skipping"
+	if [ "$force" = 0 ] && have_recipe "$DEBIAN_IMAGE" "$DEBIAN_RECIPE"; then
+		log "$DEBIAN_IMAGE (recipe $DEBIAN_RECIPE) exists; skipping"
 		return
 	fi
 	command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -141,6 +149,12 @@ CONF
 	cat >"$root/usr/local/sbin/brokertest-sshd" <<'ENTRY'
 #!/bin/sh
 # brokertest entry: host keys on first start, then sshd in the foreground.
+# sshd is not PID 1: PID 1 ignores a SIGTERM it has no handler for, and
+# sshd installs its own only after start-up, so a stop in those first
+# milliseconds would wait out the engine's stop timeout. The shell forwards
+# SIGTERM instead; to a child without a handler it is fatal, as it should.
+pid=
+trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; exit 143' TERM INT
 set -e
 for t in ed25519 ecdsa; do
 	k=/etc/ssh/ssh_host_${t}_key
@@ -148,7 +162,10 @@ for t in ed25519 ecdsa; do
 done
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
-exec /usr/sbin/sshd -D -e "$@"
+/usr/sbin/sshd -D -e "$@" &
+pid=$!
+set +e
+wait "$pid"
 ENTRY
 	chmod 0755 "$root/usr/local/sbin/brokertest-sshd"
 
@@ -165,6 +182,7 @@ ENTRY
 		docker_import "$DEBIAN_IMAGE" \
 			--change 'CMD ["/usr/local/sbin/brokertest-sshd"]' \
 			--change 'EXPOSE 22' \
+			--change "LABEL io.hostbroker.recipe=$DEBIAN_RECIPE" \
 			--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 
 	rm -rf --one-file-system "$root"
 }
