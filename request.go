@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/providers"
 )
 
@@ -113,7 +114,7 @@ func loadDataFile(path string) (any, error) {
 	if err := yaml.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return normalize(v), nil
+	return plain.Value(v), nil
 }
 
 // resolveFileArgs replaces argument values that name an existing .json,
@@ -139,30 +140,6 @@ func resolveFileArgs(args map[string]any) error {
 		args[k] = val
 	}
 	return nil
-}
-
-// normalize turns YAML's map[any]any-free output into JSON-like values;
-// yaml.v3 already decodes maps as map[string]any, except for non-string
-// keys, which become strings here.
-func normalize(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = normalize(e)
-		}
-		return v
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = normalize(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = normalize(e)
-		}
-	}
-	return v
 }
 
 func kindOf(v any) string {

@@ -65,26 +65,14 @@ func parseConfig(cfg providers.Config) (config, error) {
 		if !ok || v == nil {
 			return nil
 		}
-		var f float64
-		switch v := v.(type) {
-		case int:
-			f = float64(v)
-		case int64:
-			f = float64(v)
-		case float64:
-			f = v
-		case string:
-			var err error
-			if f, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
-				return bad(key, strconv.Quote(v), "a number of seconds")
+		d, err := providers.Seconds(v)
+		if err != nil {
+			if text, ok := v.(string); ok {
+				return bad(key, strconv.Quote(text), "a positive number of seconds")
 			}
-		default:
-			return bad(key, v, "a number of seconds")
-		}
-		if f <= 0 {
 			return bad(key, v, "a positive number of seconds")
 		}
-		*dst = time.Duration(f * float64(time.Second))
+		*dst = d
 		return nil
 	}
 	var base string

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -143,30 +144,7 @@ func parseYAMLVars(s string) (map[string]any, error) {
 	if m == nil {
 		m = map[string]any{}
 	}
-	return normalizeYAML(m).(map[string]any), nil
-}
-
-// normalizeYAML turns yaml.v3's map[string]any trees into JSON-like values.
-func normalizeYAML(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = normalizeYAML(e)
-		}
-		return v
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = normalizeYAML(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = normalizeYAML(e)
-		}
-		return v
-	}
-	return v
+	return plain.Value(m).(map[string]any), nil
 }
 
 // Sync lists the hosts of every inventory whose name mentions user ("" for

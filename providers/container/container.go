@@ -167,26 +167,11 @@ func secondsSetting(m map[string]any, def time.Duration, keys ...string) (time.D
 	if !ok {
 		return def, nil
 	}
-	var f float64
-	switch v := v.(type) {
-	case int:
-		f = float64(v)
-	case int64:
-		f = float64(v)
-	case float64:
-		f = v
-	case string:
-		var err error
-		if f, err = strconv.ParseFloat(v, 64); err != nil {
-			return def, fmt.Errorf("container: setting %s: %q is not a number of seconds", k, v)
-		}
-	default:
-		return def, fmt.Errorf("container: setting %s: want seconds, got %T", k, v)
+	d, err := providers.Seconds(v)
+	if err != nil {
+		return def, fmt.Errorf("container: setting %s: %w", k, err)
 	}
-	if f <= 0 {
-		return def, fmt.Errorf("container: setting %s: %v must be positive", k, v)
-	}
-	return time.Duration(f * float64(time.Second)), nil
+	return d, nil
 }
 
 func parseSettings(cfg providers.Config) (settings, error) {

@@ -228,9 +228,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 		default:
 			notFound()
 		}
-	case seg[0] == "workflow_jobs" && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
+	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
+		typ := strings.TrimSuffix(seg[0], "s") // workflow_job or job
 		j := s.jobs[id]
-		if j == nil || j.typ != "workflow_job" {
+		if j == nil || j.typ != typ {
 			notFound()
 			return
 		}
@@ -239,12 +240,14 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 			writeJSON(w, http.StatusOK, s.jobJSON(j))
 		case len(seg) == 3 && seg[2] == "cancel":
 			s.cancelLocked(w, r, j)
-		case len(seg) == 3 && seg[2] == "workflow_nodes":
+		case len(seg) == 3 && seg[2] == "workflow_nodes" && typ == "workflow_job":
 			var objs []map[string]any
 			for _, nid := range j.nodeIDs {
 				objs = append(objs, s.nodeJSON(s.nodes[nid]))
 			}
 			s.writeList(w, r, objs)
+		case len(seg) == 3 && seg[2] == "job_events" && typ == "job":
+			s.writeList(w, r, j.events)
 		default:
 			notFound()
 		}
@@ -255,22 +258,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 			return
 		}
 		writeJSON(w, http.StatusOK, s.nodeJSON(n))
-	case seg[0] == "jobs" && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
-		j := s.jobs[id]
-		if j == nil || j.typ != "job" {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2:
-			writeJSON(w, http.StatusOK, s.jobJSON(j))
-		case len(seg) == 3 && seg[2] == "cancel":
-			s.cancelLocked(w, r, j)
-		case len(seg) == 3 && seg[2] == "job_events":
-			s.writeList(w, r, j.events)
-		default:
-			notFound()
-		}
 	case seg[0] == "inventories" && len(seg) == 1 && get:
 		var objs []map[string]any
 		for _, inv := range s.inventories {

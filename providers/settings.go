@@ -1,0 +1,38 @@
+package providers
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Seconds reads a duration setting given in seconds, as Python broker's
+// settings give them: an integer, a float, or a string holding one. Zero,
+// negative and non-numeric values are errors that quote the value; callers
+// add the setting's name.
+func Seconds(v any) (time.Duration, error) {
+	var f float64
+	switch x := v.(type) {
+	case int:
+		f = float64(x)
+	case int64:
+		f = float64(x)
+	case uint64:
+		f = float64(x)
+	case float64:
+		f = x
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(strings.TrimSpace(x), 64); err != nil {
+			return 0, fmt.Errorf("%q is not a number of seconds", x)
+		}
+	default:
+		return 0, fmt.Errorf("want a number of seconds, got %T %v", v, v)
+	}
+	// The upper bound keeps the conversion from overflowing (~292 years).
+	if !(f > 0) || f > 9e9 {
+		return 0, fmt.Errorf("%v is not a positive number of seconds", v)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
