@@ -1,0 +1,660 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/sshtest"
+	"github.com/hostbroker/broker/inventory"
+)
+
+// Image is the image every container case uses (built by
+// scripts/build-test-images.sh).
+const Image = "brokertest/debian-sshd:12"
+
+// Env is what the cases share: a scratch directory and an engine client.
+type Env struct {
+	Dir    string
+	Engine *client.Client
+	Rounds int // samples per contender
+}
+
+// interleave runs each contender once per round, rotating who goes first,
+// and returns the samples in contender order.
+func interleave(rounds int, names []string, run func(name string) (float64, error)) ([][]float64, error) {
+	out := make([][]float64, len(names))
+	for r := range rounds {
+		for k := range names {
+			i := (r + k) % len(names)
+			v, err := run(names[i])
+			if err != nil {
+				return nil, fmt.Errorf("%s, round %d: %w", names[i], r+1, err)
+			}
+			out[i] = append(out[i], v)
+		}
+	}
+	return out, nil
+}
+
+func series(names []string, unit string, samples [][]float64) []Series {
+	out := make([]Series, len(names))
+	for i, n := range names {
+		out[i] = Series{Name: n, Unit: unit, Samples: samples[i]}
+	}
+	return out
+}
+
+func seconds(start time.Time) float64 { return time.Since(start).Seconds() }
+
+// newBroker opens a broker in a directory of its own, with no reaper.
+func (e *Env) newBroker() (*broker.Broker, error) {
+	dir, err := os.MkdirTemp(e.Dir, "broker-")
+	if err != nil {
+		return nil, err
+	}
+	return broker.New(broker.WithDirectory(dir), broker.WithEnviron([]string{}), broker.WithReaper(false))
+}
+
+// Lifecycle: checkout → one command → check-in, three ways.
+func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
+	b, err := e.newBroker()
+	if err != nil {
+		return Case{}, err
+	}
+	defer b.Close()
+	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go waiting for sshd (wait.ForLog)"}
+	samples, err := interleave(e.Rounds, names, func(name string) (float64, error) {
+		start := time.Now()
+		var err error
+		switch name {
+		case names[0]:
+			err = brokerLifecycle(ctx, b)
+		case names[1]:
+			err = tcLifecycle(ctx)
+		case names[3]:
+			err = tcLifecycle(ctx, sshdReady())
+		default:
+			err = rawLifecycle(ctx, e.Engine)
+		}
+		return seconds(start), err
+	})
+	if err != nil {
+		return Case{}, err
+	}
+	c := Case{
+		Title:  "Container lifecycle",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. The last row is testcontainers-go made to wait until sshd listens, as a user who needs SSH would (log polled every 10 ms).",
+		Series: series(names, "s", samples),
+	}
+	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 0.8, true)
+	c.RatioOf("broker / raw Engine API (time)", names[0], names[2], 1.1, true)
+	c.RatioOf("broker / testcontainers-go waiting for sshd (time)", names[0], names[3], 0, true)
+	return c, nil
+}
+
+func brokerLifecycle(ctx context.Context, b *broker.Broker) error {
+	hosts, err := b.Checkout(ctx, broker.Request{Args: map[string]any{"container_host": Image}})
+	if err != nil {
+		return err
+	}
+	res, err := hosts[0].Execute(ctx, "echo hi")
+	if err == nil && res.Stdout != "hi\n" {
+		err = fmt.Errorf("broker: got %+v", res)
+	}
+	return errors.Join(err, b.Checkin(ctx, hosts...))
+}
+
+// sshdReady makes testcontainers-go wait until the image's sshd listens.
+func sshdReady() testcontainers.ContainerCustomizer {
+	return testcontainers.WithWaitStrategy(wait.ForLog("Server listening").WithPollInterval(10 * time.Millisecond))
+}
+
+func tcLifecycle(ctx context.Context, opts ...testcontainers.ContainerCustomizer) error {
+	c, err := testcontainers.Run(ctx, Image, opts...)
+	if err != nil {
+		return err
+	}
+	code, out, err := c.Exec(ctx, []string{"echo", "hi"})
+	if err == nil {
+		var data []byte
+		data, err = io.ReadAll(out)
+		if err == nil && (code != 0 || !bytes.Contains(data, []byte("hi\n"))) {
+			err = fmt.Errorf("testcontainers: exit %d, %q", code, data)
+		}
+	}
+	return errors.Join(err, c.Terminate(ctx))
+}
+
+func rawLifecycle(ctx context.Context, cli *client.Client) error {
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: Image}})
+	if err != nil {
+		return err
+	}
+	remove := func() error {
+		_, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		return err
+	}
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return errors.Join(err, remove())
+	}
+	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{Cmd: []string{"echo", "hi"}, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return errors.Join(err, remove())
+	}
+	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return errors.Join(err, remove())
+	}
+	var out bytes.Buffer
+	_, err = stdcopy.StdCopy(&out, &out, att.Reader)
+	att.Close()
+	if err == nil && out.String() != "hi\n" {
+		err = fmt.Errorf("raw: %q", out.String())
+	}
+	return errors.Join(err, remove())
+}
+
+// Twenty: 20 containers at once, made and removed.
+func (e *Env) Twenty(ctx context.Context) (Case, error) {
+	b, err := e.newBroker()
+	if err != nil {
+		return Case{}, err
+	}
+	defer b.Close()
+	names := []string{"broker (Count: 20)", "testcontainers-go (20 goroutines)", "testcontainers-go waiting for sshd (20 goroutines)"}
+	samples, err := interleave(e.Rounds, names, func(name string) (float64, error) {
+		start := time.Now()
+		if name == names[0] {
+			hosts, err := b.Checkout(ctx, broker.Request{Count: 20, Args: map[string]any{"container_host": Image}})
+			if err != nil {
+				return 0, err
+			}
+			return seconds(start), b.Checkin(ctx, hosts...)
+		}
+		var opts []testcontainers.ContainerCustomizer
+		if name == names[2] {
+			opts = append(opts, sshdReady())
+		}
+		var g errgroup.Group
+		cs := make([]*testcontainers.DockerContainer, 20)
+		for i := range cs {
+			g.Go(func() (err error) { cs[i], err = testcontainers.Run(ctx, Image, opts...); return err })
+		}
+		err := g.Wait()
+		var t errgroup.Group
+		for _, c := range cs {
+			if c != nil {
+				t.Go(func() error { return c.Terminate(ctx) })
+			}
+		}
+		return seconds(start), errors.Join(err, t.Wait())
+	})
+	if err != nil {
+		return Case{}, err
+	}
+	c := Case{
+		Title:  "20 containers at once",
+		What:   "20 `" + Image + "` containers made concurrently, then removed concurrently. broker's hosts are SSH-ready (sshd answered, key installed) when Checkout returns; plain testcontainers-go's are started; the last row waits for sshd to listen.",
+		Series: series(names, "s", samples),
+	}
+	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)
+	c.RatioOf("broker / testcontainers-go waiting for sshd (time)", names[0], names[2], 0, true)
+	return c, nil
+}
+
+// sshd starts a real OpenSSH sshd for the SSH cases.
+func (e *Env) sshd() (*sshtest.Server, error) {
+	dir, err := os.MkdirTemp(e.Dir, "sshd-")
+	if err != nil {
+		return nil, err
+	}
+	return sshtest.New(dir, sshtest.Options{})
+}
+
+// openSSHArgs are the ssh/scp/sftp options that reach srv with its key and
+// a known_hosts file holding its host key.
+func openSSHArgs(srv *sshtest.Server, portFlag string) ([]string, error) {
+	kh := filepath.Join(srv.Dir, "bench_known_hosts")
+	_, port, _ := net.SplitHostPort(srv.Addr)
+	if err := os.WriteFile(kh, fmt.Appendf(nil, "[127.0.0.1]:%s %s\n", port, srv.HostKeyLine), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{portFlag, port, "-i", srv.KeyFile, "-o", "UserKnownHostsFile=" + kh, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, nil
+}
+
+// Exec: command throughput on one host.
+func (e *Env) Exec(ctx context.Context, perRound int) (Case, error) {
+	srv, err := e.sshd()
+	if err != nil {
+		return Case{}, err
+	}
+	defer srv.Close()
+	h := hostkit.New("127.0.0.1", srv.Config())
+	defer h.Close()
+	raw, err := ssh.Dial("tcp", srv.Addr, &ssh.ClientConfig{
+		User: srv.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(srv.Signer)},
+		HostKeyCallback: ssh.FixedHostKey(srv.HostKey), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		return Case{}, err
+	}
+	defer raw.Close()
+	args, err := openSSHArgs(srv, "-p")
+	if err != nil {
+		return Case{}, err
+	}
+	sock := filepath.Join(srv.Dir, "cm.sock")
+	target := srv.User + "@127.0.0.1"
+	master := exec.CommandContext(ctx, "ssh", append(append([]string{"-M", "-S", sock, "-o", "ControlPersist=yes", "-fN"}, args...), target)...)
+	if out, err := master.CombinedOutput(); err != nil {
+		return Case{}, fmt.Errorf("ssh ControlMaster: %v: %s", err, out)
+	}
+	defer exec.Command("ssh", "-S", sock, "-O", "exit", target).Run()
+
+	names := []string{"broker hostkit Host.Execute", "raw x/crypto/ssh (session per command)", "OpenSSH ssh with ControlMaster"}
+	samples, err := interleave(e.Rounds, names, func(name string) (float64, error) {
+		start := time.Now()
+		for range perRound {
+			var err error
+			switch name {
+			case names[0]:
+				var res hostkit.Result
+				res, err = h.Execute(ctx, "true")
+				if err == nil && res.Status != 0 {
+					err = fmt.Errorf("status %d", res.Status)
+				}
+			case names[1]:
+				var s *ssh.Session
+				if s, err = raw.NewSession(); err == nil {
+					var out, errOut bytes.Buffer
+					s.Stdout, s.Stderr = &out, &errOut
+					err = s.Run("true")
+					s.Close()
+				}
+			default:
+				cmd := exec.CommandContext(ctx, "ssh", append(append([]string{"-S", sock}, args...), target, "true")...)
+				if out, cerr := cmd.CombinedOutput(); cerr != nil {
+					err = fmt.Errorf("%v: %s", cerr, out)
+				}
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		return float64(perRound) / seconds(start), nil
+	})
+	if err != nil {
+		return Case{}, err
+	}
+	c := Case{
+		Title:  "Command throughput on one host",
+		What:   fmt.Sprintf("%d sequential `true` commands per run against one real OpenSSH sshd on 127.0.0.1, each in a new session over one connection: broker's hostkit, a bare x/crypto/ssh loop, and the OpenSSH client multiplexed over a ControlMaster (a new `ssh` process per command).", perRound),
+		Series: series(names, "cmd/s", samples),
+	}
+	c.RatioOf("hostkit / raw x/crypto/ssh (throughput)", names[0], names[1], 0.9, false)
+	c.RatioOf("hostkit / OpenSSH ControlMaster (throughput)", names[0], names[2], 2, false)
+	return c, nil
+}
+
+// Transfer: upload and download of one big file.
+func (e *Env) Transfer(ctx context.Context, size int64) (Case, error) {
+	srv, err := e.sshd()
+	if err != nil {
+		return Case{}, err
+	}
+	defer srv.Close()
+	h := hostkit.New("127.0.0.1", srv.Config())
+	defer h.Close()
+	local := filepath.Join(e.Dir, "payload")
+	if err := writeRandom(local, size); err != nil {
+		return Case{}, err
+	}
+	defer os.Remove(local)
+	back := filepath.Join(e.Dir, "payload.back")
+	defer os.Remove(back)
+	remote := "/tmp/brokertest-bench-" + inventory.NewID()
+	defer h.Execute(context.Background(), "rm -f "+remote)
+	scpArgs, err := openSSHArgs(srv, "-P")
+	if err != nil {
+		return Case{}, err
+	}
+	target := srv.User + "@127.0.0.1"
+	batch := func(line string) error {
+		f := filepath.Join(e.Dir, "sftp.batch")
+		if err := os.WriteFile(f, []byte(line+"\n"), 0o600); err != nil {
+			return err
+		}
+		// sftp takes -P for the port, as scp does.
+		cmd := exec.CommandContext(ctx, "sftp", append(append([]string{"-b", f}, scpArgs...), target)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("sftp %s: %v: %s", line, err, out)
+		}
+		return nil
+	}
+	scp := func(from, to string) error {
+		cmd := exec.CommandContext(ctx, "scp", append(append([]string{"-q"}, scpArgs...), from, to)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("scp: %v: %s", err, out)
+		}
+		return nil
+	}
+	names := []string{"broker hostkit Upload", "broker hostkit Download", "scp upload", "scp download", "sftp -b put", "sftp -b get"}
+	mb := float64(size) / 1e6
+	// Each download reads what the upload just before it wrote; the three
+	// tools take turns going first.
+	out := make([][]float64, len(names))
+	for r := range e.Rounds {
+		pairs := [][2]int{{0, 1}, {2, 3}, {4, 5}}
+		for k := range pairs {
+			p := pairs[(r+k)%len(pairs)]
+			for _, i := range p {
+				start := time.Now()
+				var err error
+				switch i {
+				case 0:
+					err = h.Upload(ctx, local, remote)
+				case 1:
+					err = h.Download(ctx, remote, back)
+				case 2:
+					err = scp(local, target+":"+remote)
+				case 3:
+					err = scp(target+":"+remote, back)
+				case 4:
+					err = batch(fmt.Sprintf("put %s %s", local, remote))
+				case 5:
+					err = batch(fmt.Sprintf("get %s %s", remote, back))
+				}
+				if err != nil {
+					return Case{}, fmt.Errorf("%s, round %d: %w", names[i], r+1, err)
+				}
+				out[i] = append(out[i], mb/seconds(start))
+				if i%2 == 1 {
+					if err := sameSize(local, back); err != nil {
+						return Case{}, fmt.Errorf("%s: %w", names[i], err)
+					}
+				}
+			}
+		}
+	}
+	c := Case{
+		Title:  fmt.Sprintf("%d MiB upload and download", size>>20),
+		What:   "One file of random bytes to and from a real OpenSSH sshd on 127.0.0.1: broker's hostkit (SFTP via pkg/sftp, concurrent requests) against the OpenSSH `scp` (SFTP protocol in OpenSSH 9) and `sftp -b` clients (new process and connection each).",
+		Series: series(names, "MB/s", out),
+	}
+	c.RatioOf("hostkit / scp upload (throughput)", names[0], names[2], 1.5, false)
+	c.RatioOf("hostkit / scp download (throughput)", names[1], names[3], 1.5, false)
+	return c, nil
+}
+
+func writeRandom(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func sameSize(a, b string) error {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return err
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		return err
+	}
+	if sa.Size() != sb.Size() {
+		return fmt.Errorf("copy has %d bytes, want %d", sb.Size(), sa.Size())
+	}
+	return nil
+}
+
+// Pool: 64 holders on a pool of 4 hosts against 64 fresh containers.
+func (e *Env) Pool(ctx context.Context) (Case, error) {
+	req := broker.Request{Args: map[string]any{"container_host": Image}}
+	run := func(h *hostkit.Host) error {
+		res, err := h.Execute(ctx, "hostname")
+		if err == nil && res.Status != 0 {
+			err = fmt.Errorf("status %d", res.Status)
+		}
+		return err
+	}
+	names := []string{"broker pool of 4, 64 holders", "64 fresh containers (Count: 64)", "ideal: 4 checkouts + 16 Executes"}
+	var checkouts []int
+	out := make([][]float64, 3)
+	for r := range e.Rounds {
+		for k := range 2 {
+			which := (r + k) % 2
+			b, err := e.newBroker()
+			if err != nil {
+				return Case{}, err
+			}
+			start := time.Now()
+			if which == 0 {
+				p, err := b.NewPool(ctx, req, 4, broker.PoolOptions{})
+				if err != nil {
+					return Case{}, err
+				}
+				var g errgroup.Group
+				for range 64 {
+					g.Go(func() error {
+						h, err := p.Acquire(ctx)
+						if err != nil {
+							return err
+						}
+						return errors.Join(run(h), p.Release(ctx, h, true))
+					})
+				}
+				err = g.Wait()
+				out[0] = append(out[0], seconds(start))
+				n, _ := p.Stats()
+				checkouts = append(checkouts, n)
+				if err := errors.Join(err, p.Close(ctx)); err != nil {
+					return Case{}, err
+				}
+				// The ideal, measured in the same round.
+				t0 := time.Now()
+				hosts, err := b.Checkout(ctx, broker.Request{Count: 4, Args: req.Args})
+				if err != nil {
+					return Case{}, err
+				}
+				for range 16 {
+					if err := run(hosts[0]); err != nil {
+						return Case{}, err
+					}
+				}
+				out[2] = append(out[2], seconds(t0))
+				if err := b.Checkin(ctx, hosts...); err != nil {
+					return Case{}, err
+				}
+			} else {
+				hosts, err := b.Checkout(ctx, broker.Request{Count: 64, Args: req.Args})
+				if err != nil {
+					return Case{}, err
+				}
+				var g errgroup.Group
+				for _, h := range hosts {
+					g.Go(func() error { return run(h) })
+				}
+				err = g.Wait()
+				out[1] = append(out[1], seconds(start))
+				if err := errors.Join(err, b.Checkin(ctx, hosts...)); err != nil {
+					return Case{}, err
+				}
+			}
+			b.Close()
+		}
+	}
+	c := Case{
+		Title:  "Pool: 64 parallel holders on 4 hosts",
+		What:   "64 concurrent holders each run one `hostname` on a host leased from a pool of 4 `" + Image + "` containers, against 64 fresh containers checked out at once (wall time to the last command; check-in not timed). The ideal is measured in the same round.",
+		Series: series(names, "s", out),
+		Notes:  []string{fmt.Sprintf("Checkouts per pool run: %v (goal: exactly 4).", checkouts)},
+	}
+	c.RatioOf("pool / ideal (time)", names[0], names[2], 1.2, true)
+	c.RatioOf("pool / 64 fresh (time)", names[0], names[1], 1, true)
+	return c, nil
+}
+
+// InventoryChildEnv marks a process started by Inventory to write records.
+const InventoryChildEnv = "BROKER_BENCH_INVENTORY_WRITER"
+
+// InventoryWriter is the child's work: ops locked writes, like a test run's
+// (hosts come and go, so the file stays small): it puts new records and
+// removes every other one again. It prints "kept <id>" and "removed <id>"
+// for the driver to check that no write was lost.
+func InventoryWriter(path string, ops int, out io.Writer) error {
+	s := inventory.Open(path)
+	var recs []*inventory.Record
+	removed := map[*inventory.Record]bool{}
+	for k, done := 0, 0; done < ops; k++ {
+		rec := &inventory.Record{Hostname: fmt.Sprintf("p%d-%d.example.test", os.Getpid(), k), Name: fmt.Sprintf("p%d-%d", os.Getpid(), k), Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}}
+		if err := s.Put(rec); err != nil {
+			return err
+		}
+		recs = append(recs, rec)
+		done++
+		if k%2 == 1 && done < ops {
+			if err := s.Remove(recs[k-1]); err != nil {
+				return err
+			}
+			removed[recs[k-1]] = true
+			done++
+		}
+	}
+	for _, r := range recs {
+		if removed[r] {
+			fmt.Fprintln(out, "removed", r.ID())
+		} else {
+			fmt.Fprintln(out, "kept", r.ID())
+		}
+	}
+	return nil
+}
+
+// Inventory: list+filter over 10,000 records; 8 processes × 200 writes.
+func (e *Env) Inventory(ctx context.Context, self string) (Case, error) {
+	dir, err := os.MkdirTemp(e.Dir, "inventory-")
+	if err != nil {
+		return Case{}, err
+	}
+	big := filepath.Join(dir, "big.yaml")
+	recs := make([]*inventory.Record, 10000)
+	for i := range recs {
+		recs[i] = &inventory.Record{
+			Hostname: fmt.Sprintf("host-%d.example.com", i), Name: fmt.Sprintf("host-%d", i),
+			Provider: "Container", Args: map[string]any{"container_host": Image, "n": i},
+			Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady, SSH: &inventory.SSH{Port: 2000 + i%1000}},
+		}
+	}
+	if err := inventory.Open(big).Update(func([]*inventory.Record) ([]*inventory.Record, error) { return recs, nil }); err != nil {
+		return Case{}, err
+	}
+	flt, err := inventory.ParseFilter("name<host-99,_broker_args.container_host{brokertest")
+	if err != nil {
+		return Case{}, err
+	}
+	const procs, ops = 8, 200
+	var lost []int
+	names := []string{"load + filter, 10,000 records", fmt.Sprintf("%d processes × %d locked writes", procs, ops)}
+	out := make([][]float64, 2)
+	for r := range e.Rounds {
+		start := time.Now()
+		got, err := inventory.Open(big).Load()
+		if err != nil {
+			return Case{}, err
+		}
+		if n := len(flt.Apply(got)); n != 111 {
+			return Case{}, fmt.Errorf("filter matched %d, want 111", n)
+		}
+		out[0] = append(out[0], seconds(start)*1000)
+
+		path := filepath.Join(dir, fmt.Sprintf("shared-%d.yaml", r))
+		start = time.Now()
+		var (
+			wg   sync.WaitGroup
+			errs = make([]error, procs)
+			outs = make([][]byte, procs)
+		)
+		for i := range procs {
+			wg.Go(func() {
+				cmd := exec.CommandContext(ctx, self)
+				cmd.Env = append(os.Environ(), InventoryChildEnv+"="+path+":"+strconv.Itoa(ops))
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				if outs[i], errs[i] = cmd.Output(); errs[i] != nil {
+					errs[i] = fmt.Errorf("writer: %w: %s", errs[i], stderr.Bytes())
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return Case{}, err
+		}
+		out[1] = append(out[1], procs*ops/seconds(start))
+		final, err := inventory.Open(path).Load()
+		if err != nil {
+			return Case{}, err
+		}
+		lost = append(lost, lostWrites(final, outs))
+	}
+	total := 0
+	for _, l := range lost {
+		total += l
+	}
+	c := Case{
+		Title: "Inventory",
+		What:  "Loading a 10,000-record inventory and applying a two-term filter (ms); 8 processes each making 200 locked read-modify-writes of one shared inventory at once, as test runs do: records put and every other one removed again (writes/s, each a flock, a full rewrite, fsync and rename). A write is lost when a kept record is missing at the end or a removed one is back.",
+		Series: []Series{
+			{Name: names[0], Unit: "ms", Samples: out[0]},
+			{Name: names[1], Unit: "writes/s", Samples: out[1]},
+		},
+		Notes: []string{fmt.Sprintf("Records lost over %d rounds of %d concurrent writes: **%d**.", e.Rounds, procs*ops, total)},
+	}
+	return c, nil
+}
+
+// lostWrites counts the writers' kept records missing from final and their
+// removed records present in it.
+func lostWrites(final []*inventory.Record, outs [][]byte) int {
+	have := map[string]bool{}
+	for _, r := range final {
+		have[r.ID()] = true
+	}
+	lost := 0
+	for _, o := range outs {
+		for line := range strings.Lines(string(o)) {
+			what, id, _ := strings.Cut(strings.TrimSpace(line), " ")
+			if (what == "kept") != have[id] {
+				lost++
+			}
+		}
+	}
+	return lost
+}
