@@ -451,8 +451,6 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 	return a, nil
 }
 
-// validID accepts the ids the broker makes (hex) and other plain names, and
-// refuses anything that would leave the provider's directory.
 // parseAuthorizedKeys reads the authorized_keys argument: one string of
 // lines, or a list of strings.
 func parseAuthorizedKeys(v any) ([]ssh.PublicKey, error) {
@@ -490,6 +488,8 @@ func parseAuthorizedKeys(v any) ([]ssh.PublicKey, error) {
 	return keys, nil
 }
 
+// validID accepts the ids the broker makes (hex) and other plain names, and
+// refuses anything that would leave the provider's directory.
 func validID(id string) error {
 	if id == "" || len(id) > 64 || id[0] == '.' {
 		return fmt.Errorf("local: bad host id %q", id)

@@ -57,10 +57,15 @@ type serverOptions struct {
 }
 
 func newServer(o serverOptions) *server {
+	wanted := make([][]byte, len(o.clientKeys))
+	for i, k := range o.clientKeys {
+		wanted[i] = k.Marshal()
+	}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			for _, want := range o.clientKeys {
-				if bytes.Equal(key.Marshal(), want.Marshal()) {
+			got := key.Marshal()
+			for _, want := range wanted {
+				if bytes.Equal(got, want) {
 					return nil, nil
 				}
 			}
