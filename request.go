@@ -32,16 +32,16 @@ func (b *Broker) resolve(req Request) (plan, error) {
 		if err != nil {
 			return plan{}, fmt.Errorf("broker: nick %q: %w", req.Nick, err)
 		}
-		mergeInto(args, nick)
+		plain.Merge(args, nick)
 	}
 	if req.ArgsFile != "" {
 		fileArgs, err := loadArgsFile(req.ArgsFile)
 		if err != nil {
 			return plan{}, err
 		}
-		mergeInto(args, fileArgs)
+		plain.Merge(args, fileArgs)
 	}
-	mergeInto(args, cloneMap(req.Args))
+	plain.Merge(args, cloneMap(req.Args))
 	if err := resolveFileArgs(args); err != nil {
 		return plan{}, err
 	}
@@ -69,19 +69,6 @@ func (b *Broker) resolve(req Request) (plan, error) {
 		}
 	}
 	return pl, nil
-}
-
-// mergeInto sets src's keys over dst's; nested maps merge key by key.
-func mergeInto(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				mergeInto(dm, sm)
-				continue
-			}
-		}
-		dst[k] = v
-	}
 }
 
 // loadArgsFile reads a JSON or YAML file whose top-level keys become arguments.

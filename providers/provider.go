@@ -46,7 +46,7 @@ type SSHSettings struct {
 	Username       string
 	Password       string // secret: never logged or stored
 	Port           int
-	KeyFilename    string
+	KeyFilename    string  // a leading ~/ already expanded by the settings loader
 	ConnectTimeout float64 // seconds
 	CommandTimeout float64 // seconds
 	Insecure       bool    // accept any host key (explicit setting only)

@@ -7,6 +7,23 @@ import (
 	"time"
 )
 
+// Setting returns the first of keys set (to a non-nil value) in m, and the
+// key as written there. Keys match case-insensitively, as the settings
+// loader's environment overrides do.
+func Setting(m map[string]any, keys ...string) (v any, key string, ok bool) {
+	for _, k := range keys {
+		if v, ok := m[k]; ok && v != nil {
+			return v, k, true
+		}
+		for mk, v := range m {
+			if strings.EqualFold(mk, k) && v != nil {
+				return v, mk, true
+			}
+		}
+	}
+	return nil, "", false
+}
+
 // Seconds reads a duration setting given in seconds, as Python broker's
 // settings give them: an integer, a float, or a string holding one. Zero,
 // negative and non-numeric values are errors that quote the value; callers

@@ -30,3 +30,19 @@ func TestSeconds(t *testing.T) {
 	_, err := providers.Seconds("ten")
 	assert.ErrorContains(t, err, `"ten"`)
 }
+
+func TestSetting(t *testing.T) {
+	m := map[string]any{"Base_URL": "u", "token": nil, "TIMEOUT": 3}
+	v, k, ok := providers.Setting(m, "base_url")
+	assert.True(t, ok)
+	assert.Equal(t, "u", v)
+	assert.Equal(t, "Base_URL", k, "the key as written, for error messages")
+	_, _, ok = providers.Setting(m, "token")
+	assert.False(t, ok, "a null value is not set")
+	v, k, ok = providers.Setting(m, "call_timeout", "timeout")
+	assert.True(t, ok)
+	assert.Equal(t, 3, v)
+	assert.Equal(t, "TIMEOUT", k, "the first key set wins")
+	_, _, ok = providers.Setting(m, "missing")
+	assert.False(t, ok)
+}

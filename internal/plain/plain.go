@@ -29,3 +29,21 @@ func Value(v any) any {
 	}
 	return v
 }
+
+// Merge sets src's keys over dst's; nested maps merge key by key, and maps
+// taken from src are copied, so later merges into dst never change src.
+func Merge(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				Merge(dm, sm)
+				continue
+			}
+			cp := map[string]any{}
+			Merge(cp, sm)
+			dst[k] = cp
+			continue
+		}
+		dst[k] = v
+	}
+}

@@ -20,3 +20,19 @@ func TestValue(t *testing.T) {
 		t.Fatalf("got %s, want %s", out, want)
 	}
 }
+
+func TestMerge(t *testing.T) {
+	src := map[string]any{"a": map[string]any{"x": 1}, "b": 2}
+	dst := map[string]any{"a": map[string]any{"y": 3}, "c": 4}
+	Merge(dst, src)
+	out, _ := json.Marshal(dst)
+	if want := `{"a":{"x":1,"y":3},"b":2,"c":4}`; string(out) != want {
+		t.Fatalf("got %s, want %s", out, want)
+	}
+	fresh := map[string]any{}
+	Merge(fresh, src)
+	Merge(fresh, map[string]any{"a": map[string]any{"z": 5}})
+	if _, changed := src["a"].(map[string]any)["z"]; changed {
+		t.Fatal("a later merge changed src's nested map")
+	}
+}

@@ -47,7 +47,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -336,7 +335,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		}
 	}
 	if s.KeyFilename != "" {
-		cfg.KeyFiles = append(cfg.KeyFiles, expandHome(s.KeyFilename))
+		cfg.KeyFiles = append(cfg.KeyFiles, s.KeyFilename)
 	}
 	cfg.Password = s.Password
 	cfg.UseAgent = os.Getenv("SSH_AUTH_SOCK") != ""
@@ -352,15 +351,6 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	h := hostkit.New(host, cfg, hostkit.WithRecord(rec))
 	h.Name = rec.Name
 	return h, nil
-}
-
-func expandHome(path string) string {
-	if rest, ok := strings.CutPrefix(path, "~/"); ok {
-		if home, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(home, rest)
-		}
-	}
-	return path
 }
 
 // Checkin runs the release workflow for rec. A record of a checkout that

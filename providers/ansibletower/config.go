@@ -30,8 +30,8 @@ func parseConfig(cfg providers.Config) (config, error) {
 		verifySSL:       true,
 	}
 	str := func(key string, dst *string) error {
-		v, ok := lookup(s, key)
-		if !ok || v == nil {
+		v, _, ok := providers.Setting(s, key)
+		if !ok {
 			return nil
 		}
 		switch v := v.(type) {
@@ -45,8 +45,8 @@ func parseConfig(cfg providers.Config) (config, error) {
 		return nil
 	}
 	secret := func(key string, dst *string) error {
-		v, ok := lookup(s, key)
-		if !ok || v == nil {
+		v, _, ok := providers.Setting(s, key)
+		if !ok {
 			return nil
 		}
 		if sv, ok := v.(string); ok {
@@ -61,8 +61,8 @@ func parseConfig(cfg providers.Config) (config, error) {
 	}
 	seconds := func(key string, def float64, dst *time.Duration) error {
 		*dst = time.Duration(def * float64(time.Second))
-		v, ok := lookup(s, key)
-		if !ok || v == nil {
+		v, _, ok := providers.Setting(s, key)
+		if !ok {
 			return nil
 		}
 		d, err := providers.Seconds(v)
@@ -98,7 +98,7 @@ func parseConfig(cfg providers.Config) (config, error) {
 			return c, step
 		}
 	}
-	if v, ok := lookup(s, "verify_ssl"); ok && v != nil {
+	if v, _, ok := providers.Setting(s, "verify_ssl"); ok {
 		b, ok := v.(bool)
 		if !ok {
 			return c, bad("verify_ssl", v, "true or false")
@@ -137,18 +137,4 @@ func parseConfig(cfg providers.Config) (config, error) {
 		return c, bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
 	}
 	return c, nil
-}
-
-// lookup finds key case-insensitively (settings keys are matched so, as
-// env overrides are).
-func lookup(m map[string]any, key string) (any, bool) {
-	if v, ok := m[key]; ok {
-		return v, true
-	}
-	for k, v := range m {
-		if strings.EqualFold(k, key) {
-			return v, true
-		}
-	}
-	return nil, false
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
@@ -103,8 +104,8 @@ func FuzzArtifacts(f *testing.F) {
 		}
 		_ = vmNames(artifacts)
 		merged := map[string]any{}
-		mergeDeep(merged, artifacts)
-		mergeDeep(merged, artifacts)
+		plain.Merge(merged, artifacts)
+		plain.Merge(merged, artifacts)
 		_ = intFact(artifacts, "ansible_port")
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hostbroker/broker/internal/plain"
 )
 
 // JobError is a workflow or job template that did not succeed. It names the
@@ -319,7 +321,7 @@ func (p *Provider) gather(ctx context.Context, j job, strategy string, out map[s
 		if strategy == "last" {
 			clear(out)
 		}
-		mergeDeep(out, j.Artifacts)
+		plain.Merge(out, j.Artifacts)
 	}
 	nodes, err := p.nodes(ctx, j)
 	if err != nil {
@@ -338,24 +340,6 @@ func (p *Provider) gather(ctx context.Context, j job, strategy string, out map[s
 		}
 	}
 	return nil
-}
-
-// mergeDeep merges src into dst: maps are merged key by key, other values
-// replaced.
-func mergeDeep(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				mergeDeep(dm, sm)
-				continue
-			}
-			cp := map[string]any{}
-			mergeDeep(cp, sm)
-			dst[k] = cp
-			continue
-		}
-		dst[k] = v
-	}
 }
 
 // failures explains a failed job: for each failed node of a workflow (or

@@ -125,19 +125,8 @@ func (p *Provider) EngineURI() string { return p.eng.uri }
 // Client is the engine client, for tests and tools that need the raw API.
 func (p *Provider) Client() *client.Client { return p.eng.cli }
 
-func lookup(m map[string]any, keys ...string) (any, string, bool) {
-	for _, k := range keys {
-		for mk, v := range m {
-			if strings.EqualFold(mk, k) && v != nil {
-				return v, mk, true
-			}
-		}
-	}
-	return nil, "", false
-}
-
 func stringSetting(m map[string]any, keys ...string) (string, error) {
-	v, k, ok := lookup(m, keys...)
+	v, k, ok := providers.Setting(m, keys...)
 	if !ok {
 		return "", nil
 	}
@@ -151,7 +140,7 @@ func stringSetting(m map[string]any, keys ...string) (string, error) {
 }
 
 func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
-	v, k, ok := lookup(m, keys...)
+	v, k, ok := providers.Setting(m, keys...)
 	if !ok {
 		return def, nil
 	}
@@ -163,7 +152,7 @@ func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
 }
 
 func secondsSetting(m map[string]any, def time.Duration, keys ...string) (time.Duration, error) {
-	v, k, ok := lookup(m, keys...)
+	v, k, ok := providers.Setting(m, keys...)
 	if !ok {
 		return def, nil
 	}
