@@ -290,6 +290,8 @@ func (h *Host) dialOnce(ctx context.Context) (*ssh.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostkit: host %s: dial %s: %w", h.Hostname, h.cfg.Addr, err)
 	}
+	nc := newNudgeConn(conn)
+	conn = nc
 	// The handshake has no context: bound it by the connection's deadline,
 	// and close the connection if ctx is cancelled before the deadline.
 	if dl, ok := actx.Deadline(); ok {
@@ -327,34 +329,8 @@ func (h *Host) dialOnce(ctx context.Context) (*ssh.Client, error) {
 		return nil, fmt.Errorf("hostkit: host %s: ssh handshake with %s: %w", h.Hostname, h.cfg.Addr, err)
 	}
 	conn.SetDeadline(time.Time{})
-	return ssh.NewClient(cc, chans, nudgeOnRequests(cc, reqs)), nil
-}
-
-// nudgeOnRequests sends a keepalive that wants no reply right after the
-// handshake, and another in answer to each global request from the server
-// that wants none either; requests that want a reply are passed on.
-//
-// Why: OpenSSH's sshd leaves Nagle's algorithm on for sessions without a
-// pty, and right after authentication sends hostkeys-00@openssh.com
-// followed by small packets (among them the first session's open
-// confirmation). With nothing to send, our kernel (or the engine's port
-// proxy) delays its ACK by 40 ms and those packets wait for it; a packet
-// from us carries the ACK at once. The first command on a new connection
-// took 40 ms longer without it.
-func nudgeOnRequests(c ssh.Conn, in <-chan *ssh.Request) <-chan *ssh.Request {
-	out := make(chan *ssh.Request)
-	_, _, _ = c.SendRequest("keepalive@openssh.com", false, nil)
-	go func() {
-		defer close(out)
-		for r := range in {
-			if r.WantReply {
-				out <- r
-				continue
-			}
-			_, _, _ = c.SendRequest("keepalive@openssh.com", false, nil)
-		}
-	}()
-	return out
+	nc.start(func() { _, _, _ = cc.SendRequest("keepalive@openssh.com", false, nil) })
+	return ssh.NewClient(cc, chans, reqs), nil
 }
 
 func (h *Host) user() string {

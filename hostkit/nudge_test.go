@@ -16,9 +16,10 @@ import (
 
 // TestNudgeAfterServerRequest: when the server sends a global request that
 // wants no reply (as sshd does with hostkeys-00@openssh.com right after
-// authentication), the client answers with a packet of its own, so that
-// the server's delayed packets are ACKed at once. The peer is an
-// in-process x/crypto/ssh server, the only way to see the packet.
+// authentication) and the client has nothing to say, the client still
+// sends a packet, so that the server's delayed packets are ACKed at once.
+// The peer is an in-process x/crypto/ssh server, the only way to see the
+// packet.
 func TestNudgeAfterServerRequest(t *testing.T) {
 	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -61,13 +62,10 @@ func TestNudgeAfterServerRequest(t *testing.T) {
 	_, err = h.SSHClient(ctx)
 	require.NoError(t, err)
 
-	// One keepalive right after the handshake, one in answer to the request.
-	for range 2 {
-		select {
-		case typ := <-got:
-			require.Equal(t, "keepalive@openssh.com", typ)
-		case <-ctx.Done():
-			t.Fatal("the client sent no keepalive")
-		}
+	select {
+	case typ := <-got:
+		require.Equal(t, "keepalive@openssh.com", typ)
+	case <-ctx.Done():
+		t.Fatal("the client sent no keepalive")
 	}
 }

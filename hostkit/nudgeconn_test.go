@@ -1,0 +1,74 @@
+package hostkit
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestNudgeConn: a small read followed by silence nudges once; a small
+// read answered by a write, a bulk read, or a read before start do not.
+func TestNudgeConn(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	nc := newNudgeConn(client)
+	nc.after = 100 * time.Millisecond // room for the test's own steps, even under -race
+	defer nc.Close()
+	var nudges atomic.Int32
+	nudged := make(chan struct{}, 8)
+
+	// feed makes the peer send n bytes and reads them through nc.
+	feed := func(n int) {
+		t.Helper()
+		go func() { _, _ = server.Write(make([]byte, n)) }()
+		_, err := io.ReadFull(nc, make([]byte, n))
+		require.NoError(t, err)
+	}
+	// quiet waits well past the nudge delay and checks no nudge came.
+	quiet := func(msg string) {
+		t.Helper()
+		select {
+		case <-nudged:
+			t.Fatalf("unexpected nudge: %s", msg)
+		case <-time.After(5 * nc.after):
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, server) }()
+
+	feed(64)
+	quiet("before start")
+
+	nc.start(func() { nudges.Add(1); nudged <- struct{}{} })
+	waitNudge := func(msg string) {
+		t.Helper()
+		select {
+		case <-nudged:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no nudge %s", msg)
+		}
+	}
+	waitNudge("after start")
+	feed(64)
+	waitNudge("after a small read and silence")
+	require.EqualValues(t, 2, nudges.Load())
+	quiet("a second nudge for the same read")
+
+	feed(64)
+	_, err := nc.Write([]byte("reply"))
+	require.NoError(t, err)
+	quiet("after a write answered the read")
+
+	feed(nudgeBelow)
+	quiet("after a bulk read")
+
+	go func() { _, _ = server.Write(make([]byte, 64)) }()
+	_, err = nc.Read(make([]byte, 64)) // arms the timer
+	require.NoError(t, err)
+	require.NoError(t, nc.Close())
+	quiet("after close")
+	require.EqualValues(t, 2, nudges.Load())
+}
