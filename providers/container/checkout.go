@@ -268,14 +268,16 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 		hk, err := p.installKey(ctx, cid, user, pub)
 		keyDone <- installed{hk, err}
 	}()
-	bannerErr := waitBanner(ctx, addr, p.settings.sshWait, alive)
+	conn, bannerErr := waitBanner(ctx, addr, p.settings.sshWait, alive)
 	inst := <-keyDone
 	if bannerErr != nil {
 		return nil, fmt.Errorf("container: %s (image %q): sshd on %s: %w", s.name, s.image, addr, bannerErr)
 	}
 	if inst.err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("container: %s: %w", s.name, inst.err)
 	}
+	p.handovers.put(id, addr, conn)
 	hostKey := inst.hostKey
 	rec.Broker.SSH = &inventory.SSH{Host: "127.0.0.1", Port: port, User: user, HostKey: hostKey, KeyFile: keyFile}
 	return rec, nil
@@ -376,6 +378,7 @@ func (p *Provider) keyDir(id string) string {
 // cleanup removes what a failed checkout left: the container (by id, or by
 // the id label when the create call's fate is unknown) and the key dir.
 func (p *Provider) cleanup(cid, id string) {
+	p.handovers.drop(id)
 	ctx, cancel := context.WithTimeout(context.Background(), p.settings.callTimeout)
 	defer cancel()
 	if cid != "" {
@@ -414,7 +417,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.CommandTimeout = time.Duration(t * float64(time.Second))
 		}
 		cfg.Logger = p.log
-		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithDialer(p.handovers.dialer(rec.ID())))
 		h.Name = rec.Name
 		return h, nil
 	}
@@ -449,6 +452,7 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	if id != "" && !validID.MatchString(id) {
 		return fmt.Errorf("container: checkin: record id %q is not a broker id", id)
 	}
+	p.handovers.drop(id)
 	// The container id in the record saves a listing; records without one
 	// (intent records, other tools) are found by label or name.
 	if rec.Broker != nil && rec.Broker.Data != nil {

@@ -83,6 +83,9 @@ type Provider struct {
 	log      *slog.Logger
 	eng      *engine
 	settings settings
+	// handovers: connections that proved sshd up, kept for the hosts'
+	// first dial.
+	handovers handovers
 }
 
 type settings struct {
@@ -116,8 +119,12 @@ func Open(ctx context.Context, cfg providers.Config) (*Provider, error) {
 	return &Provider{cfg: cfg, log: log, eng: eng, settings: s}, nil
 }
 
-// Close releases the engine connection.
-func (p *Provider) Close() error { return p.eng.cli.Close() }
+// Close releases the engine connection and the SSH connections no host
+// has taken.
+func (p *Provider) Close() error {
+	p.handovers.closeAll()
+	return p.eng.cli.Close()
+}
 
 // EngineURI is the address of the engine the provider uses.
 func (p *Provider) EngineURI() string { return p.eng.uri }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -274,6 +276,65 @@ func TestSSHHost(t *testing.T) {
 
 // TestEngineTransport checks a host without sshd: exec (status, output,
 // env, stdin) and files through the archive API.
+// TestKeyAppended: the client key is appended to an authorized_keys the
+// image already has, even one whose last line lacks its newline, and the
+// line there is kept whole.
+func TestKeyAppended(t *testing.T) {
+	const theirs = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBdOrtwJr3mUyvTEhEQkH0BdrNLZSe1FaA3bDYzQ0KM3 someone@elsewhere"
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		// The image's own entry, after writing a key without a newline.
+		cmd := []any{"/bin/sh", "-c", "mkdir -p /root/.ssh && printf '%s' '" + theirs + "' >>/root/.ssh/authorized_keys && exec /usr/local/sbin/brokertest-sshd"}
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "command": cmd}, nil)
+		h, err := p.Connect(ctx, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		res, err := h.Execute(ctx, "cat /root/.ssh/authorized_keys")
+		if err != nil || res.Status != 0 {
+			t.Fatalf("login with the installed key: %+v, %v", res, err)
+		}
+		if !slices.Contains(strings.Split(res.Stdout, "\n"), theirs) {
+			t.Errorf("authorized_keys lost the image's line whole:\n%s", res.Stdout)
+		}
+	})
+}
+
+// TestFirstConnectionIsTheBannerOne: the connection on which Checkout saw
+// sshd's banner is the one the host's first command runs on (sshd logs
+// each connection it accepts at LogLevel VERBOSE, and no other is made).
+func TestFirstConnectionIsTheBannerOne(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		cmd := []any{"/usr/local/sbin/brokertest-sshd", "-o", "LogLevel=VERBOSE"}
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "command": cmd}, nil)
+		h, err := p.Connect(ctx, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		res, err := h.Execute(ctx, "echo hi")
+		if err != nil || res.Stdout != "hi\n" {
+			t.Fatalf("Execute: %+v, %v", res, err)
+		}
+		out, err := p.Client().ContainerLogs(ctx, rec.Broker.Data["container_id"].(string), client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		logs, err := io.ReadAll(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(logs), "Connection from "); n != 1 {
+			t.Errorf("sshd accepted %d connections, want 1 (the banner check's, handed to the host):\n%s", n, logs)
+		}
+	})
+}
+
 func TestEngineTransport(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -50,65 +51,86 @@ func (p *Provider) newClientKey(id string) (path, pub string, err error) {
 }
 
 // waitBanner waits until addr answers with an SSH banner, for at most wait
-// (and ctx). A published port accepts connections before sshd listens (the
+// (and ctx), and returns the connection that did, its banner still to be
+// read. A published port accepts connections before sshd listens (the
 // engine's proxy), so only the banner proves sshd is up. alive, called
-// after each failed attempt, ends the wait early with its error (the
+// now and then while the wait lasts, ends it early with its error (the
 // container exited).
-func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func(context.Context) error) error {
+func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func(context.Context) error) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var last error
-	// Poll often (sshd is usually up within a few hundred ms) but ask the
-	// engine whether the container still runs only every few attempts.
-	for attempt, delay := 0, 10*time.Millisecond; ; attempt, delay = attempt+1, min(delay*3/2, 200*time.Millisecond) {
-		if last = banner(ctx, addr); last == nil {
-			return nil
+	// An attempt costs a loopback connect that the engine's proxy answers
+	// at once, so poll every few ms while sshd is likely starting (it is
+	// up ~50 ms after the container starts), then back off. The engine is
+	// asked whether the container still runs only every aliveEvery.
+	const fastPolls, aliveEvery = 100, 250 * time.Millisecond
+	nextAlive := time.Now().Add(aliveEvery)
+	for attempt, delay := 0, 5*time.Millisecond; ; attempt++ {
+		var conn net.Conn
+		if conn, last = banner(ctx, addr); last == nil {
+			return conn, nil
 		}
-		if attempt%4 == 3 {
+		if time.Now().After(nextAlive) {
 			if err := alive(ctx); err != nil {
-				return err
+				return nil, err
 			}
+			nextAlive = time.Now().Add(aliveEvery)
+		}
+		if attempt >= fastPolls {
+			delay = min(delay*3/2, 200*time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no SSH banner within %v: %w", wait, errors.Join(ctx.Err(), last))
+			return nil, fmt.Errorf("no SSH banner within %v: %w", wait, errors.Join(ctx.Err(), last))
 		case <-time.After(delay):
 		}
 	}
 }
 
-func banner(ctx context.Context, addr string) error {
+// banner dials addr and reads the first line; when it is an SSH banner the
+// connection is returned, replaying what was read.
+func banner(ctx context.Context, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 2 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
 	deadline := time.Now().Add(2 * time.Second)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
 	_ = c.SetDeadline(deadline)
-	line, err := bufio.NewReader(c).ReadString('\n')
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
 	if strings.HasPrefix(line, "SSH-") {
-		return nil
+		_ = c.SetDeadline(time.Time{})
+		return &replayConn{Conn: c, r: io.MultiReader(strings.NewReader(line), br)}, nil
 	}
+	c.Close()
 	if err != nil {
-		return fmt.Errorf("reading banner: %w", err)
+		return nil, fmt.Errorf("reading banner: %w", err)
 	}
-	return fmt.Errorf("not an SSH banner: %q", line)
+	return nil, fmt.Errorf("not an SSH banner: %q", line)
 }
 
 // installKeyScript appends stdin to the user's authorized_keys and prints
-// sshd's host key (ed25519 preferred).
+// sshd's host key (ed25519 preferred). Shell builtins only where it can: a
+// fresh container's first processes are slow to start.
 const installKeyScript = `umask 077
 h="${HOME:-/root}"
-mkdir -p "$h/.ssh" && cat >> "$h/.ssh/authorized_keys" || exit 1
+a="$h/.ssh/authorized_keys"
+[ -d "$h/.ssh" ] || mkdir -p "$h/.ssh" || exit 1
+{
+	# A last line without its newline would swallow our key.
+	[ -s "$a" ] && echo
+	while IFS= read -r line; do printf '%s\n' "$line"; done
+} >>"$a" || exit 1
 # The image may still be generating its host keys: wait up to ~10 s.
 i=0
 while [ $i -lt 200 ]; do
 	for f in /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub; do
-		if [ -s "$f" ]; then cat "$f"; exit 0; fi
+		if [ -s "$f" ] && IFS= read -r k <"$f"; then printf '%s\n' "$k"; exit 0; fi
 	done
 	sleep 0.05 2>/dev/null || sleep 1
 	i=$((i+1))
