@@ -40,6 +40,10 @@ func BenchmarkLifecycle(b *testing.B) {
 	}
 	b.Cleanup(func() { br.Close() })
 	ctx := context.Background()
+	signer, err := newSigner()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		run  func() error
@@ -48,6 +52,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		{"testcontainers", func() error { return tcLifecycle(ctx) }},
 		{"testcontainers-sshd-ready", func() error { return tcLifecycle(ctx, sshdReady()) }},
 		{"raw-engine", func() error { return rawLifecycle(ctx, cli) }},
+		{"raw-engine-and-ssh", func() error { return rawSSHLifecycle(ctx, cli, signer) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {

@@ -3,11 +3,13 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -84,7 +87,11 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		return Case{}, err
 	}
 	defer b.Close()
-	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go waiting for sshd (wait.ForLog)"}
+	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go waiting for sshd (wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand"}
+	signer, err := newSigner()
+	if err != nil {
+		return Case{}, err
+	}
 	samples, err := interleave(e.Rounds, names, func(name string) (float64, error) {
 		start := time.Now()
 		var err error
@@ -95,6 +102,8 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 			err = tcLifecycle(ctx)
 		case names[3]:
 			err = tcLifecycle(ctx, sshdReady())
+		case names[4]:
+			err = rawSSHLifecycle(ctx, e.Engine, signer)
 		default:
 			err = rawLifecycle(ctx, e.Engine)
 		}
@@ -105,13 +114,96 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "Container lifecycle",
-		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. The last row is testcontainers-go made to wait until sshd listens, as a user who needs SSH would (log polled every 10 ms).",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Two more rows without goals: testcontainers-go made to wait until sshd listens, as a user who needs SSH would (log polled every 10 ms); and broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 0.8, true)
 	c.RatioOf("broker / raw Engine API (time)", names[0], names[2], 1.1, true)
 	c.RatioOf("broker / testcontainers-go waiting for sshd (time)", names[0], names[3], 0, true)
+	c.RatioOf("broker / raw Engine API + x/crypto/ssh by hand (time)", names[0], names[4], 0, true)
 	return c, nil
+}
+
+func newSigner() (ssh.Signer, error) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(key)
+}
+
+// rawSSHLifecycle makes an SSH-ready container the way a careful user of
+// the raw API would, with the steps broker takes, and runs one command.
+func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer) (err error) {
+	port22 := network.MustParsePort("22/tcp")
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:     &container.Config{Image: Image, ExposedPorts: network.PortSet{port22: {}}},
+		HostConfig: &container.HostConfig{PortBindings: network.PortMap{port22: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_, rerr := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		err = errors.Join(err, rerr)
+	}()
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return err
+	}
+	ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	bindings := ins.Container.NetworkSettings.Ports[port22]
+	if len(bindings) == 0 {
+		return fmt.Errorf("raw: port 22 not published")
+	}
+	addr := net.JoinHostPort("127.0.0.1", bindings[0].HostPort)
+	// Install the key and read the host key in one exec.
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{
+		Cmd:          []string{"/bin/sh", "-c", `mkdir -p ~/.ssh && printf '%s\n' "$1" >>~/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub`, "sh", pub},
+		AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return err
+	}
+	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return err
+	}
+	var out, errOut bytes.Buffer
+	_, err = stdcopy.StdCopy(&out, &errOut, att.Reader)
+	att.Close()
+	if err != nil {
+		return err
+	}
+	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(out.Bytes())
+	if err != nil {
+		return fmt.Errorf("raw: host key: %w (%s)", err, errOut.String())
+	}
+	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 5 * time.Second}
+	var sc *ssh.Client
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if sc, err = ssh.Dial("tcp", addr, cfg); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("raw: ssh: %w", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	defer sc.Close()
+	sess, err := sc.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	got, err := sess.Output("echo hi")
+	if err == nil && string(got) != "hi\n" {
+		err = fmt.Errorf("raw ssh: %q", got)
+	}
+	return err
 }
 
 func brokerLifecycle(ctx context.Context, b *broker.Broker) error {
