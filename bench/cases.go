@@ -283,7 +283,8 @@ func (e *Env) Twenty(ctx context.Context) (Case, error) {
 			if err != nil {
 				return 0, err
 			}
-			return seconds(start), b.Checkin(ctx, hosts...)
+			err = b.Checkin(ctx, hosts...)
+			return seconds(start), err
 		}
 		var opts []testcontainers.ContainerCustomizer
 		if name == names[2] {
@@ -301,14 +302,15 @@ func (e *Env) Twenty(ctx context.Context) (Case, error) {
 				t.Go(func() error { return c.Terminate(ctx) })
 			}
 		}
-		return seconds(start), errors.Join(err, t.Wait())
+		err = errors.Join(err, t.Wait())
+		return seconds(start), err
 	})
 	if err != nil {
 		return Case{}, err
 	}
 	c := Case{
 		Title:  "20 containers at once",
-		What:   "20 `" + Image + "` containers made concurrently, then removed concurrently. broker's hosts are SSH-ready (sshd answered, key installed) when Checkout returns; plain testcontainers-go's are started; the last row waits for sshd to listen.",
+		What:   "20 `" + Image + "` containers made concurrently, then removed concurrently; the time covers both. broker's hosts are SSH-ready (sshd answered, key installed) when Checkout returns; plain testcontainers-go's are started; the last row waits for sshd to listen.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)

@@ -127,6 +127,17 @@ func containersWithID(ctx context.Context, p *container.Provider, id string) ([]
 	return out, nil
 }
 
+// connect builds the host of rec, closed at cleanup.
+func connect(t *testing.T, ctx context.Context, p *container.Provider, rec *inventory.Record) *hostkit.Host {
+	t.Helper()
+	h, err := p.Connect(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
 // checkout checks a host out and checks it in at cleanup.
 func checkout(t *testing.T, ctx context.Context, p *container.Provider, args map[string]any, labels map[string]string) *inventory.Record {
 	t.Helper()
@@ -287,12 +298,7 @@ func TestKeyAppended(t *testing.T) {
 		// The image's own entry, after writing a key without a newline.
 		cmd := []any{"/bin/sh", "-c", "mkdir -p /root/.ssh && printf '%s' '" + theirs + "' >>/root/.ssh/authorized_keys && exec /usr/local/sbin/brokertest-sshd"}
 		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "command": cmd}, nil)
-		h, err := p.Connect(ctx, rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		res, err := h.Execute(ctx, "cat /root/.ssh/authorized_keys")
+		res, err := connect(t, ctx, p, rec).Execute(ctx, "cat /root/.ssh/authorized_keys")
 		if err != nil || res.Status != 0 {
 			t.Fatalf("login with the installed key: %+v, %v", res, err)
 		}
@@ -311,12 +317,7 @@ func TestFirstConnectionIsTheBannerOne(t *testing.T) {
 		ctx := testCtx(t)
 		cmd := []any{"/usr/local/sbin/brokertest-sshd", "-o", "LogLevel=VERBOSE"}
 		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "command": cmd}, nil)
-		h, err := p.Connect(ctx, rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		res, err := h.Execute(ctx, "echo hi")
+		res, err := connect(t, ctx, p, rec).Execute(ctx, "echo hi")
 		if err != nil || res.Stdout != "hi\n" {
 			t.Fatalf("Execute: %+v, %v", res, err)
 		}

@@ -64,7 +64,7 @@ func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func
 	// at once, so poll every few ms while sshd is likely starting (it is
 	// up ~50 ms after the container starts), then back off. The engine is
 	// asked whether the container still runs only every aliveEvery.
-	const fastPolls, aliveEvery = 100, 250 * time.Millisecond
+	const fastPolls, aliveEvery = 20, 250 * time.Millisecond
 	nextAlive := time.Now().Add(aliveEvery)
 	for attempt, delay := 0, 5*time.Millisecond; ; attempt++ {
 		var conn net.Conn
