@@ -378,7 +378,6 @@ func (p *Provider) keyDir(id string) string {
 // cleanup removes what a failed checkout left: the container (by id, or by
 // the id label when the create call's fate is unknown) and the key dir.
 func (p *Provider) cleanup(cid, id string) {
-	p.handovers.drop(id)
 	ctx, cancel := context.WithTimeout(context.Background(), p.settings.callTimeout)
 	defer cancel()
 	if cid != "" {
