@@ -113,20 +113,20 @@ func (s *Server) runJob(j *jobState, n Node, share time.Duration, user, inv stri
 	vars := cloneJSON(j.extraVars)
 	s.mu.Unlock()
 	t := time.NewTimer(share)
+	canceled := ""
 	select {
 	case <-s.ctx.Done():
-		t.Stop()
-		s.mu.Lock()
-		j.status, j.finished, j.explanation = "canceled", time.Now(), "Server stopped."
-		s.mu.Unlock()
-		return
+		canceled = "Server stopped."
 	case <-j.canceled:
+		canceled = "Job canceled by user."
+	case <-t.C:
+	}
+	if canceled != "" {
 		t.Stop()
 		s.mu.Lock()
-		j.status, j.finished, j.explanation = "canceled", time.Now(), "Job canceled by user."
+		j.status, j.finished, j.explanation = "canceled", time.Now(), canceled
 		s.mu.Unlock()
 		return
-	case <-t.C:
 	}
 	run := &Run{Vars: vars, Inventory: inv, User: user, JobID: j.id, WorkflowJobID: workflowID, Artifacts: map[string]any{}, Server: s}
 	var err error
