@@ -2,9 +2,6 @@ package broker_test
 
 import (
 	"bufio"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
@@ -17,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/brokertest"
@@ -32,12 +28,8 @@ import (
 func TestAnsibleTowerThroughBroker(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	keyFile, authorized := userKey(t, dir)
-	knownHosts := filepath.Join(dir, "known_hosts")
-	vms, err := awxtest.NewLocalVMs(filepath.Join(dir, "vms"), authorized, knownHosts)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = vms.Close() })
-	srv := awxtest.Start(t, awxtest.Options{VMs: vms, JobTime: 300 * time.Millisecond})
+	awx := awxtest.StartLocal(t, dir, awxtest.Options{JobTime: 300 * time.Millisecond})
+	srv := awx.Server
 
 	settingsYAML := fmt.Sprintf(`
 ssh:
@@ -56,7 +48,7 @@ nicks:
   debian:
     workflow: deploy-vm
     template: debian-12
-`, keyFile, knownHosts, srv.URL)
+`, awx.KeyFile, awx.KnownHosts, srv.URL)
 	bdir := filepath.Join(dir, "broker")
 	require.NoError(t, os.MkdirAll(bdir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(bdir, "broker_settings.yaml"), []byte(settingsYAML), 0o600))
@@ -98,7 +90,7 @@ nicks:
 
 	require.NoError(t, b.Checkin(ctx, hosts...))
 	assert.Equal(t, []string{"made-by-hand"}, srv.HostNames())
-	assert.Equal(t, 0, vms.Running())
+	assert.Equal(t, 0, awx.VMs.Running())
 
 	// The token reached no file of the broker directory, and files are private.
 	require.NoError(t, filepath.WalkDir(bdir, func(path string, d fs.DirEntry, err error) error {
@@ -118,18 +110,14 @@ nicks:
 // brokertest.Host works with AnsibleTower hosts as with any other.
 func TestAnsibleTowerBrokertest(t *testing.T) {
 	dir := t.TempDir()
-	keyFile, authorized := userKey(t, dir)
-	knownHosts := filepath.Join(dir, "known_hosts")
-	vms, err := awxtest.NewLocalVMs(filepath.Join(dir, "vms"), authorized, knownHosts)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = vms.Close() })
-	srv := awxtest.Start(t, awxtest.Options{VMs: vms})
+	awx := awxtest.StartLocal(t, dir, awxtest.Options{})
+	srv := awx.Server
 	bdir := filepath.Join(dir, "broker")
 	require.NoError(t, os.MkdirAll(bdir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(bdir, "broker_settings.yaml"), fmt.Appendf(nil, `
 ssh: {host_username: root, host_ssh_key_filename: %s, known_hosts: [%s]}
 AnsibleTower: {base_url: %s, username: %s, password: %s}
-`, keyFile, knownHosts, srv.URL, srv.Username, srv.Password), 0o600))
+`, awx.KeyFile, awx.KnownHosts, srv.URL, srv.Username, srv.Password), 0o600))
 	b, err := broker.New(broker.WithDirectory(bdir), broker.WithEnviron([]string{}), broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
@@ -147,21 +135,6 @@ AnsibleTower: {base_url: %s, username: %s, password: %s}
 	if err == nil {
 		assert.NotContains(t, string(log), srv.Password)
 	}
-}
-
-// userKey writes a new private key to dir and returns its path and its
-// public key in authorized_keys form.
-func userKey(t *testing.T, dir string) (string, string) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	block, err := ssh.MarshalPrivateKey(priv, "test user")
-	require.NoError(t, err)
-	path := filepath.Join(dir, "id_ed25519")
-	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(block), 0o600))
-	sshPub, err := ssh.NewPublicKey(pub)
-	require.NoError(t, err)
-	return path, string(ssh.MarshalAuthorizedKey(sshPub))
 }
 
 // A test process SIGKILLed while AnsibleTower workflows run (mid-checkout)

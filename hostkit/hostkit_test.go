@@ -32,6 +32,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/leakcheck"
 	"github.com/hostbroker/broker/internal/sshtest"
+	"github.com/hostbroker/broker/internal/testenv"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -144,27 +145,9 @@ func TestExecute(t *testing.T) {
 	})
 }
 
-// logBuffer collects log records.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 func TestExecuteLogsNoSecrets(t *testing.T) {
 	srv := sshtest.Start(t)
-	var logs logBuffer
+	var logs testenv.LogBuffer
 	cfg := srv.Config()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := newHost(t, cfg)
@@ -420,7 +403,7 @@ func TestHostKeys(t *testing.T) {
 		assert.Contains(t, err.Error(), "InsecureIgnoreHostKey")
 	})
 	t.Run("insecure warns once", func(t *testing.T) {
-		var logs logBuffer
+		var logs testenv.LogBuffer
 		cfg := srv.Config()
 		cfg.HostKeys, cfg.InsecureIgnoreHostKey = nil, true
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

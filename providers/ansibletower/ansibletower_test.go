@@ -38,7 +38,7 @@ func TestCheckoutExecuteCheckin(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	p := e.open(t, nil)
 	assert.Equal(t, "/api/v2/", p.APIPath())
-	assert.Equal(t, e.srv.Username, p.Username(), "username from /me/")
+	assert.Equal(t, e.Server.Username, p.Username(), "username from /me/")
 
 	rec := checkout(t, p, map[string]any{"workflow": "deploy-vm", "template": "rhel-9"})
 	assert.Equal(t, "127.0.0.1", rec.Hostname)
@@ -50,7 +50,7 @@ func TestCheckoutExecuteCheckin(t *testing.T) {
 	assert.Contains(t, rec.Broker.Data["ui_url"], "/#/jobs/workflow/")
 	assert.Contains(t, rec.Broker.Data["api_url"], "/api/v2/workflow_jobs/")
 	assert.Contains(t, e.log.String(), rec.Broker.Data["ui_url"].(string), "the job's UI URL is logged")
-	assert.Equal(t, []string{rec.Name}, e.srv.HostNames())
+	assert.Equal(t, []string{rec.Name}, e.Server.HostNames())
 
 	h, err := p.Connect(ctxFor(t, time.Minute), rec)
 	require.NoError(t, err)
@@ -62,9 +62,9 @@ func TestCheckoutExecuteCheckin(t *testing.T) {
 	require.NoError(t, h.Close())
 
 	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
-	assert.Empty(t, e.srv.HostNames())
-	assert.Equal(t, 0, e.vms.Running())
-	assert.Equal(t, 1, e.srv.Launches("remove-vm"))
+	assert.Empty(t, e.Server.HostNames())
+	assert.Equal(t, 0, e.VMs.Running())
+	assert.Equal(t, 1, e.Server.Launches("remove-vm"))
 	e.noSecrets(t)
 }
 
@@ -78,7 +78,7 @@ func TestConformance(t *testing.T) {
 		BadArgsMention: "no-such-workflow",
 		Count:          3,
 		Exists: func(_ context.Context, rec *inventory.Record) (bool, error) {
-			return slices.Contains(e.srv.HostNames(), rec.Name), nil
+			return slices.Contains(e.Server.HostNames(), rec.Name), nil
 		},
 	})
 }
@@ -99,7 +99,7 @@ func TestAAP25(t *testing.T) {
 	byPath := e.open(t, map[string]any{"api_path": "/api/controller/v2"})
 	assert.Equal(t, "/api/controller/v2/", byPath.APIPath())
 	// Password login goes through the gateway's login page.
-	pw := e.open(t, map[string]any{"token": nil, "username": e.srv.Username, "password": e.srv.Password})
+	pw := e.open(t, map[string]any{"token": nil, "username": e.Server.Username, "password": e.Server.Password})
 	rec = checkout(t, pw, map[string]any{"workflow": "deploy-vm"})
 	require.NoError(t, pw.Checkin(ctxFor(t, time.Minute), rec))
 
@@ -144,7 +144,7 @@ func TestOpenErrors(t *testing.T) {
 
 func TestTemplateErrors(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
-	e.srv.AddWorkflow(awxtest.Workflow{Name: "admins-only", NotStartable: true})
+	e.Server.AddWorkflow(awxtest.Workflow{Name: "admins-only", NotStartable: true})
 	p := e.open(t, nil)
 	ctx := ctxFor(t, time.Minute)
 
@@ -166,7 +166,7 @@ func TestTemplateErrors(t *testing.T) {
 	_, err = p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm", "inventory": "nowhere"}})
 	require.ErrorIs(t, err, ansibletower.ErrNotFound)
 	assert.Contains(t, err.Error(), `inventory "nowhere"`)
-	assert.Equal(t, 0, e.srv.Launches("deploy-vm"), "nothing launched for bad requests")
+	assert.Equal(t, 0, e.Server.Launches("deploy-vm"), "nothing launched for bad requests")
 }
 
 // A failed workflow's error names the failed node, its task and message;
@@ -185,9 +185,9 @@ func TestFailedWorkflow(t *testing.T) {
 	assert.Equal(t, ansibletower.Failure{Job: "finalize vm", Status: "failed", Task: "finalize vm", Reason: "quota exceeded in zone b"}, jerr.Failures[0])
 	assert.Contains(t, err.Error(), "quota exceeded in zone b")
 	assert.Contains(t, err.Error(), "/#/jobs/workflow/")
-	assert.Empty(t, e.srv.HostNames(), "the dangling VM was checked in")
-	assert.Equal(t, 0, e.vms.Running())
-	assert.Equal(t, 1, e.srv.Launches("remove-vm"))
+	assert.Empty(t, e.Server.HostNames(), "the dangling VM was checked in")
+	assert.Equal(t, 0, e.VMs.Running())
+	assert.Equal(t, 1, e.Server.Launches("remove-vm"))
 
 	// An errored job reports its traceback.
 	_, err = p.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm", "error_at": "provision"}})
@@ -196,14 +196,14 @@ func TestFailedWorkflow(t *testing.T) {
 	assert.Equal(t, "error", jerr.Failures[0].Status)
 	assert.Contains(t, jerr.Failures[0].Reason, "Traceback")
 	assert.Contains(t, jerr.Failures[0].Reason, "simulated error in provision")
-	assert.Empty(t, e.srv.HostNames())
+	assert.Empty(t, e.Server.HostNames())
 
 	// dangling_behavior: store keeps the VM and names it.
 	store := e.open(t, map[string]any{"dangling_behavior": "store"})
 	_, err = store.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm", "fail_at": "finalize"}})
 	require.ErrorAs(t, err, &jerr)
 	require.Len(t, jerr.Dangling, 1)
-	assert.Equal(t, []string{jerr.Dangling[0]}, e.srv.HostNames())
+	assert.Equal(t, []string{jerr.Dangling[0]}, e.Server.HostNames())
 	assert.Contains(t, err.Error(), jerr.Dangling[0])
 }
 
@@ -213,7 +213,7 @@ func TestErrorScopeAll(t *testing.T) {
 	fail := func(task, msg string) func(context.Context, *awxtest.Run) error {
 		return func(context.Context, *awxtest.Run) error { return &awxtest.TaskFailure{Task: task, Msg: msg} }
 	}
-	e.srv.AddWorkflow(awxtest.Workflow{Name: "two-failures", JobTemplate: true, Nodes: []awxtest.Node{{Name: "check", Run: fail("check disk", "disk full")}}})
+	e.Server.AddWorkflow(awxtest.Workflow{Name: "two-failures", JobTemplate: true, Nodes: []awxtest.Node{{Name: "check", Run: fail("check disk", "disk full")}}})
 	p := e.open(t, map[string]any{"error_scope": "all"})
 	_, err := p.Execute(ctxFor(t, time.Minute), map[string]any{"job_template": "two-failures"})
 	var jerr *ansibletower.JobError
@@ -235,9 +235,9 @@ func TestResilientWait(t *testing.T) {
 	go func() {
 		defer close(done)
 		time.Sleep(500 * time.Millisecond)
-		e.srv.FailFor(800*time.Millisecond, http.StatusBadGateway)
+		e.Server.FailFor(800*time.Millisecond, http.StatusBadGateway)
 		time.Sleep(900 * time.Millisecond)
-		e.srv.DropFor(600 * time.Millisecond)
+		e.Server.DropFor(600 * time.Millisecond)
 	}()
 	rec := checkout(t, p, map[string]any{"workflow": "deploy-vm"})
 	<-done
@@ -248,7 +248,7 @@ func TestResilientWait(t *testing.T) {
 	short := e.open(t, map[string]any{"max_resilient_wait": 0.5, "workflow_poll_interval": 0.2})
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		e.srv.FailFor(5*time.Second, http.StatusServiceUnavailable)
+		e.Server.FailFor(5*time.Second, http.StatusServiceUnavailable)
 	}()
 	_, err := short.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm"}})
 	require.Error(t, err)
@@ -272,15 +272,15 @@ func TestWorkflowTimeout(t *testing.T) {
 func TestSessionExpiresMidRun(t *testing.T) {
 	leakcheck.Check(t)
 	e := newEnv(t, awxtest.Options{JobTime: time.Second})
-	p := e.open(t, map[string]any{"token": nil, "username": e.srv.Username, "password": e.srv.Password, "workflow_poll_interval": 0.3})
+	p := e.open(t, map[string]any{"token": nil, "username": e.Server.Username, "password": e.Server.Password, "workflow_poll_interval": 0.3})
 	go func() {
 		time.Sleep(600 * time.Millisecond)
-		e.srv.ExpireSessions()
+		e.Server.ExpireSessions()
 	}()
 	recs := checkoutMany(t, p, 20)
-	assert.Len(t, e.srv.HostNames(), 20)
+	assert.Len(t, e.Server.HostNames(), 20)
 	logins := 0
-	for _, r := range e.srv.Requests() {
+	for _, r := range e.Server.Requests() {
 		if strings.HasPrefix(r, "POST /api/login/") {
 			logins++
 		}
@@ -288,7 +288,7 @@ func TestSessionExpiresMidRun(t *testing.T) {
 	assert.Equal(t, 2, logins, "one login at open, one after the session expired")
 	assert.Contains(t, e.log.String(), "authentication expired")
 	checkinMany(t, p, recs)
-	assert.Empty(t, e.srv.HostNames())
+	assert.Empty(t, e.Server.HostNames())
 	e.noSecrets(t)
 }
 
@@ -296,7 +296,7 @@ func TestSessionExpiresMidRun(t *testing.T) {
 func TestTokenRevoked(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	p := e.open(t, nil)
-	e.srv.RevokeTokens()
+	e.Server.RevokeTokens()
 	_, err := p.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm"}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "401")
@@ -359,10 +359,10 @@ func TestCount20Concurrent(t *testing.T) {
 		require.NoError(t, h.Close())
 	}
 	assert.Len(t, names, 20, "20 distinct VMs")
-	assert.Equal(t, 20, e.srv.Launches("deploy-vm"))
+	assert.Equal(t, 20, e.Server.Launches("deploy-vm"))
 	checkinMany(t, p, recs)
-	assert.Empty(t, e.srv.HostNames())
-	assert.Equal(t, 0, e.vms.Running())
+	assert.Empty(t, e.Server.HostNames())
+	assert.Equal(t, 0, e.VMs.Running())
 }
 
 func TestExtend(t *testing.T) {
@@ -370,9 +370,9 @@ func TestExtend(t *testing.T) {
 	p := e.open(t, nil)
 	rec := checkout(t, p, map[string]any{"workflow": "deploy-vm"})
 	require.NoError(t, p.Extend(ctxFor(t, time.Minute), rec, nil))
-	assert.Equal(t, "+172800", e.srv.HostFacts(rec.Name)["expire_time"])
+	assert.Equal(t, "+172800", e.Server.HostFacts(rec.Name)["expire_time"])
 	require.NoError(t, p.Extend(ctxFor(t, time.Minute), rec, map[string]any{"new_expire_time": "+3600"}))
-	assert.Equal(t, "+3600", e.srv.HostFacts(rec.Name)["expire_time"])
+	assert.Equal(t, "+3600", e.Server.HostFacts(rec.Name)["expire_time"])
 	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
 	err := p.Extend(ctxFor(t, time.Minute), rec, nil)
 	require.Error(t, err, "extending a removed VM fails")
@@ -390,7 +390,7 @@ func TestExecuteArtifacts(t *testing.T) {
 			return nil
 		}
 	}
-	e.srv.AddWorkflow(awxtest.Workflow{Name: "list-things", Nodes: []awxtest.Node{
+	e.Server.AddWorkflow(awxtest.Workflow{Name: "list-things", Nodes: []awxtest.Node{
 		{Name: "one", Run: set(map[string]any{"a": 1.0, "data_out": map[string]any{"x": "1"}})},
 		{Name: "two", Run: set(map[string]any{"b": 2.0, "data_out": map[string]any{"y": "2"}})},
 	}})
@@ -404,12 +404,12 @@ func TestExecuteArtifacts(t *testing.T) {
 	got, err = p.Execute(ctxFor(t, time.Minute), map[string]any{"workflow": "list-things"})
 	require.NoError(t, err)
 	assert.Equal(t, "successful", got.(map[string]any)["status"])
-	assert.Empty(t, e.srv.HostNames(), "Execute makes no host")
+	assert.Empty(t, e.Server.HostNames(), "Execute makes no host")
 }
 
 func TestDescribe(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
-	e.srv.AddWorkflow(awxtest.Workflow{Name: "admins-only", NotStartable: true})
+	e.Server.AddWorkflow(awxtest.Workflow{Name: "admins-only", NotStartable: true})
 	p := e.open(t, nil)
 	all, err := p.Describe(ctxFor(t, time.Minute), "")
 	require.NoError(t, err)
@@ -429,13 +429,13 @@ func TestSyncPaging(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	const n = 450
 	for i := range n {
-		_, err := e.srv.AddHost("admin VMs", fmt.Sprintf("vm-%03d", i),
+		_, err := e.Server.AddHost("admin VMs", fmt.Sprintf("vm-%03d", i),
 			map[string]any{"fqdn": fmt.Sprintf("vm-%03d.example.test", i), "ansible_host": fmt.Sprintf("10.0.%d.%d", i/250, i%250)},
 			map[string]any{"_broker_args": map[string]any{"workflow": "deploy-vm", "n": float64(i)}, "_broker_facts": map[string]any{"os": "debian"}})
 		require.NoError(t, err)
 	}
-	e.srv.AddInventory("someone-else VMs", "")
-	_, err := e.srv.AddHost("someone-else VMs", "other", map[string]any{"fqdn": "other.example.test"}, nil)
+	e.Server.AddInventory("someone-else VMs", "")
+	_, err := e.Server.AddHost("someone-else VMs", "other", map[string]any{"fqdn": "other.example.test"}, nil)
 	require.NoError(t, err)
 	p := e.open(t, nil)
 	recs, err := p.Sync(ctxFor(t, time.Minute), "")
@@ -452,7 +452,7 @@ func TestSyncPaging(t *testing.T) {
 	assert.Equal(t, 321.0, r.Args["n"])
 	assert.Equal(t, "admin VMs", r.Extra["tower_inventory"])
 	pages := 0
-	for _, q := range e.srv.Requests() {
+	for _, q := range e.Server.Requests() {
 		if strings.Contains(q, "/hosts/?") {
 			pages++
 			assert.Contains(t, q, "page_size=200")
@@ -487,9 +487,9 @@ func TestCheckoutCancelledMidWorkflow(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotNil(t, progress, "the launched job was reported")
 	assert.Contains(t, progress["api_url"], "/api/v2/workflow_jobs/")
-	assert.Empty(t, e.srv.HostNames(), "the VM made before the cancel was checked in")
-	assert.Equal(t, 0, e.vms.Running())
-	assert.Equal(t, 1, e.srv.Launches("remove-vm"))
+	assert.Empty(t, e.Server.HostNames(), "the VM made before the cancel was checked in")
+	assert.Equal(t, 0, e.VMs.Running())
+	assert.Equal(t, 1, e.Server.Launches("remove-vm"))
 	assert.Contains(t, e.log.String(), "cancelling the job of an unfinished checkout")
 }
 
@@ -500,12 +500,12 @@ func TestCheckinUnfinishedRecord(t *testing.T) {
 	p := e.open(t, map[string]any{"workflow_poll_interval": 0.2})
 	// Another process launched the workflow and died: only its job is
 	// known, recorded by the checkout's progress in the inventory.
-	code := launchRaw(t, e.srv, "deploy-vm", map[string]any{"vm_name": "orphan-2"})
-	rec := &inventory.Record{Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateCreating, Data: map[string]any{"api_url": e.srv.URL + code}}}
+	code := launchRaw(t, e.Server, "deploy-vm", map[string]any{"vm_name": "orphan-2"})
+	rec := &inventory.Record{Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateCreating, Data: map[string]any{"api_url": e.Server.URL + code}}}
 	time.Sleep(1200 * time.Millisecond) // the provision node has run
-	require.Contains(t, e.srv.HostNames(), "orphan-2")
+	require.Contains(t, e.Server.HostNames(), "orphan-2")
 	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
-	assert.NotContains(t, e.srv.HostNames(), "orphan-2")
+	assert.NotContains(t, e.Server.HostNames(), "orphan-2")
 	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec), "idempotent")
 	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), &inventory.Record{Broker: &inventory.Meta{ID: "x"}}), "nothing known, nothing to do")
 }
