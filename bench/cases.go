@@ -161,26 +161,13 @@ func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer)
 	addr := net.JoinHostPort("127.0.0.1", bindings[0].HostPort)
 	// Install the key and read the host key in one exec.
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{
-		Cmd:          []string{"/bin/sh", "-c", `mkdir -p ~/.ssh && printf '%s\n' "$1" >>~/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub`, "sh", pub},
-		AttachStdout: true, AttachStderr: true,
-	})
+	out, errOut, err := rawExec(ctx, cli, c.ID, "/bin/sh", "-c", `mkdir -p ~/.ssh && printf '%s\n' "$1" >>~/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub`, "sh", pub)
 	if err != nil {
 		return err
 	}
-	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out))
 	if err != nil {
-		return err
-	}
-	var out, errOut bytes.Buffer
-	_, err = stdcopy.StdCopy(&out, &errOut, att.Reader)
-	att.Close()
-	if err != nil {
-		return err
-	}
-	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(out.Bytes())
-	if err != nil {
-		return fmt.Errorf("raw: host key: %w (%s)", err, errOut.String())
+		return fmt.Errorf("raw: host key: %w (%s)", err, errOut)
 	}
 	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 5 * time.Second}
 	var sc *ssh.Client
@@ -251,21 +238,28 @@ func rawLifecycle(ctx context.Context, cli *client.Client) error {
 	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		return errors.Join(err, remove())
 	}
-	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{Cmd: []string{"echo", "hi"}, AttachStdout: true, AttachStderr: true})
+	stdout, stderr, err := rawExec(ctx, cli, c.ID, "echo", "hi")
+	if err == nil && stdout+stderr != "hi\n" {
+		err = fmt.Errorf("raw: %q", stdout+stderr)
+	}
+	return errors.Join(err, remove())
+}
+
+// rawExec runs cmd in container id through the engine's exec and returns
+// its output.
+func rawExec(ctx context.Context, cli *client.Client, id string, cmd ...string) (stdout, stderr string, err error) {
+	ex, err := cli.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return errors.Join(err, remove())
+		return "", "", err
 	}
 	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	if err != nil {
-		return errors.Join(err, remove())
+		return "", "", err
 	}
-	var out bytes.Buffer
-	_, err = stdcopy.StdCopy(&out, &out, att.Reader)
-	att.Close()
-	if err == nil && out.String() != "hi\n" {
-		err = fmt.Errorf("raw: %q", out.String())
-	}
-	return errors.Join(err, remove())
+	defer att.Close()
+	var out, errOut bytes.Buffer
+	_, err = stdcopy.StdCopy(&out, &errOut, att.Reader)
+	return out.String(), errOut.String(), err
 }
 
 // Twenty: 20 containers at once, made and removed.
