@@ -180,7 +180,9 @@ func TestUpdateContextLockDeadline(t *testing.T) {
 	s := inventory.Open(filepath.Join(t.TempDir(), "inventory.yaml"))
 	held := make(chan struct{})
 	release := make(chan struct{})
+	holderDone := make(chan struct{})
 	go func() {
+		defer close(holderDone)
 		_ = s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
 			close(held)
 			<-release
@@ -192,6 +194,9 @@ func TestUpdateContextLockDeadline(t *testing.T) {
 	defer cancel()
 	err := s.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) { return recs, nil })
 	close(release)
+	// The holder still writes the inventory: let it finish before
+	// t.TempDir's removal.
+	<-holderDone
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "wait for lock")
 }
