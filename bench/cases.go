@@ -87,7 +87,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		return Case{}, err
 	}
 	defer b.Close()
-	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go waiting for sshd (wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand"}
+	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go waiting for sshd (wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1"}
 	signer, err := newSigner()
 	if err != nil {
 		return Case{}, err
@@ -104,8 +104,10 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 			err = tcLifecycle(ctx, sshdReady())
 		case names[4]:
 			err = rawSSHLifecycle(ctx, e.Engine, signer)
+		case names[5]:
+			err = rawLifecycle(ctx, e.Engine, true)
 		default:
-			err = rawLifecycle(ctx, e.Engine)
+			err = rawLifecycle(ctx, e.Engine, false)
 		}
 		return seconds(start), err
 	})
@@ -114,13 +116,15 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "Container lifecycle",
-		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Two more rows without goals: testcontainers-go made to wait until sshd listens, as a user who needs SSH would (log polled every 10 ms); and broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove.",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Two more rows without goals: testcontainers-go made to wait until sshd listens, as a user who needs SSH would (log polled every 10 ms); and broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove. The last row is the raw sequence with the one thing every SSH host of broker's needs from the engine, port 22 published on 127.0.0.1: the engine's port proxy and forwarding rules, made at start and undone at removal.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 0.8, true)
 	c.RatioOf("broker / raw Engine API (time)", names[0], names[2], 1.1, true)
 	c.RatioOf("broker / testcontainers-go waiting for sshd (time)", names[0], names[3], 0, true)
 	c.RatioOf("broker / raw Engine API + x/crypto/ssh by hand (time)", names[0], names[4], 0, true)
+	c.RatioOf("raw Engine API, port published / raw Engine API (time)", names[5], names[2], 0, true)
+	c.RatioOf("broker / raw Engine API, port published (time)", names[0], names[5], 0, true)
 	return c, nil
 }
 
@@ -135,11 +139,7 @@ func newSigner() (ssh.Signer, error) {
 // rawSSHLifecycle makes an SSH-ready container the way a careful user of
 // the raw API would, with the steps broker takes, and runs one command.
 func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer) (err error) {
-	port22 := network.MustParsePort("22/tcp")
-	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config:     &container.Config{Image: Image, ExposedPorts: network.PortSet{port22: {}}},
-		HostConfig: &container.HostConfig{PortBindings: network.PortMap{port22: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}},
-	})
+	c, err := rawCreate(ctx, cli, true)
 	if err != nil {
 		return err
 	}
@@ -226,8 +226,22 @@ func tcLifecycle(ctx context.Context, opts ...testcontainers.ContainerCustomizer
 	return errors.Join(err, c.Terminate(ctx))
 }
 
-func rawLifecycle(ctx context.Context, cli *client.Client) error {
-	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: Image}})
+var port22 = network.MustParsePort("22/tcp")
+
+// rawCreate creates a container of Image, with port 22 published on a free
+// port of 127.0.0.1 when publish is set.
+func rawCreate(ctx context.Context, cli *client.Client, publish bool) (client.ContainerCreateResult, error) {
+	opts := client.ContainerCreateOptions{Config: &container.Config{Image: Image}}
+	if publish {
+		opts.Config.ExposedPorts = network.PortSet{port22: {}}
+		opts.HostConfig = &container.HostConfig{PortBindings: network.PortMap{port22: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}}
+	}
+	return cli.ContainerCreate(ctx, opts)
+}
+
+// rawLifecycle: create, start, one exec, remove; publish as in rawCreate.
+func rawLifecycle(ctx context.Context, cli *client.Client, publish bool) error {
+	c, err := rawCreate(ctx, cli, publish)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,13 @@ package container_test
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/hostbroker/broker/inventory"
@@ -66,16 +68,28 @@ func benchCycle(b *testing.B, p *pcontainer.Provider, image string) {
 
 // BenchmarkRawEngine is the floor: create, start, one exec, remove of the
 // debian-sshd image with the same client, no SSH.
-func BenchmarkRawEngine(b *testing.B) {
+func BenchmarkRawEngine(b *testing.B) { benchRaw(b, false) }
+
+// BenchmarkRawEnginePublished is BenchmarkRawEngine with port 22 published
+// on 127.0.0.1, as every SSH host of the provider has it: the engine's port
+// proxy and forwarding rules are made at start and undone at removal.
+func BenchmarkRawEnginePublished(b *testing.B) { benchRaw(b, true) }
+
+func benchRaw(b *testing.B, publish bool) {
 	for _, e := range engines {
 		b.Run(e.name, func(b *testing.B) {
 			p := open(b, e, nil)
 			cli := p.Client()
+			cfg := &container.Config{Image: sshdImage, Labels: map[string]string{pcontainer.LabelOneShot: "true"}}
+			hostCfg := &container.HostConfig{}
+			if publish {
+				port22 := network.MustParsePort("22/tcp")
+				cfg.ExposedPorts = network.PortSet{port22: {}}
+				hostCfg.PortBindings = network.PortMap{port22: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}
+			}
 			for b.Loop() {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-					Config: &container.Config{Image: sshdImage, Labels: map[string]string{pcontainer.LabelOneShot: "true"}},
-				})
+				c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hostCfg})
 				if err != nil {
 					b.Fatal(err)
 				}
