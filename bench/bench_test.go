@@ -50,7 +50,7 @@ func BenchmarkLifecycle(b *testing.B) {
 	}{
 		{"broker", func() error { return brokerLifecycle(ctx, br) }},
 		{"testcontainers", func() error { return tcLifecycle(ctx) }},
-		{"testcontainers-sshd-ready", func() error { return tcLifecycle(ctx, sshdReady()) }},
+		{"testcontainers-for-ssh", func() error { return tcLifecycle(ctx, sshdReady()...) }},
 		{"raw-engine", func() error { return rawLifecycle(ctx, cli, false) }},
 		{"raw-engine-published", func() error { return rawLifecycle(ctx, cli, true) }},
 		{"raw-engine-and-ssh", func() error { return rawSSHLifecycle(ctx, cli, signer) }},
