@@ -21,14 +21,27 @@ const (
 	nudgeBelow = 1024             // reads this long or longer are bulk data: no nudge
 )
 
+// readAhead is the connection's read buffer. x/crypto/ssh reads through a
+// 4 KiB bufio.Reader, which costs two read calls per 32 KiB packet of a
+// transfer; one read of up to 64 KiB serves several packets, and downloads
+// went ~10% faster (hostkit BenchmarkDownload with files in memory).
+const readAhead = 64 << 10
+
 // nudgeConn is a connection that calls nudge when it has read a small
-// packet and has written nothing for nudgeAfter since.
+// packet and has written nothing for nudgeAfter since. It reads ahead.
 type nudgeConn struct {
 	net.Conn
 	after time.Duration // nudgeAfter; longer in tests
 	timer *time.Timer
 	nudge atomic.Pointer[func()] // nil until the SSH connection is up
 	busy  atomic.Bool            // a nudge is being sent
+
+	// Read's buffer: buf[head:end] is unread; rerr came with the last
+	// bytes read and is returned once they are. x/crypto/ssh reads from
+	// one goroutine, so these need no lock.
+	buf       []byte
+	head, end int
+	rerr      error
 }
 
 func newNudgeConn(c net.Conn) *nudgeConn {
@@ -47,6 +60,31 @@ func (n *nudgeConn) start(nudge func()) {
 }
 
 func (n *nudgeConn) Read(p []byte) (int, error) {
+	if n.head == n.end {
+		if n.rerr != nil {
+			err := n.rerr
+			n.rerr = nil
+			return 0, err
+		}
+		if len(p) >= readAhead {
+			return n.read(p) // as large as the buffer: no copy
+		}
+		if n.buf == nil {
+			n.buf = make([]byte, readAhead)
+		}
+		k, err := n.read(n.buf)
+		if k == 0 {
+			return 0, err
+		}
+		n.head, n.end, n.rerr = 0, k, err
+	}
+	k := copy(p, n.buf[n.head:n.end])
+	n.head += k
+	return k, nil
+}
+
+// read reads from the connection and arms the nudge after a small read.
+func (n *nudgeConn) read(p []byte) (int, error) {
 	k, err := n.Conn.Read(p)
 	if k > 0 && k < nudgeBelow && n.nudge.Load() != nil {
 		n.timer.Reset(n.after)

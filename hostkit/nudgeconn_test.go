@@ -72,3 +72,64 @@ func TestNudgeConn(t *testing.T) {
 	quiet("after close")
 	require.EqualValues(t, 2, nudges.Load())
 }
+
+// countingConn counts the reads that reach the connection.
+type countingConn struct {
+	net.Conn
+	reads atomic.Int32
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+// TestNudgeConnReadAhead: small reads are served from one read of the
+// connection; every byte arrives once and in order, reads as large as the
+// buffer go straight through, and the end of the stream follows the last
+// byte.
+func TestNudgeConnReadAhead(t *testing.T) {
+	client, server := net.Pipe()
+	cc := &countingConn{Conn: client}
+	nc := newNudgeConn(cc)
+	defer nc.Close()
+
+	chunks := [][]byte{make([]byte, 10), make([]byte, 3*readAhead), make([]byte, 5)}
+	var want []byte
+	for i, c := range chunks {
+		for j := range c {
+			c[j] = byte(i*31 + j)
+		}
+		want = append(want, c...)
+	}
+	go func() {
+		for _, c := range chunks {
+			_, _ = server.Write(c)
+		}
+		server.Close()
+	}()
+
+	// Ten 1-byte reads of the first 10-byte write: one read of the pipe.
+	var got []byte
+	one := make([]byte, 1)
+	for range 10 {
+		k, err := nc.Read(one)
+		require.NoError(t, err)
+		got = append(got, one[:k]...)
+	}
+	require.EqualValues(t, 1, cc.reads.Load(), "ten small reads should take one read of the connection")
+
+	// A read as large as the buffer goes straight through, then small ones.
+	big := make([]byte, readAhead)
+	k, err := io.ReadFull(nc, big)
+	require.NoError(t, err)
+	got = append(got, big[:k]...)
+	rest, err := io.ReadAll(io.LimitReader(nc, 1<<30))
+	require.NoError(t, err)
+	got = append(got, rest...)
+	require.Equal(t, want, got)
+
+	k, err = nc.Read(one)
+	require.Zero(t, k)
+	require.ErrorIs(t, err, io.EOF)
+}
