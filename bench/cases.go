@@ -425,8 +425,13 @@ func (e *Env) Exec(ctx context.Context, perRound int) (Case, error) {
 	return c, nil
 }
 
-// Transfer: upload and download of one big file.
-func (e *Env) Transfer(ctx context.Context, size int64) (Case, error) {
+// MemDir is a tmpfs every user may write to, for Transfer in memory.
+const MemDir = "/dev/shm"
+
+// Transfer: upload and download of one big file. With inMemory, the files
+// at both ends are in MemDir, so the clients are measured rather than the
+// disk's writeback; otherwise in e.Dir and /tmp.
+func (e *Env) Transfer(ctx context.Context, size int64, inMemory bool) (Case, error) {
 	srv, err := e.sshd()
 	if err != nil {
 		return Case{}, err
@@ -434,14 +439,22 @@ func (e *Env) Transfer(ctx context.Context, size int64) (Case, error) {
 	defer srv.Close()
 	h := hostkit.New("127.0.0.1", srv.Config())
 	defer h.Close()
-	local := filepath.Join(e.Dir, "payload")
+	localDir, remoteDir, where := e.Dir, "/tmp", "on disk"
+	if inMemory {
+		if localDir, err = os.MkdirTemp(MemDir, "brokerbench-"); err != nil {
+			return Case{}, fmt.Errorf("files in memory: %w", err)
+		}
+		defer os.RemoveAll(localDir)
+		remoteDir, where = MemDir, "in memory ("+MemDir+")"
+	}
+	local := filepath.Join(localDir, "payload")
 	if err := writeRandom(local, size); err != nil {
 		return Case{}, err
 	}
 	defer os.Remove(local)
-	back := filepath.Join(e.Dir, "payload.back")
+	back := filepath.Join(localDir, "payload.back")
 	defer os.Remove(back)
-	remote := "/tmp/brokertest-bench-" + inventory.NewID()
+	remote := remoteDir + "/brokertest-bench-" + inventory.NewID()
 	defer h.Execute(context.Background(), "rm -f "+remote)
 	scpArgs, err := openSSHArgs(srv, "-P")
 	if err != nil {
@@ -506,8 +519,8 @@ func (e *Env) Transfer(ctx context.Context, size int64) (Case, error) {
 		}
 	}
 	c := Case{
-		Title:  fmt.Sprintf("%d MiB upload and download", size>>20),
-		What:   "One file of random bytes to and from a real OpenSSH sshd on 127.0.0.1: broker's hostkit (SFTP via pkg/sftp, concurrent requests) against the OpenSSH `scp` (SFTP protocol in OpenSSH 9) and `sftp -b` clients (new process and connection each).",
+		Title:  fmt.Sprintf("%d MiB upload and download, files %s", size>>20, where),
+		What:   "One file of random bytes to and from a real OpenSSH sshd on 127.0.0.1, files " + where + " at both ends: broker's hostkit (SFTP via pkg/sftp, concurrent requests) against the OpenSSH `scp` (SFTP protocol in OpenSSH 9) and `sftp -b` clients (new process and connection each).",
 		Series: series(names, "MB/s", out),
 	}
 	c.RatioOf("hostkit / scp upload (throughput)", names[0], names[2], 1.5, false)

@@ -41,7 +41,7 @@ func main() {
 	}
 	rounds := flag.Int("rounds", 10, "samples per contender")
 	quick := flag.Bool("quick", false, "3 rounds and small sizes: a smoke run, not for the report")
-	only := flag.String("cases", "lifecycle,twenty,exec,transfer,pool,inventory", "cases to run, comma-separated")
+	only := flag.String("cases", "lifecycle,twenty,exec,transfer,transfer-mem,pool,inventory", "cases to run, comma-separated")
 	out := flag.String("out", "../BENCHMARKS.md", "file whose bench section is rewritten (\"\" prints it)")
 	flag.Parse()
 	if *quick {
@@ -79,12 +79,13 @@ func main() {
 		perRound, size = 20, 16<<20
 	}
 	runs := map[string]func() (bench.Case, error){
-		"lifecycle": func() (bench.Case, error) { return env.Lifecycle(ctx) },
-		"twenty":    func() (bench.Case, error) { return env.Twenty(ctx) },
-		"exec":      func() (bench.Case, error) { return env.Exec(ctx, perRound) },
-		"transfer":  func() (bench.Case, error) { return env.Transfer(ctx, size) },
-		"pool":      func() (bench.Case, error) { return env.Pool(ctx) },
-		"inventory": func() (bench.Case, error) { return env.Inventory(ctx, self) },
+		"lifecycle":    func() (bench.Case, error) { return env.Lifecycle(ctx) },
+		"twenty":       func() (bench.Case, error) { return env.Twenty(ctx) },
+		"exec":         func() (bench.Case, error) { return env.Exec(ctx, perRound) },
+		"transfer":     func() (bench.Case, error) { return env.Transfer(ctx, size, false) },
+		"transfer-mem": func() (bench.Case, error) { return env.Transfer(ctx, size, true) },
+		"pool":         func() (bench.Case, error) { return env.Pool(ctx) },
+		"inventory":    func() (bench.Case, error) { return env.Inventory(ctx, self) },
 	}
 	var cases []bench.Case
 	for _, name := range strings.Split(*only, ",") {
