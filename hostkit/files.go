@@ -69,18 +69,15 @@ func (h *Host) openSFTP(ctx context.Context, c *ssh.Client) (*sftp.Client, error
 	// sftp.NewClient takes no context: run it aside and give up on ctx.
 	go func() {
 		opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true)}
-		sc, err := sftp.NewClient(c, opts...)
-		if err == nil {
-			if _, ok := sc.HasExtension("limits@openssh.com"); ok {
-				// The server states its limits: it is OpenSSH, which takes
-				// 255 KiB per read or write. 128 KiB requests move large
-				// files ~20% faster than the 32 KiB every server must take.
-				if big, err := sftp.NewClient(c, append(opts, sftp.MaxPacketUnchecked(1<<17))...); err == nil {
-					sc.Close()
-					sc = big
-				}
-			}
+		size, err := sftpRequestSize(ctx, c)
+		if err != nil {
+			// Only the speed of large files depends on it.
+			h.log.Debug("hostkit: sftp request size unknown, using 32 KiB", "host", h.Hostname, "error", err)
 		}
+		if size > 0 {
+			opts = append(opts, sftp.MaxPacketUnchecked(size))
+		}
+		sc, err := sftp.NewClient(c, opts...)
 		ch <- result{sc, err}
 	}()
 	var r result

@@ -625,6 +625,25 @@ func TestUploadDownload(t *testing.T) {
 	assert.ErrorIs(t, h.Download(ctx, dir+"/missing", back), fs.ErrNotExist)
 }
 
+// TestSFTPRequestSizeOpenSSH: Debian's sshd states its limits
+// (limits@openssh.com) and hostkit reads them: 255 KiB per read or write,
+// OpenSSH's message limit less 1 KiB, where pkg/sftp alone would use 32 KiB.
+func TestSFTPRequestSizeOpenSSH(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := newHost(t, srv.Config())
+	ctx := testCtx(t)
+	c, err := h.SSHClient(ctx)
+	require.NoError(t, err)
+	size, err := hostkit.SFTPRequestSize(ctx, c)
+	require.NoError(t, err)
+	assert.Equal(t, 255<<10, size)
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = hostkit.SFTPRequestSize(cctx, c)
+	assert.Error(t, err, "a cancelled context ends the exchange")
+}
+
 func TestCopyTo(t *testing.T) {
 	a, b := sshtest.Start(t), sshtest.Start(t)
 	ha, hb := newHost(t, a.Config()), newHost(t, b.Config())

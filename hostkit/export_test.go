@@ -1,0 +1,4 @@
+package hostkit
+
+// SFTPRequestSize lets the external tests ask a real sshd.
+var SFTPRequestSize = sftpRequestSize
