@@ -119,10 +119,11 @@ func TestNudgeConnReadAhead(t *testing.T) {
 	}
 	require.EqualValues(t, 1, cc.reads.Load(), "ten small reads should take one read of the connection")
 
-	// A read as large as the buffer goes straight through, then small ones.
-	big := make([]byte, readAhead)
+	// A read larger than the buffer goes straight through, then small ones.
+	big := make([]byte, 2*readAhead)
 	k, err := io.ReadFull(nc, big)
 	require.NoError(t, err)
+	require.EqualValues(t, 2, cc.reads.Load(), "a read larger than the buffer should be one read of the connection")
 	got = append(got, big[:k]...)
 	rest, err := io.ReadAll(io.LimitReader(nc, 1<<30))
 	require.NoError(t, err)
