@@ -285,8 +285,6 @@ func TestSSHHost(t *testing.T) {
 	})
 }
 
-// TestEngineTransport checks a host without sshd: exec (status, output,
-// env, stdin) and files through the archive API.
 // TestKeyAppended: the client key is appended to an authorized_keys the
 // image already has, even one whose last line lacks its newline, and the
 // line there is kept whole.
@@ -336,6 +334,8 @@ func TestFirstConnectionIsTheBannerOne(t *testing.T) {
 	})
 }
 
+// TestEngineTransport checks a host without sshd: exec (status, output,
+// env, stdin) and files through the archive API.
 func TestEngineTransport(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)
