@@ -224,7 +224,7 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 	var filter string
 	fs, err := c.flags("cleanup", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&all, "all", false, "every host in the inventory")
-		fs.BoolVar(&stale, "stale", false, "hosts whose owner run is dead on this machine, or whose keep time has passed")
+		fs.BoolVar(&stale, "stale", false, "hosts whose owner run is dead on this machine, or whose keep time has passed (never hosts kept for inspection with no keep time)")
 		fs.StringVar(&filter, "filter", "", "of the selected hosts, only those matching `F`")
 		fs.BoolVar(&dryRun, "dry-run", false, "say what would be checked in, change nothing")
 	})
@@ -281,7 +281,8 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 }
 
 // staleOnly keeps the records whose owner is provably dead, and kept hosts
-// whose keep time has passed.
+// whose keep time has passed. A host kept for inspection with no keep time
+// outlives its owner on purpose: only a person checks it in, by naming it.
 func staleOnly(recs []*inventory.Record, now time.Time) []*inventory.Record {
 	var out []*inventory.Record
 	for _, r := range recs {
@@ -289,7 +290,8 @@ func staleOnly(recs []*inventory.Record, now time.Time) []*inventory.Record {
 			continue
 		}
 		expired := r.Broker.KeepUntil != nil && now.After(*r.Broker.KeepUntil)
-		if expired || r.Broker.KeepUntil == nil && r.Broker.Owner.Dead() {
+		orphaned := r.Broker.KeepUntil == nil && r.Broker.State != inventory.StateKept && r.Broker.Owner.Dead()
+		if expired || orphaned {
 			out = append(out, r)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,13 +108,27 @@ func TestCleanupStaleAndFailures(t *testing.T) {
 	liveRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-live", Provider: "Local",
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady, Owner: live}}
 	foreign := &inventory.Record{Hostname: "vm.example.com", Name: "vm1", Provider: "NoSuchProvider"}
-	require.NoError(t, store.Put(staleRec, liveRec, foreign))
+	// Kept for inspection by a run now dead: with no keep time it stays
+	// until a person names it; with one that has passed it is stale.
+	past := time.Now().Add(-time.Minute)
+	keptRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-kept", Provider: "Local",
+		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateKept, Owner: dead}}
+	expiredRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-kept-expired", Provider: "Local",
+		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateKept, Owner: dead, KeepUntil: &past}}
+	require.NoError(t, store.Put(staleRec, liveRec, foreign, keptRec, expiredRec))
 
 	code, out, stderr := runCLI(t, "cleanup", "--stale")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "local-stale")
+	assert.Contains(t, out, "local-kept-expired")
 	assert.NotContains(t, out, "local-live")
+	assert.NotContains(t, out, "local-kept ")
 	recs, _ := store.Load()
+	require.Len(t, recs, 3)
+	assert.Equal(t, "local-kept", recs[2].Name)
+	code, _, stderr = runCLI(t, "cleanup", "local-kept")
+	require.Equal(t, 0, code, stderr)
+	recs, _ = store.Load()
 	require.Len(t, recs, 2)
 
 	// A host that fails to check in stays and is named; exit status 1.
