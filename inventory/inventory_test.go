@@ -57,6 +57,50 @@ func TestRoundTripKeepsForeignKeys(t *testing.T) {
 	assert.Equal(t, "new", after[3]["name"])
 }
 
+// Keys the Python broker writes empty or null come back as they were, and
+// every record has _broker_args: the Python broker's inventory listing
+// reads host["_broker_args"] and fails on a host without it.
+func TestRoundTripKeepsEmptyAndNull(t *testing.T) {
+	foreign := `- hostname: tower-1.example.com
+  name: null
+  _broker_provider: AnsibleTower
+  _broker_args: {}
+  _broker_facts: {}
+  type: host
+- hostname: tower-2.example.com
+  _broker_provider: AnsibleTower
+  _broker_args: {template: deploy-rhel}
+`
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(foreign), 0o600))
+	s := inventory.Open(path)
+	names := []string{"8.6", "null", "yes", "two\nlines", "plain"}
+	for _, n := range names {
+		require.NoError(t, s.Put(&inventory.Record{Hostname: "127.0.0.1", Name: n, Provider: "Local", Broker: &inventory.Meta{ID: inventory.NewID()}}))
+	}
+
+	out, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var before, after []map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(foreign), &before))
+	require.NoError(t, yaml.Unmarshal(out, &after))
+	require.Len(t, after, 2+len(names), "%s", out)
+	assert.Equal(t, before, after[:2])
+	assert.Contains(t, after[0], "name", "name: null is kept")
+	for i, n := range names {
+		rec := after[2+i]
+		assert.Equal(t, n, rec["name"], "a name is written back as the same string")
+		assert.Equal(t, map[string]any{}, rec["_broker_args"], "every record has _broker_args")
+		assert.NotContains(t, rec, "_broker_facts", "no facts, no key")
+	}
+
+	// Loading and rewriting changes nothing more.
+	require.NoError(t, s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) { return recs, nil }))
+	again, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, string(out), string(again))
+}
+
 func TestPutRemoveMatching(t *testing.T) {
 	s := inventory.Open(filepath.Join(t.TempDir(), "d", "inventory.yaml"))
 	a := &inventory.Record{Hostname: "a", Broker: &inventory.Meta{ID: "aaa"}}

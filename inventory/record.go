@@ -5,6 +5,8 @@ package inventory
 
 import (
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Record is one host in the inventory. Known fields are typed; every other key
@@ -25,6 +27,63 @@ type Record struct {
 
 	// Extra holds every other key, so nothing in a foreign file is lost.
 	Extra map[string]any `yaml:",inline" json:"-"`
+
+	// nameNull records a foreign file's "name: null" (the Python broker's
+	// host without a name), so it is written back as it was read.
+	nameNull bool
+}
+
+// record is Record without its YAML methods, for decoding into.
+type record Record
+
+// UnmarshalYAML decodes a record, noting a null name.
+func (r *Record) UnmarshalYAML(n *yaml.Node) error {
+	if err := n.Decode((*record)(r)); err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" && v.Tag == "!!null" {
+			r.nameNull = true
+		}
+	}
+	return nil
+}
+
+// recordOut is how a record is written: _broker_args always (the Python
+// broker's inventory listing reads it from every host), _broker_facts
+// whenever the record has it, even empty, and name null when it was read so.
+type recordOut struct {
+	Hostname string         `yaml:"hostname"`
+	Name     *yaml.Node     `yaml:"name,omitempty"`
+	IP       string         `yaml:"ip,omitempty"`
+	Provider string         `yaml:"_broker_provider,omitempty"`
+	Instance string         `yaml:"_broker_provider_instance,omitempty"`
+	Args     map[string]any `yaml:"_broker_args"`
+	Facts    any            `yaml:"_broker_facts,omitempty"`
+	Broker   *Meta          `yaml:"_brokertest,omitempty"`
+	Extra    map[string]any `yaml:",inline"`
+}
+
+// MarshalYAML writes the record so that the Python broker reads it, and a
+// foreign record as it was read.
+func (r Record) MarshalYAML() (any, error) {
+	out := recordOut{
+		Hostname: r.Hostname, IP: r.IP, Provider: r.Provider, Instance: r.Instance,
+		Args: r.Args, Broker: r.Broker, Extra: r.Extra,
+	}
+	switch {
+	case r.Name != "":
+		out.Name = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: r.Name}
+	case r.nameNull:
+		out.Name = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+	}
+	if out.Args == nil {
+		out.Args = map[string]any{}
+	}
+	if r.Facts != nil {
+		out.Facts = r.Facts
+	}
+	return out, nil
 }
 
 // States a record moves through.
