@@ -2,12 +2,15 @@ package inventory_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,15 +141,192 @@ func TestPermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "broker")
 	path := filepath.Join(dir, "inventory.yaml")
 	require.NoError(t, inventory.Open(path).Put(&inventory.Record{Hostname: "h", Broker: &inventory.Meta{ID: "1"}}))
-	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + ".lock": 0o600} {
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + ".flock": 0o600} {
 		st, err := os.Stat(p)
 		require.NoError(t, err)
 		assert.Equal(t, want, st.Mode().Perm(), p)
 	}
-	// No temp file is left behind.
+	// No temp file is left behind, nor the Python broker's lock file.
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Len(t, ents, 2)
+	assert.NoFileExists(t, path+".lock")
+}
+
+// takePythonLock takes the lock as the Python broker's FileLock does: it
+// creates <path>.lock exclusively (empty); removing it releases it.
+func takePythonLock(path string) error {
+	for {
+		f, err := os.OpenFile(path+".lock", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			return f.Close()
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func pythonHolds(t *testing.T, path string) (release func()) {
+	t.Helper()
+	require.NoError(t, takePythonLock(path))
+	return func() { require.NoError(t, os.Remove(path+".lock")) }
+}
+
+// While the Python broker holds its lock, no update writes; once it lets
+// go, the update goes through.
+func TestPythonBrokerLockIsHonoured(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	s := inventory.Open(path)
+	release := pythonHolds(t, path)
+
+	ctx, cancel := contextWithTimeout(100 * time.Millisecond)
+	defer cancel()
+	err := s.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		return append(recs, &inventory.Record{Hostname: "early"}), nil
+	})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path+".lock")
+	assert.Contains(t, err.Error(), "Python broker")
+	assert.NoFileExists(t, path, "nothing was written while the Python broker held its lock")
+
+	released := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		released <- time.Now()
+		release()
+	}()
+	require.NoError(t, s.Put(&inventory.Record{Hostname: "late", Broker: &inventory.Meta{ID: "1"}}))
+	assert.WithinDuration(t, time.Now(), <-released, time.Second)
+	recs, err := s.Load()
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	assert.NoFileExists(t, path+".lock", "the lock is released")
+}
+
+// A lock file left behind is taken over: one with our mark at once (its
+// writer died), an empty one once it is older than the Python broker would
+// ever hold it, unless a process flocks it (an earlier version of ours).
+func TestLeftLockFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	s := inventory.Open(path)
+	put := func(ctx context.Context) error {
+		return s.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) { return recs, nil })
+	}
+	brief := func() (context.Context, context.CancelFunc) { return contextWithTimeout(100 * time.Millisecond) }
+
+	require.NoError(t, os.WriteFile(path+".lock", []byte("brokertest\n"), 0o600))
+	ctx, cancel := brief()
+	defer cancel()
+	require.NoError(t, put(ctx), "our own left lock is taken over")
+	assert.NoFileExists(t, path+".lock")
+
+	require.NoError(t, os.WriteFile(path+".lock", nil, 0o600))
+	ctx, cancel = brief()
+	defer cancel()
+	require.Error(t, put(ctx), "a fresh empty lock is the Python broker's: wait")
+	old := time.Now().Add(-time.Minute)
+	require.NoError(t, os.Chtimes(path+".lock", old, old))
+
+	f, err := os.Open(path + ".lock")
+	require.NoError(t, err)
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
+	ctx, cancel = brief()
+	defer cancel()
+	require.Error(t, put(ctx), "an old lock that a process flocks is held")
+	require.NoError(t, f.Close())
+
+	ctx, cancel = brief()
+	defer cancel()
+	require.NoError(t, put(ctx), "an old empty lock nobody holds is left: taken over")
+	assert.NoFileExists(t, path+".lock")
+}
+
+// The Python broker and this library write one inventory at the same time:
+// the Python side as it does (under its lock: read, unlink, rewrite in
+// place). Every record of both sides is there at the end, and no read of
+// ours saw a torn file.
+func TestConcurrentWithPythonBrokerLosesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	s := inventory.Open(path)
+	const each = 40
+	done := make(chan error, 1)
+	go func() {
+		for i := range each {
+			if err := takePythonLock(path); err != nil {
+				done <- err
+				return
+			}
+			data, err := os.ReadFile(path)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				done <- err
+				return
+			}
+			var recs []map[string]any
+			if err := yaml.Unmarshal(data, &recs); err != nil {
+				done <- err
+				return
+			}
+			recs = append(recs, map[string]any{"hostname": fmt.Sprintf("py-%d", i), "_broker_args": map[string]any{}})
+			out, _ := yaml.Marshal(recs)
+			os.Remove(path)
+			if err := os.WriteFile(path, out[:len(out)/2], 0o600); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(time.Millisecond) // a reader here sees a torn file
+			if err := os.WriteFile(path, out, 0o600); err != nil {
+				done <- err
+				return
+			}
+			if err := os.Remove(path + ".lock"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	require.NoError(t, s.Put(&inventory.Record{Hostname: "go-first", Broker: &inventory.Meta{ID: "first"}}))
+	// A reader all along: the file always has a record from here on.
+	stop := make(chan struct{})
+	var reads, bad int
+	var readErr error
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			recs, err := s.Load()
+			reads++
+			if err != nil || len(recs) == 0 {
+				bad++
+				readErr = err
+			}
+		}
+	}()
+	for i := range each {
+		require.NoError(t, s.Put(&inventory.Record{Hostname: fmt.Sprintf("go-%d", i), Broker: &inventory.Meta{ID: fmt.Sprint(i)}}))
+	}
+	require.NoError(t, <-done)
+	close(stop)
+	<-readerDone
+	assert.Zero(t, bad, "of %d reads while the Python broker rewrote, %d saw no file or a torn one (last error: %v)", reads, bad, readErr)
+	recs, err := s.Load()
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, r := range recs {
+		got[r.Hostname] = true
+	}
+	for i := range each {
+		assert.True(t, got[fmt.Sprintf("go-%d", i)], "go-%d lost", i)
+		assert.True(t, got[fmt.Sprintf("py-%d", i)], "py-%d lost", i)
+	}
+	assert.Len(t, recs, 2*each+1)
 }
 
 func TestCorruptFileIsNeverOverwritten(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,8 +36,38 @@ func Open(path string) *Store { return &Store{path: path} }
 // Path returns the inventory file's path.
 func (s *Store) Path() string { return s.path }
 
-// Load returns the records; none when the file does not exist.
+// Load returns the records; none when the file does not exist. It takes no
+// lock, since this library replaces the file atomically; but the Python
+// broker rewrites it in place under its lock, so a file missing, empty or
+// corrupt while that lock is held is read again once it is released.
 func (s *Store) Load() ([]*Record, error) {
+	recs, err := s.load()
+	if err == nil && len(recs) > 0 {
+		return recs, nil
+	}
+	py := s.pythonLockPath()
+	data, rerr := os.ReadFile(py)
+	if errors.Is(rerr, fs.ErrNotExist) && err == nil {
+		return recs, nil // an empty inventory, or none yet
+	}
+	if rerr == nil && string(data) != pythonLockMark {
+		ctx, cancel := context.WithTimeout(context.Background(), pythonLockWait)
+		defer cancel()
+		_ = poll(ctx, func() (bool, error) {
+			_, err := os.Stat(py)
+			return errors.Is(err, fs.ErrNotExist), nil
+		})
+	}
+	// Read again even when no lock is seen: it may have been released
+	// between the first read and the look.
+	return s.load()
+}
+
+// pythonLockWait bounds how long Load waits for the Python broker to finish
+// rewriting the file: as long as the Python broker waits for its lock.
+const pythonLockWait = 10 * time.Second
+
+func (s *Store) load() ([]*Record, error) {
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -158,14 +189,17 @@ func (s *Store) Remove(recs ...*Record) error {
 	})
 }
 
-// lock takes the exclusive flock of the sibling lock file, creating the
-// directory (0700) and the lock file (0600) as needed.
+// lock takes the inventory's two locks, creating the directory (0700) as
+// needed. First an flock of <path>.flock (0600): it orders this library's
+// processes, and the kernel drops it when a holder dies, so a crash never
+// blocks the next one. Then the Python broker's lock (see pythonLock), so
+// that the two tools never write the file at the same time.
 func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
 	dir := filepath.Dir(s.path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("inventory: create directory %s: %w", dir, err)
 	}
-	lockPath := s.path + ".lock"
+	lockPath := s.path + ".flock"
 	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: open lock %s: %w", lockPath, err)
@@ -176,29 +210,130 @@ func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
 	} else {
 		// flock cannot be interrupted by a context: poll a non-blocking
 		// attempt, backing off up to 20ms.
-		wait := 500 * time.Microsecond
-		for {
-			err = flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-			if err != syscall.EWOULDBLOCK {
-				break
+		err = poll(ctx, func() (bool, error) {
+			err := flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+			if err == syscall.EWOULDBLOCK {
+				return false, nil
 			}
-			select {
-			case <-ctx.Done():
-				f.Close()
-				return nil, fmt.Errorf("inventory: wait for lock %s: %w", lockPath, ctx.Err())
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 20*time.Millisecond)
-		}
+			return true, err
+		})
 	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("inventory: lock %s: %w", lockPath, err)
 	}
-	return func() {
+	release := func() {
 		_ = syscall.Flock(fd, syscall.LOCK_UN)
 		f.Close()
+	}
+	py, err := s.pythonLock(ctx)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return func() {
+		os.Remove(py)
+		release()
 	}, nil
+}
+
+// pythonLockMark is what this library writes into the Python broker's lock
+// file; the Python broker creates it empty.
+const pythonLockMark = "brokertest\n"
+
+// staleLockAge is when an empty lock file is taken to be left by a Python
+// broker that died holding it: the Python broker holds its lock for one read
+// or write and gives up waiting for it after 10 s.
+const staleLockAge = 30 * time.Second
+
+// pythonLock takes the Python broker's lock: <resolved path>.lock, created
+// exclusively and removed on release (its FileLock), waiting while another
+// holds it. Called with the flock held, so a lock file carrying our mark
+// is from a process of ours that died: it is removed at once. An empty one
+// older than staleLockAge is removed too, unless a process flocks it (an
+// earlier version of this library locked that file). It returns the lock
+// file's path.
+func (s *Store) pythonLock(ctx context.Context) (string, error) {
+	path := s.pythonLockPath()
+	err := poll(ctx, func() (bool, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, err = f.WriteString(pythonLockMark)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				os.Remove(path)
+			}
+			return true, err
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return true, err
+		}
+		if staleLock(path) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return true, err
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("inventory: take the Python broker's lock %s (if no broker is running, it was left by one that crashed: remove it): %w", path, err)
+	}
+	return path, nil
+}
+
+// pythonLockPath is where the Python broker puts its lock: beside the
+// inventory file's resolved path.
+func (s *Store) pythonLockPath() string {
+	path := s.path
+	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		path = filepath.Join(d, filepath.Base(path))
+	}
+	if r, err := filepath.EvalSymlinks(path); err == nil {
+		path = r
+	}
+	return path + ".lock"
+}
+
+// staleLock reports whether the lock file at path was left by a dead
+// holder (see pythonLock).
+func staleLock(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false // gone, or not ours to judge
+	}
+	if string(data) == pythonLockMark {
+		return true
+	}
+	st, err := os.Stat(path)
+	if err != nil || len(data) > 0 || time.Since(st.ModTime()) < staleLockAge {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil
+}
+
+// poll calls try until it reports done, waiting between calls (0.5 ms,
+// doubling up to 20 ms) and giving up when ctx ends.
+func poll(ctx context.Context, try func() (done bool, err error)) error {
+	wait := 500 * time.Microsecond
+	for {
+		done, err := try()
+		if done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for lock: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }
 
 func flockRetry(fd, how int) error {
