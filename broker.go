@@ -112,6 +112,11 @@ func New(opts ...Option) (*Broker, error) {
 	for _, o := range opts {
 		o(&c)
 	}
+	if c.settings.Providers == nil {
+		// Check the sections of every registered provider at load,
+		// third-party ones included.
+		c.settings.Providers = providers.Names()
+	}
 	s, err := settings.Load(c.settings)
 	if err != nil {
 		return nil, err

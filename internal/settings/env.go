@@ -18,13 +18,15 @@ type override struct {
 	value any
 }
 
-// overrides picks the override variables out of environ. Names without
-// "__" (BROKER_DIRECTORY, BROKER_TEST_REQUIRE…) are not overrides; names
-// with an empty part give a warning. The result is ordered by depth, so a
-// more specific variable (…__instances__testing__token) is applied after,
-// and so wins over, a broader one (…__token); equal depths keep environ's
-// order, so a later duplicate wins.
-func overrides(environ []string) (out []override, warnings []string) {
+// overrides picks the override variables out of environ and reads their
+// values (parseEnvValue). Names without "__" (BROKER_DIRECTORY,
+// BROKER_TEST_REQUIRE…) are not overrides; names with an empty part give a
+// warning; a value a dynaconf converter can't read is an error. The result
+// is ordered by depth, so a more specific variable
+// (…__instances__testing__token) is applied after, and so wins over, a
+// broader one (…__token); equal depths keep environ's order, so a later
+// duplicate wins.
+func (m *meta) overrides(environ []string) (out []override, warnings []string, err error) {
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, envPrefix) || name == "BROKER_DIRECTORY" {
@@ -45,10 +47,32 @@ func overrides(environ []string) (out []override, warnings []string) {
 			warnings = append(warnings, fmt.Sprintf("settings: ignoring environment variable %s: an empty key between \"__\" separators", name))
 			continue
 		}
-		out = append(out, override{name: name, parts: parts, value: parseEnvValue(value)})
+		path := strings.Join(parts, ".")
+		v, warn, problem := parseEnvValue(value, secretKey(parts[len(parts)-1]))
+		if problem != "" {
+			return nil, nil, &Error{File: m.file, Env: name, Path: path, Msg: fmt.Sprintf("%s cannot be read: %s", show(path, value), problem)}
+		}
+		if warn != "" {
+			warnings = append(warnings, fmt.Sprintf("settings: environment variable %s: %s", name, warn))
+		}
+		out = append(out, override{name: name, parts: parts, value: v})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return len(out[i].parts) < len(out[j].parts) })
-	return out, warnings
+	return out, warnings, nil
+}
+
+// instanceFlags finds the override_envars: flags that overrides set on
+// instances (BROKER_<Section>__instances__<name>__override_envars), keyed
+// by lower-case section and instance name, so apply knows them before the
+// deeper variables are applied.
+func instanceFlags(ovs []override) map[[2]string]any {
+	flags := map[[2]string]any{}
+	for _, o := range ovs {
+		if len(o.parts) == 4 && strings.EqualFold(o.parts[1], "instances") && strings.EqualFold(o.parts[3], "override_envars") {
+			flags[[2]string{strings.ToLower(o.parts[0]), strings.ToLower(o.parts[2])}] = o.value
+		}
+	}
+	return flags
 }
 
 // findKey finds name among m's keys ignoring case: the exact spelling if
@@ -69,9 +93,14 @@ func findKey(m map[string]any, name string) (string, bool) {
 // apply sets one override in data. The section keeps the variable's
 // spelling when it is new; other new keys are lower-cased. A section-level
 // key (BROKER_AnsibleTower__token) also replaces the same key in each
-// instance that sets its own, since env wins over the file, as dynaconf
-// users expect (default: excepted).
-func (m *meta) apply(data map[string]any, o override) error {
+// instance that sets its own, since env wins over the file, as in the
+// Python broker (which loads the environment again over the chosen
+// instance's keys), except in an instance that says override_envars: true:
+// its own keys win over the environment's section-level ones, as in the
+// Python broker. The instance flags default: and override_envars: are not
+// shared. flags holds override_envars: values set by variables not yet
+// applied (instanceFlags).
+func (m *meta) apply(data map[string]any, o override, flags map[[2]string]any) error {
 	sec, ok := findKey(data, o.parts[0])
 	if !ok {
 		sec = o.parts[0]
@@ -82,8 +111,8 @@ func (m *meta) apply(data map[string]any, o override) error {
 	}
 	data[sec] = v
 	secMap, ok := data[sec].(map[string]any)
-	if !ok || strings.EqualFold(o.parts[1], "instances") || strings.EqualFold(o.parts[1], "default") {
-		return nil // default: picks an instance; it is no setting to share
+	if !ok || strings.EqualFold(o.parts[1], "instances") || flagKey(o.parts[1]) {
+		return nil
 	}
 	ik, ok := findKey(secMap, "instances")
 	if !ok {
@@ -91,6 +120,15 @@ func (m *meta) apply(data map[string]any, o override) error {
 	}
 	for _, in := range instanceMaps(secMap[ik], joinPath(sec, ik)) {
 		if _, has := findKey(in.m, o.parts[1]); !has {
+			continue
+		}
+		flag, ok := flags[[2]string{strings.ToLower(sec), strings.ToLower(in.name)}]
+		if !ok {
+			if k, has := findKey(in.m, "override_envars"); has {
+				flag = in.m[k]
+			}
+		}
+		if keep, _ := toBool(flag); keep {
 			continue
 		}
 		if _, err := m.set(in.m, in.raw, in.shown, o.parts[1:], o); err != nil {

@@ -11,7 +11,10 @@ type section struct {
 	name      string         // as written in the file
 	values    map[string]any // the section's keys, without instances:
 	instances []instRef      // in file order
-	def       int            // index of the default instance; -1 without instances
+	raw       string         // raw key path of instances:
+	shown     string         // instances: as shown in messages
+	marked    []int          // instances saying default: true, in file order
+	badDef    *Error         // the first default: that is no boolean, if any
 }
 
 // nonProvider are top-level maps that are not provider sections.
@@ -26,14 +29,27 @@ func isProviderName(k string) bool {
 	return true
 }
 
-// knownProviders are the project's provider sections: if present they must
-// be maps (or empty), checked at Load rather than at first checkout.
-var knownProviders = []string{"AnsibleTower", "Container", "Local"}
+// BuiltinProviders are the providers this module implements (the names
+// they register in package providers). Their sections are checked at Load
+// when Options.Providers is nil; other sections (the Python broker's
+// Foreman, Beaker, OpenStack…) are kept unchecked.
+var BuiltinProviders = []string{"AnsibleTower", "Container", "Local"}
 
-// parseSection validates a provider section's instances and finds the
-// default one.
+// flagKey reports whether an instance key is one of the Python broker's
+// instance flags (default:, override_envars:) rather than a setting for the
+// provider: they are not shared by section-level overrides and not passed
+// on in Instance.Values.
+func flagKey(k string) bool {
+	return strings.EqualFold(k, "default") || strings.EqualFold(k, "override_envars")
+}
+
+// parseSection checks a provider section's shape (a map; instances: a list
+// of one-key maps or a map of maps; no instance twice; override_envars: a
+// boolean) and notes which instances say default: true. Which one is the
+// default is decided by defaultIndex, when a caller needs it: the Python
+// broker never refuses a file over default:.
 func (m *meta) parseSection(name string, v any) (*section, error) {
-	s := &section{name: name, values: map[string]any{}, def: -1}
+	s := &section{name: name, values: map[string]any{}}
 	if v == nil {
 		return s, nil
 	}
@@ -52,6 +68,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 	}
 	raw := joinPath(name, ik)
 	shown := joinPath(name, "instances")
+	s.raw, s.shown = raw, shown
 	switch x := sm[ik].(type) {
 	case []any:
 		for i, el := range x {
@@ -80,7 +97,8 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 			}
 			s.instances = append(s.instances, in)
 		}
-		// File order reads better in messages and matches the list form.
+		// File order reads better in messages, matches the list form and
+		// is the order in which the Python broker looks for the default.
 		sort.SliceStable(s.instances, func(i, j int) bool {
 			_, li := m.where(s.instances[i].raw)
 			_, lj := m.where(s.instances[j].raw)
@@ -89,41 +107,103 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 	default:
 		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s %s", typeName(x), show(shown, x))
 	}
-	if len(s.instances) == 0 {
-		return s, nil
-	}
-	names := make([]string, len(s.instances))
 	seen := map[string]string{}
-	var marked []string
 	for i, in := range s.instances {
-		names[i] = in.name
 		if prev, dup := seen[strings.ToLower(in.name)]; dup {
 			return nil, m.errAt(raw, shown, "instance %q is defined twice (as %q and %q)", in.name, prev, in.name)
 		}
 		seen[strings.ToLower(in.name)] = in.name
-		dk, ok := findKey(in.m, "default")
-		if !ok {
+		if _, err := m.instanceFlag(in, "override_envars"); err != nil {
+			return nil, err
+		}
+		b, err := m.instanceFlag(in, "default")
+		if err != nil {
+			if s.badDef == nil {
+				s.badDef = err
+			}
 			continue
 		}
-		p := joinPath(in.shown, dk)
-		b, ok := toBool(in.m[dk])
-		if !ok {
-			return nil, m.errAt(joinPath(in.raw, dk), p, "%s is not a boolean", show(p, in.m[dk]))
-		}
 		if b {
-			marked = append(marked, in.name)
-			s.def = i
+			s.marked = append(s.marked, i)
 		}
-	}
-	switch {
-	case len(s.instances) == 1:
-		s.def = 0
-	case len(marked) == 0:
-		return nil, m.errAt(raw, shown, "no instance marked default: true (%s); exactly one must be", strings.Join(names, ", "))
-	case len(marked) > 1:
-		return nil, m.errAt(raw, shown, "%d instances marked default: true (%s); exactly one must be", len(marked), strings.Join(marked, ", "))
 	}
 	return s, nil
+}
+
+// instanceFlag reads a boolean instance flag (false when unset or null).
+func (m *meta) instanceFlag(in instRef, flag string) (bool, *Error) {
+	k, ok := findKey(in.m, flag)
+	if !ok || in.m[k] == nil {
+		return false, nil
+	}
+	b, ok := toBool(in.m[k])
+	if !ok {
+		p := joinPath(in.shown, k)
+		return false, m.errAt(joinPath(in.raw, k), p, "%s is not a boolean", show(p, in.m[k]))
+	}
+	return b, nil
+}
+
+// names lists the instances' names in file order.
+func (s *section) names() []string {
+	names := make([]string, len(s.instances))
+	for i, in := range s.instances {
+		names[i] = in.name
+	}
+	return names
+}
+
+// defaultIndex picks the instance a request that names none gets, as the
+// Python broker does: none without instances (-1), the only one, else the
+// first (in file order) that says default: true. Several marked is no
+// error (warning says so at Load); none marked among several is an error
+// here, when a request needs the default, rather than the Python broker's
+// silent use of the section's own keys with no instance's, which leaves out
+// what each instance sets (its URL, its credentials) and fails later and
+// more obscurely.
+func (m *meta) defaultIndex(s *section) (int, error) {
+	switch {
+	case len(s.instances) == 0:
+		return -1, nil
+	case len(s.instances) == 1:
+		return 0, nil
+	case s.badDef != nil:
+		return -1, s.badDef
+	case len(s.marked) == 0:
+		return -1, m.errAt(s.raw, s.shown, "no instance marked default: true (%s); name one in the request (Request.Instance, or the argument %q) or mark one default: true",
+			strings.Join(s.names(), ", "), s.name)
+	}
+	return s.marked[0], nil
+}
+
+// warning describes a default: marking the Python broker accepts but that is
+// likely a mistake: several instances marked (the first wins), none among
+// several (a request must name one), or a default: that is no boolean. ""
+// when there is nothing to say.
+func (m *meta) warning(s *section) string {
+	if len(s.instances) < 2 {
+		return ""
+	}
+	if s.badDef != nil {
+		return "settings: " + s.badDef.Error() + "; requests for " + s.name + " that name no instance will fail"
+	}
+	var where string
+	if _, line := m.where(s.raw); line > 0 {
+		where = fmt.Sprintf(":%d", line)
+	}
+	switch {
+	case len(s.marked) > 1:
+		marked := make([]string, len(s.marked))
+		for i, idx := range s.marked {
+			marked[i] = s.instances[idx].name
+		}
+		return fmt.Sprintf("settings: %s%s: %s: %d instances marked default: true (%s); using the first, %s, as the Python broker does",
+			m.file, where, s.shown, len(marked), strings.Join(marked, ", "), marked[0])
+	case len(s.marked) == 0:
+		return fmt.Sprintf("settings: %s%s: %s: no instance marked default: true (%s); requests for %s must name an instance",
+			m.file, where, s.shown, strings.Join(s.names(), ", "), s.name)
+	}
+	return ""
 }
 
 // instance checks one instance's settings (a map, or empty).
@@ -140,8 +220,9 @@ func (m *meta) instance(raw, shown, p, name string, v any) (instRef, error) {
 	return ref, nil
 }
 
-// values merges the section's keys with instance i's (instance keys win,
-// matched ignoring case); default: is dropped, it only picks the instance.
+// merged merges the section's keys with instance i's (instance keys win,
+// matched ignoring case); default: and override_envars: are dropped, they
+// are about choosing the instance and applying overrides.
 func (s *section) merged(i int) map[string]any {
 	out := deepCopy(s.values).(map[string]any)
 	if i < 0 {
@@ -149,7 +230,7 @@ func (s *section) merged(i int) map[string]any {
 	}
 	in := s.instances[i].m
 	for _, k := range sortedKeys(in) {
-		if strings.EqualFold(k, "default") {
+		if flagKey(k) {
 			continue
 		}
 		if old, ok := findKey(out, k); ok {

@@ -10,7 +10,8 @@
 //	  host_password: secret
 //	  host_ssh_port: 22           # default 22
 //	  host_ssh_key_filename: ~/.ssh/id_ed25519
-//	  connect_timeout: 10         # seconds or "10s"; alias ssh_timeout; default 10s
+//	  connect_timeout: 10         # seconds or "10s"; aliases ssh_timeout and the
+//	                              # Python broker's host_connection_timeout; default 10s
 //	  command_timeout: 0          # seconds or "5m"; 0 (default) means none
 //	  insecure_ignore_host_key: false
 //	  known_hosts: [~/.ssh/known_hosts]
@@ -20,26 +21,36 @@
 //	  base_url: https://tower.example.com/
 //	  instances:                  # a list of one-key maps or a map
 //	    - testing: {token: x, default: true}
-//	    - production: {base_url: https://tower2.example.com/}
+//	    - production: {base_url: https://tower2.example.com/, override_envars: true}
 //	nicks:
 //	  rhel7: {workflow: deploy-base-rhel}
 //
 // An instance's keys replace the section's keys of the same name (a shallow
-// merge). With two or more instances exactly one says default: true; a lone
-// instance is the default anyway. Keys are matched ignoring case, unknown
-// keys are kept in Data, and a plain (unquoted) None reads as null, as the
-// Python broker's files write it. Duplicate keys in one map are an error.
+// merge). A request naming no instance gets the only one, else the first
+// (in file order) marked default: true, as in the Python broker; with
+// several and none marked that request is an error (the Python broker would
+// use the section's keys alone). Load checks only the sections of the
+// providers in use (Options.Providers, BuiltinProviders by default): their
+// shape, never how default: is marked (a warning at most). Other sections
+// (the Python broker's Foreman, Beaker…) are kept unchecked. Keys are
+// matched ignoring case and unknown keys are kept in Data. Duplicate keys
+// in one map are an error. A plain (unquoted) None reads as null: PyYAML,
+// and so the Python broker, reads the text "None", but its example files
+// wrote None to mean "unset", which is what null does here.
 //
 // Environment overrides BROKER_<Section>__<key>[__<subkey>…]=value set a
-// key (creating it when absent); the value is read as YAML, so "true" is a
-// boolean, "5" a number, `"x"` a string and "[a, b]" a list, while other
-// text stays as written. BROKER_<Section>__instances__<name>__<key> sets one
-// instance's key, whichever form instances: has. A section-level override
+// key (creating it when absent). Values are read as dynaconf reads them
+// (parseEnvValue): @int/@float/@bool/@str/@json/@none converters, else a
+// TOML value ("true", "5", "0x1F", "1.50", `"x"`, `["a", "b"]`, "{a = 1}"),
+// else the text as written ("None", "[a, b]", "abc"); a password or token
+// key keeps its text unless a converter is given.
+// BROKER_<Section>__instances__<name>__<key> sets one instance's key,
+// whichever form instances: has. A section-level override
 // BROKER_<Section>__<key> sets the section's key and also the same key of
-// every instance that sets its own: env wins over the file, as users of the
-// Python broker (dynaconf) expect. A more specific override wins over a
-// broader one. Variables without "__" (BROKER_DIRECTORY…) are not
-// overrides.
+// every instance that sets its own (env wins over the file, as in the
+// Python broker), except in instances marked override_envars: true, whose
+// own keys win. A more specific override wins over a broader one.
+// Variables without "__" (BROKER_DIRECTORY…) are not overrides.
 package settings
 
 import (
@@ -93,6 +104,11 @@ type Options struct {
 	Dir     string   // overrides BROKER_DIRECTORY
 	File    string   // overrides Dir/broker_settings.yaml; relative to the working directory
 	Environ []string // environment to read (os.Environ() when nil)
+	// Providers names the provider sections to check at Load (shape of
+	// the section and its instances): the providers this program
+	// implements. Nil means BuiltinProviders. Other sections are kept
+	// unchecked; Instance checks whichever section it is asked for.
+	Providers []string
 }
 
 // Instance is one provider instance's merged settings.
@@ -159,10 +175,14 @@ func Load(opts Options) (*Settings, error) {
 		}
 	}
 
-	ovs, warns := overrides(environ)
+	ovs, warns, err := m.overrides(environ)
+	if err != nil {
+		return nil, err
+	}
 	s.warnings = append(s.warnings, warns...)
+	flags := instanceFlags(ovs)
 	for _, o := range ovs {
-		if err := m.apply(s.Data, o); err != nil {
+		if err := m.apply(s.Data, o, flags); err != nil {
 			return nil, err
 		}
 	}
@@ -170,7 +190,11 @@ func Load(opts Options) (*Settings, error) {
 	if s.SSH, err = m.parseSSH(s.Data, home); err != nil {
 		return nil, err
 	}
-	if err := s.validate(); err != nil {
+	used := opts.Providers
+	if used == nil {
+		used = BuiltinProviders
+	}
+	if err := s.validate(used); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -303,7 +327,16 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 		}
 		out.Port = port
 	}
-	if v, p, ok := get(false, "connect_timeout", "ssh_timeout"); ok {
+	// connect_timeout and ssh_timeout are ours; host_connection_timeout is
+	// the Python broker's (under ssh:, or at the top level in its older
+	// files). Python's default is 60 s; ours (DefaultConnectTimeout)
+	// bounds each connection attempt's TCP dial and SSH handshake, and
+	// attempts are retried.
+	v, p, ok := get(false, "connect_timeout", "ssh_timeout", "host_connection_timeout")
+	if !ok {
+		v, p, ok = get(true, "host_connection_timeout")
+	}
+	if ok {
 		d, ok := toDuration(v)
 		if !ok {
 			return out, m.errAt(p, p, "%s is not a duration (seconds, or a Go duration like \"90s\")", show(p, v))
@@ -411,20 +444,25 @@ func toDuration(v any) (time.Duration, bool) {
 	return time.Duration(secs * float64(time.Second)), true
 }
 
-// validate checks what Load can check beyond ssh: provider sections and
-// their instances, nicks and inventory_file.
-func (s *Settings) validate() error {
+// validate checks what Load can check beyond ssh: the sections of the
+// providers in use and their instances, nicks and inventory_file. Sections
+// of other providers are left alone, as the Python broker checks a
+// provider's settings only when it uses the provider: a section this
+// program never reads must not stop it. How the instances say default: is
+// never an error here (see defaultIndex), at most a warning.
+func (s *Settings) validate(used []string) error {
 	m := s.meta
-	for _, name := range knownProviders {
-		if k, ok := findKey(s.Data, name); ok {
-			if _, err := m.parseSection(k, s.Data[k]); err != nil {
-				return err
-			}
+	for _, name := range used {
+		k, ok := findKey(s.Data, name)
+		if !ok {
+			continue
 		}
-	}
-	for _, name := range s.Sections() {
-		if _, err := m.parseSection(name, s.Data[name]); err != nil {
+		sec, err := m.parseSection(k, s.Data[k])
+		if err != nil {
 			return err
+		}
+		if w := m.warning(sec); w != "" {
+			s.warnings = append(s.warnings, w)
 		}
 	}
 	if _, err := s.nicks(); err != nil {
@@ -463,9 +501,12 @@ func (s *Settings) Warnings() []string {
 }
 
 // Instance returns the named instance of provider (section name matched
-// case-insensitively); name "" picks the instance with default: true. A
-// provider with no section gives an Instance with empty Values (asking it
-// for a named instance is an error). Values is a copy the caller may change.
+// case-insensitively); name "" picks the default instance: the only one,
+// else the first marked default: true (an error names the instances when
+// none is). An unknown name is an error (the Python broker falls back to
+// the default instead). A provider with no section gives an Instance with
+// empty Values (asking it for a named instance is an error). Values is a
+// copy the caller may change.
 func (s *Settings) Instance(provider, name string) (Instance, error) {
 	k, ok := findKey(s.Data, provider)
 	if !ok {
@@ -478,8 +519,12 @@ func (s *Settings) Instance(provider, name string) (Instance, error) {
 	if err != nil {
 		return Instance{}, err
 	}
-	idx := sec.def
-	if name != "" {
+	var idx int
+	if name == "" {
+		if idx, err = s.meta.defaultIndex(sec); err != nil {
+			return Instance{}, err
+		}
+	} else {
 		idx = -1
 		for i, in := range sec.instances {
 			if in.name == name {

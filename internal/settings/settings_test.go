@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/hostbroker/broker/internal/settings"
+	"github.com/hostbroker/broker/providers"
+	_ "github.com/hostbroker/broker/providers/ansibletower"
+	_ "github.com/hostbroker/broker/providers/container"
+	_ "github.com/hostbroker/broker/providers/local"
 )
 
 // writeSettings writes a settings file into a new broker directory.
@@ -279,28 +283,39 @@ func TestInstanceValidation(t *testing.T) {
 		env     []string
 		wantErr string // "" when Load must succeed
 		def     string // the default instance when Load succeeds
+		selErr  string // Instance(sec, "") fails with this instead
+		warn    string // Load warns with this
 	}{
 		{name: "single instance without flag", yaml: "Container:\n  instances:\n    - only: {runtime: docker}\n", def: "only"},
 		{name: "single instance flag false", yaml: "Container:\n  instances: {only: {default: false}}\n", def: "only"},
+		{name: "single instance flag not bool", yaml: "Container:\n  instances: {only: {default: maybe}}\n", def: "only"},
 		{name: "default as string", yaml: "Container:\n  instances: {a: {default: 'True'}, b: {}}\n", def: "a"},
 		{name: "default yes", yaml: "Container:\n  instances: {a: {}, b: {default: yes}}\n", def: "b"},
 		{name: "empty instance", yaml: "Container:\n  instances:\n    - a:\n    - b: {default: true}\n", def: "b"},
 		{name: "empty instances", yaml: "Container:\n  instances: []\n", def: ""},
-		{name: "two defaults",
-			yaml:    "AnsibleTower:\n  instances:\n    - testing: {default: True}\n    - production: {default: true}\n",
-			wantErr: "broker_settings.yaml:2: AnsibleTower.instances: 2 instances marked default: true (testing, production); exactly one must be"},
+		// The Python broker takes the first instance marked default.
+		{name: "two defaults", yaml: "AnsibleTower:\n  instances:\n    - testing: {default: True}\n    - production: {default: true}\n",
+			def:  "testing",
+			warn: "broker_settings.yaml:2: AnsibleTower.instances: 2 instances marked default: true (testing, production); using the first, testing"},
+		{name: "two defaults, map form in file order", yaml: "AnsibleTower:\n  instances:\n    zeta: {default: true}\n    alpha: {default: true}\n",
+			def: "zeta", warn: "(zeta, alpha); using the first, zeta"},
+		// The Python broker uses the section's keys with no instance's; we
+		// say so when a request needs the default, not at Load.
 		{name: "no default",
-			yaml:    "AnsibleTower:\n  instances:\n    testing: {}\n    production: {}\n",
-			wantErr: "AnsibleTower.instances: no instance marked default: true (testing, production); exactly one must be"},
-		{name: "default by env makes two",
-			yaml:    listForm,
-			env:     []string{"BROKER_AnsibleTower__instances__production__default=true"},
-			wantErr: "AnsibleTower.instances: 2 instances marked default: true (testing, production)"},
+			yaml:   "AnsibleTower:\n  instances:\n    testing: {}\n    production: {}\n",
+			selErr: `broker_settings.yaml:2: AnsibleTower.instances: no instance marked default: true (testing, production); name one in the request (Request.Instance, or the argument "AnsibleTower") or mark one default: true`,
+			warn:   "AnsibleTower.instances: no instance marked default: true (testing, production); requests for AnsibleTower must name an instance"},
+		{name: "default by env makes two", yaml: listForm,
+			env: []string{"BROKER_AnsibleTower__instances__production__default=true"},
+			def: "testing", warn: "AnsibleTower.instances: 2 instances marked default: true (testing, production)"},
 		{name: "default by env moves", yaml: listForm,
 			env: []string{"BROKER_AnsibleTower__instances__production__default=true", "BROKER_AnsibleTower__instances__testing__default=false"},
 			def: "production"},
 		{name: "default not bool", yaml: "Container:\n  instances: {a: {default: maybe}, b: {}}\n",
-			wantErr: `Container.instances.a.default: "maybe" is not a boolean`},
+			selErr: `:2: Container.instances.a.default: "maybe" is not a boolean`,
+			warn:   `Container.instances.a.default: "maybe" is not a boolean; requests for Container that name no instance will fail`},
+		{name: "override_envars not bool", yaml: "Container:\n  instances: {a: {override_envars: sometimes}}\n",
+			wantErr: `:2: Container.instances.a.override_envars: "sometimes" is not a boolean`},
 		{name: "instances a string", yaml: "Container:\n  instances: docker\n",
 			wantErr: `:2: Container.instances: expected a list of ` + "`- name: {settings}`" + ` entries or a map of ` + "`name: {settings}`" + `, got a string "docker"`},
 		{name: "list entry with two keys", yaml: "Container:\n  instances:\n    - a: {}\n      b: {}\n",
@@ -319,12 +334,92 @@ func TestInstanceValidation(t *testing.T) {
 				return
 			}
 			noErr(t, err)
+			if tt.warn == "" {
+				empty(t, s.Warnings())
+			} else {
+				mustLen(t, s.Warnings(), 1)
+				contains(t, s.Warnings()[0], tt.warn)
+			}
 			sec := s.Sections()[0]
 			inst, err := s.Instance(sec, "")
+			if tt.selErr != "" {
+				isErr(t, err)
+				contains(t, err.Error(), tt.selErr)
+				var se *settings.Error
+				isTrue(t, errors.As(err, &se), "%T", err)
+				return
+			}
 			noErr(t, err)
 			eq(t, tt.def, inst.Name)
 		})
 	}
+}
+
+// The Python broker checks a provider's settings only when it uses the
+// provider: sections of providers this program doesn't implement never
+// stop Load, however their instances are written.
+func TestUnusedProviderSections(t *testing.T) {
+	const file = `
+Foreman:
+  instances:
+    - foreman1: {foreman_url: https://f1/}
+    - foreman2: {foreman_url: https://f2/}
+Beaker:
+  instances:
+    a: {default: true}
+    b: {default: true}
+OpenStack:
+  instances: cloud1
+TestProvider:
+  instances:
+    - x: {}
+      y: {}
+    - x: {default: maybe}
+Container:
+  instances:
+    docker: {default: true}
+`
+	s, err := load(t, file)
+	noErr(t, err)
+	empty(t, s.Warnings(), "unused sections get no warnings either")
+	eq(t, []string{"Beaker", "Container", "Foreman", "OpenStack", "TestProvider"}, s.Sections())
+	eq(t, "cloud1", s.Data["OpenStack"].(map[string]any)["instances"], "kept as written")
+	inst, err := s.Instance("Container", "")
+	noErr(t, err)
+	eq(t, "docker", inst.Name)
+
+	// Asked for anyway, they resolve like any section.
+	f2, err := s.Instance("Foreman", "foreman2")
+	noErr(t, err)
+	eq(t, map[string]any{"foreman_url": "https://f2/"}, f2.Values)
+	_, err = s.Instance("Foreman", "")
+	isErr(t, err)
+	contains(t, err.Error(), ":3: Foreman.instances: no instance marked default: true (foreman1, foreman2)")
+	b, err := s.Instance("Beaker", "")
+	noErr(t, err)
+	eq(t, "a", b.Name)
+	_, err = s.Instance("OpenStack", "")
+	isErr(t, err)
+	contains(t, err.Error(), `:11: OpenStack.instances: expected a list`)
+
+	// Options.Providers says which sections are in use.
+	dir := writeSettings(t, file)
+	_, err = settings.Load(settings.Options{Dir: dir, Environ: []string{}, Providers: []string{"Container", "openstack"}})
+	isErr(t, err)
+	contains(t, err.Error(), ":11: OpenStack.instances: expected a list")
+	s, err = settings.Load(settings.Options{Dir: dir, Environ: []string{}, Providers: []string{"Foreman", "Beaker"}})
+	noErr(t, err)
+	mustLen(t, s.Warnings(), 2)
+	contains(t, s.Warnings()[0], "Foreman.instances: no instance marked default: true (foreman1, foreman2); requests for Foreman must name an instance")
+	contains(t, s.Warnings()[1], "Beaker.instances: 2 instances marked default: true (a, b); using the first, a")
+	s, err = settings.Load(settings.Options{Dir: dir, Environ: []string{}, Providers: []string{}})
+	noErr(t, err)
+	empty(t, s.Warnings())
+}
+
+// BuiltinProviders must name what the providers register.
+func TestBuiltinProvidersAreTheRegistered(t *testing.T) {
+	eq(t, providers.Names(), settings.BuiltinProviders)
 }
 
 func TestInstanceIsACopy(t *testing.T) {
@@ -387,15 +482,20 @@ Container:
 			eq(t, map[string]any{"limits": map[string]any{"hosts": 4}}, s.Data["Local"])
 		}},
 		{"value types", []string{
-			"BROKER_V__bool=true", "BROKER_V__int=5", "BROKER_V__quoted=\"5\"", "BROKER_V__list=[a, b]",
-			"BROKER_V__map={a: 1}", "BROKER_V__float=1.5", "BROKER_V__octal=0123", "BROKER_V__hash=abc #1",
-			"BROKER_V__colon=a: b", "BROKER_V__url=https://x:8443/p", "BROKER_V__none=None", "BROKER_V__empty=",
-			"BROKER_V__dash=- a", "BROKER_V__upper=TRUE", "BROKER_V__spaces=a  b ", "BROKER_V__float2=1.50",
+			"BROKER_V__bool=true", "BROKER_V__int=5", "BROKER_V__quoted=\"5\"", "BROKER_V__list=[\"a\", \"b\"]",
+			"BROKER_V__map={a = 1}", "BROKER_V__float=1.5", "BROKER_V__octal=0123", "BROKER_V__hash=abc #1",
+			"BROKER_V__colon=a: b", "BROKER_V__url=https://x:8443/p", "BROKER_V__empty=",
+			"BROKER_V__dash=- a", "BROKER_V__spaces=a  b ",
+			// dynaconf reads these differently from YAML (this loader's
+			// reading before): they stay text, or 1.50 is a float.
+			"BROKER_V__none=None", "BROKER_V__yamllist=[a, b]", "BROKER_V__yamlmap={a: 1}", "BROKER_V__upper=TRUE",
+			"BROKER_V__float2=1.50",
 		}, func(t *testing.T, s *settings.Settings) {
 			eq(t, map[string]any{
 				"bool": true, "int": 5, "quoted": "5", "list": []any{"a", "b"}, "map": map[string]any{"a": 1},
 				"float": 1.5, "octal": "0123", "hash": "abc #1", "colon": "a: b", "url": "https://x:8443/p",
-				"none": nil, "empty": "", "dash": "- a", "upper": true, "spaces": "a  b ", "float2": "1.50",
+				"empty": "", "dash": "- a", "spaces": "a  b ",
+				"none": "None", "yamllist": "[a, b]", "yamlmap": "{a: 1}", "upper": "TRUE", "float2": 1.5,
 			}, s.Data["V"])
 		}},
 		{"section key also overrides instances' own key", []string{"BROKER_AnsibleTower__token=env-token"}, func(t *testing.T, s *settings.Settings) {

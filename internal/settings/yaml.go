@@ -61,64 +61,6 @@ func parseFile(m *meta, data []byte) (map[string]any, error) {
 	}
 }
 
-// parseEnvValue reads an override's value as YAML: "true" is a boolean, "5"
-// a number, `"x"` a string, "[a, b]" a list and "{a: 1}" a map. Anything
-// else (text YAML would read as a comment or a block, a number written
-// unusually like "0123" or "1.50", unquoted text) stays the literal string.
-func parseEnvValue(raw string) any {
-	s := strings.TrimSpace(raw)
-	if s == "" {
-		return ""
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(s), &doc); err != nil {
-		return raw
-	}
-	c := &converter{}
-	v, err := c.value(&doc, "")
-	if err != nil {
-		return raw
-	}
-	switch x := v.(type) {
-	case nil:
-		if isNullWord(s) {
-			return nil
-		}
-		return raw
-	case map[string]any:
-		if !strings.HasPrefix(s, "{") {
-			return raw
-		}
-	case []any:
-		if !strings.HasPrefix(s, "[") {
-			return raw
-		}
-	case int:
-		if strconv.Itoa(x) != s {
-			return raw
-		}
-	case float64:
-		if strconv.FormatFloat(x, 'f', -1, 64) != s && strconv.FormatFloat(x, 'g', -1, 64) != s {
-			return raw
-		}
-	case string:
-		// Only quoting (or a tag) changes a string: unquoted text stays as
-		// written, so a password like "abc #1" keeps its " #1".
-		if !strings.HasPrefix(s, `"`) && !strings.HasPrefix(s, "'") && !strings.HasPrefix(s, "!") {
-			return raw
-		}
-	}
-	return v
-}
-
-func isNullWord(s string) bool {
-	switch s {
-	case "~", "null", "Null", "NULL", "None":
-		return true
-	}
-	return false
-}
-
 func (c *converter) errf(n *yaml.Node, path, format string, args ...any) error {
 	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...)}
 	if c.m != nil {
@@ -191,7 +133,10 @@ func (c *converter) value(n *yaml.Node, path string) (any, error) {
 }
 
 // scalar decodes a scalar the way yaml.v3 does for an interface{}, except
-// that a plain (unquoted) None is null, as Python users write it.
+// that a plain (unquoted) None is null. That is not what the Python broker
+// reads (PyYAML gives the text "None", which Python code then takes as a
+// set value), but it is what its users meant by it: its example files
+// wrote "host_port: None" for "no port".
 func (c *converter) scalar(n *yaml.Node, path string) (any, error) {
 	if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 &&
 		n.Value == "None" && (n.Tag == "" || n.Tag == "!!str") {
