@@ -9,18 +9,27 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Filter is a parsed filter of the seed's DSL: terms joined by "," that must
-// all match. The zero Filter matches every record.
+// Filter is a parsed inventory filter in one of two forms. The zero Filter
+// matches every record.
 //
-// A term is (property)(condition)(value). Conditions: "<" in (substring of a
+// A filter that contains "@inv" is an expression filter, the Python broker's
+// (0.3+) form: stages separated by "|" (outside quotes) applied left to
+// right, each either a list selection of the whole stage (@inv[-1],
+// @inv[3:7], @inv[::2]) or a per-record condition in a small Python subset
+// ('"test" in @inv.name and @inv._broker_args.template.startswith("deploy")').
+// See docs/filters.md for the grammar and the differences from Python.
+//
+// Any other filter is the seed's DSL: terms joined by "," that must all
+// match. A term is (property)(condition)(value). Conditions: "<" in (substring of a
 // text value, member of a list, key of a map), "=" equals, "{" starts with,
 // "}" ends with; "!" before a condition inverts it. Nested properties use
 // dots: "_broker_args.template". A property the record lacks makes a
 // positive condition false and a negated one true. Values compare as text,
 // so '8.6' and 8.6 are equal.
 type Filter struct {
-	src   string
-	terms []term
+	src    string
+	terms  []term
+	stages []stage // the expression form
 }
 
 type term struct {
@@ -30,9 +39,15 @@ type term struct {
 	value string
 }
 
-// ParseFilter parses a filter such as "name<test,_broker_args.provider!=RHEV".
-// An empty string is the filter that matches everything.
+// ParseFilter parses a filter such as "name<test,_broker_args.provider!=RHEV"
+// or, when s contains "@inv", an expression such as
+// `"test" in @inv.name | @inv._broker_args.provider != "RHV"`. Syntax errors
+// quote the offending text; those of expressions also give its column. An
+// empty string is the filter that matches everything.
 func ParseFilter(s string) (Filter, error) {
+	if strings.Contains(s, "@inv") {
+		return parseExpr(s)
+	}
 	f := Filter{src: s}
 	if strings.TrimSpace(s) == "" {
 		return f, nil
@@ -75,7 +90,7 @@ func parseTerm(raw string) (term, error) {
 func (f Filter) String() string { return f.src }
 
 // Empty reports whether the filter matches every record.
-func (f Filter) Empty() bool { return len(f.terms) == 0 }
+func (f Filter) Empty() bool { return len(f.terms) == 0 && len(f.stages) == 0 }
 
 func (f Filter) describe() string {
 	if f.Empty() {
@@ -84,8 +99,18 @@ func (f Filter) describe() string {
 	return fmt.Sprintf(" matching filter %q", f.src)
 }
 
-// Match reports whether rec passes every term.
+// Match reports whether rec passes every term. For an expression filter it
+// evaluates the per-record stages only: list selections need the list, and
+// are ignored. A record whose evaluation fails does not match.
 func (f Filter) Match(rec *Record) bool {
+	for _, st := range f.stages {
+		if st.cond == nil {
+			continue
+		}
+		if ok, _ := st.match(rec); !ok {
+			return false
+		}
+	}
 	if len(f.terms) == 0 {
 		return true
 	}
@@ -105,10 +130,24 @@ func (f Filter) Match(rec *Record) bool {
 	return true
 }
 
-// Apply returns the records that match, in order.
+// Apply returns the records that match, in order. An expression filter
+// drops a record whose evaluation fails (a type error Python would raise,
+// such as "a" < 3) and selects nothing with an index out of range;
+// ApplyErr reports those errors.
 func (f Filter) Apply(recs []*Record) []*Record {
+	out, _ := f.ApplyErr(recs)
+	return out
+}
+
+// ApplyErr is Apply that also returns the first run-time error of an
+// expression filter, naming the expression and the host's hostname (or
+// name), or the out-of-range index. The records are those Apply returns.
+func (f Filter) ApplyErr(recs []*Record) ([]*Record, error) {
+	if len(f.stages) > 0 {
+		return f.applyExpr(recs)
+	}
 	if f.Empty() {
-		return recs
+		return recs, nil
 	}
 	var out []*Record
 	for _, r := range recs {
@@ -116,7 +155,7 @@ func (f Filter) Apply(recs []*Record) []*Record {
 			out = append(out, r)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // eval is the positive condition; a missing property is false.
@@ -266,6 +305,9 @@ func (r *Record) Map() map[string]any {
 	}
 	m["hostname"] = r.Hostname
 	set("name", r.Name)
+	if r.nameNull {
+		m["name"] = nil
+	}
 	set("ip", r.IP)
 	set("_broker_provider", r.Provider)
 	set("_broker_provider_instance", r.Instance)

@@ -14,6 +14,20 @@ func FuzzParseFilter(f *testing.F) {
 	for _, s := range []string{"", "name<test", "name<a,_broker_args.provider!=RHEV", "x{y", "x}y", "a.b.c!<d", "=", "!", ",", "a..b=c", "a!!=b"} {
 		f.Add(s)
 	}
+	// The @inv expression form.
+	for _, s := range []string{
+		`"test" in @inv.hostname`,
+		`@inv._broker_provider == "AnsibleTower"`,
+		`@inv._broker_args.template.startswith("deploy-sat")`,
+		`@inv[-1]`, `@inv[3:7]`, `@inv[:2]`, `@inv[::-2]`, `@inv[-9223372036854775808::-9223372036854775808]`,
+		`"test" in @inv.name | @inv._broker_args.provider != "RHV"`,
+		`not (@inv.os_distribution_version < 9.0 or @inv["release"] in ["6.14", None, True])`,
+		`@inv.name.lower().strip(" x").endswith(("abc", 'c\x41\u00e9'))`,
+		`1 < @inv._broker_args.cpu <= 8 and @inv.reported_devices.nics[-1] not in "eth0|eth1"`,
+		`@inv.name == "unterminated`, `@inv. == 1`, `@inv.a =~ 1`, `@inv.a == 1 | name<x`, `@inv[1:2:0]`, `@inv`, `((@inv))`,
+	} {
+		f.Add(s)
+	}
 	recs, err := inventory.Open(pythonInventory).Load()
 	if err != nil {
 		f.Fatal(err)
@@ -21,14 +35,20 @@ func FuzzParseFilter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		flt, err := inventory.ParseFilter(s)
 		if err != nil {
-			if !strings.Contains(err.Error(), "filter term") {
-				t.Fatalf("error %q does not name the term", err)
+			if !strings.Contains(err.Error(), "filter term") && !strings.Contains(err.Error(), "filter expression") {
+				t.Fatalf("error %q does not name the term or expression", err)
 			}
 			return
 		}
-		got := flt.Apply(recs)
+		got, _ := flt.ApplyErr(recs)
 		if len(got) > len(recs) {
 			t.Fatalf("filter widened the selection")
+		}
+		if again := flt.Apply(recs); len(again) != len(got) {
+			t.Fatalf("Apply and ApplyErr differ: %d and %d records", len(again), len(got))
+		}
+		for _, r := range recs {
+			flt.Match(r)
 		}
 	})
 }

@@ -398,9 +398,13 @@ func (s *Store) write(recs []*Record) error {
 // named by ids. An id is a local id (a position in the filtered list, as
 // the inventory command prints), a _brokertest id, a name or a hostname.
 // The filter narrows first; it never widens the selection. An id that
-// matches nothing is an error naming it.
+// matches nothing is an error naming it, and so is a filter that fails on a
+// record (ApplyErr): a selection to check in is never a guess.
 func Select(recs []*Record, ids []string, all bool, f Filter) ([]*Record, error) {
-	filtered := f.Apply(recs)
+	filtered, err := f.ApplyErr(recs)
+	if err != nil {
+		return nil, err
+	}
 	if all {
 		return filtered, nil
 	}

@@ -45,6 +45,9 @@ commands:
 
 filters: 'name<test,_broker_args.image{debian,_brokertest.state!=kept'
   (< in, = equals, { starts with, } ends with; ! negates)
+  or, as the Python broker, an @inv expression; "|" chains stages:
+  '"test" in @inv.name | @inv._broker_args.provider != "RHV"'  '@inv[-1]'  '@inv[3:7]'
+  (see docs/filters.md)
 `
 
 // exit codes
@@ -204,7 +207,9 @@ func (c *cli) inventory(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	recs = f.Apply(recs)
+	if recs, err = f.ApplyErr(recs); err != nil {
+		return usageError{err.Error()}
+	}
 	if err := c.writeOutput(recordsJSON(recs)); err != nil {
 		return err
 	}
@@ -252,8 +257,8 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 		if err != nil {
 			return usageError{err.Error()}
 		}
-	} else {
-		selected = f.Apply(recs)
+	} else if selected, err = f.ApplyErr(recs); err != nil {
+		return usageError{err.Error()}
 	}
 	if stale {
 		selected = staleOnly(selected, time.Now())

@@ -69,6 +69,21 @@ func TestInventoryAndCleanup(t *testing.T) {
 	assert.Len(t, list, 3)
 	assert.Equal(t, "Local", list[0]["_broker_provider"])
 
+	// The Python broker's @inv expressions select as they do there.
+	code, out, _ = runCLI(t, "--json", "inventory", "--filter", `@inv._broker_provider == "Local" | @inv[-2:]`)
+	require.Equal(t, 0, code)
+	require.NoError(t, json.Unmarshal([]byte(out), &list))
+	assert.Len(t, list, 2)
+	code, out, _ = runCLI(t, "cleanup", "--all", "--dry-run", "--filter", `@inv._broker_provider != "Local"`)
+	require.Equal(t, 0, code)
+	assert.NotContains(t, out, "would check in")
+	// A filter that fails on a host (Python would raise) selects nothing
+	// to check in: the command refuses.
+	code, out, stderr := runCLI(t, "cleanup", "--all", "--dry-run", "--filter", `@inv.hostname < 3`)
+	assert.Equal(t, 2, code)
+	assert.Empty(t, out)
+	assert.Contains(t, stderr, "@inv.hostname < 3")
+
 	// A dry run changes nothing.
 	code, out, _ = runCLI(t, "cleanup", "--all", "--dry-run")
 	require.Equal(t, 0, code)
@@ -78,7 +93,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 
 	// By local id (the position shown by "inventory"), then by hostname/name.
 	first := recs[0]
-	code, out, stderr := runCLI(t, "cleanup", "0")
+	code, out, stderr = runCLI(t, "cleanup", "0")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "checked in "+first.Name)
 	recs, _ = store.Load()
