@@ -65,6 +65,8 @@ type Broker struct {
 
 	mu     sync.Mutex
 	opened map[string]providers.Provider // by "Provider::instance"
+
+	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
 }
 
 type config struct {
@@ -164,8 +166,10 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(f, nil)).With("pid", os.Getpid()), f, nil
 }
 
-// Close releases the log file. Hosts stay checked out.
+// Close waits for the second looks after checkouts cut short (a few
+// seconds at most) and releases the log file. Hosts stay checked out.
 func (b *Broker) Close() error {
+	b.late.Wait()
 	if b.logFile != nil {
 		return b.logFile.Close()
 	}
@@ -293,7 +297,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	}
 	intent := &inventory.Record{Provider: provName, Instance: instName, Args: args, Broker: meta}
 	b.watch()
-	if err := b.store.Put(intent); err != nil {
+	if err := b.store.PutContext(ctx, intent); err != nil {
 		return nil, err
 	}
 	progress := func(data map[string]any) {
@@ -301,18 +305,24 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			meta.Data = map[string]any{}
 		}
 		maps.Copy(meta.Data, data)
-		if err := b.store.Put(intent); err != nil {
+		if err := b.store.PutContext(ctx, intent); err != nil {
 			b.logger.Warn("record checkout progress", "id", meta.ID, "err", err)
 		}
 	}
 	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
 	if err != nil {
+		actx, cancel := afterwards(ctx)
+		defer cancel()
 		// The provider may have made part of a host; it finds it by id.
-		if cerr := p.Checkin(context.WithoutCancel(ctx), intent); cerr != nil {
+		if cerr := p.Checkin(actx, intent); cerr != nil {
 			b.logger.Warn("clean up after failed checkout", "id", meta.ID, "err", cerr)
 			return nil, errors.Join(err, fmt.Errorf("cleaning up %s: %w (left in the inventory for brokertest cleanup)", meta.ID, cerr))
 		}
-		if rerr := b.store.Remove(intent); rerr != nil {
+		if cutShort(ctx, err) {
+			b.lookAgain(p, intent)
+			return nil, err
+		}
+		if rerr := b.store.RemoveContext(actx, intent); rerr != nil {
 			return nil, errors.Join(err, rerr)
 		}
 		return nil, err
@@ -326,10 +336,13 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	}
 	meta.State = inventory.StateReady
 	rec.Broker = meta
-	if err := b.store.Put(rec); err != nil {
-		_ = p.Checkin(context.WithoutCancel(ctx), rec)
-		_ = b.store.Remove(rec)
-		return nil, err
+	if err := b.store.PutContext(ctx, rec); err != nil {
+		actx, cancel := afterwards(ctx)
+		defer cancel()
+		if cerr := p.Checkin(actx, rec); cerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("checking in %s: %w (left in the inventory for brokertest cleanup)", meta.ID, cerr))
+		}
+		return nil, errors.Join(err, b.store.RemoveContext(actx, rec))
 	}
 	h, err := p.Connect(ctx, rec)
 	if err != nil {
@@ -341,6 +354,44 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	}
 	b.logger.Info("checked out", "id", meta.ID, "name", rec.Name, "hostname", rec.Hostname, "provider", describe(provName, instName), "test", test)
 	return h, nil
+}
+
+// lockWait bounds the inventory lock waits that the caller's context does
+// not: the bookkeeping once a provider has acted, which the caller's
+// deadline must not cut short, nor a stuck lock holder hang.
+const lockWait = time.Minute
+
+// afterwards is the context for what follows a provider's action: not
+// cancelled with ctx, but bounded.
+func afterwards(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), lockWait)
+}
+
+// cutShort reports whether a checkout failed because a deadline or a
+// cancellation cut it short, so that a create call the provider gave up
+// on may still complete at the other end.
+func cutShort(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// lookAgain checks in, after a grace period, what a cut-short checkout may
+// still have made: the provider looked for it by id at once, but a create
+// call in flight can complete after that look. The record stays (state
+// creating) until then, so if this process ends first its reaper, or
+// brokertest cleanup --stale, makes the same second look.
+func (b *Broker) lookAgain(p providers.Provider, rec *inventory.Record) {
+	b.late.Go(func() {
+		time.Sleep(watchGrace)
+		ctx, cancel := context.WithTimeout(context.Background(), lockWait)
+		defer cancel()
+		if err := p.Checkin(ctx, rec); err != nil {
+			b.logger.Warn("second look after a checkout cut short", "id", rec.ID(), "err", err)
+			return // the record stays, for brokertest cleanup
+		}
+		if err := b.store.RemoveContext(ctx, rec); err != nil {
+			b.logger.Warn("second look after a checkout cut short", "id", rec.ID(), "err", err)
+		}
+	})
 }
 
 func (b *Broker) labels(test string) map[string]string {
@@ -415,7 +466,9 @@ func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) error
 		b.logger.Warn("checkin failed", "host", hostLabel(rec), "err", err)
 		return fmt.Errorf("checkin %s from %s: %w", hostLabel(rec), describe(provName, instName), err)
 	}
-	if err := b.store.Remove(rec); err != nil {
+	actx, cancel := afterwards(ctx)
+	defer cancel()
+	if err := b.store.RemoveContext(actx, rec); err != nil {
 		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
 	}
 	b.logger.Info("checked in", "host", hostLabel(rec))

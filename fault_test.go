@@ -128,3 +128,32 @@ func TestEngineFreezesMidCheckout(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, recs)
 }
+
+// A checkout whose context ends while the engine creates its containers: a
+// create call the provider gave up on completes after the provider's look
+// by id, and the broker's second look checks that container in. Once Close
+// has waited for the second looks, no container and no record is left.
+func TestCheckoutCutShortLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	requireImage(t, sshdImage)
+	for _, after := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond} {
+		t.Run(after.String(), func(t *testing.T) {
+			runID := inventory.NewRunID()
+			left := containersOfRun(t, runID)
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			b, err := broker.New(broker.WithDirectory(t.TempDir()), broker.WithRunID(runID), broker.WithReaper(false))
+			require.NoError(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), after)
+			defer cancel()
+			_, err = b.Checkout(ctx, broker.Request{Count: 3, Args: map[string]any{"container_host": sshdImage}})
+			require.Error(t, err)
+			require.NoError(t, b.Close())
+			assert.Zero(t, left(), "containers left")
+			recs, err := b.Store().Load()
+			require.NoError(t, err)
+			assert.Empty(t, recs)
+		})
+	}
+}

@@ -326,39 +326,70 @@ func TestReaperContainer(t *testing.T) {
 	}
 }
 
-// TestReaperMidCheckout: the holder is SIGKILLed while its 20 checkouts are
-// under way (intent records written, containers half made): the watcher
-// still leaves nothing behind.
+// TestReaperMidCheckout: the holder is SIGKILLed or interrupted while its
+// checkouts are under way (intent records written, containers half made or
+// not yet asked for): the watcher, or the signal handler, still leaves
+// nothing behind, also once the create calls in flight have completed.
 func TestReaperMidCheckout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
 	requireImage(t, sshdImage)
-	dir := t.TempDir()
-	runID := inventory.NewRunID()
-	left := containersOfRun(t, runID)
-	t.Cleanup(func() { removeContainersOfRun(runID) })
-	cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + sshdImage, "COUNT=20"})
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	// Kill as soon as the first container exists, while the rest are made.
-	deadline := time.Now().Add(30 * time.Second)
-	for left() == 0 {
-		require.True(t, time.Now().Before(deadline), "no container appeared")
-		time.Sleep(20 * time.Millisecond)
+	for _, tc := range []struct {
+		name  string
+		sig   syscall.Signal
+		count int
+		// after the first intent record rather than the first container:
+		// every create call is then still in flight.
+		early bool
+	}{
+		{"SIGKILL", syscall.SIGKILL, 20, false},
+		{"SIGINT", syscall.SIGINT, 8, false},
+		{"SIGINT_before_any_container", syscall.SIGINT, 8, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			left := containersOfRun(t, runID)
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + sshdImage, fmt.Sprint("COUNT=", tc.count)})
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				waitWatcherGone(t, cmd.Process.Pid)
+			})
+			store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
+			started := func() bool {
+				if !tc.early {
+					return left() > 0
+				}
+				recs, _ := store.Load()
+				return len(recs) > 0
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !started() {
+				require.True(t, time.Now().Before(deadline), "the checkout did not start")
+				time.Sleep(5 * time.Millisecond)
+			}
+			recs, err := store.Load()
+			require.NoError(t, err)
+			creating := 0
+			for _, r := range recs {
+				if r.Broker.State == inventory.StateCreating {
+					creating++
+				}
+			}
+			require.NoError(t, cmd.Process.Signal(tc.sig))
+			_ = cmd.Wait()
+			t.Logf("%v with %d records, %d of them still being created, %d containers", tc.sig, len(recs), creating, left())
+			waitEmpty(t, dir, runID, left)
+			// Nothing appears later either: the process and its watcher
+			// are gone, and with them any second look.
+			waitWatcherGone(t, cmd.Process.Pid)
+			assert.Zero(t, left(), "containers made after the hosts were checked in")
+		})
 	}
-	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
-	require.NoError(t, err)
-	creating := 0
-	for _, r := range recs {
-		if r.Broker.State == inventory.StateCreating {
-			creating++
-		}
-	}
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-	t.Logf("killed with %d records, %d of them still being created", len(recs), creating)
-	waitEmpty(t, dir, runID, left)
 }
 
 // TestCleanupStaleAfterWatcherKilled: the owner and its watcher are both

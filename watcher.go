@@ -173,20 +173,25 @@ func reapDir(dir, file string, owner inventory.Owner) error {
 	}
 	b.logger = logger
 	logger.Info("reaper: owner died; checking in its hosts", "hosts", len(left))
+	return b.checkinLeft(ctx, left, "reaper")
+}
+
+// checkinLeft checks in the hosts a process left. A host whose creation
+// was asked for may still appear at the provider after the first pass
+// removed its record (a create call in flight when the process died or
+// was interrupted): those are checked in again, by id, after a grace
+// period. Check-in is idempotent.
+func (b *Broker) checkinLeft(ctx context.Context, left []*inventory.Record, who string) error {
 	var firstErr error
 	if err := b.CheckinRecords(ctx, left...); err != nil {
-		logger.Error("reaper: checkin", "err", err)
+		b.logger.Error(who+": checkin", "err", err)
 		firstErr = err
 	}
-	// A host whose creation the owner had asked for may still appear at
-	// the provider after the first pass removed its record (a create call
-	// in flight when the owner died): check those in again, by id, after a
-	// grace period. Check-in is idempotent.
 	if creating := creatingOnly(left); len(creating) > 0 {
 		time.Sleep(watchGrace)
-		logger.Info("reaper: second pass over hosts that were being created", "hosts", len(creating))
+		b.logger.Info(who+": second pass over hosts that were being created", "hosts", len(creating))
 		if err := b.CheckinRecords(ctx, creating...); err != nil {
-			logger.Error("reaper: checkin", "err", err)
+			b.logger.Error(who+": checkin", "err", err)
 			firstErr = errors.Join(firstErr, err)
 		}
 	}
@@ -246,9 +251,7 @@ func handleSignals() {
 				return
 			}
 			b.logger.Info("signal: checking in this process's hosts", "signal", sig.String(), "hosts", len(left))
-			if err := b.CheckinRecords(ctx, left...); err != nil {
-				b.logger.Error("signal: checkin", "err", err)
-			}
+			_ = b.checkinLeft(ctx, left, "signal")
 		})
 	}
 	wg.Wait()

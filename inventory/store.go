@@ -154,7 +154,12 @@ func (s *Store) UpdateContext(ctx context.Context, fn func([]*Record) ([]*Record
 
 // Put adds each record, or replaces the record Same as it.
 func (s *Store) Put(recs ...*Record) error {
-	return s.Update(func(have []*Record) ([]*Record, error) {
+	return s.PutContext(context.Background(), recs...)
+}
+
+// PutContext is Put with a deadline on waiting for the lock.
+func (s *Store) PutContext(ctx context.Context, recs ...*Record) error {
+	return s.UpdateContext(ctx, func(have []*Record) ([]*Record, error) {
 		for _, r := range recs {
 			replaced := false
 			for i, h := range have {
@@ -174,7 +179,12 @@ func (s *Store) Put(recs ...*Record) error {
 
 // Remove drops every record Same as any of recs.
 func (s *Store) Remove(recs ...*Record) error {
-	return s.Update(func(have []*Record) ([]*Record, error) {
+	return s.RemoveContext(context.Background(), recs...)
+}
+
+// RemoveContext is Remove with a deadline on waiting for the lock.
+func (s *Store) RemoveContext(ctx context.Context, recs ...*Record) error {
+	return s.UpdateContext(ctx, func(have []*Record) ([]*Record, error) {
 		out := have[:0]
 	next:
 		for _, h := range have {
