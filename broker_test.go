@@ -9,7 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -346,4 +348,36 @@ func TestUnsupportedAbilitiesAreClear(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "h1")
 	assert.False(t, errors.Is(err, providers.ErrUnknown))
+}
+
+// A stuck holder of the inventory lock (another process, stopped) does not
+// hang a checkout past its context: the error says what it waited for, and
+// nothing was asked of the provider.
+func TestCheckoutLockWaitFollowsContext(t *testing.T) {
+	b := newBroker(t, "")
+	lock, err := os.OpenFile(b.Store().Path()+".flock", os.O_RDWR|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	defer lock.Close()
+	require.NoError(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX))
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Checkout(ctx, broker.Request{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), "wait for lock")
+	case <-time.After(10 * time.Second):
+		t.Fatal("checkout still waits for the inventory lock 10 s after its context ended")
+	}
+	require.NoError(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_UN))
+	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs)
+	entries, _ := os.ReadDir(filepath.Join(b.Dir(), "local"))
+	assert.Empty(t, entries, "no Local host was made")
 }

@@ -264,7 +264,7 @@ func (p *Pool) Close(ctx context.Context) error {
 func (b *Broker) leaseKept(ctx context.Context, key string, n int) ([]*hostkit.Host, error) {
 	var taken, expired []*inventory.Record
 	now := time.Now()
-	err := b.store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+	err := b.store.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		taken, expired = nil, nil
 		for _, r := range recs {
 			m := r.Broker
