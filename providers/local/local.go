@@ -408,7 +408,7 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 			return a, fmt.Errorf(`local: argument local: %q (want true, "" or a map of options)`, v)
 		}
 	default:
-		return a, fmt.Errorf(`local: argument local: %T %v (want true, "" or a map of options)`, v, v)
+		return a, fmt.Errorf(`local: argument local: a %T (want true, "" or a map of options)`, v)
 	}
 	keys, err := parseAuthorizedKeys(args["authorized_keys"])
 	if err != nil {
@@ -431,8 +431,28 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 		for k, v := range e {
 			m[fmt.Sprint(k)] = v
 		}
+	case []any, []string:
+		// The Container provider's list form: "NAME=value" items.
+		var items []any
+		if l, ok := e.([]string); ok {
+			for _, it := range l {
+				items = append(items, it)
+			}
+		} else {
+			items = e.([]any)
+		}
+		for i, it := range items {
+			s, ok := it.(string)
+			name, value, found := strings.Cut(s, "=")
+			if !ok || !found {
+				// Never the item itself: it may be a secret.
+				return a, fmt.Errorf("local: argument env: item %d is not NAME=value", i)
+			}
+			m[name] = value
+		}
 	default:
-		return a, fmt.Errorf("local: argument env: want a map of NAME: value, got %T %v", env, env)
+		// Never the value itself: it may hold secrets.
+		return a, fmt.Errorf("local: argument env: want a map of NAME: value or a list of NAME=value, got a %T", env)
 	}
 	a.env = make(map[string]string, len(m))
 	for k, v := range m {

@@ -125,13 +125,15 @@ func TestBadRequests(t *testing.T) {
 		{".hidden", nil, "id"},
 		{inventory.NewID(), map[string]any{"local": 5}, "local"},
 		{inventory.NewID(), map[string]any{"local": false}, "local"},
-		{inventory.NewID(), map[string]any{"env": []any{"A=1"}}, "env"},
+		{inventory.NewID(), map[string]any{"env": []any{"A=1", "hunter2-secret"}}, "env: item 1"},
+		{inventory.NewID(), map[string]any{"env": "API_TOKEN=hunter2-secret"}, "env"},
 		{inventory.NewID(), map[string]any{"env": map[string]any{"A=B": "1"}}, "A=B"},
 		{inventory.NewID(), map[string]any{"env": map[string]any{"A": map[string]any{}}}, "env.A"},
 	} {
 		_, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: c.id, Args: c.args})
 		if assert.Error(t, err, "%q %v", c.id, c.args) {
 			assert.Contains(t, err.Error(), c.mention)
+			assert.NotContains(t, err.Error(), "hunter2", "an env value may be a secret")
 		}
 	}
 	entries, _ := os.ReadDir(p.Dir())
@@ -146,13 +148,21 @@ func TestBadRequests(t *testing.T) {
 func TestExecuteThroughHostkit(t *testing.T) {
 	p := openProvider(t, nil)
 	rec := checkout(t, p, map[string]any{"env": map[string]any{"GREETING": "hello"}})
+	listed := checkout(t, p, map[string]any{"env": []any{"GREETING=hi=there"}}) // the Container provider's form
+	lh, err := p.Connect(t.Context(), listed)
+	require.NoError(t, err)
+	defer lh.Close()
+	res, err := lh.Execute(t.Context(), `echo "$GREETING"`)
+	require.NoError(t, err)
+	assert.Equal(t, "hi=there\n", res.Stdout)
+
 	h, err := p.Connect(t.Context(), rec)
 	require.NoError(t, err)
 	defer h.Close()
 	assert.Equal(t, rec.Name, h.Name)
 	assert.Equal(t, "127.0.0.1", h.Hostname)
 
-	res, err := h.Execute(t.Context(), `echo "$GREETING $EXTRA"; echo oops >&2; exit 2`, hostkit.WithEnv(map[string]string{"EXTRA": "world"}))
+	res, err = h.Execute(t.Context(), `echo "$GREETING $EXTRA"; echo oops >&2; exit 2`, hostkit.WithEnv(map[string]string{"EXTRA": "world"}))
 	require.NoError(t, err)
 	assert.Equal(t, hostkit.Result{Status: 2, Stdout: "hello world\n", Stderr: "oops\n"}, res)
 
