@@ -356,6 +356,13 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	return h, nil
 }
 
+// KeptKnownHosts is the known_hosts file written for the host id when it
+// is kept for inspection, so that a person's ssh checks its key. Check-in
+// removes it.
+func (b *Broker) KeptKnownHosts(id string) string {
+	return filepath.Join(b.settings.Dir, "kept", id+".known_hosts")
+}
+
 // lockWait bounds the inventory lock waits that the caller's context does
 // not: the bookkeeping once a provider has acted, which the caller's
 // deadline must not cut short, nor a stuck lock holder hang.
@@ -470,6 +477,9 @@ func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) error
 	defer cancel()
 	if err := b.store.RemoveContext(actx, rec); err != nil {
 		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
+	}
+	if id := rec.ID(); id != "" {
+		_ = os.Remove(b.KeptKnownHosts(id))
 	}
 	b.logger.Info("checked in", "host", hostLabel(rec))
 	return nil

@@ -70,7 +70,7 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 		parts = append(parts, "-i", s.KeyFile)
 	}
 	if s.HostKey != "" {
-		kh := filepath.Join(b.Dir(), "kept", rec.ID()+".known_hosts")
+		kh := b.KeptKnownHosts(rec.ID())
 		line := fmt.Sprintf("[%s]:%d %s\n", addr, port, strings.TrimSpace(strings.SplitN(s.HostKey, "\n", 2)[0]))
 		if err := os.MkdirAll(filepath.Dir(kh), 0o700); err == nil && os.WriteFile(kh, []byte(line), 0o600) == nil {
 			parts = append(parts, "-o", "UserKnownHostsFile="+kh)

@@ -247,5 +247,9 @@ func TestKeepOnFailureLogsSSHCommand(t *testing.T) {
 	all := strings.Join(logs, "\n")
 	assert.Contains(t, all, fmt.Sprintf("-p %d", recs[0].Broker.SSH.Port))
 	assert.Contains(t, all, "ssh ")
+	kh := b.KeptKnownHosts(recs[0].ID())
+	assert.Contains(t, all, "UserKnownHostsFile="+kh)
+	assert.FileExists(t, kh)
 	require.NoError(t, b.CheckinRecords(t.Context(), recs...))
+	assert.NoFileExists(t, kh, "check-in removes the kept host's known_hosts file")
 }
