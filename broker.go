@@ -201,7 +201,7 @@ func (b *Broker) provider(ctx context.Context, name, instance string) (providers
 	}
 	inst, err := b.settings.Instance(regName, instance)
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", "", fmt.Errorf("broker: %w", err)
 	}
 	key := regName + "::" + inst.Name
 	b.mu.Lock()
@@ -218,6 +218,12 @@ func (b *Broker) provider(ctx context.Context, name, instance string) (providers
 		Logger:   b.logger.With("provider", regName, "instance", inst.Name),
 	})
 	if err != nil {
+		if se, ok := errors.AsType[*providers.SettingError](err); ok {
+			// Say where the setting is, in the file or the environment.
+			located := b.settings.ErrorAt(inst.Provider, inst.Name, se.Key, se.Err.Error())
+			located.Err = err
+			err = located
+		}
 		return nil, "", "", fmt.Errorf("broker: open provider %s: %w", describe(regName, inst.Name), err)
 	}
 	b.opened[key] = p

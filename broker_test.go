@@ -41,6 +41,9 @@ type spyDriver struct{ s *spy }
 
 func (d spyDriver) ArgKeys() []string { return []string{"spy_image"} }
 func (d spyDriver) Open(ctx context.Context, cfg providers.Config) (providers.Provider, error) {
+	if v, k, ok := providers.Setting(cfg.Settings, "flavor"); ok && v != "plain" {
+		return nil, fmt.Errorf("spy: %w", &providers.SettingError{Key: k, Err: fmt.Errorf("%q is not a flavor", v)})
+	}
 	ld, _, err := providers.Lookup("Local")
 	if err != nil {
 		return nil, err
@@ -380,4 +383,31 @@ func TestCheckoutLockWaitFollowsContext(t *testing.T) {
 	assert.Empty(t, recs)
 	entries, _ := os.ReadDir(filepath.Join(b.Dir(), "local"))
 	assert.Empty(t, entries, "no Local host was made")
+}
+
+// A provider's complaint about a setting names where it was set: the file
+// and line, or the environment variable.
+func TestProviderSettingErrorNamesWhere(t *testing.T) {
+	settingsYAML := "Spy:\n  instances:\n    - one:\n        default: true\n        flavor: sour\n"
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settingsYAML), 0o600))
+	req := broker.Request{Args: map[string]any{"spy_image": "x"}}
+	for _, tc := range []struct {
+		env  []string
+		want []string
+	}{
+		{nil, []string{"broker_settings.yaml:5: Spy.instances", "flavor", `"sour" is not a flavor`}},
+		{[]string{"BROKER_Spy__instances__one__flavor=bitter"}, []string{"(from env BROKER_Spy__instances__one__flavor)", `"bitter" is not a flavor`}},
+	} {
+		b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron(tc.env), broker.WithReaper(false))
+		require.NoError(t, err)
+		_, err = b.Checkout(t.Context(), req)
+		require.Error(t, err)
+		for _, w := range tc.want {
+			assert.Contains(t, err.Error(), w)
+		}
+		var se *providers.SettingError
+		assert.ErrorAs(t, err, &se, "the provider's error is still there to inspect")
+		require.NoError(t, b.Close())
+	}
 }

@@ -53,3 +53,16 @@ func Seconds(v any) (time.Duration, error) {
 	}
 	return time.Duration(f * float64(time.Second)), nil
 }
+
+// SettingError is a provider's complaint about one of its settings (a key
+// of Config.Settings). The broker adds where the key was set: the settings
+// file and line, or the environment variable.
+type SettingError struct {
+	Key string // as written in Config.Settings
+	Err error  // what is wrong; never holds a secret value
+}
+
+func (e *SettingError) Error() string { return "setting " + e.Key + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *SettingError) Unwrap() error { return e.Err }

@@ -603,3 +603,30 @@ func (s *Settings) Nick(name string) (map[string]any, error) {
 		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s %s", typeName(x), show(p, x))
 	}
 }
+
+// ErrorAt is an Error about key of a provider instance's settings (its
+// Values), found after Load, by the provider: it names the file and line
+// where the key is set, or the environment variable that set it, with the
+// key path as a person would look it up.
+func (s *Settings) ErrorAt(provider, instance, key, msg string) *Error {
+	k, ok := findKey(s.Data, provider)
+	if !ok {
+		return s.meta.errAt("", joinPath(provider, key), "%s", msg)
+	}
+	if sec, err := s.meta.parseSection(k, s.Data[k]); err == nil {
+		for _, in := range sec.instances {
+			if !strings.EqualFold(in.name, instance) {
+				continue
+			}
+			if ik, ok := findKey(in.m, key); ok {
+				return s.meta.errAt(joinPath(in.raw, ik), joinPath(in.shown, ik), "%s", msg)
+			}
+		}
+	}
+	if sm, ok := s.Data[k].(map[string]any); ok {
+		if sk, ok := findKey(sm, key); ok {
+			return s.meta.errAt(joinPath(k, sk), joinPath(k, sk), "%s", msg)
+		}
+	}
+	return s.meta.errAt("", joinPath(k, key), "%s", msg)
+}
