@@ -49,7 +49,8 @@ type runSpec struct {
 // Checkout runs a container from the container_host image and returns its
 // record. Other arguments: ports, env (or environment), command, volumes,
 // network, name, auto_map_ports, ssh (force or disable the SSH setup).
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
+	defer p.tidy(&err)
 	image, err := argString(req.Args, "container_host")
 	if err != nil {
 		return nil, fmt.Errorf("container: %w", err)
@@ -91,7 +92,7 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	img, err := p.eng.cli.ImageInspect(cctx, image)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("container: image %q on engine %s (no image is pulled; build or load it first): %w", image, p.eng.uri, err)
+		return nil, imageError(image, p.eng.uri, err)
 	}
 	exposed := map[string]bool{}
 	if img.Config != nil {
@@ -156,6 +157,15 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	return s, nil
 }
 
+// imageError says that image could not be read on the engine at uri. The
+// engine's "No such image: <name>" is not repeated.
+func imageError(image, uri string, err error) error {
+	if isNotFound(err) {
+		return &textError{text: fmt.Sprintf("container: no image %q on engine %s (no image is pulled; build or load it first)", image, uri), err: err}
+	}
+	return fmt.Errorf("container: image %q on engine %s: %w", image, uri, err)
+}
+
 // labels are the container's labels: the request's under LabelPrefix, then
 // ours (which win).
 func (p *Provider) labels(id string, args map[string]any, reqLabels map[string]string) map[string]string {
@@ -168,6 +178,23 @@ func (p *Provider) labels(id string, args map[string]any, reqLabels map[string]s
 	}
 	if l[LabelVersion] == "" {
 		l[LabelVersion] = "unknown"
+	}
+	// The broker checks out in its owner process: record what proves that
+	// owner's death, for Sync.
+	if l[LabelRun] != "" && l[LabelPID] == "" {
+		o := inventory.CurrentOwner(l[LabelRun])
+		if l[LabelMachine] == "" {
+			l[LabelMachine] = o.Machine
+		}
+		if l[LabelMachine] == o.Machine {
+			l[LabelPID] = strconv.Itoa(o.PID)
+			if o.Started != 0 {
+				l[LabelStarted] = strconv.FormatUint(o.Started, 10)
+			}
+			if o.BootID != "" {
+				l[LabelBootID] = o.BootID
+			}
+		}
 	}
 	l[LabelID] = id
 	l[LabelInstance] = p.cfg.Instance
@@ -271,6 +298,10 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 	conn, bannerErr := waitBanner(ctx, addr, p.settings.sshWait, alive)
 	inst := <-keyDone
 	if bannerErr != nil {
+		if len(s.cmd) > 0 && errors.Is(bannerErr, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The container runs, but its port never had sshd behind it.
+			return nil, fmt.Errorf("container: %s (image %q): the command %q may have replaced the image's sshd (the argument \"ssh\": false gives a host driven through the engine: exec and files, no SSH): sshd on %s: %w", s.name, s.image, s.cmd, addr, bannerErr)
+		}
 		return nil, fmt.Errorf("container: %s (image %q): sshd on %s: %w", s.name, s.image, addr, bannerErr)
 	}
 	if inst.err != nil {
@@ -420,16 +451,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		h.Name = rec.Name
 		return h, nil
 	}
-	t := &transport{p: p, user: p.settings.username, resolve: func(ctx context.Context) (string, error) {
-		ids, err := p.find(ctx, rec)
-		if err != nil {
-			return "", err
-		}
-		if len(ids) == 0 {
-			return "", fmt.Errorf("container: host %s (id %s) not found on %s", rec.Name, rec.ID(), p.eng.uri)
-		}
-		return ids[0], nil
-	}}
+	t := p.transport(rec)
 	cfg := hostkit.Config{Logger: p.log}
 	if t := p.cfg.SSH.CommandTimeout; t > 0 {
 		cfg.CommandTimeout = time.Duration(t * float64(time.Second))
@@ -439,11 +461,26 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	return h, nil
 }
 
+// transport drives the container of rec through the engine.
+func (p *Provider) transport(rec *inventory.Record) *transport {
+	return &transport{p: p, user: p.settings.username, resolve: func(ctx context.Context) (string, error) {
+		ids, err := p.find(ctx, rec)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) == 0 {
+			return "", fmt.Errorf("container: host %s (id %s) not found on %s", rec.Name, rec.ID(), p.eng.uri)
+		}
+		return ids[0], nil
+	}}
+}
+
 // Checkin removes the container of rec (forced, with its anonymous volumes)
 // and its key directory. A container already gone is not an error. rec may
 // hold only the broker id (the container is found by its id label), or, for
 // records of other tools, only the name.
-func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
+func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) (err error) {
+	defer p.tidy(&err)
 	if rec == nil {
 		return nil
 	}

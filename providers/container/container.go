@@ -10,6 +10,14 @@
 // sshd are driven through the engine itself (exec and archive API), as a
 // hostkit.Transport.
 //
+// Engine-driven hosts give an SSH host's results (statuses, output, files
+// with their permission bits, fs.ErrNotExist for missing paths; a
+// cancelled or timed-out command is killed inside the container with its
+// process group) with one difference: a command killed by signal N gives
+// Status 128+N and no error, as a shell reports it, where an SSH host gives
+// Status -1 and an error naming the signal. The engine reports only the
+// exit code, which cannot tell a signal death from `exit 128+N`.
+//
 // Settings (the Container: section or one of its instances):
 //
 //	host_uri (or host)  engine address: unix:///path, /path, tcp://h:p, ssh://user@h
@@ -30,6 +38,10 @@
 // "instance", "args" (the checkout arguments as JSON) and each label of the
 // checkout request under LabelPrefix; check-in and sync find containers by
 // them, so a record holding only the broker id is enough to remove its host.
+// A request labelled with its owner's run (the broker's are) also gets the
+// checking-out process's "pid", "started" and "boot_id" (and "machine"
+// when missing): Sync fills a recovered record's owner from them, so
+// `brokertest cleanup --stale` can judge it.
 package container
 
 import (
@@ -61,6 +73,17 @@ const (
 	LabelInstance = LabelPrefix + "instance" // provider instance name
 	LabelArgs     = LabelPrefix + "args"     // checkout arguments, JSON
 	LabelOneShot  = LabelPrefix + "oneshot"  // "true" on Execute's containers
+
+	// The owner of the host, as the broker labels its requests (run,
+	// machine, test) and as Checkout completes them from this process
+	// (pid, start time, boot id: see inventory.Owner), so that Sync can
+	// rebuild a record whose owner's death is provable.
+	LabelRun     = LabelPrefix + "run"
+	LabelMachine = LabelPrefix + "machine"
+	LabelTest    = LabelPrefix + "test"
+	LabelPID     = LabelPrefix + "pid"
+	LabelStarted = LabelPrefix + "started"
+	LabelBootID  = LabelPrefix + "boot_id"
 )
 
 func init() { providers.Register(Name, Driver{}) }
@@ -102,7 +125,8 @@ type settings struct {
 }
 
 // Open returns a Provider for cfg, connected to its engine.
-func Open(ctx context.Context, cfg providers.Config) (*Provider, error) {
+func Open(ctx context.Context, cfg providers.Config) (_ *Provider, err error) {
+	defer func() { err = readable(err, "") }()
 	s, err := parseSettings(cfg)
 	if err != nil {
 		return nil, err
@@ -143,7 +167,24 @@ func stringSetting(m map[string]any, keys ...string) (string, error) {
 	case int, int64, float64, bool:
 		return fmt.Sprint(v), nil
 	}
-	return "", fmt.Errorf("container: setting %s: want a string, got %T", k, v)
+	return "", settingError(k, fmt.Errorf("want a string, got a %s", yamlKind(v)))
+}
+
+// settingError is a complaint about setting key, which the broker locates
+// in the settings file or the environment.
+func settingError(key string, err error) error {
+	return fmt.Errorf("container: %w", &providers.SettingError{Key: key, Err: err})
+}
+
+// yamlKind names a settings value's kind as the settings file shows it.
+func yamlKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "list"
+	case map[string]any, map[any]any:
+		return "map"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
@@ -153,7 +194,7 @@ func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
 	}
 	b, err := parseBool(v)
 	if err != nil {
-		return def, fmt.Errorf("container: setting %s: %w", k, err)
+		return def, settingError(k, err)
 	}
 	return b, nil
 }
@@ -165,7 +206,7 @@ func secondsSetting(m map[string]any, def time.Duration, keys ...string) (time.D
 	}
 	d, err := providers.Seconds(v)
 	if err != nil {
-		return def, fmt.Errorf("container: setting %s: %w", k, err)
+		return def, settingError(k, err)
 	}
 	return d, nil
 }
@@ -188,7 +229,8 @@ func parseSettings(cfg providers.Config) (settings, error) {
 	switch s.runtime {
 	case "", "docker", "podman":
 	default:
-		return s, fmt.Errorf("container: setting runtime: %q is not docker or podman", s.runtime)
+		_, k, _ := providers.Setting(m, "runtime")
+		return s, settingError(k, fmt.Errorf("%q is not docker or podman", s.runtime))
 	}
 	if s.network, err = stringSetting(m, "network"); err != nil {
 		return s, err

@@ -42,6 +42,9 @@ var podman struct {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "checkout" {
+		os.Exit(childCheckout())
+	}
 	code := m.Run()
 	if podman.svc != nil {
 		podman.svc.Stop()
@@ -472,8 +475,8 @@ func TestBadImage(t *testing.T) {
 		if err == nil {
 			t.Fatal("Checkout of a missing image succeeded")
 		}
-		if !strings.Contains(err.Error(), missingImage) {
-			t.Errorf("error %q does not name the image %s", err, missingImage)
+		if n := strings.Count(err.Error(), missingImage); n != 1 {
+			t.Errorf("error %q names the image %s %d times, want once", err, missingImage, n)
 		}
 		if left, lerr := containersWithID(ctx, p, id); lerr != nil || len(left) != 0 {
 			t.Errorf("containers left after a failed checkout: %v, %v", left, lerr)

@@ -20,6 +20,31 @@ import (
 type engine struct {
 	cli *client.Client
 	uri string
+
+	podmanOnce sync.Once
+	podman     bool
+}
+
+// createsDirs reports whether the engine's archive API creates a missing
+// destination directory (Podman's does; Docker answers 404). Asked once;
+// an engine that does not say is assumed to.
+func (e *engine) createsDirs(ctx context.Context) bool {
+	e.podmanOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		defer cancel()
+		v, err := e.cli.ServerVersion(ctx, client.ServerVersionOptions{})
+		if err != nil {
+			e.podman = true
+			return
+		}
+		e.podman = strings.Contains(strings.ToLower(v.Platform.Name), "podman")
+		for _, c := range v.Components {
+			if strings.Contains(strings.ToLower(c.Name), "podman") {
+				e.podman = true
+			}
+		}
+	})
+	return e.podman
 }
 
 // pingTimeout bounds the ping that proves an engine answers.
@@ -98,7 +123,7 @@ func dialEngine(ctx context.Context, uri string) (*engine, error) {
 	case "tcp", "http", "https":
 		opts = append(opts, client.WithHost(uri), client.WithTLSClientConfigFromEnv())
 	case "ssh":
-		opts = append(opts, client.WithHost("http://docker.example.invalid"), client.WithDialContext(sshDialer(u)))
+		opts = append(opts, client.WithHost("http://"+sshDummyHost), client.WithDialContext(sshDialer(u)))
 	default:
 		return nil, fmt.Errorf("engine address %q: unsupported scheme %q", uri, u.Scheme)
 	}
@@ -114,6 +139,10 @@ func dialEngine(ctx context.Context, uri string) (*engine, error) {
 	}
 	return &engine{cli: cli, uri: uri}, nil
 }
+
+// sshDummyHost is the host of an ssh engine's request URLs (the dialer
+// ignores it).
+const sshDummyHost = "docker.example.invalid"
 
 // sshDialer reaches a remote engine as the docker CLI does: through
 // `ssh -- HOST docker system dial-stdio`, the command's stdio as the

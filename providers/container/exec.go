@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,12 +28,18 @@ type execRequest struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// OnCancel, when set, runs when ctx ends before the command does,
+	// before the attached stream is closed; exec returns after it.
+	OnCancel func()
+	// StreamEnd, when set, runs when the output stream has ended.
+	StreamEnd func()
 }
 
 // exec runs req in container id and returns its exit status. Output is
 // demultiplexed (no TTY) into req.Stdout and req.Stderr. ctx bounds the whole
-// run: when it ends, the attached stream is closed and ctx's error returned
-// (the process may go on inside the container).
+// run: when it ends, req.OnCancel runs, the attached stream is closed and
+// ctx's error returned (the process goes on inside the container unless
+// OnCancel ends it: the engine has no API to kill an exec).
 func (e *engine) exec(ctx context.Context, id string, req execRequest) (int, error) {
 	created, err := e.cli.ExecCreate(ctx, id, client.ExecCreateOptions{
 		User:         req.User,
@@ -52,8 +59,20 @@ func (e *engine) exec(ctx context.Context, id string, req execRequest) (int, err
 	defer att.Close()
 	// The hijacked connection ignores ctx once established: close it when
 	// ctx ends so the copies below return.
-	stop := context.AfterFunc(ctx, att.Close)
-	defer stop()
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(cancelled)
+		if req.OnCancel != nil {
+			req.OnCancel()
+		}
+		att.Close()
+	})
+	// An OnCancel under way finishes before exec returns.
+	defer func() {
+		if !stop() {
+			<-cancelled
+		}
+	}()
 
 	if req.Stdin != nil {
 		// Not waited for: a stdin that never ends must not hold the result;
@@ -71,6 +90,9 @@ func (e *engine) exec(ctx context.Context, id string, req execRequest) (int, err
 		stderr = io.Discard
 	}
 	_, cerr := stdcopy.StdCopy(stdout, stderr, att.Reader)
+	if req.StreamEnd != nil {
+		req.StreamEnd()
+	}
 	if ctx.Err() != nil {
 		return -1, ctx.Err()
 	}
@@ -131,8 +153,20 @@ func (t *transport) containerID(ctx context.Context) (string, error) {
 	return id, nil
 }
 
-// Execute runs cmd with /bin/sh -c in the container.
-func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOptions) (hostkit.Result, error) {
+// execWrapper runs the command ($1) as `/bin/sh -c` would, after telling
+// its pid on stderr (a line pidMarker PID, removed from the output). An
+// exec'd process leads its own process group, and exec keeps the pid: so
+// a cancelled command is ended with its children by killing that group.
+const execWrapper = `printf '` + pidMarker + `%d\n' "$$" >&2; exec /bin/sh -c "$1"`
+
+// pidMarker starts the wrapper's first line on stderr.
+const pidMarker = "@hostbroker-exec-pid "
+
+// Execute runs cmd with /bin/sh -c in the container. When ctx ends first,
+// the command's process group is killed inside the container (the engine
+// cannot kill an exec), and ctx's error returned with the output so far.
+func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOptions) (_ hostkit.Result, err error) {
+	defer t.p.tidy(&err)
 	id, err := t.containerID(ctx)
 	if err != nil {
 		return hostkit.Result{Status: -1}, err
@@ -143,9 +177,11 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 	}
 	sort.Strings(env)
 	var stdout, stderr bytes.Buffer
+	pw := newPIDWriter(&stderr)
 	status, err := t.p.eng.exec(ctx, id, execRequest{
-		Cmd: []string{"/bin/sh", "-c", cmd}, User: t.user, Env: env,
-		Stdin: opts.Stdin, Stdout: &stdout, Stderr: &stderr,
+		Cmd: []string{"/bin/sh", "-c", execWrapper, "sh", cmd}, User: t.user, Env: env,
+		Stdin: opts.Stdin, Stdout: &stdout, Stderr: pw,
+		OnCancel: func() { t.killGroup(ctx, id, pw) }, StreamEnd: pw.flush,
 	})
 	res := hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}
 	if err != nil {
@@ -154,8 +190,109 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 	return res, nil
 }
 
-// Open streams the file at p out of the container (symbolic links followed).
-func (t *transport) Open(ctx context.Context, p string) (io.ReadCloser, error) {
+// killWait bounds how long a cancelled Execute waits for the command's pid
+// (a command cancelled as it starts) and for the kill.
+const killWait = 5 * time.Second
+
+// killGroup kills the process group of the command whose pid pw learns,
+// through a new exec as root.
+func (t *transport) killGroup(ctx context.Context, id string, pw *pidWriter) {
+	timer := time.NewTimer(killWait)
+	defer timer.Stop()
+	select {
+	case <-pw.known:
+	case <-timer.C:
+	}
+	pid := pw.get()
+	if pid <= 1 {
+		if pid == 0 {
+			t.p.log.Warn("container: cancelled command's pid unknown; it may go on", "container", shortID(id))
+		}
+		return
+	}
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(killWait, t.p.settings.callTimeout))
+	defer cancel()
+	var stderr bytes.Buffer
+	status, err := t.p.eng.exec(kctx, id, execRequest{
+		Cmd:    []string{"/bin/sh", "-c", "kill -KILL -" + strconv.Itoa(pid) + " || kill -KILL " + strconv.Itoa(pid)},
+		User:   "0",
+		Stderr: &stderr,
+	})
+	if err != nil || status != 0 {
+		t.p.log.Debug("container: kill cancelled command", "container", shortID(id), "pid", pid, "status", status, "err", err, "stderr", stderr.String())
+	}
+}
+
+// pidWriter passes stderr through, but first reads the wrapper's pid line.
+type pidWriter struct {
+	w     io.Writer
+	known chan struct{} // closed when pid is set or cannot be
+	mu    sync.Mutex
+	pid   int
+	head  []byte // the first line so far
+	done  bool   // head handled
+}
+
+func newPIDWriter(w io.Writer) *pidWriter {
+	return &pidWriter{w: w, known: make(chan struct{})}
+}
+
+func (p *pidWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	if p.done {
+		p.mu.Unlock()
+		return p.w.Write(b)
+	}
+	n := len(b)
+	p.head = append(p.head, b...)
+	i := bytes.IndexByte(p.head, '\n')
+	if i < 0 && len(p.head) < len(pidMarker)+24 && bytes.HasPrefix([]byte(pidMarker), p.head[:min(len(p.head), len(pidMarker))]) {
+		p.mu.Unlock()
+		return n, nil // wait for the rest of the line
+	}
+	rest := p.head
+	if i >= 0 && bytes.HasPrefix(p.head, []byte(pidMarker)) {
+		if pid, err := strconv.Atoi(string(p.head[len(pidMarker):i])); err == nil {
+			p.pid = pid
+		}
+		rest = p.head[i+1:]
+	}
+	p.head, p.done = nil, true
+	close(p.known)
+	p.mu.Unlock()
+	if len(rest) > 0 {
+		if _, err := p.w.Write(rest); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// flush ends the head when the stream has: what was held back is written
+// (no pid line came).
+func (p *pidWriter) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	close(p.known)
+	_, _ = p.w.Write(p.head)
+	p.head = nil
+}
+
+func (p *pidWriter) get() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
+}
+
+// Open streams the file at p out of the container (symbolic links
+// followed). The reader has Stat, whose mode is the file's (from the
+// archive's header). A missing file's error is fs.ErrNotExist.
+func (t *transport) Open(ctx context.Context, p string) (_ io.ReadCloser, err error) {
+	defer t.p.tidy(&err)
 	id, err := t.containerID(ctx)
 	if err != nil {
 		return nil, err
@@ -163,6 +300,9 @@ func (t *transport) Open(ctx context.Context, p string) (io.ReadCloser, error) {
 	for range 8 {
 		res, err := t.p.eng.cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: p})
 		if err != nil {
+			if t.pathMissing(ctx, id, err) {
+				return nil, fmt.Errorf("open %s in container %s: %w", p, shortID(id), &notExistError{err})
+			}
 			return nil, fmt.Errorf("copy %s from container %s: %w", p, shortID(id), err)
 		}
 		tr := tar.NewReader(res.Content)
@@ -173,7 +313,7 @@ func (t *transport) Open(ctx context.Context, p string) (io.ReadCloser, error) {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
-			return &tarFile{Reader: tr, c: res.Content}, nil
+			return &tarFile{Reader: tr, c: res.Content, fi: hdr.FileInfo()}, nil
 		case tar.TypeSymlink:
 			res.Content.Close()
 			target := hdr.Linkname
@@ -193,19 +333,41 @@ func (t *transport) Open(ctx context.Context, p string) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("open %s in container %s: too many symbolic links", p, shortID(id))
 }
 
+// pathMissing reports whether err, from the archive API, means a missing
+// path: a 404 while the container exists (the engine answers 404 for a
+// missing container too).
+func (t *transport) pathMissing(ctx context.Context, id string, err error) bool {
+	if !isNotFound(err) {
+		return false
+	}
+	cctx, cancel := t.p.callCtx(ctx)
+	defer cancel()
+	_, ierr := t.p.eng.cli.ContainerInspect(cctx, id, client.ContainerInspectOptions{})
+	return ierr == nil
+}
+
+// tarFile is a file streamed out of an archive. Stat gives its header's
+// mode and size, so a download keeps the permission bits (hostkit reads
+// them from a reader with Stat, as from an *os.File or *sftp.File).
 type tarFile struct {
 	*tar.Reader
-	c io.Closer
+	c  io.Closer
+	fi fs.FileInfo
 }
 
 func (f *tarFile) Close() error { return f.c.Close() }
+
+// Stat describes the file as the archive's header does.
+func (f *tarFile) Stat() (fs.FileInfo, error) { return f.fi, nil }
 
 // sizer is a reader that knows how many bytes it will give (-1: unknown).
 type sizer interface{ Size() int64 }
 
 // Create writes r to p in the container with mode perm, as a one-entry tar
-// stream (streamed when r's size is known, else buffered to learn it).
-func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io.Reader) error {
+// stream (streamed when r's size is known, else buffered to learn it). A
+// missing directory's error is fs.ErrNotExist.
+func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io.Reader) (err error) {
+	defer t.p.tidy(&err)
 	id, err := t.containerID(ctx)
 	if err != nil {
 		return err
@@ -227,6 +389,15 @@ func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io
 	}
 	if dir == "" {
 		dir = "/"
+	}
+	if t.p.eng.createsDirs(ctx) {
+		// As over SFTP, a missing directory is an error, not made.
+		if _, err := t.p.eng.cli.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: dir}); err != nil {
+			if t.pathMissing(ctx, id, err) {
+				return fmt.Errorf("write %s in container %s: directory %s: %w", p, shortID(id), path.Clean(dir), &notExistError{err})
+			}
+			return fmt.Errorf("write %s in container %s: %w", p, shortID(id), err)
+		}
 	}
 	pr, pw := io.Pipe()
 	go func() {
@@ -250,6 +421,9 @@ func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io
 	_, err = t.p.eng.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: dir, Content: pr})
 	pr.CloseWithError(errors.New("copy ended"))
 	if err != nil {
+		if t.pathMissing(ctx, id, err) {
+			return fmt.Errorf("write %s in container %s: directory %s: %w", p, shortID(id), path.Clean(dir), &notExistError{err})
+		}
 		return fmt.Errorf("write %s in container %s: %w", p, shortID(id), err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +32,8 @@ var (
 // for it to exit, removes it and returns a hostkit.Result: its exit status
 // and its output. A non-zero status is a result, not an error. The
 // argument timeout (seconds) bounds the run, over ctx.
-func (p *Provider) Execute(ctx context.Context, args map[string]any) (any, error) {
+func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err error) {
+	defer p.tidy(&err)
 	image, err := argString(args, "container_app")
 	if err != nil {
 		return nil, fmt.Errorf("container: %w", err)
@@ -106,8 +108,11 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (any, error
 // means the local user): containers labelled with that user and this
 // instance, one-shot containers excepted. Records have the shape
 // Checkout's have; the SSH block is rebuilt from the published port, the key
-// file (when still present) and the host key read through the engine.
-func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, error) {
+// file (when still present) and the host key read through the engine, and
+// the owner block (state ready, run, machine, test, pid, start time, boot
+// id) from the labels Checkout set.
+func (p *Provider) Sync(ctx context.Context, user string) (_ []*inventory.Record, err error) {
+	defer p.tidy(&err)
 	if user == "" {
 		user = localUser()
 	}
@@ -137,6 +142,7 @@ func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, 
 			_ = json.Unmarshal([]byte(j), &args)
 		}
 		rec := p.record(id, ins.Container, args)
+		ownerFromLabels(rec.Broker, c.Labels)
 		if port := publishedPort(ins.Container, sshPort); port != 0 {
 			s := &inventory.SSH{Host: "127.0.0.1", Port: port, User: p.sshUser()}
 			if kf := filepath.Join(p.keyDir(id), "client_key"); fileExists(kf) {
@@ -159,6 +165,26 @@ func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, 
 	return recs, nil
 }
 
+// ownerFromLabels fills a synced record's owner, test and state from the
+// container's labels. A container of a broker run is in use by that run
+// (ready); its owner is dead, and the host stale, once the labelled process
+// is gone.
+func ownerFromLabels(m *inventory.Meta, labels map[string]string) {
+	run := labels[LabelRun]
+	if run == "" {
+		return
+	}
+	m.State = inventory.StateReady
+	m.Test = labels[LabelTest]
+	m.Owner = inventory.Owner{Run: run, Machine: labels[LabelMachine], BootID: labels[LabelBootID]}
+	if pid, err := strconv.Atoi(labels[LabelPID]); err == nil && pid > 0 {
+		m.Owner.PID = pid
+	}
+	if st, err := strconv.ParseUint(labels[LabelStarted], 10, 64); err == nil {
+		m.Owner.Started = st
+	}
+}
+
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
@@ -166,7 +192,8 @@ func fileExists(path string) bool {
 
 // Describe lists the engine's tagged images (topic ""), or describes one
 // image (topic = its name): exposed ports, command, whether it runs sshd.
-func (p *Provider) Describe(ctx context.Context, topic string) (string, error) {
+func (p *Provider) Describe(ctx context.Context, topic string) (_ string, err error) {
+	defer p.tidy(&err)
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
 	var b strings.Builder
@@ -195,7 +222,7 @@ func (p *Provider) Describe(ctx context.Context, topic string) (string, error) {
 	}
 	img, err := p.eng.cli.ImageInspect(cctx, topic)
 	if err != nil {
-		return "", fmt.Errorf("container: image %q on %s: %w", topic, p.eng.uri, err)
+		return "", imageError(topic, p.eng.uri, err)
 	}
 	fmt.Fprintf(&b, "Image %s\n", topic)
 	fmt.Fprintf(&b, "  tags: %s\n", strings.Join(img.RepoTags, ", "))
