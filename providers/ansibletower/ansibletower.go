@@ -11,6 +11,15 @@
 // new_expire_time. Execute runs any workflow or template that makes no host;
 // Sync lists the hosts of the user's inventories.
 //
+// Every launch carries the extra var _broker_request_id (a checkout's
+// inventory id, recorded with the template before the launch as
+// launch_marker and friends; a fresh id for other launches): a launch whose
+// answer is lost (timed out, cancelled, connection broken) is found among
+// its template's recent jobs by it. A checkout cancels such a job and checks
+// in what it made, as it does for a job it knows, and so does check-in of a
+// record that holds only the marker; the launches of release, extend and
+// execute wait for their job instead.
+//
 // Settings (AnsibleTower: section, instances allowed), as the Python broker's:
 //
 //	base_url                 https://tower.example.com/ (required)
@@ -243,13 +252,42 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	if req.Labels["test"] != "" {
 		args["_broker_origin"] = req.Labels["test"]
 	}
+	marker := req.ID
+	if marker == "" {
+		marker = inventory.NewID()
+	}
 	var launched map[string]any
-	res, err := p.runNotify(ctx, args, func(data map[string]any) {
-		launched = data
-		if req.Progress != nil {
-			req.Progress(data)
-		}
+	res, err := p.runNotify(ctx, args, launchHooks{
+		marker:   marker,
+		onIntent: req.Progress,
+		onLaunch: func(data map[string]any) {
+			launched = data
+			if req.Progress != nil {
+				req.Progress(data)
+			}
+		},
 	})
+	var lost *lostLaunchError
+	if errors.As(err, &lost) {
+		// The launch's answer was lost (timed out, cancelled, connection
+		// broken) but it may have started a job: find it by the marker,
+		// with a context of its own since the caller's may have ended.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.set.workflowTimeout)
+		defer cancel()
+		found, ferr := p.findLaunch(fctx, lost.data, lost.inFlight, time.Time{})
+		switch {
+		case ferr != nil:
+			err = errors.Join(err, fmt.Errorf("ansibletower: the launch may have started a job (extra var %s=%s): %w", markerVar, marker, ferr))
+		case found != nil:
+			p.log.Warn("ansibletower: the launch's answer was lost but it started a job", "marker", marker, "api_url", found["api_url"], "ui_url", found["ui_url"])
+			launched = found
+			if req.Progress != nil {
+				req.Progress(found)
+			}
+		default:
+			p.log.Info("ansibletower: the launch whose answer was lost started no job", "marker", marker)
+		}
+	}
 	var jerr *JobError
 	if err != nil && launched != nil && !errors.As(err, &jerr) {
 		// Cancelled or timed out while the workflow ran: stop it and check in
@@ -356,7 +394,9 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 // Checkin runs the release workflow for rec. A record of a checkout that
 // never finished (no VM name: its process died, or it was cancelled) is
 // resolved through the job it launched, when it got that far: the job is
-// cancelled if still running, and the VMs it made are released.
+// cancelled if still running, and the VMs it made are released. A record
+// whose launch was sent but never answered (no api_url, a launch_marker) has
+// its job looked up by the marker first; an error keeps the record.
 func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	if rec == nil {
 		return nil
@@ -365,7 +405,19 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 		if rec.Broker == nil {
 			return nil
 		}
-		return p.releaseUnfinished(ctx, rec.Broker.Data)
+		data := rec.Broker.Data
+		if api, _ := data["api_url"].(string); api == "" && data[dataMarker] != nil {
+			found, err := p.findLaunch(ctx, data, true, rec.Broker.CheckedOut)
+			if err != nil {
+				return fmt.Errorf("ansibletower: unfinished checkout %s: %w", rec.Broker.ID, err)
+			}
+			if found == nil {
+				return nil // the launch started no job
+			}
+			p.log.Warn("ansibletower: found the job of an unfinished checkout by its marker", "id", rec.Broker.ID, "api_url", found["api_url"], "ui_url", found["ui_url"])
+			data = found
+		}
+		return p.releaseUnfinished(ctx, data)
 	}
 	return p.release(ctx, rec.Name, rec)
 }
@@ -440,7 +492,7 @@ func (p *Provider) release(ctx context.Context, name string, rec *inventory.Reco
 			args["inventory"] = inv
 		}
 	}
-	for _, k := range []string{"workflow", "job_template", "artifacts", "tower_inventory", "count", "_broker_origin"} {
+	for _, k := range []string{"workflow", "job_template", "artifacts", "tower_inventory", "count", "_broker_origin", markerVar} {
 		delete(args, k)
 	}
 	args["workflow"] = p.set.releaseWorkflow

@@ -100,6 +100,7 @@ type job struct {
 	Failed          bool           `json:"failed"`
 	JobExplanation  string         `json:"job_explanation"`
 	ResultTraceback string         `json:"result_traceback"`
+	ExtraVars       string         `json:"extra_vars"` // JSON or YAML text
 	Artifacts       map[string]any `json:"artifacts"`
 	Related         struct {
 		WorkflowNodes string `json:"workflow_nodes"`
@@ -123,6 +124,8 @@ type launched struct {
 	URL         string `json:"url"`
 	Job         int    `json:"job"`
 	WorkflowJob int    `json:"workflow_job"`
+	// IgnoredFields are launch fields the template does not prompt for.
+	IgnoredFields map[string]any `json:"ignored_fields"`
 }
 
 // workflowNode is a node of a running or finished workflow job.

@@ -50,7 +50,7 @@ type client struct {
 	api       string   // API root path with trailing slash: "/api/v2/" or "/api/controller/v2/"
 	loginPath string   // session login for username/password: "/api/login/" (AWX) or the gateway's
 	http      *http.Client
-	creds     credentials
+	creds     credentials // creds.token is guarded by mu (relogin drops it); the rest never changes
 	log       *slog.Logger
 
 	requestTimeout time.Duration // each HTTP exchange
@@ -278,14 +278,15 @@ func apiDetail(data []byte) string {
 }
 
 // authorize adds credentials to req: the token, else (after a login) the
-// session cookie and its CSRF header, else Basic auth.
+// session cookie and its CSRF header, else Basic auth. The token is read
+// under c.mu: relogin drops a rejected one while other requests are made.
 func (c *client) authorize(req *http.Request) {
 	c.mu.Lock()
-	session, basic := c.session, c.basic
+	token, session, basic := c.creds.token, c.session, c.basic
 	c.mu.Unlock()
 	switch {
-	case c.creds.token != "":
-		req.Header.Set("Authorization", "Bearer "+c.creds.token)
+	case token != "":
+		req.Header.Set("Authorization", "Bearer "+token)
 	case session:
 		if req.Method != http.MethodGet {
 			if tok := c.cookie("csrftoken"); tok != "" {

@@ -1,6 +1,7 @@
 package ansibletower
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -18,8 +19,10 @@ func parseConfig(cfg providers.Config) (config, error) {
 	if cfg.Instance != "" {
 		where += "::" + cfg.Instance
 	}
+	// bad is a complaint about one setting, which the broker locates in
+	// the settings file or the environment. v is never a secret's value.
 	bad := func(key string, v any, want string) error {
-		return fmt.Errorf("ansibletower: setting %s.%s = %v: want %s", where, key, v, want)
+		return fmt.Errorf("ansibletower: %s: %w", where, &providers.SettingError{Key: key, Err: fmt.Errorf("%v is not %s", v, want)})
 	}
 	c := config{
 		releaseWorkflow: "remove-vm",
@@ -113,7 +116,7 @@ func parseConfig(cfg providers.Config) (config, error) {
 		return c, bad("base_url", strconv.Quote(base), "an http:// or https:// URL")
 	}
 	if u.User != nil {
-		return c, fmt.Errorf("ansibletower: setting %s.base_url carries credentials: put them in username/password or token", where)
+		return c, fmt.Errorf("ansibletower: %s: %w", where, &providers.SettingError{Key: "base_url", Err: errors.New("carries credentials: put them in username/password or token")})
 	}
 	u.RawQuery, u.Fragment = "", ""
 	// base_url may be given with /api/ or /api/v2/ appended; the API root is

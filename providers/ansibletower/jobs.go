@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hostbroker/broker/internal/plain"
+	"github.com/hostbroker/broker/inventory"
 )
 
 // JobError is a workflow or job template that did not succeed. It names the
@@ -76,15 +80,34 @@ type runResult struct {
 }
 
 // run launches the workflow or job template args name, with the other args
-// as extra_vars, and waits for it. A failure comes back as *JobError; hosts a
-// failed workflow made are checked in first (dangling_behavior: checkin).
+// (and a marker) as extra_vars, and waits for it; a launch whose answer was
+// lost is found by its marker and waited for. A failure comes back as
+// *JobError; hosts a failed workflow made are checked in first
+// (dangling_behavior: checkin).
 func (p *Provider) run(ctx context.Context, args map[string]any) (*runResult, error) {
-	return p.runNotify(ctx, args, nil)
+	return p.runNotify(ctx, args, launchHooks{marker: inventory.NewID(), adopt: true})
 }
 
-// runNotify is run that tells onLaunch the launched job's data (job_id,
-// job_type, api_url, ui_url) before waiting for it.
-func (p *Provider) runNotify(ctx context.Context, args map[string]any, onLaunch func(map[string]any)) (*runResult, error) {
+// launchHooks make a launch findable and tell the caller about it.
+type launchHooks struct {
+	// marker, when not "", is sent as the extra var markerVar; a launch
+	// whose answer is lost is then found by it (findLaunch).
+	marker string
+	// onIntent, with a marker, is told before the launch how to find its
+	// job (launch_marker, launch_kind, launch_template_id, launch_started).
+	onIntent func(map[string]any)
+	// onLaunch is told the launched job's data (job_id, job_type, api_url,
+	// ui_url) before the job is waited for.
+	onLaunch func(map[string]any)
+	// adopt, with a marker, finds the job of a launch whose answer was lost
+	// while ctx lasts and waits for it, instead of failing.
+	adopt bool
+}
+
+// runNotify is run with hooks: a marker sent with the launch, and callbacks
+// before and after it. A launch with a marker that may have started a job
+// although its answer never came fails with a *lostLaunchError.
+func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks launchHooks) (*runResult, error) {
 	kind, name := "workflow", stringArg(args, "workflow", "")
 	if name == "" {
 		kind, name = "job_template", stringArg(args, "job_template", "")
@@ -113,14 +136,53 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, onLaunch 
 		}
 		payload["inventory"] = id
 	}
+	var intent map[string]any
+	postCtx := ctx
+	var sent atomic.Bool
+	if hooks.marker != "" {
+		extra[markerVar] = hooks.marker
+		intent = map[string]any{
+			dataMarker:   hooks.marker,
+			dataKind:     kind,
+			dataTemplate: tmpl.ID,
+			dataStarted:  time.Now().UTC().Format(time.RFC3339Nano),
+		}
+		if hooks.onIntent != nil {
+			hooks.onIntent(maps.Clone(intent))
+		}
+		// Whether a request was written (the launch, or a login on its
+		// behalf): a launch that never left cannot have started a job.
+		postCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
+	}
 	payload["extra_vars"] = extra
 	var l launched
 	launchPath := tmpl.Related.Launch
 	if launchPath == "" {
 		launchPath = fmt.Sprintf("%s%d/launch/", templatePath(kind), tmpl.ID)
 	}
-	if err := p.c.post(ctx, launchPath, payload, &l); err != nil {
-		return nil, fmt.Errorf("ansibletower: launch %s %q: %w", kind, name, authHint(err))
+	if err := p.c.post(postCtx, launchPath, payload, &l); err != nil {
+		err = fmt.Errorf("ansibletower: launch %s %q: %w", kind, name, authHint(err))
+		if intent == nil || !sent.Load() || !mayHaveLaunched(err) {
+			return nil, err
+		}
+		lost := &lostLaunchError{err: err, data: intent, inFlight: inFlight(err)}
+		if !hooks.adopt || ctx.Err() != nil {
+			return nil, lost
+		}
+		// Wait for the job the launch started, as if its answer had come.
+		found, ferr := p.findLaunch(ctx, intent, lost.inFlight, time.Time{})
+		if ferr != nil {
+			return nil, errors.Join(err, fmt.Errorf("ansibletower: the launch may have started a job (extra var %s=%s): %w", markerVar, hooks.marker, ferr))
+		}
+		if found == nil {
+			return nil, err
+		}
+		p.log.Warn("ansibletower: the launch's answer was lost but it started a job; waiting for it", kind, name, "api_url", found["api_url"])
+		l = launched{ID: anyInt(found["job_id"])} // its URL follows from the id
+		l.Type, _ = found["job_type"].(string)
+	}
+	if _, ignored := l.IgnoredFields["extra_vars"]; ignored && hooks.marker != "" {
+		p.log.Warn("ansibletower: the template ignores the launch's extra_vars (enable Prompt on launch for Variables): a launch whose answer is lost cannot be found", kind, name)
 	}
 	id := l.ID
 	if id == 0 {
@@ -132,8 +194,8 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, onLaunch 
 	}
 	res := &runResult{kind: kind, name: name, inventory: inv, template: tmpl, apiURL: p.c.resolve(jobURL), uiURL: p.uiURL(kind, id)}
 	p.log.Info("ansibletower: launched", kind, name, "job", id, "api_url", res.apiURL, "ui_url", res.uiURL)
-	if onLaunch != nil {
-		onLaunch(map[string]any{"job_id": id, "job_type": l.Type, "api_url": res.apiURL, "ui_url": res.uiURL})
+	if hooks.onLaunch != nil {
+		hooks.onLaunch(map[string]any{"job_id": id, "job_type": l.Type, "api_url": res.apiURL, "ui_url": res.uiURL})
 	}
 	j, err := p.wait(ctx, jobURL)
 	if err != nil {

@@ -1,11 +1,13 @@
 // Package awxtest serves a fake AWX / Ansible Tower / AAP controller API for
 // tests, in the manner of net/http/httptest: the real paths
 // (/api/v2/workflow_job_templates/, …/launch/, /api/v2/workflow_jobs/ID/,
-// workflow_nodes, jobs and their job_events, inventories, hosts and
-// ansible_facts, me, ping), the real JSON shapes and paging (count, next,
-// previous, results; page_size up to 200), token, Basic and session (CSRF)
-// authentication, and AAP 2.5's layout (/api/controller/v2/ behind a gateway
-// /api/) on request.
+// workflow_nodes, jobs and their job_events, the lists /workflow_jobs/ and
+// /jobs/, inventories, hosts and ansible_facts, me, ping), the real JSON
+// shapes, filters (exact fields, name__icontains, search, __gt, __gte, __lt,
+// __lte, order_by; extra_vars may not be filtered on, as in AWX) and paging
+// (count, next, previous, results; page_size up to 200), token, Basic and
+// session (CSRF) authentication, and AAP 2.5's layout (/api/controller/v2/
+// behind a gateway /api/) on request.
 //
 // Workflows are Go functions: each node of a workflow runs one after the
 // other for its share of Options.JobTime, writes artifacts (as set_stats
@@ -164,6 +166,7 @@ type jobState struct {
 	nodeIDs     []int         // workflow_job: its nodes
 	top         bool          // launched from a template (not a workflow's node)
 	canceled    chan struct{} // closed by a cancel request (shared by a workflow's jobs)
+	created     time.Time
 	started     time.Time
 	finished    time.Time
 }
@@ -341,6 +344,28 @@ func (s *Server) Launches(name string) int {
 		}
 	}
 	return n
+}
+
+// Job is a launched job as the server sees it.
+type Job struct {
+	ID        int
+	Type      string // workflow_job or job
+	Status    string // pending, running, successful, failed, error, canceled
+	ExtraVars map[string]any
+}
+
+// Jobs lists the jobs launched from the named template, oldest first.
+func (s *Server) Jobs(name string) []Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Job
+	for _, j := range s.jobs {
+		if j.top && j.name == name {
+			out = append(out, Job{ID: j.id, Type: j.typ, Status: j.status, ExtraVars: cloneJSON(j.extraVars)})
+		}
+	}
+	slices.SortFunc(out, func(a, b Job) int { return a.ID - b.ID })
+	return out
 }
 
 // Requests lists the requests served so far as "METHOD /path?query".

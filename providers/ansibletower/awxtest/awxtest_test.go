@@ -209,3 +209,45 @@ func TestFaults(t *testing.T) {
 	code, _ := call(t, s, "GET", "/api/", nil)
 	assert.Equal(t, 200, code, "the server recovers")
 }
+
+// Jobs are listed as AWX lists them: filtered by template and creation
+// time, ordered by order_by, with their extra_vars as text; filtering on
+// extra_vars is refused (prevent_search).
+func TestJobLists(t *testing.T) {
+	s := awxtest.Start(t, awxtest.Options{JobTime: 10 * time.Millisecond})
+	_, list := call(t, s, "GET", "/api/v2/workflow_job_templates/?name=deploy-vm", nil)
+	tmpl := list["results"].([]any)[0].(map[string]any)
+	tmplID := fmt.Sprint(tmpl["id"])
+	before := time.Now().UTC().Add(-time.Second).Format("2006-01-02T15:04:05Z")
+	for i := range 3 {
+		code, _ := call(t, s, "POST", tmpl["related"].(map[string]any)["launch"].(string), map[string]any{"extra_vars": map[string]any{"n": i}})
+		require.Equal(t, 201, code)
+	}
+	_, other := call(t, s, "GET", "/api/v2/workflow_job_templates/?name=extend-vm", nil)
+	code, _ := call(t, s, "POST", other["results"].([]any)[0].(map[string]any)["related"].(map[string]any)["launch"].(string), nil)
+	require.Equal(t, 201, code)
+	_, jobs := call(t, s, "GET", "/api/v2/workflow_jobs/?workflow_job_template="+tmplID+"&created__gte="+before+"&order_by=-created", nil)
+	assert.EqualValues(t, 3, jobs["count"])
+	results := jobs["results"].([]any)
+	require.Len(t, results, 3)
+	for i, r := range results {
+		j := r.(map[string]any)
+		assert.Equal(t, "workflow_job", j["type"])
+		assert.EqualValues(t, tmpl["id"], j["workflow_job_template"])
+		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$`, j["created"])
+		var vars map[string]any
+		require.NoError(t, json.Unmarshal([]byte(j["extra_vars"].(string)), &vars), "extra_vars is JSON text")
+		assert.EqualValues(t, 2-i, vars["n"], "newest first")
+	}
+	later := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04:05Z")
+	_, none := call(t, s, "GET", "/api/v2/workflow_jobs/?workflow_job_template="+tmplID+"&created__gte="+later, nil)
+	assert.EqualValues(t, 0, none["count"])
+	_, nodeJobs := call(t, s, "GET", "/api/v2/jobs/?job_template="+tmplID, nil)
+	assert.EqualValues(t, 0, nodeJobs["count"], "a workflow's node jobs belong to no job template here")
+	_, all := call(t, s, "GET", "/api/v2/workflow_jobs/", nil)
+	assert.EqualValues(t, 4, all["count"])
+	code, body := call(t, s, "GET", "/api/v2/workflow_jobs/?extra_vars__icontains=n", nil)
+	assert.Equal(t, 403, code)
+	assert.Equal(t, "Filtering on extra_vars is not allowed.", body["detail"])
+	assert.Len(t, s.Jobs("deploy-vm"), 3)
+}

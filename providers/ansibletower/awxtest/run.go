@@ -11,7 +11,7 @@ import (
 func (s *Server) startLocked(t *templateDef, user string, vars map[string]any, inv *inventoryState) *jobState {
 	j := &jobState{
 		id: s.newIDLocked(), typ: "workflow_job", name: t.def.Name, templateID: t.id,
-		status: "pending", extraVars: vars, top: true, canceled: make(chan struct{}),
+		status: "pending", extraVars: vars, top: true, canceled: make(chan struct{}), created: time.Now(),
 	}
 	if t.def.JobTemplate {
 		j.typ = "job"
@@ -80,7 +80,7 @@ func (s *Server) execute(t *templateDef, j *jobState, nodes []*nodeState, user, 
 			return
 		default:
 		}
-		child := &jobState{id: s.newIDLocked(), typ: "job", name: n.Name, status: "running", started: time.Now(), extraVars: j.extraVars, inventory: j.inventory, canceled: j.canceled}
+		child := &jobState{id: s.newIDLocked(), typ: "job", name: n.Name, status: "running", created: time.Now(), started: time.Now(), extraVars: j.extraVars, inventory: j.inventory, canceled: j.canceled}
 		s.jobs[child.id] = child
 		nodes[i].jobID = child.id
 		s.mu.Unlock()
@@ -142,7 +142,7 @@ func (s *Server) runJob(j *jobState, n Node, share time.Duration, user, inv stri
 		ev := map[string]any{
 			"id": s.newIDLocked(), "type": "job_event", "job": j.id, "counter": counter,
 			"event": name, "failed": failed, "task": task, "play": n.Name,
-			"created":    time.Now().UTC().Format(time.RFC3339Nano),
+			"created":    time.Now().UTC().Format(awxTime),
 			"event_data": map[string]any{"play": n.Name, "task": task},
 		}
 		if res != nil {

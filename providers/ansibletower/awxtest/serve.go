@@ -1,12 +1,15 @@
 package awxtest
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -228,6 +231,17 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 		default:
 			notFound()
 		}
+	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) == 1 && get:
+		// Every job of the kind, a workflow's node jobs included, oldest
+		// first unless ordered otherwise.
+		typ := strings.TrimSuffix(seg[0], "s")
+		var objs []map[string]any
+		for _, id := range slices.Sorted(maps.Keys(s.jobs)) {
+			if j := s.jobs[id]; j.typ == typ {
+				objs = append(objs, s.jobJSON(j))
+			}
+		}
+		s.writeList(w, r, objs)
 	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
 		typ := strings.TrimSuffix(seg[0], "s") // workflow_job or job
 		j := s.jobs[id]
@@ -314,10 +328,20 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 	}
 }
 
-// writeList serves one page of objs, filtered by the query (exact field
-// matches, name__icontains, search), as AWX's list views do.
+// writeList serves one page of objs, filtered and ordered by the query
+// (exact field matches, FIELD__icontains, __gt, __gte, __lt, __lte, search,
+// order_by), as AWX's list views do.
 func (s *Server) writeList(w http.ResponseWriter, r *http.Request, objs []map[string]any) {
 	q := r.URL.Query()
+	for k := range q {
+		field, _, _ := strings.Cut(k, "__")
+		if slices.Contains(preventSearch, field) {
+			// AWX marks these fields prevent_search: filtering on them is
+			// refused, not ignored.
+			writeJSON(w, http.StatusForbidden, map[string]any{"detail": fmt.Sprintf("Filtering on %s is not allowed.", field)})
+			return
+		}
+	}
 	size := 25
 	if v := q.Get("page_size"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -341,6 +365,23 @@ func (s *Server) writeList(w http.ResponseWriter, r *http.Request, objs []map[st
 		if matches(o, q) {
 			kept = append(kept, o)
 		}
+	}
+	if order := q.Get("order_by"); order != "" {
+		keys := strings.Split(order, ",")
+		slices.SortStableFunc(kept, func(a, b map[string]any) int {
+			for _, k := range keys {
+				desc := strings.HasPrefix(k, "-")
+				k = strings.TrimPrefix(k, "-")
+				c := compareValues(a[k], fmt.Sprint(b[k]))
+				if desc {
+					c = -c
+				}
+				if c != 0 {
+					return c
+				}
+			}
+			return 0
+		})
 	}
 	start := (pageNo - 1) * size
 	if start > len(kept) || (start == len(kept) && pageNo > 1) {
@@ -384,22 +425,57 @@ func matches(o map[string]any, q url.Values) bool {
 			if !strings.Contains(strings.ToLower(name+" "+desc), strings.ToLower(want)) {
 				return false
 			}
-		case "name__icontains":
-			name, _ := o["name"].(string)
-			if !strings.Contains(strings.ToLower(name), strings.ToLower(want)) {
-				return false
-			}
 		default:
-			v, ok := o[k]
+			field, lookup, _ := strings.Cut(k, "__")
+			v, ok := o[field]
 			if !ok {
 				continue // unknown filters are ignored here; AWX would 400 on some
 			}
-			if fmt.Sprint(v) != want {
-				return false
+			switch lookup {
+			case "", "exact":
+				if v == nil && want != "" || v != nil && fmt.Sprint(v) != want {
+					return false
+				}
+			case "icontains":
+				if v == nil || !strings.Contains(strings.ToLower(fmt.Sprint(v)), strings.ToLower(want)) {
+					return false
+				}
+			case "gt", "gte", "lt", "lte":
+				if v == nil {
+					return false
+				}
+				c := compareValues(v, want)
+				if lookup == "gt" && c <= 0 || lookup == "gte" && c < 0 || lookup == "lt" && c >= 0 || lookup == "lte" && c > 0 {
+					return false
+				}
 			}
 		}
 	}
 	return true
+}
+
+// preventSearch are the fields AWX refuses to filter on (prevent_search in
+// its models), such as a job's extra_vars.
+var preventSearch = []string{"extra_vars", "job_args", "job_env", "start_args", "survey_passwords"}
+
+// compareValues orders a field's value against a query's text: as times
+// when both are timestamps, as numbers when both are numbers, else as text.
+func compareValues(v any, want string) int {
+	have := fmt.Sprint(v)
+	if v == nil {
+		have = ""
+	}
+	if a, err := time.Parse(time.RFC3339Nano, have); err == nil {
+		if b, err := time.Parse(time.RFC3339Nano, want); err == nil {
+			return a.Compare(b)
+		}
+	}
+	if a, err := strconv.ParseFloat(have, 64); err == nil {
+		if b, err := strconv.ParseFloat(want, 64); err == nil {
+			return cmp.Compare(a, b)
+		}
+	}
+	return strings.Compare(have, want)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -438,13 +514,19 @@ func (s *Server) jobJSON(j *jobState) map[string]any {
 		"id": j.id, "type": j.typ, "name": j.name, "status": j.status,
 		"failed":          j.status == "failed" || j.status == "error" || j.status == "canceled",
 		"job_explanation": j.explanation, "extra_vars": string(vars), "launch_type": "manual",
+		"created": timeOrNil(j.created), "modified": timeOrNil(j.created),
 		"started": timeOrNil(j.started), "finished": timeOrNil(j.finished),
 		"elapsed": elapsed(j),
 	}
 	if j.inventory != 0 {
 		o["inventory"] = j.inventory
 	}
+	var tmpl any // a template's id; null for a workflow's node jobs here
+	if j.top {
+		tmpl = j.templateID
+	}
 	if j.typ == "workflow_job" {
+		o["workflow_job_template"] = tmpl
 		o["url"] = s.path("workflow_jobs/%d/", j.id)
 		o["related"] = map[string]any{
 			"workflow_nodes":        s.path("workflow_jobs/%d/workflow_nodes/", j.id),
@@ -453,6 +535,7 @@ func (s *Server) jobJSON(j *jobState) map[string]any {
 		o["summary_fields"] = map[string]any{"workflow_job_template": map[string]any{"id": j.templateID, "name": j.name}}
 		return o
 	}
+	o["job_template"] = tmpl
 	o["url"] = s.path("jobs/%d/", j.id)
 	o["related"] = map[string]any{
 		"job_events": s.path("jobs/%d/job_events/", j.id),
@@ -468,8 +551,11 @@ func timeOrNil(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	return t.UTC().Format(awxTime)
 }
+
+// awxTime is how AWX writes timestamps: UTC, microseconds, always six digits.
+const awxTime = "2006-01-02T15:04:05.000000Z07:00"
 
 func elapsed(j *jobState) float64 {
 	if j.started.IsZero() {
