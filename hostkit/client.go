@@ -78,6 +78,7 @@ type Host struct {
 	sessSem chan struct{} // bounds concurrent sessions
 
 	insecureOnce sync.Once
+	stuckAfter   time.Duration // see stuckAfter
 
 	mu        sync.Mutex
 	closed    bool
@@ -94,6 +95,8 @@ func New(hostname string, cfg Config, opts ...Option) *Host {
 		dialSem:  make(chan struct{}, 1),
 		sftpSem:  make(chan struct{}, 1),
 		sessSem:  make(chan struct{}, maxSessions),
+
+		stuckAfter: stuckAfter,
 	}
 	for _, o := range opts {
 		o(h)
@@ -119,8 +122,9 @@ func (h *Host) Addr() string { return h.cfg.Addr }
 // String returns the host's name.
 func (h *Host) String() string { return h.Hostname }
 
-// Close closes the host's SFTP client, SSH connection and Transport. It is
-// idempotent; every later call on h returns ErrClosed.
+// Close closes the host's SSH connection, SFTP client and Transport. It is
+// idempotent; every later call on h returns ErrClosed. It does not wait for
+// the peer: calls still running on the connection end with an error.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -133,13 +137,15 @@ func (h *Host) Close() error {
 	h.mu.Unlock()
 
 	var errs []error
-	if sc != nil {
-		sc.Close() // its session dies with the connection anyway
-	}
+	// The connection first: closing the SFTP client waits for its reads to
+	// end, which a stuck peer never ends.
 	if c != nil {
 		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, fmt.Errorf("hostkit: host %s: close ssh connection: %w", h.Hostname, err))
 		}
+	}
+	if sc != nil {
+		sc.Close() // its session died with the connection
 	}
 	if t != nil {
 		if err := t.Close(); err != nil {
@@ -220,10 +226,10 @@ func (h *Host) forget(c *ssh.Client) {
 		h.sftp, h.sftpOwner = nil, nil
 	}
 	h.mu.Unlock()
+	c.Close() // first: see Close
 	if sc != nil {
 		sc.Close()
 	}
-	c.Close()
 }
 
 // connect dials with retries and exponential backoff. Authentication
@@ -475,12 +481,14 @@ func keyAlgorithms(keyType string) []string {
 }
 
 // session opens a new session, redialing once when the connection turns out
-// to be dead. release closes the session and frees its slot.
-func (h *Host) session(ctx context.Context) (*ssh.Session, func(), error) {
+// to be dead, and returns the connection it runs over. release closes the
+// session, sending it sig first unless empty (to end its command), and frees
+// its slot; once ctx is done it does so aside (the peer may be stuck).
+func (h *Host) session(ctx context.Context) (*ssh.Session, *ssh.Client, func(sig ssh.Signal), error) {
 	select {
 	case h.sessSem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("hostkit: host %s: waiting for a session: %w", h.Hostname, ctx.Err())
+		return nil, nil, nil, fmt.Errorf("hostkit: host %s: waiting for a session: %w", h.Hostname, ctx.Err())
 	}
 	free := func() { <-h.sessSem }
 	redialed := false
@@ -490,11 +498,29 @@ func (h *Host) session(ctx context.Context) (*ssh.Session, func(), error) {
 		c, err := h.SSHClient(ctx)
 		if err != nil {
 			free()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		s, err := c.NewSession()
+		s, err := await(ctx, h, c, c.NewSession, func(s *ssh.Session) { s.Close() })
+		if err != nil && ctx.Err() != nil {
+			free()
+			return nil, nil, nil, fmt.Errorf("hostkit: host %s: open session: %w", h.Hostname, ctxErr(ctx, err))
+		}
 		if err == nil {
-			return s, func() { s.Close(); free() }, nil
+			end := func(sig ssh.Signal) {
+				if sig != "" {
+					_ = s.Signal(sig)
+				}
+				s.Close()
+			}
+			release := func(sig ssh.Signal) {
+				if ctx.Err() != nil {
+					h.aside(c, func() { end(sig) })
+				} else {
+					end(sig)
+				}
+				free()
+			}
+			return s, c, release, nil
 		}
 		var oce *ssh.OpenChannelError
 		switch {
@@ -509,13 +535,13 @@ func (h *Host) session(ctx context.Context) (*ssh.Session, func(), error) {
 			case <-ctx.Done():
 				t.Stop()
 				free()
-				return nil, nil, fmt.Errorf("hostkit: host %s: open session: %w (%v)", h.Hostname, ctx.Err(), err)
+				return nil, nil, nil, fmt.Errorf("hostkit: host %s: open session: %w (%v)", h.Hostname, ctx.Err(), err)
 			}
 			delay = min(delay*2, 500*time.Millisecond)
 			continue
 		case errors.As(err, &oce):
 			free()
-			return nil, nil, fmt.Errorf("hostkit: host %s: open session: %w", h.Hostname, err)
+			return nil, nil, nil, fmt.Errorf("hostkit: host %s: open session: %w", h.Hostname, err)
 		case !redialed:
 			// io.EOF or a network error: the connection is gone.
 			h.log.Debug("hostkit: connection lost, redialing", "host", h.Hostname, "error", err)
@@ -524,7 +550,7 @@ func (h *Host) session(ctx context.Context) (*ssh.Session, func(), error) {
 			continue
 		}
 		free()
-		return nil, nil, fmt.Errorf("hostkit: host %s: open session: %w", h.Hostname, err)
+		return nil, nil, nil, fmt.Errorf("hostkit: host %s: open session: %w", h.Hostname, err)
 	}
 }
 

@@ -42,7 +42,9 @@ func envPrefix(env map[string]string) (string, error) {
 // and output. A non-zero exit status is a Result, not an error; an error
 // means the command could not be run or its end not seen (connection lost,
 // deadline: then the session is closed and ctx's error returned). A command
-// killed by a signal gives Status -1 and an error naming the signal.
+// killed by a signal gives Status -1 and an error naming the signal; through
+// a Transport (hosts without sshd) it gives Status 128+N and no error, since
+// the engine reports only the shell's exit code.
 func (h *Host) Execute(ctx context.Context, cmd string, opts ...ExecOption) (Result, error) {
 	var o ExecOptions
 	for _, opt := range opts {
@@ -88,11 +90,12 @@ func (h *Host) viaTransport() (Transport, error) {
 }
 
 func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result, error) {
-	sess, release, err := h.session(ctx)
+	sess, c, release, err := h.session(ctx)
 	if err != nil {
 		return Result{Status: -1}, err
 	}
-	defer release()
+	var kill ssh.Signal
+	defer func() { release(kill) }()
 	var stdout, stderr bytes.Buffer
 	sess.Stdout = &stdout
 	sess.Stderr = &stderr
@@ -108,18 +111,13 @@ func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result
 			w.Close()
 		}()
 	}
-	if err := sess.Start(cmd); err != nil {
-		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: start command: %w", h.Hostname, err)
+	if err := awaitErr(ctx, h, c, func() error { return sess.Start(cmd) }); err != nil {
+		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: start command: %w", h.Hostname, ctxErr(ctx, err))
 	}
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// Ask sshd to kill the command, then drop the session.
-		_ = sess.Signal(ssh.SIGKILL)
-		sess.Close()
-		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, ctx.Err())
+	err = awaitErr(ctx, h, c, sess.Wait)
+	if err != nil && ctx.Err() != nil {
+		kill = ssh.SIGKILL // ask sshd to kill the command, then drop the session
+		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, ctxErr(ctx, err))
 	}
 	res := Result{Stdout: stdout.String(), Stderr: stderr.String()}
 	var ee *ssh.ExitError
@@ -151,14 +149,15 @@ func (h *Host) Shell(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		}
 		return fmt.Errorf("%w: %s: shell needs SSH", ErrNoSSH, h.Hostname)
 	}
-	sess, release, err := h.session(ctx)
+	sess, c, release, err := h.session(ctx)
 	if err != nil {
 		return err
 	}
-	defer release()
+	var hangup ssh.Signal
+	defer func() { release(hangup) }()
 	modes := ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}
-	if err := sess.RequestPty("xterm", 40, 120, modes); err != nil {
-		return fmt.Errorf("hostkit: host %s: request pty: %w", h.Hostname, err)
+	if err := awaitErr(ctx, h, c, func() error { return sess.RequestPty("xterm", 40, 120, modes) }); err != nil {
+		return fmt.Errorf("hostkit: host %s: request pty: %w", h.Hostname, ctxErr(ctx, err))
 	}
 	sess.Stdout, sess.Stderr = stdout, stderr
 	if stdin != nil {
@@ -171,17 +170,13 @@ func (h *Host) Shell(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 			// Leave stdin open: on a tty, EOF is the shell's to read as ^D.
 		}()
 	}
-	if err := sess.Shell(); err != nil {
-		return fmt.Errorf("hostkit: host %s: start shell: %w", h.Hostname, err)
+	if err := awaitErr(ctx, h, c, sess.Shell); err != nil {
+		return fmt.Errorf("hostkit: host %s: start shell: %w", h.Hostname, ctxErr(ctx, err))
 	}
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		_ = sess.Signal(ssh.SIGHUP)
-		sess.Close()
-		return fmt.Errorf("hostkit: host %s: shell: %w", h.Hostname, ctx.Err())
+	err = awaitErr(ctx, h, c, sess.Wait)
+	if err != nil && ctx.Err() != nil {
+		hangup = ssh.SIGHUP
+		return fmt.Errorf("hostkit: host %s: shell: %w", h.Hostname, ctxErr(ctx, err))
 	}
 	if err != nil {
 		return fmt.Errorf("hostkit: host %s: shell: %w", h.Hostname, err)

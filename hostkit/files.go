@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -16,29 +17,35 @@ import (
 // SFTP returns the host's SFTP client, opened over its SSH connection on
 // first use and re-opened after a reconnect. It is shared: do not close it.
 func (h *Host) SFTP(ctx context.Context) (*sftp.Client, error) {
+	sc, _, err := h.sftpConn(ctx)
+	return sc, err
+}
+
+// sftpConn is SFTP, with the connection the client runs over.
+func (h *Host) sftpConn(ctx context.Context) (*sftp.Client, *ssh.Client, error) {
 	if h.cfg.Addr == "" {
 		if h.isClosed() {
-			return nil, ErrClosed
+			return nil, nil, ErrClosed
 		}
-		return nil, fmt.Errorf("%w: %s: SFTP needs SSH", ErrNoSSH, h.Hostname)
+		return nil, nil, fmt.Errorf("%w: %s: SFTP needs SSH", ErrNoSSH, h.Hostname)
 	}
 	for attempt := 0; ; attempt++ {
 		c, err := h.SSHClient(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if sc := h.sftpFor(c); sc != nil {
-			return sc, nil
+			return sc, c, nil
 		}
 		sc, err := h.openSFTP(ctx, c)
 		if err == nil {
-			return sc, nil
+			return sc, c, nil
 		}
 		if attempt == 0 && isConnLost(err) && ctx.Err() == nil {
 			h.forget(c)
 			continue
 		}
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -61,70 +68,118 @@ func (h *Host) openSFTP(ctx context.Context, c *ssh.Client) (*sftp.Client, error
 	if sc := h.sftpFor(c); sc != nil {
 		return sc, nil
 	}
-	type result struct {
-		sc  *sftp.Client
-		err error
-	}
-	ch := make(chan result, 1)
-	// sftp.NewClient takes no context: run it aside and give up on ctx.
-	go func() {
+	// sftp.NewClient takes no context.
+	sc, err := await(ctx, h, c, func() (*sftp.Client, error) {
 		opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true)}
 		size, err := sftpRequestSize(ctx, c)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			// Only the speed of large files depends on it.
 			h.log.Debug("hostkit: sftp request size unknown, using 32 KiB", "host", h.Hostname, "error", err)
 		}
 		if size > 0 {
 			opts = append(opts, sftp.MaxPacketUnchecked(size))
 		}
-		sc, err := sftp.NewClient(c, opts...)
-		ch <- result{sc, err}
-	}()
-	var r result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.sc != nil {
-				r.sc.Close()
-			}
-		}()
-		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, ctx.Err())
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, r.err)
+		return sftp.NewClient(c, opts...)
+	}, func(sc *sftp.Client) { sc.Close() })
+	if err != nil {
+		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, ctxErr(ctx, err))
 	}
 	h.mu.Lock()
 	if h.closed || h.client != c {
 		h.mu.Unlock()
-		r.sc.Close()
+		h.aside(c, func() { sc.Close() })
 		if h.isClosed() {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("hostkit: host %s: open sftp: %w", h.Hostname, io.EOF)
 	}
 	old := h.sftp
-	h.sftp, h.sftpOwner = r.sc, c
+	h.sftp, h.sftpOwner = sc, c
 	h.mu.Unlock()
 	if old != nil {
-		old.Close()
+		h.aside(c, func() { old.Close() })
 	}
-	return r.sc, nil
+	return sc, nil
 }
 
-// ctxReader fails reads once ctx is done, so long copies stop. It keeps the
-// size of what it wraps, which sftp uses to copy concurrently.
+// file is an open SFTP file whose calls give up when ctx ends (see await).
+type file struct {
+	ctx context.Context
+	h   *Host
+	c   *ssh.Client // the connection its SFTP client runs over
+	f   *sftp.File
+}
+
+// Read reads through a buffer of its own: an abandoned read may still fill
+// it after Read returned.
+func (f *file) Read(p []byte) (int, error) {
+	buf := make([]byte, len(p))
+	n, err := await(f.ctx, f.h, f.c, func() (int, error) { return f.f.Read(buf) }, nil)
+	return copy(p, buf[:n]), ctxErr(f.ctx, err)
+}
+
+// writeTo streams the file to w with concurrent reads. w may be written to
+// until it returns, and once more if ctx ended (a write under way).
+func (f *file) writeTo(w io.Writer) (int64, error) {
+	n, err := await(f.ctx, f.h, f.c, func() (int64, error) {
+		return f.f.WriteTo(&ctxWriter{ctx: f.ctx, w: w})
+	}, nil)
+	return n, ctxErr(f.ctx, err)
+}
+
+// Close releases the file's handle: aside once ctx is done, so that it is
+// released on a peer that answers and nothing waits on one that does not.
+func (f *file) Close() error {
+	if err := f.ctx.Err(); err != nil {
+		f.h.aside(f.c, func() { f.f.Close() })
+		return err
+	}
+	return ctxErr(f.ctx, awaitErr(f.ctx, f.h, f.c, f.f.Close))
+}
+
+// openFile opens a remote file with sc (over c) under await.
+func (h *Host) openFile(ctx context.Context, sc *sftp.Client, c *ssh.Client, path string, flags int) (*file, error) {
+	f, err := await(ctx, h, c, func() (*sftp.File, error) { return sc.OpenFile(path, flags) },
+		func(f *sftp.File) { f.Close() })
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	return &file{ctx: ctx, h: h, c: c, f: f}, nil
+}
+
+// ctxReader fails reads once ctx is done, so long copies stop, or once
+// stopped. It keeps the size of what it wraps, which sftp uses to copy
+// concurrently.
 type ctxReader struct {
 	ctx  context.Context
 	r    io.Reader
 	size int64 // -1: unknown
+
+	mu      sync.Mutex // held while reading r
+	stopped bool
 }
 
 func (c *ctxReader) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return 0, os.ErrClosed
+	}
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// stop waits for a read under way and fails later ones: a copy given up
+// on (see await) no longer reads the caller's reader once stop returns.
+func (c *ctxReader) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
 }
 
 func (c *ctxReader) Size() int64 { return c.size }
@@ -161,20 +216,26 @@ func (h *Host) open(ctx context.Context, path string) (rc io.ReadCloser, size in
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("hostkit: host %s: open %s: %w", h.Hostname, path, err)
 		}
-		return rc, -1, 0o644, nil
+		size, mode := int64(-1), fs.FileMode(0o644)
+		if st, ok := rc.(interface{ Stat() (fs.FileInfo, error) }); ok {
+			if fi, err := st.Stat(); err == nil {
+				size, mode = fi.Size(), fi.Mode().Perm()
+			}
+		}
+		return rc, size, mode, nil
 	}
-	sc, err := h.SFTP(ctx)
+	sc, c, err := h.sftpConn(ctx)
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	f, err := sc.Open(path)
+	f, err := h.openFile(ctx, sc, c, path, os.O_RDONLY)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("hostkit: host %s: open %s: %w", h.Hostname, path, err)
 	}
-	fi, err := f.Stat()
+	fi, err := await(ctx, h, c, f.f.Stat, nil)
 	if err != nil {
 		f.Close()
-		return nil, 0, 0, fmt.Errorf("hostkit: host %s: stat %s: %w", h.Hostname, path, err)
+		return nil, 0, 0, fmt.Errorf("hostkit: host %s: stat %s: %w", h.Hostname, path, ctxErr(ctx, err))
 	}
 	if fi.IsDir() {
 		f.Close()
@@ -195,20 +256,23 @@ func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.R
 		}
 		return nil
 	}
-	sc, err := h.SFTP(ctx)
+	sc, c, err := h.sftpConn(ctx)
 	if err != nil {
 		return err
 	}
-	f, err := sc.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	f, err := h.openFile(ctx, sc, c, path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return fmt.Errorf("hostkit: host %s: create %s: %w", h.Hostname, path, err)
 	}
 	// Set the mode before writing, so a secret is never readable by others.
-	if err := f.Chmod(perm); err != nil {
+	if err := awaitErr(ctx, h, c, func() error { return f.f.Chmod(perm) }); err != nil {
 		f.Close()
-		return fmt.Errorf("hostkit: host %s: chmod %s: %w", h.Hostname, path, err)
+		return fmt.Errorf("hostkit: host %s: chmod %s: %w", h.Hostname, path, ctxErr(ctx, err))
 	}
-	if _, err := f.ReadFrom(&ctxReader{ctx: ctx, r: r, size: size}); err != nil {
+	cr := &ctxReader{ctx: ctx, r: r, size: size}
+	_, err = await(ctx, h, c, func() (int64, error) { return f.f.ReadFrom(cr) }, nil)
+	cr.stop() // r is the caller's again
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, ctxErr(ctx, err))
 	}
@@ -220,11 +284,10 @@ func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.R
 
 // copyOut streams rc to w: sftp files read concurrently.
 func copyOut(ctx context.Context, w io.Writer, rc io.Reader) (int64, error) {
-	cw := &ctxWriter{ctx: ctx, w: w}
-	if f, ok := rc.(*sftp.File); ok {
-		return f.WriteTo(cw)
+	if f, ok := rc.(*file); ok {
+		return f.writeTo(w)
 	}
-	return io.Copy(cw, &ctxReader{ctx: ctx, r: rc, size: -1})
+	return io.Copy(&ctxWriter{ctx: ctx, w: w}, &ctxReader{ctx: ctx, r: rc, size: -1})
 }
 
 // ReadFile returns the content of a remote file.

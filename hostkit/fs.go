@@ -6,41 +6,52 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
 )
 
 // FS returns the host's file system, rooted at "/", as an io/fs.FS (also
-// fs.ReadDirFS and fs.StatFS) over SFTP. Operations fail once ctx is done.
+// fs.ReadDirFS and fs.StatFS) over SFTP. Operations fail once ctx is done,
+// those under way too.
 func (h *Host) FS(ctx context.Context) (fs.FS, error) { return h.FSAt(ctx, "/") }
 
 // FSAt is FS rooted at the remote directory root.
 func (h *Host) FSAt(ctx context.Context, root string) (fs.FS, error) {
-	sc, err := h.SFTP(ctx)
+	sc, c, err := h.sftpConn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if !path.IsAbs(root) {
 		return nil, fmt.Errorf("hostkit: host %s: FS root %q is not absolute", h.Hostname, root)
 	}
-	fi, err := sc.Stat(root)
+	fi, err := await(ctx, h, c, func() (fs.FileInfo, error) { return sc.Stat(root) }, nil)
 	if err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: FS root %s: %w", h.Hostname, root, err)
+		return nil, fmt.Errorf("hostkit: host %s: FS root %s: %w", h.Hostname, root, ctxErr(ctx, err))
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("hostkit: host %s: FS root %s is not a directory", h.Hostname, root)
 	}
-	return &remoteFS{ctx: ctx, c: sc, root: path.Clean(root)}, nil
+	return &remoteFS{ctx: ctx, h: h, conn: c, c: sc, root: path.Clean(root)}, nil
 }
 
 type remoteFS struct {
 	ctx  context.Context
+	h    *Host
+	conn *ssh.Client // the connection c runs over
 	c    *sftp.Client
 	root string
+}
+
+// stat is c.Stat under await.
+func (f *remoteFS) stat(full string) (fs.FileInfo, error) {
+	fi, err := await(f.ctx, f.h, f.conn, func() (fs.FileInfo, error) { return f.c.Stat(full) }, nil)
+	return fi, ctxErr(f.ctx, err)
 }
 
 var (
@@ -72,7 +83,7 @@ func (f *remoteFS) Stat(name string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.c.Stat(full)
+	fi, err := f.stat(full)
 	if err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: name, Err: unwrapStatus(err)}
 	}
@@ -84,9 +95,10 @@ func (f *remoteFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	infos, err := f.c.ReadDirContext(f.ctx, full)
+	// ReadDirContext closes the directory without the context.
+	infos, err := await(f.ctx, f.h, f.conn, func() ([]fs.FileInfo, error) { return f.c.ReadDirContext(f.ctx, full) }, nil)
 	if err != nil {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: unwrapStatus(err)}
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: unwrapStatus(ctxErr(f.ctx, err))}
 	}
 	out := make([]fs.DirEntry, 0, len(infos))
 	for _, fi := range infos {
@@ -104,7 +116,7 @@ func (f *remoteFS) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	fi, err := f.c.Stat(full)
+	fi, err := f.stat(full)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapStatus(err)}
 	}
@@ -112,7 +124,7 @@ func (f *remoteFS) Open(name string) (fs.File, error) {
 	if fi.IsDir() {
 		return &remoteDir{fsys: f, name: name, info: info}, nil
 	}
-	rf, err := f.c.Open(full)
+	rf, err := f.h.openFile(f.ctx, f.c, f.conn, full, os.O_RDONLY)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapStatus(err)}
 	}
@@ -140,7 +152,7 @@ func unwrapStatus(err error) error {
 // fstest) read in small pieces, and each SFTP read is a round trip.
 type remoteFile struct {
 	ctx  context.Context
-	f    *sftp.File
+	f    *file
 	name string
 	info fs.FileInfo
 	stop func() bool
@@ -152,7 +164,10 @@ type remoteFile struct {
 	bufOff int64
 }
 
-const readChunk = 32 << 10
+const (
+	readChunk = 32 << 10
+	bigRead   = 8 << 20 // larger reads go through a buffer of this size
+)
 
 func (r *remoteFile) Stat() (fs.FileInfo, error) { return r.info, nil }
 
@@ -184,17 +199,27 @@ func (r *remoteFile) readAt(p []byte, off int64) (int, error) {
 		return 0, &fs.PathError{Op: "read", Path: r.name, Err: fs.ErrInvalid}
 	}
 	n := 0
+	var big []byte
 	for n < len(p) {
 		o := off + int64(n)
 		if o < r.bufOff || o >= r.bufOff+int64(len(r.buf)) {
 			if len(p)-n >= readChunk {
-				m, err := r.f.ReadAt(p[n:], o)
-				return n + m, err
+				// Not straight into p: see readRemote.
+				if big == nil {
+					big = make([]byte, min(len(p)-n, bigRead))
+				}
+				k := min(len(p)-n, len(big))
+				m, err := r.readRemote(big[:k], o)
+				n += copy(p[n:], big[:m])
+				if m < k || err != nil {
+					return n, err
+				}
+				continue
 			}
 			if r.chunk == nil {
 				r.chunk = make([]byte, readChunk)
 			}
-			m, err := r.f.ReadAt(r.chunk, o)
+			m, err := r.readRemote(r.chunk, o)
 			r.buf, r.bufOff = r.chunk[:m], o
 			if m == 0 {
 				if err == nil {
@@ -211,6 +236,17 @@ func (r *remoteFile) readAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// readRemote reads the file at off into buf, which a read given up on
+// (see await) may still fill: it is never reused then.
+func (r *remoteFile) readRemote(buf []byte, off int64) (int, error) {
+	n, err := await(r.ctx, r.f.h, r.f.c, func() (int, error) { return r.f.f.ReadAt(buf, off) }, nil)
+	if err != nil && r.ctx.Err() != nil {
+		r.chunk, r.buf = nil, nil
+		return 0, &fs.PathError{Op: "read", Path: r.name, Err: r.ctx.Err()}
+	}
+	return n, err
+}
+
 func (r *remoteFile) Seek(offset int64, whence int) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -221,9 +257,9 @@ func (r *remoteFile) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		abs = r.pos + offset
 	case io.SeekEnd:
-		fi, err := r.f.Stat()
+		fi, err := await(r.ctx, r.f.h, r.f.c, r.f.f.Stat, nil)
 		if err != nil {
-			return 0, &fs.PathError{Op: "seek", Path: r.name, Err: err}
+			return 0, &fs.PathError{Op: "seek", Path: r.name, Err: ctxErr(r.ctx, err)}
 		}
 		abs = fi.Size() + offset
 	default:

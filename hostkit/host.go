@@ -73,7 +73,9 @@ func WithTimeout(d time.Duration) ExecOption { return func(o *ExecOptions) { o.T
 // Transport drives a host that has no SSH server.
 type Transport interface {
 	Execute(ctx context.Context, cmd string, opts ExecOptions) (Result, error)
-	// Open streams a remote file.
+	// Open streams a remote file. A reader that also has
+	// Stat() (fs.FileInfo, error) gives the file's size and mode, which
+	// Download keeps; otherwise the mode is 0644.
 	Open(ctx context.Context, path string) (io.ReadCloser, error)
 	// Create writes r to a remote file with the given mode.
 	Create(ctx context.Context, path string, perm fs.FileMode, r io.Reader) error

@@ -98,6 +98,14 @@ func TestEngineFileMode(t *testing.T) {
 				t.Errorf("Stat of %s: %v, %v; want a regular 0750 file of 10 bytes", path, fi.Mode(), err)
 			}
 		}
+		// Download keeps the mode, as over SSH.
+		local := filepath.Join(t.TempDir(), "script")
+		if err := h.Download(ctx, "/tmp/script", local); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(local); err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("downloaded file: %v, %v; want mode 0750", fi, err)
+		}
 	})
 }
 
