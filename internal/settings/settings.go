@@ -339,7 +339,7 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 	if ok {
 		d, ok := toDuration(v)
 		if !ok {
-			return out, m.errAt(p, p, "%s is not a duration (seconds, or a Go duration like \"90s\")", show(p, v))
+			return out, m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
 		}
 		if d > 0 {
 			out.ConnectTimeout = d
@@ -348,7 +348,7 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 	if v, p, ok := get(false, "command_timeout"); ok {
 		d, ok := toDuration(v)
 		if !ok {
-			return out, m.errAt(p, p, "%s is not a duration (seconds, or a Go duration like \"90s\")", show(p, v))
+			return out, m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
 		}
 		out.CommandTimeout = d
 	}
