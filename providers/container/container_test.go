@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -649,4 +650,40 @@ func TestRegistered(t *testing.T) {
 	if p, err := providers.Infer(map[string]any{"container_host": "x"}); err != nil || p != container.Name {
 		t.Errorf("Infer(container_host) = %q, %v", p, err)
 	}
+}
+
+// MappedPort gives the loopback address a port is published on: reaching
+// sshd through it gives sshd's banner.
+func TestMappedPort(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ports": "8080 53/udp"}, nil)
+		h, err := p.Connect(ctx, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		for _, port := range []string{"22", "22/tcp", "8080", "53/udp"} {
+			addr, err := container.MappedPort(h, port)
+			if err != nil || !strings.HasPrefix(addr, "127.0.0.1:") {
+				t.Errorf("MappedPort(%s) = %q, %v; want an address on 127.0.0.1", port, addr, err)
+			}
+		}
+		addr, _ := container.MappedPort(h, "22")
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		banner := make([]byte, 4)
+		if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-" {
+			t.Errorf("through %s: %q, %v; want sshd's banner", addr, banner, err)
+		}
+		_, err = container.MappedPort(h, "9999")
+		if err == nil || !strings.Contains(err.Error(), "22/tcp, 53/udp, 8080/tcp") {
+			t.Errorf("MappedPort(9999): %v; want an error listing the published ports", err)
+		}
+	})
 }
