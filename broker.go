@@ -325,7 +325,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			return nil, errors.Join(err, fmt.Errorf("cleaning up %s: %w (left in the inventory for brokertest cleanup)", meta.ID, cerr))
 		}
 		if cutShort(ctx, err) {
-			b.lookAgain(p, intent)
+			b.lookAgain(intent)
 			return nil, err
 		}
 		if rerr := b.store.RemoveContext(actx, intent); rerr != nil {
@@ -392,16 +392,13 @@ func cutShort(ctx context.Context, err error) bool {
 // call in flight can complete after that look. The record stays (state
 // creating) until then, so if this process ends first its reaper, or
 // brokertest cleanup --stale, makes the same second look.
-func (b *Broker) lookAgain(p providers.Provider, rec *inventory.Record) {
+func (b *Broker) lookAgain(rec *inventory.Record) {
 	b.late.Go(func() {
 		time.Sleep(watchGrace)
 		ctx, cancel := context.WithTimeout(context.Background(), lockWait)
 		defer cancel()
-		if err := p.Checkin(ctx, rec); err != nil {
-			b.logger.Warn("second look after a checkout cut short", "id", rec.ID(), "err", err)
-			return // the record stays, for brokertest cleanup
-		}
-		if err := b.store.RemoveContext(ctx, rec); err != nil {
+		// On failure the record stays, for brokertest cleanup.
+		if err := b.checkinRecord(ctx, rec); err != nil {
 			b.logger.Warn("second look after a checkout cut short", "id", rec.ID(), "err", err)
 		}
 	})
