@@ -145,8 +145,9 @@ func show(path string, v any) string {
 	}
 }
 
-// typeName names a value's YAML kind for "expected X, got Y" messages.
-func typeName(v any) string {
+// TypeName names a settings value's YAML kind ("a list", "a map", "a
+// number"…) for "expected X, got Y" messages, the providers' included.
+func TypeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"

@@ -55,7 +55,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 	}
 	sm, ok := v.(map[string]any)
 	if !ok {
-		return nil, m.errAt(name, name, "expected a map of provider settings, got %s %s", typeName(v), show(name, v))
+		return nil, m.errAt(name, name, "expected a map of provider settings, got %s %s", TypeName(v), show(name, v))
 	}
 	ik, hasInst := findKey(sm, "instances")
 	for k, x := range sm {
@@ -75,7 +75,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 			p := fmt.Sprintf("%s[%d]", raw, i)
 			em, ok := el.(map[string]any)
 			if !ok || len(em) != 1 {
-				what := typeName(el)
+				what := TypeName(el)
 				if ok {
 					what = fmt.Sprintf("a map of %d keys", len(em))
 				}
@@ -105,7 +105,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 			return li < lj
 		})
 	default:
-		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s %s", typeName(x), show(shown, x))
+		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s %s", TypeName(x), show(shown, x))
 	}
 	seen := map[string]string{}
 	for i, in := range s.instances {
@@ -215,7 +215,7 @@ func (m *meta) instance(raw, shown, p, name string, v any) (instRef, error) {
 	case map[string]any:
 		ref.m = x
 	default:
-		return ref, m.errAt(p, ref.shown, "expected a map of instance settings, got %s %s", typeName(v), show(ref.shown, v))
+		return ref, m.errAt(p, ref.shown, "expected a map of instance settings, got %s %s", TypeName(v), show(ref.shown, v))
 	}
 	return ref, nil
 }

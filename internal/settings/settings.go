@@ -274,7 +274,7 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 		case map[string]any:
 			sec = x
 		default:
-			return out, m.errAt(k, k, "expected a map of SSH settings, got %s %s", typeName(x), show(k, x))
+			return out, m.errAt(k, k, "expected a map of SSH settings, got %s %s", TypeName(x), show(k, x))
 		}
 	}
 	// get finds the first set key: under ssh: first, then at the top
@@ -305,7 +305,7 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 		case bool, int, int64, uint64, float64:
 			return fmt.Sprint(x), nil
 		}
-		return "", m.errAt(p, p, "expected a string, got %s", typeName(v))
+		return "", m.errAt(p, p, "expected a string, got %s", TypeName(v))
 	}
 	var err error
 	if out.Username, err = str(true, "host_username"); err != nil {
@@ -367,13 +367,13 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 		case []any:
 			list = x
 		default:
-			return out, m.errAt(p, p, "expected a list of file paths, got %s %s", typeName(v), show(p, v))
+			return out, m.errAt(p, p, "expected a list of file paths, got %s %s", TypeName(v), show(p, v))
 		}
 		for i, e := range list {
 			f, ok := e.(string)
 			if !ok || f == "" {
 				ip := fmt.Sprintf("%s[%d]", p, i)
-				return out, m.errAt(ip, ip, "expected a file path, got %s %s", typeName(e), show(ip, e))
+				return out, m.errAt(ip, ip, "expected a file path, got %s %s", TypeName(e), show(ip, e))
 			}
 			if f, err = expandHome(f, home); err != nil {
 				return out, fmt.Errorf("settings: ssh known_hosts %q: %w", f, err)
@@ -475,7 +475,7 @@ func (s *Settings) validate(used []string) error {
 	}
 	if v, ok := s.Data["inventory_file"]; ok && v != nil {
 		if f, ok := v.(string); !ok || f == "" {
-			return m.errAt("inventory_file", "inventory_file", "expected a file name, got %s %s", typeName(v), show("inventory_file", v))
+			return m.errAt("inventory_file", "inventory_file", "expected a file name, got %s %s", TypeName(v), show("inventory_file", v))
 		}
 	}
 	return nil
@@ -568,7 +568,7 @@ func (s *Settings) nicks() (map[string]any, error) {
 	case map[string]any:
 		return x, nil
 	default:
-		return nil, s.meta.errAt(k, k, "expected a map of nicks, got %s %s", typeName(x), show(k, x))
+		return nil, s.meta.errAt(k, k, "expected a map of nicks, got %s %s", TypeName(x), show(k, x))
 	}
 }
 
@@ -600,7 +600,7 @@ func (s *Settings) Nick(name string) (map[string]any, error) {
 	case map[string]any:
 		return deepCopy(x).(map[string]any), nil
 	default:
-		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s %s", typeName(x), show(p, x))
+		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s %s", TypeName(x), show(p, x))
 	}
 }
 

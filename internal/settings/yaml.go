@@ -57,7 +57,7 @@ func parseFile(m *meta, data []byte) (map[string]any, error) {
 		if len(doc.Content) > 0 {
 			line = doc.Content[0].Line
 		}
-		return nil, &Error{File: m.file, Line: line, Msg: fmt.Sprintf("the top level must be a map of settings, got %s", typeName(v))}
+		return nil, &Error{File: m.file, Line: line, Msg: fmt.Sprintf("the top level must be a map of settings, got %s", TypeName(v))}
 	}
 }
 
@@ -196,7 +196,7 @@ func (c *converter) mapping(n *yaml.Node, path string) (any, error) {
 		for _, src := range srcs {
 			sm, ok := src.(map[string]any)
 			if !ok {
-				return nil, c.errf(mn, path, "a merge key (<<) needs a map or a list of maps, got %s", typeName(src))
+				return nil, c.errf(mn, path, "a merge key (<<) needs a map or a list of maps, got %s", TypeName(src))
 			}
 			for k, x := range sm {
 				if _, ok := out[k]; !ok {

@@ -58,6 +58,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	settingsfile "github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/providers"
 )
 
@@ -167,24 +168,13 @@ func stringSetting(m map[string]any, keys ...string) (string, error) {
 	case int, int64, float64, bool:
 		return fmt.Sprint(v), nil
 	}
-	return "", settingError(k, fmt.Errorf("want a string, got a %s", yamlKind(v)))
+	return "", settingError(k, fmt.Errorf("want a string, got %s", settingsfile.TypeName(v)))
 }
 
 // settingError is a complaint about setting key, which the broker locates
 // in the settings file or the environment.
 func settingError(key string, err error) error {
 	return fmt.Errorf("container: %w", &providers.SettingError{Key: key, Err: err})
-}
-
-// yamlKind names a settings value's kind as the settings file shows it.
-func yamlKind(v any) string {
-	switch v.(type) {
-	case []any:
-		return "list"
-	case map[string]any, map[any]any:
-		return "map"
-	}
-	return fmt.Sprintf("%T", v)
 }
 
 func boolSetting(m map[string]any, def bool, keys ...string) (bool, error) {
