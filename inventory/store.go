@@ -309,22 +309,20 @@ func (s *Store) pythonLockPath() string {
 // staleLock reports whether the lock file at path was left by a dead
 // holder (see pythonLock).
 func staleLock(path string) bool {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return false // gone, or not ours to judge
 	}
-	if string(data) == pythonLockMark {
+	defer f.Close()
+	buf := make([]byte, len(pythonLockMark)+1)
+	n, _ := f.Read(buf)
+	if string(buf[:n]) == pythonLockMark {
 		return true
 	}
-	st, err := os.Stat(path)
-	if err != nil || len(data) > 0 || time.Since(st.ModTime()) < staleLockAge {
+	st, err := f.Stat()
+	if err != nil || n > 0 || time.Since(st.ModTime()) < staleLockAge {
 		return false
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
 	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil
 }
 
