@@ -336,19 +336,31 @@ func (p *tomlParser) array(depth int) (any, bool) {
 		}
 		out = append(out, v)
 		p.skipWSNL()
-		if p.i >= len(p.s) {
+		closed, ok := p.next(']')
+		if !ok {
 			return nil, false
 		}
-		switch p.s[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
+		if closed {
 			return out, true
-		default:
-			return nil, false
 		}
 	}
+}
+
+// next reads what follows an item of an array or inline table: a comma,
+// or close, which ends it (closed).
+func (p *tomlParser) next(close byte) (closed, ok bool) {
+	if p.i >= len(p.s) {
+		return false, false
+	}
+	switch p.s[p.i] {
+	case ',':
+		p.i++
+		return false, true
+	case close:
+		p.i++
+		return true, true
+	}
+	return false, false
 }
 
 // table reads a one-line { inline = "table" } with dotted keys allowed.
@@ -400,17 +412,12 @@ func (p *tomlParser) table(depth int) (any, bool) {
 		explicit[path] = true
 		cur[keys[len(keys)-1]] = v
 		p.skipWS()
-		if p.i >= len(p.s) {
+		closed, ok := p.next('}')
+		if !ok {
 			return nil, false
 		}
-		switch p.s[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
+		if closed {
 			return out, true
-		default:
-			return nil, false
 		}
 	}
 }
