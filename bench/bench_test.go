@@ -48,7 +48,8 @@ func BenchmarkLifecycle(b *testing.B) {
 		name string
 		run  func() error
 	}{
-		{"broker", func() error { return brokerLifecycle(ctx, br) }},
+		{"broker", func() error { return brokerLifecycle(ctx, br, true) }},
+		{"broker-engine-exec", func() error { return brokerLifecycle(ctx, br, false) }},
 		{"testcontainers", func() error { return tcLifecycle(ctx) }},
 		{"testcontainers-for-ssh", func() error { return tcLifecycle(ctx, sshdReady()...) }},
 		{"raw-engine", func() error { return rawLifecycle(ctx, cli, false) }},

@@ -88,7 +88,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		return Case{}, err
 	}
 	defer b.Close()
-	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1"}
+	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1", "broker, engine exec (Checkout with ssh and auto_map_ports false, Execute, Checkin)"}
 	signer, err := newSigner()
 	if err != nil {
 		return Case{}, err
@@ -98,7 +98,9 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		var err error
 		switch name {
 		case names[0]:
-			err = brokerLifecycle(ctx, b)
+			err = brokerLifecycle(ctx, b, true)
+		case names[6]:
+			err = brokerLifecycle(ctx, b, false)
 		case names[1]:
 			err = tcLifecycle(ctx)
 		case names[3]:
@@ -117,7 +119,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "Container lifecycle",
-		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with the one thing every SSH host of broker's needs from the engine, port 22 published on 127.0.0.1: the engine's port proxy and forwarding rules, made at start and undone at removal, are the floor under any SSH host.",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with the one thing every SSH host of broker's needs from the engine, port 22 published on 127.0.0.1: the engine's port proxy and forwarding rules, made at start and undone at removal, are the floor under any SSH host. The last row is broker like for like with testcontainers-go and the raw sequence: the same image checked out with `ssh: false` and `auto_map_ports: false`, so nothing is published, no key is installed and the command runs through the engine's exec.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 0.8, true)
@@ -126,6 +128,8 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	c.RatioOf("broker / raw Engine API + x/crypto/ssh by hand (time)", names[0], names[4], 0, true)
 	c.RatioOf("raw Engine API, port published / raw Engine API (time)", names[5], names[2], 0, true)
 	c.RatioOf("broker / raw Engine API, port published (time)", names[0], names[5], 0, true)
+	c.RatioOf("broker engine exec / testcontainers-go (time)", names[6], names[1], 0.8, true)
+	c.RatioOf("broker engine exec / raw Engine API (time)", names[6], names[2], 1.1, true)
 	return c, nil
 }
 
@@ -194,8 +198,14 @@ func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer)
 	return err
 }
 
-func brokerLifecycle(ctx context.Context, b *broker.Broker) error {
-	hosts, err := b.Checkout(ctx, broker.Request{Args: map[string]any{"container_host": Image}})
+// brokerLifecycle checks out one host of Image, over SSH or, without
+// useSSH, driven through the engine's exec as testcontainers-go's is.
+func brokerLifecycle(ctx context.Context, b *broker.Broker, useSSH bool) error {
+	args := map[string]any{"container_host": Image}
+	if !useSSH {
+		args["ssh"], args["auto_map_ports"] = false, false
+	}
+	hosts, err := b.Checkout(ctx, broker.Request{Args: args})
 	if err != nil {
 		return err
 	}
