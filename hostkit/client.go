@@ -162,7 +162,9 @@ func (h *Host) isClosed() bool {
 }
 
 // SSHClient returns the host's SSH connection, dialing it when there is none
-// (or the last one was lost). The client is shared: do not close it.
+// (or the last one was lost). The client is shared: do not close it. ctx
+// bounds only the dial: calls on the client wait as long as the peer takes,
+// while Execute and Shell give up when their ctx ends.
 func (h *Host) SSHClient(ctx context.Context) (*ssh.Client, error) {
 	if h.cfg.Addr == "" {
 		if h.isClosed() {

@@ -16,6 +16,9 @@ import (
 
 // SFTP returns the host's SFTP client, opened over its SSH connection on
 // first use and re-opened after a reconnect. It is shared: do not close it.
+// ctx bounds only the opening: calls on the client wait as long as the peer
+// takes, while Host's own file methods (ReadFile, Upload, FS, ...) give up
+// when their ctx ends.
 func (h *Host) SFTP(ctx context.Context) (*sftp.Client, error) {
 	sc, _, err := h.sftpConn(ctx)
 	return sc, err
