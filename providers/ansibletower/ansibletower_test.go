@@ -112,6 +112,20 @@ func TestAAP25(t *testing.T) {
 	assert.Contains(t, err.Error(), "/api/controller/v2/")
 }
 
+// A password login finds its session cookie by the name the login's
+// redirect gives (AWX ≥ 20.0.1: awx_sessionid), else by the names AWX and
+// AAP use.
+func TestPasswordLoginCookieNames(t *testing.T) {
+	for _, name := range []string{"", "sessionid", "site_sessionid"} {
+		t.Run("cookie "+name, func(t *testing.T) {
+			e := newEnv(t, awxtest.Options{SessionCookie: name})
+			p := e.open(t, map[string]any{"token": nil, "username": e.Server.Username, "password": e.Server.Password})
+			rec := checkout(t, p, map[string]any{"workflow": "deploy-vm"})
+			require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
+		})
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	cases := []struct {

@@ -308,6 +308,24 @@ func (c *client) cookie(name string) string {
 	return ""
 }
 
+// sessionCookies are the names AWX and AAP give their session cookie:
+// AWX 20.0.1 and later, the AAP 2.5 gateway, and older AWX.
+var sessionCookies = []string{"awx_sessionid", "gateway_sessionid", "sessionid"}
+
+// hasSession reports whether a login left a session cookie: the one named,
+// else one of sessionCookies.
+func (c *client) hasSession(named string) bool {
+	if named != "" {
+		return c.cookie(named) != ""
+	}
+	for _, name := range sessionCookies {
+		if c.cookie(name) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *client) canLogin() bool { return c.creds.username != "" && c.creds.password != "" }
 
 // relogin logs in again unless another caller already did since gen.
@@ -364,15 +382,23 @@ func (c *client) loginLocked(ctx context.Context) error {
 	req.Header.Set("X-CSRFToken", csrf)
 	req.Header.Set("Referer", target)
 	c.requests.Add(1)
-	resp, err = c.http.Do(req)
+	// The login's redirect names the session cookie: read it there rather
+	// than follow it (the jar keeps the cookies of every answer).
+	hc := *c.http
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err = hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("login: POST %s: %w", target, unwrapURLError(err))
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
-	if resp.StatusCode >= 400 || c.cookie("sessionid") == "" {
+	if resp.StatusCode >= 400 || !c.hasSession(resp.Header.Get("X-API-Session-Cookie-Name")) {
 		detail := apiDetail(data)
-		if resp.StatusCode < 400 {
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized && !json.Valid(data):
+			// AWX's login page again, as HTML.
+			detail = "wrong username or password"
+		case resp.StatusCode < 400:
 			detail = "no session cookie in the answer (wrong username or password?)"
 		}
 		return &APIError{Method: http.MethodPost, URL: target, StatusCode: max(resp.StatusCode, http.StatusUnauthorized), Detail: detail}

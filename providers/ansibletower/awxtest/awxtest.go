@@ -55,6 +55,11 @@ type Options struct {
 	VMs VMFactory
 	// NoCatalog leaves out deploy-vm, remove-vm and extend-vm.
 	NoCatalog bool
+	// SessionCookie names the session cookie a login sets. Default: AWX's
+	// "awx_sessionid" (AWX 20.0.1 and later), or "gateway_sessionid" with
+	// AAP25; "sessionid" is older AWX's. The login's redirect names it in
+	// X-API-Session-Cookie-Name, as AWX's does.
+	SessionCookie string
 }
 
 // Server is a fake AWX API server on 127.0.0.1.

@@ -80,6 +80,18 @@ func (s *Server) loginPath() string {
 	return "/api/login/"
 }
 
+// sessionCookie is the name of the cookie a login sets (see
+// Options.SessionCookie).
+func (s *Server) sessionCookie() string {
+	switch {
+	case s.opts.SessionCookie != "":
+		return s.opts.SessionCookie
+	case s.opts.AAP25:
+		return "gateway_sessionid"
+	}
+	return "awx_sessionid"
+}
+
 func (s *Server) serveRoot(w http.ResponseWriter) {
 	if s.opts.AAP25 {
 		writeJSON(w, http.StatusOK, map[string]any{
@@ -97,8 +109,10 @@ func (s *Server) serveRoot(w http.ResponseWriter) {
 	})
 }
 
-// serveLogin is Django's login view: GET sets the CSRF cookie, POST checks
-// it and the credentials, and answers with a redirect and a session cookie.
+// serveLogin is AWX's login view (Django's, with AWX's changes): GET sets
+// the CSRF cookie, POST checks it and the credentials, and answers with a
+// redirect, a session cookie and the cookie's name in
+// X-API-Session-Cookie-Name; wrong credentials get the form again, with 401.
 func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
@@ -123,8 +137,8 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !s.checkPassword(r.PostForm.Get("username"), r.PostForm.Get("password")) {
-			// Django renders the form again, with 200.
 			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprint(w, "<html>Please enter a correct username and password.</html>")
 			return
 		}
@@ -132,7 +146,9 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.sessions[sid] = true
 		s.mu.Unlock()
-		http.SetCookie(w, &http.Cookie{Name: "sessionid", Value: sid, Path: "/", HttpOnly: true})
+		http.SetCookie(w, &http.Cookie{Name: s.sessionCookie(), Value: sid, Path: "/", HttpOnly: true})
+		http.SetCookie(w, &http.Cookie{Name: "userLoggedIn", Value: "true", Path: "/"})
+		w.Header().Set("X-API-Session-Cookie-Name", s.sessionCookie())
 		next := r.PostForm.Get("next")
 		if next == "" {
 			next = "/api/"
@@ -170,7 +186,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid username/password."})
 		return "", false
 	}
-	if ck, err := r.Cookie("sessionid"); err == nil {
+	if ck, err := r.Cookie(s.sessionCookie()); err == nil {
 		s.mu.Lock()
 		ok := s.sessions[ck.Value]
 		s.mu.Unlock()
