@@ -488,7 +488,7 @@ func (p *Provider) release(ctx context.Context, name string, rec *inventory.Reco
 		for k, v := range rec.Args {
 			args[k] = v
 		}
-		if inv, ok := rec.Extra["tower_inventory"]; ok && inv != nil {
+		if inv := askedInventory(rec); inv != nil {
 			args["inventory"] = inv
 		}
 	}
@@ -499,6 +499,22 @@ func (p *Provider) release(ctx context.Context, name string, rec *inventory.Reco
 	args["source_vm"] = name
 	if _, err := p.run(ctx, args); err != nil {
 		return fmt.Errorf("ansibletower: check in %s: %w", name, err)
+	}
+	return nil
+}
+
+// askedInventory is the inventory rec's checkout asked for (its
+// tower_inventory or inventory argument), which release and extend pass on
+// as the Python broker does; nil when it asked for none, and then only the
+// inventory setting is sent (see runNotify). The record's own
+// tower_inventory, where the host was found, is not sent: a release or
+// extend workflow that does not prompt for an inventory refuses a launch
+// that names another one than its own.
+func askedInventory(rec *inventory.Record) any {
+	for _, k := range []string{"tower_inventory", "inventory"} {
+		if inv, ok := rec.Args[k]; ok && inv != nil && inv != "" {
+			return inv
+		}
 	}
 	return nil
 }
@@ -528,7 +544,7 @@ func (p *Provider) Extend(ctx context.Context, rec *inventory.Record, args map[s
 		"target_vm":       rec.Name,
 		"new_expire_time": stringArg(args, "new_expire_time", p.set.newExpireTime),
 	}
-	if inv, ok := rec.Extra["tower_inventory"]; ok && inv != nil {
+	if inv := askedInventory(rec); inv != nil {
 		run["inventory"] = inv
 	}
 	if _, err := p.run(ctx, run); err != nil {

@@ -109,6 +109,15 @@ type Workflow struct {
 	NotStartable bool
 	// JobTemplate registers it under /job_templates/ (Nodes must hold one).
 	JobTemplate bool
+	// NoInventoryPrompt: the template does not prompt for an inventory
+	// (ask_inventory_on_launch false). As in AWX, a workflow's launch with
+	// another inventory than its own gets 400; a job template's launch runs
+	// with its own and lists the other under ignored_fields.
+	NoInventoryPrompt bool
+	// NoVariablesPrompt: likewise for extra_vars (ask_variables_on_launch
+	// false), for each variable that the template does not define with the
+	// same value.
+	NoVariablesPrompt bool
 }
 
 // Node is one job of a workflow.

@@ -129,6 +129,7 @@ func TestAuthentication(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusFound, resp.StatusCode)
+	assert.Equal(t, "awx_sessionid", resp.Header.Get("X-API-Session-Cookie-Name"), "AWX names its session cookie")
 	resp, err = c.Get(s.URL + "/api/v2/me/")
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -193,6 +194,44 @@ func TestLaunchAndFollow(t *testing.T) {
 	code, bad := call(t, s, "POST", launch, map[string]any{"inventory": 999})
 	assert.Equal(t, 400, code)
 	assert.Contains(t, fmt.Sprint(bad["inventory"]), "does not exist")
+}
+
+// What a template does not prompt for: a workflow's launch is refused with
+// 400 naming the field, a job template's runs with the template's values and
+// lists what it ignored, as AWX's launch serializers do.
+func TestLaunchPrompts(t *testing.T) {
+	s := awxtest.Start(t, awxtest.Options{JobTime: time.Millisecond})
+	s.AddInventory("other", "")
+	node := []awxtest.Node{{Name: "noop", Run: func(context.Context, *awxtest.Run) error { return nil }}}
+	fixed := awxtest.Workflow{Name: "fixed", ExtraVars: map[string]any{"size": "s"}, Inventory: s.Username + " VMs", Nodes: node, NoInventoryPrompt: true, NoVariablesPrompt: true}
+	wfID := s.AddWorkflow(fixed)
+	fixed.Name, fixed.JobTemplate = "fixed-job", true
+	jtID := s.AddWorkflow(fixed)
+	wf := fmt.Sprintf("/api/v2/workflow_job_templates/%d/", wfID)
+	jt := fmt.Sprintf("/api/v2/job_templates/%d/", jtID)
+
+	_, tmpl := call(t, s, "GET", wf, nil)
+	assert.Equal(t, false, tmpl["ask_inventory_on_launch"])
+	assert.Equal(t, false, tmpl["ask_variables_on_launch"])
+
+	code, bad := call(t, s, "POST", wf+"launch/", map[string]any{"inventory": "other"})
+	assert.Equal(t, 400, code)
+	assert.Equal(t, []any{"Field is not configured to prompt on launch."}, bad["inventory"])
+	code, bad = call(t, s, "POST", wf+"launch/", map[string]any{"extra_vars": map[string]any{"size": "s", "zone": "b", "az": 1}})
+	assert.Equal(t, 400, code)
+	assert.Contains(t, fmt.Sprint(bad["extra_vars"]), "Variables az, zone are not allowed on launch")
+	// The template's own values change nothing and pass.
+	code, _ = call(t, s, "POST", wf+"launch/", map[string]any{"extra_vars": map[string]any{"size": "s"}, "inventory": s.Username + " VMs"})
+	assert.Equal(t, 201, code)
+
+	code, j := call(t, s, "POST", jt+"launch/", map[string]any{"inventory": "other", "extra_vars": map[string]any{"zone": "b"}})
+	require.Equal(t, 201, code)
+	ignored := j["ignored_fields"].(map[string]any)
+	assert.Contains(t, ignored, "inventory")
+	assert.Equal(t, map[string]any{"zone": "b"}, ignored["extra_vars"])
+	jobs := s.Jobs("fixed-job")
+	require.Len(t, jobs, 1)
+	assert.NotContains(t, jobs[0].ExtraVars, "zone", "ignored variables do not reach the job")
 }
 
 func TestFaults(t *testing.T) {

@@ -226,6 +226,9 @@ func (s *Server) addCatalog() {
 		Name:        "remove-vm",
 		Description: "Remove a VM",
 		ExtraVars:   map[string]any{"source_vm": ""},
+		// As many real release workflows: no inventory prompt, so a launch
+		// that names one gets 400.
+		NoInventoryPrompt: true,
 		Nodes: []Node{{Name: "remove vm", Run: func(ctx context.Context, r *Run) error {
 			name, _ := r.Vars["source_vm"].(string)
 			if name == "" {
@@ -241,9 +244,10 @@ func (s *Server) addCatalog() {
 		}}},
 	})
 	s.AddWorkflow(Workflow{
-		Name:        "extend-vm",
-		Description: "Extend a VM's lease",
-		ExtraVars:   map[string]any{"target_vm": "", "new_expire_time": "+172800"},
+		Name:              "extend-vm",
+		Description:       "Extend a VM's lease",
+		ExtraVars:         map[string]any{"target_vm": "", "new_expire_time": "+172800"},
+		NoInventoryPrompt: true,
 		Nodes: []Node{{Name: "extend vm", Run: func(_ context.Context, r *Run) error {
 			name, _ := r.Vars["target_vm"].(string)
 			s.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -241,7 +242,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 		case len(seg) == 2 && get:
 			writeJSON(w, http.StatusOK, s.templateJSON(t))
 		case len(seg) == 3 && seg[2] == "launch" && get:
-			writeJSON(w, http.StatusOK, map[string]any{"can_start_without_user_input": true, "ask_variables_on_launch": true, "ask_inventory_on_launch": true, "variables_needed_to_start": []string{}})
+			writeJSON(w, http.StatusOK, map[string]any{"can_start_without_user_input": true, "ask_variables_on_launch": !t.def.NoVariablesPrompt, "ask_inventory_on_launch": !t.def.NoInventoryPrompt, "variables_needed_to_start": []string{}})
 		case len(seg) == 3 && seg[2] == "launch" && r.Method == http.MethodPost:
 			s.launchLocked(w, r, user, t)
 		default:
@@ -509,7 +510,7 @@ func (s *Server) templateJSON(t *templateDef) map[string]any {
 	o := map[string]any{
 		"id": t.id, "type": t.kind(), "url": s.path("%s/%d/", base, t.id),
 		"name": t.def.Name, "description": t.def.Description,
-		"extra_vars": string(vars), "ask_variables_on_launch": true, "ask_inventory_on_launch": true,
+		"extra_vars": string(vars), "ask_variables_on_launch": !t.def.NoVariablesPrompt, "ask_inventory_on_launch": !t.def.NoInventoryPrompt,
 		"related": map[string]any{"launch": s.path("%s/%d/launch/", base, t.id)},
 		"summary_fields": map[string]any{
 			"organization":      map[string]any{"id": 1, "name": "Default"},
@@ -650,8 +651,8 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 		}
 	}
 	vars := cloneJSON(t.def.ExtraVars)
+	var launchVars map[string]any
 	if len(body.ExtraVars) > 0 && string(body.ExtraVars) != "null" {
-		var launchVars map[string]any
 		// extra_vars may be an object or a string holding JSON.
 		var str string
 		if json.Unmarshal(body.ExtraVars, &str) == nil {
@@ -665,9 +666,31 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 			writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}})
 			return
 		}
-		for k, v := range launchVars {
-			vars[k] = v
+	}
+	// What the template does not prompt for is refused (workflows) or
+	// ignored (job templates), as AWX's launch serializers do.
+	ignored, refused := map[string]any{}, map[string]any{}
+	notPrompted := func(field string, value any, msg string) {
+		if t.def.JobTemplate {
+			ignored[field] = value
+		} else {
+			refused[field] = []string{msg}
 		}
+	}
+	if t.def.NoVariablesPrompt {
+		rejected := map[string]any{}
+		for k, v := range launchVars {
+			if tv, ok := vars[k]; !ok || !reflect.DeepEqual(tv, v) {
+				rejected[k] = v
+			}
+		}
+		if len(rejected) > 0 {
+			notPrompted("extra_vars", rejected, fmt.Sprintf("Variables %s are not allowed on launch. Check the Prompt on Launch setting on the Workflow Job Template to include Extra Variables.", strings.Join(slices.Sorted(maps.Keys(rejected)), ", ")))
+		}
+		launchVars = nil
+	}
+	for k, v := range launchVars {
+		vars[k] = v
 	}
 	var inv *inventoryState
 	if body.Inventory != nil {
@@ -679,12 +702,24 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 			writeJSON(w, http.StatusBadRequest, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", body.Inventory)}})
 			return
 		}
-	} else if t.def.Inventory != "" {
-		inv = s.inventoryByNameLocked(t.def.Inventory)
+	}
+	var own *inventoryState
+	if t.def.Inventory != "" {
+		own = s.inventoryByNameLocked(t.def.Inventory)
+	}
+	if inv == nil {
+		inv = own
+	} else if inv != own && t.def.NoInventoryPrompt {
+		notPrompted("inventory", inv.id, "Field is not configured to prompt on launch.")
+		inv = own
+	}
+	if len(refused) > 0 {
+		writeJSON(w, http.StatusBadRequest, refused)
+		return
 	}
 	j := s.startLocked(t, user, vars, inv)
 	o := s.jobJSON(j)
-	o["ignored_fields"] = map[string]any{}
+	o["ignored_fields"] = ignored
 	if j.typ == "workflow_job" {
 		o["workflow_job"] = j.id
 	} else {
