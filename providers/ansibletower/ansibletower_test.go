@@ -138,7 +138,7 @@ func TestOpenErrors(t *testing.T) {
 		{"no credentials", map[string]any{"token": nil}, []string{"no credentials", "BROKER_AnsibleTower__token"}},
 		{"bad timeout", map[string]any{"workflow_timeout": "soon"}, []string{"workflow_timeout", `"soon"`, "seconds"}},
 		{"bad error_scope", map[string]any{"error_scope": "some"}, []string{"error_scope", "last or all"}},
-		{"wrong token", map[string]any{"token": "tok-wrong-0123456789"}, []string{"401", "Invalid token", "BROKER_AnsibleTower__token"}},
+		{"wrong token", map[string]any{"token": "tok-wrong-0123456789"}, []string{"401", "BROKER_AnsibleTower__token"}},
 		{"wrong password", map[string]any{"token": nil, "username": "admin", "password": "wrong-pw-42"}, []string{"log in as \"admin\"", "wrong username or password"}},
 		{"nothing listening", map[string]any{"base_url": "http://127.0.0.1:1", "request_timeout": 2, "max_resilient_wait": 0.3}, []string{"GET /api/", "127.0.0.1:1", "max_resilient_wait"}},
 	}
@@ -219,6 +219,28 @@ func TestFailedWorkflow(t *testing.T) {
 	require.Len(t, jerr.Dangling, 1)
 	assert.Equal(t, []string{jerr.Dangling[0]}, e.Server.HostNames())
 	assert.Contains(t, err.Error(), jerr.Dangling[0])
+}
+
+// A workflow's failed project or inventory sync node is reported from its
+// events (not job_events, which such jobs do not have).
+func TestFailedSyncNode(t *testing.T) {
+	e := newEnv(t, awxtest.Options{})
+	for _, kind := range []string{"project_update", "inventory_update"} {
+		e.Server.AddWorkflow(awxtest.Workflow{Name: "sync-" + kind, Nodes: []awxtest.Node{{
+			Name: "sync " + kind, Kind: kind,
+			Run: func(context.Context, *awxtest.Run) error {
+				return &awxtest.TaskFailure{Task: "update source", Msg: "repository unreachable for " + kind}
+			},
+		}}})
+	}
+	p := e.open(t, nil)
+	for _, kind := range []string{"project_update", "inventory_update"} {
+		_, err := p.Execute(ctxFor(t, time.Minute), map[string]any{"workflow": "sync-" + kind})
+		var jerr *ansibletower.JobError
+		require.ErrorAs(t, err, &jerr, kind)
+		require.Len(t, jerr.Failures, 1, kind)
+		assert.Equal(t, ansibletower.Failure{Job: "sync " + kind, Status: "failed", Task: "update source", Reason: "repository unreachable for " + kind}, jerr.Failures[0])
+	}
 }
 
 // error_scope: all reports every failed node, newest first.

@@ -90,7 +90,8 @@ func (t *template) startable() bool {
 	return !ok || start
 }
 
-// job is a workflow_job or a job.
+// job is a workflow_job, a job, or another unified job a workflow node ran
+// (project_update, inventory_update, workflow_approval).
 type job struct {
 	ID              int            `json:"id"`
 	Type            string         `json:"type"`
@@ -104,7 +105,8 @@ type job struct {
 	Artifacts       map[string]any `json:"artifacts"`
 	Related         struct {
 		WorkflowNodes string `json:"workflow_nodes"`
-		JobEvents     string `json:"job_events"`
+		JobEvents     string `json:"job_events"` // a playbook job's
+		Events        string `json:"events"`     // a project or inventory update's
 	} `json:"related"`
 }
 

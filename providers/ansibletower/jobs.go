@@ -1,10 +1,12 @@
 package ansibletower
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"slices"
@@ -449,18 +451,30 @@ func (p *Provider) failures(ctx context.Context, j job) ([]Failure, error) {
 
 // jobFailures explains one failed (not workflow) job.
 func (p *Provider) jobFailures(ctx context.Context, j job) ([]Failure, error) {
-	if j.Status == "error" || j.Status == "canceled" {
+	explained := func() []Failure {
 		reason := strings.TrimSpace(j.ResultTraceback)
 		if reason == "" {
 			reason = j.JobExplanation
 		}
-		return []Failure{{Job: j.Name, Status: j.Status, Reason: reason}}, nil
+		return []Failure{{Job: j.Name, Status: j.Status, Reason: reason}}
 	}
-	path := j.Related.JobEvents
-	if path == "" {
+	if j.Status == "error" || j.Status == "canceled" {
+		return explained(), nil
+	}
+	// A playbook job's events are job_events; a project or inventory
+	// update's are events; an approval has none.
+	path := cmp.Or(j.Related.JobEvents, j.Related.Events)
+	if path == "" && (j.Type == "job" || j.Type == "") {
 		path = fmt.Sprintf("jobs/%d/job_events/", j.ID)
 	}
+	if path == "" {
+		return explained(), nil
+	}
 	events, err := listAll[jobEvent](ctx, p.c, path, url.Values{"failed": {"true"}})
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		return explained(), nil
+	}
 	if err != nil {
 		return nil, err
 	}

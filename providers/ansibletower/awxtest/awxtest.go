@@ -124,6 +124,10 @@ type Workflow struct {
 type Node struct {
 	Name string
 	Run  func(ctx context.Context, r *Run) error
+	// Kind is the node's unified job type: "" or "job" (a playbook, with
+	// job_events), "project_update" or "inventory_update" (with events, and
+	// no artifacts), as a workflow's sync nodes are.
+	Kind string
 }
 
 // Run is what a running node sees and writes.
@@ -168,6 +172,7 @@ func (t *templateDef) kind() string {
 type jobState struct {
 	id          int
 	typ         string // workflow_job | job
+	kind        string // a node job's unified job type: "" (job), project_update, inventory_update
 	name        string
 	templateID  int
 	status      string

@@ -37,7 +37,9 @@ func call(t *testing.T, s *awxtest.Server, method, path string, body any) (int, 
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var out map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out), "%s %s", method, path)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != io.EOF { // EOF: an empty answer, as a 202
+		require.NoError(t, err, "%s %s", method, path)
+	}
 	return resp.StatusCode, out
 }
 
@@ -82,6 +84,11 @@ func TestPaging(t *testing.T) {
 	assert.NotNil(t, last["previous"])
 	code, _ := call(t, s, "GET", "/api/v2/hosts/?page_size=200&page=3", nil)
 	assert.Equal(t, 404, code)
+	for _, bad := range []string{"0", "-3", "many"} {
+		code, p := call(t, s, "GET", "/api/v2/hosts/?page_size="+bad, nil)
+		assert.Equal(t, 200, code, "page_size=%s", bad)
+		assert.Len(t, p["results"], 25, "page_size=%s gives the default, as DRF's", bad)
+	}
 
 	_, one := call(t, s, "GET", "/api/v2/hosts/?name=h042", nil)
 	require.EqualValues(t, 1, one["count"])
@@ -232,6 +239,38 @@ func TestLaunchPrompts(t *testing.T) {
 	jobs := s.Jobs("fixed-job")
 	require.Len(t, jobs, 1)
 	assert.NotContains(t, jobs[0].ExtraVars, "zone", "ignored variables do not reach the job")
+}
+
+// Cancel: GET says whether a job can be cancelled, POST cancels it (202),
+// and a canceled job, and its node in the workflow, read failed, as AWX's
+// UnifiedJob.failed does; a finished job's cancel is 405.
+func TestCancel(t *testing.T) {
+	s := awxtest.Start(t, awxtest.Options{JobTime: 2 * time.Second})
+	_, list := call(t, s, "GET", "/api/v2/workflow_job_templates/?name=deploy-vm", nil)
+	launch := list["results"].([]any)[0].(map[string]any)["related"].(map[string]any)["launch"].(string)
+	code, j := call(t, s, "POST", launch, map[string]any{})
+	require.Equal(t, 201, code)
+	jobURL := j["url"].(string)
+	_, can := call(t, s, "GET", jobURL+"cancel/", nil)
+	assert.Equal(t, true, can["can_cancel"])
+	code, _ = call(t, s, "POST", jobURL+"cancel/", nil)
+	assert.Equal(t, 202, code)
+	for range 100 {
+		if _, j = call(t, s, "GET", jobURL, nil); j["status"] == "canceled" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Equal(t, "canceled", j["status"])
+	assert.Equal(t, true, j["failed"])
+	_, nodes := call(t, s, "GET", j["related"].(map[string]any)["workflow_nodes"].(string), nil)
+	first := nodes["results"].([]any)[0].(map[string]any)
+	sj := first["summary_fields"].(map[string]any)["job"].(map[string]any)
+	assert.Equal(t, "canceled", sj["status"])
+	assert.Equal(t, true, sj["failed"], "a canceled node job is failed")
+	code, notAllowed := call(t, s, "POST", jobURL+"cancel/", nil)
+	assert.Equal(t, 405, code)
+	assert.Equal(t, `Method "POST" not allowed.`, notAllowed["detail"])
 }
 
 func TestFaults(t *testing.T) {

@@ -80,7 +80,7 @@ func (s *Server) execute(t *templateDef, j *jobState, nodes []*nodeState, user, 
 			return
 		default:
 		}
-		child := &jobState{id: s.newIDLocked(), typ: "job", name: n.Name, status: "running", created: time.Now(), started: time.Now(), extraVars: j.extraVars, inventory: j.inventory, canceled: j.canceled}
+		child := &jobState{id: s.newIDLocked(), typ: "job", kind: n.Kind, name: n.Name, status: "running", created: time.Now(), started: time.Now(), extraVars: j.extraVars, inventory: j.inventory, canceled: j.canceled}
 		s.jobs[child.id] = child
 		nodes[i].jobID = child.id
 		s.mu.Unlock()

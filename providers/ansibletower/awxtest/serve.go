@@ -177,7 +177,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		if ok {
 			return s.Username, true
 		}
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid token."})
+		// AWX does not say the token is bad: the request is simply
+		// unauthenticated.
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Authentication credentials were not provided. To establish a login session, visit " + s.loginPath() + "."})
 		return "", false
 	case strings.HasPrefix(authz, "Basic "):
 		u, p, _ := r.BasicAuth()
@@ -254,7 +256,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 		typ := strings.TrimSuffix(seg[0], "s")
 		var objs []map[string]any
 		for _, id := range slices.Sorted(maps.Keys(s.jobs)) {
-			if j := s.jobs[id]; j.typ == typ {
+			if j := s.jobs[id]; j.typ == typ && j.unifiedType() == typ {
 				objs = append(objs, s.jobJSON(j))
 			}
 		}
@@ -262,7 +264,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
 		typ := strings.TrimSuffix(seg[0], "s") // workflow_job or job
 		j := s.jobs[id]
-		if j == nil || j.typ != typ {
+		if j == nil || j.typ != typ || j.unifiedType() != typ {
 			notFound()
 			return
 		}
@@ -278,6 +280,20 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 			}
 			s.writeList(w, r, objs)
 		case len(seg) == 3 && seg[2] == "job_events" && typ == "job":
+			s.writeList(w, r, j.events)
+		default:
+			notFound()
+		}
+	case (seg[0] == "project_updates" || seg[0] == "inventory_updates") && len(seg) >= 2 && get:
+		j := s.jobs[id]
+		if j == nil || j.unifiedType()+"s" != seg[0] {
+			notFound()
+			return
+		}
+		switch {
+		case len(seg) == 2:
+			writeJSON(w, http.StatusOK, s.jobJSON(j))
+		case len(seg) == 3 && seg[2] == "events":
 			s.writeList(w, r, j.events)
 		default:
 			notFound()
@@ -360,12 +376,9 @@ func (s *Server) writeList(w http.ResponseWriter, r *http.Request, objs []map[st
 		}
 	}
 	size := 25
-	if v := q.Get("page_size"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "Invalid page_size."})
-			return
-		}
+	// As DRF's get_page_size: a page_size that is not a positive number
+	// gives the default, a larger one the maximum.
+	if n, err := strconv.Atoi(q.Get("page_size")); err == nil && n > 0 {
 		size = min(n, maxPageSize)
 	}
 	pageNo := 1
@@ -529,7 +542,7 @@ func (s *Server) jobJSON(j *jobState) map[string]any {
 	vars, _ := json.Marshal(j.extraVars)
 	o := map[string]any{
 		"id": j.id, "type": j.typ, "name": j.name, "status": j.status,
-		"failed":          j.status == "failed" || j.status == "error" || j.status == "canceled",
+		"failed":          j.failed(),
 		"job_explanation": j.explanation, "extra_vars": string(vars), "launch_type": "manual",
 		"created": timeOrNil(j.created), "modified": timeOrNil(j.created),
 		"started": timeOrNil(j.started), "finished": timeOrNil(j.finished),
@@ -552,6 +565,16 @@ func (s *Server) jobJSON(j *jobState) map[string]any {
 		o["summary_fields"] = map[string]any{"workflow_job_template": map[string]any{"id": j.templateID, "name": j.name}}
 		return o
 	}
+	if kind := j.unifiedType(); kind != "job" {
+		o["type"] = kind
+		o["url"] = s.path("%ss/%d/", kind, j.id)
+		o["related"] = map[string]any{
+			"events": s.path("%ss/%d/events/", kind, j.id),
+			"stdout": s.path("%ss/%d/stdout/", kind, j.id),
+		}
+		o["result_traceback"] = j.traceback
+		return o
+	}
 	o["job_template"] = tmpl
 	o["url"] = s.path("jobs/%d/", j.id)
 	o["related"] = map[string]any{
@@ -562,6 +585,20 @@ func (s *Server) jobJSON(j *jobState) map[string]any {
 	o["result_traceback"] = j.traceback
 	o["playbook"] = strings.ReplaceAll(j.name, " ", "_") + ".yml"
 	return o
+}
+
+// unifiedType is the job's type in AWX's API: workflow_job, job, or a
+// node's project_update or inventory_update.
+func (j *jobState) unifiedType() string {
+	if j.typ == "job" && j.kind != "" {
+		return j.kind
+	}
+	return j.typ
+}
+
+// failed is AWX's UnifiedJob.failed: set for failed, error and canceled.
+func (j *jobState) failed() bool {
+	return j.status == "failed" || j.status == "error" || j.status == "canceled"
 }
 
 func timeOrNil(t time.Time) any {
@@ -596,10 +633,10 @@ func (s *Server) nodeJSON(n *nodeState) map[string]any {
 	}
 	if j := s.jobs[n.jobID]; j != nil {
 		o["job"] = j.id
-		o["related"].(map[string]any)["job"] = s.path("jobs/%d/", j.id)
+		o["related"].(map[string]any)["job"] = s.path("%ss/%d/", j.unifiedType(), j.id)
 		o["summary_fields"].(map[string]any)["job"] = map[string]any{
-			"id": j.id, "name": j.name, "description": "", "status": j.status, "type": "job",
-			"failed": j.status == "failed" || j.status == "error", "elapsed": elapsed(j),
+			"id": j.id, "name": j.name, "description": "", "status": j.status, "type": j.unifiedType(),
+			"failed": j.failed(), "elapsed": elapsed(j),
 		}
 	}
 	return o
@@ -737,7 +774,7 @@ func (s *Server) cancelLocked(w http.ResponseWriter, r *http.Request, j *jobStat
 		return
 	}
 	if !running || j.canceled == nil {
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "not allowed to cancel job"})
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"detail": `Method "POST" not allowed.`})
 		return
 	}
 	select {
