@@ -10,8 +10,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/hostbroker/broker/internal/pidline"
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -89,6 +93,12 @@ func (h *Host) viaTransport() (Transport, error) {
 	return h.transport, nil
 }
 
+// pidLine makes the remote shell tell its pid first (see pidline). sshd
+// made that shell the leader of a new session, so its process group holds
+// the command and what it started; a cancelled command is ended by killing
+// that group, since sshd refuses signals to root's sessions.
+const pidLine = `printf '` + pidline.Marker + `%d\n' "$$" >&2; `
+
 func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result, error) {
 	sess, c, release, err := h.session(ctx)
 	if err != nil {
@@ -96,9 +106,11 @@ func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result
 	}
 	var kill ssh.Signal
 	defer func() { release(kill) }()
-	var stdout, stderr bytes.Buffer
+	// The buffers are read while an abandoned command may still write.
+	var stdout, stderr lockedBuffer
+	pw := pidline.NewWriter(&stderr)
 	sess.Stdout = &stdout
-	sess.Stderr = &stderr
+	sess.Stderr = pw
 	if stdin != nil {
 		// Copy stdin ourselves: Session.Wait would wait for a reader the
 		// command never drains.
@@ -111,14 +123,18 @@ func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result
 			w.Close()
 		}()
 	}
-	if err := awaitErr(ctx, h, c, func() error { return sess.Start(cmd) }); err != nil {
+	if err := awaitErr(ctx, h, c, func() error { return sess.Start(pidLine + cmd) }); err != nil {
 		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: start command: %w", h.Hostname, ctxErr(ctx, err))
 	}
 	err = awaitErr(ctx, h, c, sess.Wait)
 	if err != nil && ctx.Err() != nil {
-		kill = ssh.SIGKILL // ask sshd to kill the command, then drop the session
-		return Result{Status: -1}, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, ctxErr(ctx, err))
+		// Kill the command's process group through a session of its own;
+		// the signal is for sshd's that take one.
+		h.aside(c, func() { h.killGroup(c, pw) })
+		kill = ssh.SIGKILL
+		return Result{Status: -1, Stdout: stdout.String(), Stderr: stderr.String()}, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, ctxErr(ctx, err))
 	}
+	pw.Flush()
 	res := Result{Stdout: stdout.String(), Stderr: stderr.String()}
 	var ee *ssh.ExitError
 	var em *ssh.ExitMissingError
@@ -137,6 +153,53 @@ func (h *Host) execSSH(ctx context.Context, cmd string, stdin io.Reader) (Result
 	}
 	res.Status = -1
 	return res, fmt.Errorf("hostkit: host %s: command: %w", h.Hostname, err)
+}
+
+// killWait bounds the kill of a cancelled command: the wait for its pid
+// (a command cancelled as it starts) and the kill's session.
+const killWait = 5 * time.Second
+
+// killGroup kills the process group of the command whose pid pw learns,
+// in a new session on c.
+func (h *Host) killGroup(c *ssh.Client, pw *pidline.Writer) {
+	timer := time.NewTimer(killWait)
+	defer timer.Stop()
+	select {
+	case <-pw.Known():
+	case <-timer.C:
+	}
+	pid := pw.PID()
+	if pid <= 1 {
+		h.log.Debug("hostkit: cancelled command's pid unknown; it may go on", "host", h.Hostname)
+		return
+	}
+	sess, err := c.NewSession()
+	if err != nil {
+		h.log.Debug("hostkit: kill cancelled command", "host", h.Hostname, "pid", pid, "error", err)
+		return
+	}
+	defer sess.Close()
+	if out, err := sess.CombinedOutput(pidline.KillCommand(pid)); err != nil {
+		h.log.Debug("hostkit: kill cancelled command", "host", h.Hostname, "pid", pid, "error", err, "output", string(out))
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Shell runs the user's interactive login shell on a pseudo-terminal, wired

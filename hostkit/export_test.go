@@ -2,6 +2,9 @@ package hostkit
 
 import "time"
 
+// PIDLine starts every command Execute sends over SSH.
+const PIDLine = pidLine
+
 // SFTPRequestSize lets the external tests ask a real sshd.
 var SFTPRequestSize = sftpRequestSize
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -239,6 +240,7 @@ func (p *fakePeer) session(nc ssh.NewChannel, mode stall) {
 		}
 		var arg struct{ S string }
 		_ = ssh.Unmarshal(req.Payload, &arg)
+		arg.S = strings.TrimPrefix(arg.S, hostkit.PIDLine) // Execute's pid line: see execSSH
 		switch {
 		case req.Type == "exec" && arg.S == "true":
 			_ = req.Reply(true, nil)
@@ -622,4 +624,42 @@ func TestStuckSSHD(t *testing.T) {
 	_, err = h.ReadFile(ctx, "/etc/hostname")
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), d.n.Load(), "TCP connections dialed")
+}
+
+// A cancelled command is killed on the host, with what it started, and its
+// output so far is returned: sshd refuses signals to root's sessions, so
+// the kill goes through a session of its own.
+func TestCancelKillsCommand(t *testing.T) {
+	srv := sshtest.Start(t)
+	h := newHost(t, srv.Config())
+	tag := fmt.Sprintf("37.%d", time.Now().UnixNano()%1000000)
+	res, err := h.Execute(testCtx(t), "echo started; echo to-stderr >&2; sleep "+tag+" & sleep "+tag+"; wait", hostkit.WithTimeout(500*time.Millisecond))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, "started\n", res.Stdout, "output so far")
+	assert.Equal(t, "to-stderr\n", res.Stderr, "stderr so far, without the pid line")
+	assert.Eventually(t, func() bool { return len(processesWith(t, "sleep "+tag)) == 0 }, 5*time.Second, 50*time.Millisecond,
+		"the command and its child are killed: %v left", processesWith(t, "sleep "+tag))
+	// The host stays usable, and stderr carries no pid line.
+	res, err = h.Execute(testCtx(t), "echo out; echo err >&2")
+	require.NoError(t, err)
+	assert.Equal(t, hostkit.Result{Stdout: "out\n", Stderr: "err\n"}, res)
+}
+
+// processesWith returns the pids of processes whose command line is cmd.
+func processesWith(t *testing.T, cmd string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.TrimRight(strings.ReplaceAll(string(b), "\x00", " "), " ") == cmd {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

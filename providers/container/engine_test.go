@@ -336,3 +336,34 @@ func TestReadableEngineAddress(t *testing.T) {
 		t.Errorf("error %q does not name the engine unix://%s readably", err, sock)
 	}
 }
+
+// TestSSHExecCancel: over SSH too, a command that times out is killed in
+// the container with its children (sshd refuses signals to root's
+// sessions), and its output so far is kept.
+func TestSSHExecCancel(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage}, nil)
+		h := connect(t, ctx, p, rec)
+		res, err := h.Execute(ctx, "echo before; echo err >&2; sleep 31 & sleep 32 | cat; wait", hostkit.WithTimeout(time.Second))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Execute with a 1s timeout: %+v, %v; want context.DeadlineExceeded", res, err)
+		}
+		if res.Status != -1 || res.Stdout != "before\n" || res.Stderr != "err\n" {
+			t.Errorf("timed-out Execute: %+v; want Status -1 and the output so far", res)
+		}
+		var left string
+		for range 30 {
+			r, err := h.Execute(ctx, `for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$f"; echo; done 2>/dev/null | grep '^sleep 3[0-9] $' || true`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left = strings.TrimSpace(r.Stdout); left == "" {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("processes left in the container after the command timed out:\n%s", left)
+	})
+}

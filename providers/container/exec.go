@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"path"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/pidline"
 )
 
 // execRequest is one command run through the engine's exec API.
@@ -154,13 +154,10 @@ func (t *transport) containerID(ctx context.Context) (string, error) {
 }
 
 // execWrapper runs the command ($1) as `/bin/sh -c` would, after telling
-// its pid on stderr (a line pidMarker PID, removed from the output). An
+// its pid on stderr (a pidline.Marker line, removed from the output). An
 // exec'd process leads its own process group, and exec keeps the pid: so
 // a cancelled command is ended with its children by killing that group.
-const execWrapper = `printf '` + pidMarker + `%d\n' "$$" >&2; exec /bin/sh -c "$1"`
-
-// pidMarker starts the wrapper's first line on stderr.
-const pidMarker = "@hostbroker-exec-pid "
+const execWrapper = `printf '` + pidline.Marker + `%d\n' "$$" >&2; exec /bin/sh -c "$1"`
 
 // Execute runs cmd with /bin/sh -c in the container. When ctx ends first,
 // the command's process group is killed inside the container (the engine
@@ -177,11 +174,11 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 	}
 	sort.Strings(env)
 	var stdout, stderr bytes.Buffer
-	pw := newPIDWriter(&stderr)
+	pw := pidline.NewWriter(&stderr)
 	status, err := t.p.eng.exec(ctx, id, execRequest{
 		Cmd: []string{"/bin/sh", "-c", execWrapper, "sh", cmd}, User: t.user, Env: env,
 		Stdin: opts.Stdin, Stdout: &stdout, Stderr: pw,
-		OnCancel: func() { t.killGroup(ctx, id, pw) }, StreamEnd: pw.flush,
+		OnCancel: func() { t.killGroup(ctx, id, pw) }, StreamEnd: pw.Flush,
 	})
 	res := hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}
 	if err != nil {
@@ -196,14 +193,14 @@ const killWait = 5 * time.Second
 
 // killGroup kills the process group of the command whose pid pw learns,
 // through a new exec as root.
-func (t *transport) killGroup(ctx context.Context, id string, pw *pidWriter) {
+func (t *transport) killGroup(ctx context.Context, id string, pw *pidline.Writer) {
 	timer := time.NewTimer(killWait)
 	defer timer.Stop()
 	select {
-	case <-pw.known:
+	case <-pw.Known():
 	case <-timer.C:
 	}
-	pid := pw.get()
+	pid := pw.PID()
 	if pid <= 1 {
 		if pid == 0 {
 			t.p.log.Warn("container: cancelled command's pid unknown; it may go on", "container", shortID(id))
@@ -214,78 +211,13 @@ func (t *transport) killGroup(ctx context.Context, id string, pw *pidWriter) {
 	defer cancel()
 	var stderr bytes.Buffer
 	status, err := t.p.eng.exec(kctx, id, execRequest{
-		Cmd:    []string{"/bin/sh", "-c", "kill -KILL -" + strconv.Itoa(pid) + " || kill -KILL " + strconv.Itoa(pid)},
+		Cmd:    []string{"/bin/sh", "-c", pidline.KillCommand(pid)},
 		User:   "0",
 		Stderr: &stderr,
 	})
 	if err != nil || status != 0 {
 		t.p.log.Debug("container: kill cancelled command", "container", shortID(id), "pid", pid, "status", status, "err", err, "stderr", stderr.String())
 	}
-}
-
-// pidWriter passes stderr through, but first reads the wrapper's pid line.
-type pidWriter struct {
-	w     io.Writer
-	known chan struct{} // closed when pid is set or cannot be
-	mu    sync.Mutex
-	pid   int
-	head  []byte // the first line so far
-	done  bool   // head handled
-}
-
-func newPIDWriter(w io.Writer) *pidWriter {
-	return &pidWriter{w: w, known: make(chan struct{})}
-}
-
-func (p *pidWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	if p.done {
-		p.mu.Unlock()
-		return p.w.Write(b)
-	}
-	n := len(b)
-	p.head = append(p.head, b...)
-	i := bytes.IndexByte(p.head, '\n')
-	if i < 0 && len(p.head) < len(pidMarker)+24 && bytes.HasPrefix([]byte(pidMarker), p.head[:min(len(p.head), len(pidMarker))]) {
-		p.mu.Unlock()
-		return n, nil // wait for the rest of the line
-	}
-	rest := p.head
-	if i >= 0 && bytes.HasPrefix(p.head, []byte(pidMarker)) {
-		if pid, err := strconv.Atoi(string(p.head[len(pidMarker):i])); err == nil {
-			p.pid = pid
-		}
-		rest = p.head[i+1:]
-	}
-	p.head, p.done = nil, true
-	close(p.known)
-	p.mu.Unlock()
-	if len(rest) > 0 {
-		if _, err := p.w.Write(rest); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
-}
-
-// flush ends the head when the stream has: what was held back is written
-// (no pid line came).
-func (p *pidWriter) flush() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		return
-	}
-	p.done = true
-	close(p.known)
-	_, _ = p.w.Write(p.head)
-	p.head = nil
-}
-
-func (p *pidWriter) get() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.pid
 }
 
 // Open streams the file at p out of the container (symbolic links
