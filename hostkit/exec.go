@@ -42,10 +42,12 @@ func envPrefix(env map[string]string) (string, error) {
 	return b.String(), nil
 }
 
-// Execute runs cmd with the remote user's shell and returns its exit status
-// and output. A non-zero exit status is a Result, not an error; an error
-// means the command could not be run or its end not seen (connection lost,
-// deadline: then the session is closed and ctx's error returned). A command
+// Execute runs cmd with the remote user's shell (a POSIX one: sh, bash,
+// dash, ksh, zsh) and returns its exit status and output. A non-zero exit
+// status is a Result, not an error; an error means the command could not be
+// run or its end not seen (connection lost; or ctx done: then the command
+// is killed on the host with what it started, and ctx's error returned with
+// the output so far). A command
 // killed by a signal gives Status -1 and an error naming the signal; through
 // a Transport (hosts without sshd) it gives Status 128+N and no error, since
 // the engine reports only the shell's exit code.
@@ -61,6 +63,11 @@ func (h *Host) Execute(ctx context.Context, cmd string, opts ...ExecOption) (Res
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
+	}
+	if len(h.cfg.Env) > 0 && h.cfg.Addr != "" {
+		env := maps.Clone(h.cfg.Env)
+		maps.Copy(env, o.Env)
+		o.Env = env
 	}
 	prefix, err := envPrefix(o.Env)
 	if err != nil {

@@ -48,6 +48,12 @@ type Config struct {
 	ConnectRetries int           // attempts after the first; default 3
 	CommandTimeout time.Duration // default for Execute; 0 means the context's deadline only
 
+	// Env is set for every command Execute runs over SSH (WithEnv's values
+	// win): e.g. a container's environment, which sshd's sessions do not
+	// inherit from the container's main process. Values may be secrets:
+	// they are never logged.
+	Env map[string]string
+
 	Logger *slog.Logger // nil: discard
 }
 

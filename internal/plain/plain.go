@@ -2,12 +2,17 @@
 // args and variables read from YAML or JSON look the same to their users.
 package plain
 
-import "fmt"
+import (
+	"fmt"
+	"reflect"
+)
 
-// Value returns v with every map keyed by strings: yaml.v3 decodes mappings
-// as map[string]any, except those with a non-string key, which it decodes
-// as map[any]any; their keys are formatted here. Maps and slices are
-// changed in place.
+// Value returns v with every map a map[string]any and every slice a []any:
+// yaml.v3 decodes mappings as map[string]any, except those with a
+// non-string key, which it decodes as map[any]any; their keys are formatted
+// here. Maps and slices of those types are changed in place; other maps
+// keyed by strings, and other slices (Go values such as map[string]int or
+// []int), are copied.
 func Value(v any) any {
 	switch v := v.(type) {
 	case map[string]any:
@@ -26,6 +31,28 @@ func Value(v any) any {
 			v[i] = Value(e)
 		}
 		return v
+	case nil, string, bool, int, int64, float64, []byte:
+		return v
+	}
+	// Go values given in code (map[string]int, []int, ...): copied into
+	// the JSON-like forms.
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Map:
+		if rv.Type().Key().Kind() != reflect.String {
+			return v
+		}
+		m := make(map[string]any, rv.Len())
+		for it := rv.MapRange(); it.Next(); {
+			m[it.Key().String()] = Value(it.Value().Interface())
+		}
+		return m
+	case reflect.Slice, reflect.Array:
+		out := make([]any, rv.Len())
+		for i := range out {
+			out[i] = Value(rv.Index(i).Interface())
+		}
+		return out
 	}
 	return v
 }

@@ -2,6 +2,7 @@ package plain
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -34,5 +35,24 @@ func TestMerge(t *testing.T) {
 	Merge(fresh, map[string]any{"a": map[string]any{"z": 5}})
 	if _, changed := src["a"].(map[string]any)["z"]; changed {
 		t.Fatal("a later merge changed src's nested map")
+	}
+}
+
+// Go values given in code read as their JSON-like forms.
+func TestValueGoTypes(t *testing.T) {
+	got := Value(map[string]any{
+		"ports": map[string]int{"8080": 18080},
+		"list":  []int{1, 2},
+		"env":   map[string]string{"A": "1"},
+		"bytes": []byte("x"),
+	})
+	want := map[string]any{
+		"ports": map[string]any{"8080": 18080},
+		"list":  []any{1, 2},
+		"env":   map[string]any{"A": "1"},
+		"bytes": []byte("x"),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Value = %#v, want %#v", got, want)
 	}
 }

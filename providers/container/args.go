@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/hostbroker/broker/internal/plain"
 )
 
 // PortSpec is one port to publish: the container port ("22/tcp") and the
@@ -26,7 +28,7 @@ type PortSpec struct {
 // ({"22/tcp": 1337, "8080": null}). Ports are always published on 127.0.0.1.
 func ParsePorts(v any) ([]PortSpec, error) {
 	var out []PortSpec
-	switch v := v.(type) {
+	switch v := plain.Value(v).(type) {
 	case nil:
 		return nil, nil
 	case string:
@@ -44,14 +46,6 @@ func ParsePorts(v any) ([]PortSpec, error) {
 		}
 		out = append(out, ps)
 	case []any:
-		for _, item := range v {
-			more, err := ParsePorts(item)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, more...)
-		}
-	case []string:
 		for _, item := range v {
 			more, err := ParsePorts(item)
 			if err != nil {
@@ -139,31 +133,23 @@ func normalizePort(s string) (string, error) {
 // of "K=V", or a string "K=V,K2=V2".
 func parseEnv(v any) ([]string, error) {
 	var out []string
-	switch v := v.(type) {
+	switch v := plain.Value(v).(type) {
 	case nil:
 	case map[string]any:
 		for k, val := range v {
+			if k == "" || strings.Contains(k, "=") {
+				return nil, fmt.Errorf("env: variable name %q: want a name without '='", k)
+			}
 			if val == nil {
 				val = ""
 			}
 			out = append(out, k+"="+fmt.Sprint(val))
-		}
-	case map[string]string:
-		for k, val := range v {
-			out = append(out, k+"="+val)
 		}
 	case []any:
 		for _, item := range v {
 			s, ok := item.(string)
 			if !ok || !strings.Contains(s, "=") {
 				return nil, fmt.Errorf("env: item %v is not K=V", item)
-			}
-			out = append(out, s)
-		}
-	case []string:
-		for _, s := range v {
-			if !strings.Contains(s, "=") {
-				return nil, fmt.Errorf("env: item %q is not K=V", s)
 			}
 			out = append(out, s)
 		}
@@ -182,6 +168,16 @@ func parseEnv(v any) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// envOf reads the env argument of args (or its Python broker name,
+// environment) as K=V items.
+func envOf(args map[string]any) ([]string, error) {
+	v := args["env"]
+	if v == nil {
+		v = args["environment"]
+	}
+	return parseEnv(v)
 }
 
 // parseCommand reads command: a list is the argv, a string runs with /bin/sh -c.
@@ -214,7 +210,7 @@ func parseCommand(v any) ([]string, error) {
 // src -> dst, or docker-py's map src -> {bind: dst, mode: ro}.
 func parseVolumes(v any) ([]string, error) {
 	var out []string
-	switch v := v.(type) {
+	switch v := plain.Value(v).(type) {
 	case nil:
 	case string:
 		out = strings.Fields(v)
@@ -226,8 +222,6 @@ func parseVolumes(v any) ([]string, error) {
 			}
 			out = append(out, s)
 		}
-	case []string:
-		out = append(out, v...)
 	case map[string]any:
 		for src, d := range v {
 			switch d := d.(type) {

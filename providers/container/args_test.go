@@ -74,6 +74,33 @@ func TestParseEnvCommandVolumes(t *testing.T) {
 	if _, err := parseVolumes([]any{"/nocolon"}); err == nil {
 		t.Error("parseVolumes accepted a bind without a destination")
 	}
+	if _, err := parseEnv(map[string]any{"A=B": "x"}); err == nil || !strings.Contains(err.Error(), `"A=B"`) {
+		t.Errorf("parseEnv with a name holding '=': %v; want an error naming it", err)
+	}
+}
+
+// Go values given in code, not only YAML's forms, are accepted.
+func TestArgsGoTypes(t *testing.T) {
+	ports, err := ParsePorts(map[string]int{"8080": 18080})
+	if err != nil || !reflect.DeepEqual(ports, []PortSpec{{Container: "8080/tcp", HostPort: 18080}}) {
+		t.Errorf("ParsePorts(map[string]int): %v, %v", ports, err)
+	}
+	ports, err = ParsePorts([]int{22, 8080})
+	if err != nil || len(ports) != 2 {
+		t.Errorf("ParsePorts([]int): %v, %v", ports, err)
+	}
+	env, err := parseEnv(map[string]int{"N": 1})
+	if err != nil || !reflect.DeepEqual(env, []string{"N=1"}) {
+		t.Errorf("parseEnv(map[string]int): %v, %v", env, err)
+	}
+	env, err = parseEnv(map[string]string{"A": "a"})
+	if err != nil || !reflect.DeepEqual(env, []string{"A=a"}) {
+		t.Errorf("parseEnv(map[string]string): %v, %v", env, err)
+	}
+	vols, err := parseVolumes(map[string]string{"/a": "/b"})
+	if err != nil || !reflect.DeepEqual(vols, []string{"/a:/b"}) {
+		t.Errorf("parseVolumes(map[string]string): %v, %v", vols, err)
+	}
 }
 
 func TestSanitizeName(t *testing.T) {

@@ -47,8 +47,10 @@ type runSpec struct {
 }
 
 // Checkout runs a container from the container_host image and returns its
-// record. Other arguments: ports, env (or environment), command, volumes,
-// network, name, auto_map_ports, ssh (force or disable the SSH setup).
+// record. Other arguments: ports, env (or environment; commands run over
+// SSH get it too), command, volumes, network, name, auto_map_ports (publish
+// the image's exposed ports besides ports), ssh (force or disable the SSH
+// setup).
 func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
 	defer p.tidy(&err)
 	image, err := argString(req.Args, "container_host")
@@ -106,13 +108,19 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	if s.ports, err = ParsePorts(args["ports"]); err != nil {
 		return nil, fmt.Errorf("container: argument %w", err)
 	}
-	if _, given := args["ports"]; !given {
-		auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
-		if err != nil {
-			return nil, fmt.Errorf("container: %w", err)
+	// As the Python broker: with auto_map_ports, every port the image
+	// exposes is published too, unless ports names it.
+	auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if auto {
+		named := map[string]bool{}
+		for _, ps := range s.ports {
+			named[ps.Container] = true
 		}
-		if auto {
-			for _, port := range sortedKeys(exposed) {
+		for _, port := range sortedKeys(exposed) {
+			if !named[port] {
 				s.ports = append(s.ports, PortSpec{Container: port})
 			}
 		}
@@ -129,11 +137,7 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	if s.ssh && !hasSSHPort {
 		s.ports = append(s.ports, PortSpec{Container: sshPort})
 	}
-	envArg := args["env"]
-	if envArg == nil {
-		envArg = args["environment"]
-	}
-	if s.env, err = parseEnv(envArg); err != nil {
+	if s.env, err = envOf(args); err != nil {
 		return nil, fmt.Errorf("container: argument %w", err)
 	}
 	if s.cmd, err = parseCommand(args["command"]); err != nil {
@@ -445,6 +449,19 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		}
 		if t := p.cfg.SSH.CommandTimeout; t > 0 {
 			cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+		}
+		// sshd's sessions do not inherit the container's environment, which
+		// the engine's exec gives: each command gets the env argument.
+		env, err := envOf(rec.Args)
+		if err != nil {
+			return nil, fmt.Errorf("container: connect %s: argument %w", rec.Name, err)
+		}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			if cfg.Env == nil {
+				cfg.Env = map[string]string{}
+			}
+			cfg.Env[k] = v
 		}
 		cfg.Logger = p.log
 		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithDialer(p.handovers.dialer(rec.ID())))

@@ -28,7 +28,8 @@
 //	runtime             docker | podman (recorded; podman sockets tried first)
 //	network             network to attach containers to
 //	name_prefix         container name prefix (default: the local user name)
-//	auto_map_ports      publish every exposed port on a free loopback port (default true)
+//	auto_map_ports      publish every port the image exposes, besides the ports
+//	                    argument, on free loopback ports (default true)
 //	host_username       SSH user inside the containers (default root)
 //	host_password       SSH password, added by Connect when given (secret)
 //	timeout             seconds allowed to each engine call (default 60)

@@ -367,3 +367,45 @@ func TestSSHExecCancel(t *testing.T) {
 		t.Errorf("processes left in the container after the command timed out:\n%s", left)
 	})
 }
+
+// TestSSHEnv: the env argument reaches commands run over SSH, as it reaches
+// the engine's exec (sshd's sessions do not inherit the container's
+// environment); WithEnv's values win.
+func TestSSHEnv(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "env": map[string]string{"A_MAP": "one two", "Q": `it's "q"`}}, nil)
+		h := connect(t, ctx, p, rec)
+		res, err := h.Execute(ctx, `printf '%s|%s' "$A_MAP" "$Q"`)
+		if err != nil || res.Stdout != `one two|it's "q"` {
+			t.Errorf("env over SSH: %+v, %v", res, err)
+		}
+		res, err = h.Execute(ctx, `printf '%s' "$A_MAP"`, hostkit.WithEnv(map[string]string{"A_MAP": "mine"}))
+		if err != nil || res.Stdout != "mine" {
+			t.Errorf("WithEnv over the env argument: %+v, %v", res, err)
+		}
+	})
+}
+
+// TestPortsWithAutoMap: with auto_map_ports (the default), the ports the
+// image exposes are published besides those ports names, as the Python
+// broker does.
+func TestPortsWithAutoMap(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ssh": false, "ports": "8080"}, nil)
+		h := connect(t, ctx, p, rec)
+		for _, port := range []string{"8080", "22"} {
+			if _, err := container.MappedPort(h, port); err != nil {
+				t.Errorf("MappedPort(%s): %v", port, err)
+			}
+		}
+		rec = checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ssh": false, "ports": "8080", "auto_map_ports": false}, nil)
+		h = connect(t, ctx, p, rec)
+		if _, err := container.MappedPort(h, "22"); err == nil {
+			t.Error("auto_map_ports: false published the exposed port 22")
+		}
+	})
+}
