@@ -93,7 +93,20 @@ func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inv
 	if fail {
 		return nil, fmt.Errorf("spy: refused checkout call %d", n)
 	}
-	return s.local.Checkout(ctx, req)
+	// Local refuses arguments it does not take: pass on its own.
+	local := map[string]any{}
+	for _, k := range []string{"env", "authorized_keys", "local"} {
+		if v, ok := req.Args[k]; ok {
+			local[k] = v
+		}
+	}
+	all := req.Args
+	req.Args = local
+	rec, err := s.local.Checkout(ctx, req)
+	if rec != nil {
+		rec.Args = all // the spy's record holds what it was asked
+	}
+	return rec, err
 }
 
 func (s *spy) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
@@ -410,4 +423,25 @@ func TestProviderSettingErrorNamesWhere(t *testing.T) {
 		assert.ErrorAs(t, err, &se, "the provider's error is still there to inspect")
 		require.NoError(t, b.Close())
 	}
+}
+
+// An argument that picks no provider (misspelt, or another tool's name)
+// does not run the request on this machine: the error names the arguments
+// that pick each provider.
+func TestUnknownArgumentsDoNotRunLocally(t *testing.T) {
+	b := newBroker(t, "")
+	for _, args := range []map[string]any{
+		{"image": "brokertest/busybox:1"},
+		{"container_hots": "brokertest/busybox:1"},
+	} {
+		hosts, err := b.Checkout(t.Context(), broker.Request{Args: args})
+		require.Error(t, err, "%v", args)
+		assert.Empty(t, hosts)
+		for _, want := range []string{"unknown argument", "container_host or container_app (Container)", "workflow or job_template (AnsibleTower)"} {
+			assert.Contains(t, err.Error(), want)
+		}
+	}
+	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs)
 }

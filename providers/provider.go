@@ -162,6 +162,22 @@ func namesLocked() []string {
 	return names
 }
 
+// Selectors describes, for each registered provider that has some, the
+// arguments that pick it, e.g. "container_host or container_app (Container)",
+// sorted by provider name.
+func Selectors() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	var out []string
+	for _, name := range namesLocked() {
+		nd := drivers[strings.ToLower(name)].(namedDriver)
+		if keys := nd.ArgKeys(); len(keys) > 0 {
+			out = append(out, strings.Join(keys, " or ")+" ("+name+")")
+		}
+	}
+	return out
+}
+
 // Infer returns the provider whose ArgKeys include one of args' keys, or ""
 // when none claims them. More than one claimant is an error naming them.
 func Infer(args map[string]any) (string, error) {

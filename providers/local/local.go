@@ -42,7 +42,10 @@
 // ignored), env (a map: variables set for every command of the host),
 // authorized_keys (public keys in authorized_keys form, a string of lines or
 // a list, accepted besides the host's own client key: a stand-in VM that
-// takes the user's key, as awxtest hands out).
+// takes the user's key, as awxtest hands out). Any other argument is an
+// error naming the arguments that pick the other providers: Local is where
+// a request that picks none goes, so a misspelt container_host must not
+// run on this machine.
 package local
 
 import (
@@ -395,8 +398,20 @@ type hostArgs struct {
 	authorizedKeys []ssh.PublicKey
 }
 
+// argNames are the arguments Local takes.
+var argNames = []string{"authorized_keys", "env", "local"}
+
 func parseArgs(args map[string]any) (hostArgs, error) {
 	var a hostArgs
+	// Local is where a request goes when no argument picks a provider: an
+	// argument meant for another one (misspelt, or under another tool's
+	// name, such as "image") must not run the request on this machine.
+	for _, k := range slices.Sorted(maps.Keys(args)) {
+		if !slices.Contains(argNames, k) && !strings.HasPrefix(k, "_broker") {
+			return a, fmt.Errorf("local: unknown argument %q: a request with no argument that picks a provider runs on this machine (Local), which takes %s; arguments that pick a provider: %s",
+				k, strings.Join(argNames, ", "), strings.Join(providers.Selectors(), "; "))
+		}
+	}
 	switch v := args["local"].(type) {
 	case nil, map[string]any, map[any]any:
 	case bool:

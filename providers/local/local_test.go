@@ -129,6 +129,9 @@ func TestBadRequests(t *testing.T) {
 		{inventory.NewID(), map[string]any{"env": "API_TOKEN=hunter2-secret"}, "env"},
 		{inventory.NewID(), map[string]any{"env": map[string]any{"A=B": "1"}}, "A=B"},
 		{inventory.NewID(), map[string]any{"env": map[string]any{"A": map[string]any{}}}, "env.A"},
+		// Another tool's name for a container's image must not run here.
+		{inventory.NewID(), map[string]any{"image": "brokertest/busybox:1"}, `unknown argument "image"`},
+		{inventory.NewID(), map[string]any{"container_hots": "x"}, "local (Local)"},
 	} {
 		_, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: c.id, Args: c.args})
 		if assert.Error(t, err, "%q %v", c.id, c.args) {
