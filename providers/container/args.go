@@ -170,6 +170,30 @@ func parseEnv(v any) ([]string, error) {
 	return out, nil
 }
 
+// parseLabels reads the labels argument (or the Python broker's
+// provider_labels): a map of container labels. Values are written as text.
+func parseLabels(args map[string]any) (map[string]string, error) {
+	out := map[string]string{}
+	for _, key := range []string{"provider_labels", "labels"} {
+		switch v := plain.Value(args[key]).(type) {
+		case nil:
+		case map[string]any:
+			for k, val := range v {
+				if k == "" {
+					return nil, fmt.Errorf("%s: an empty label name", key)
+				}
+				if val == nil {
+					val = ""
+				}
+				out[k] = fmt.Sprint(val)
+			}
+		default:
+			return nil, fmt.Errorf("%s: want a map of labels, got %T", key, v)
+		}
+	}
+	return out, nil
+}
+
 // envOf reads the env argument of args (or its Python broker name,
 // environment) as K=V items.
 func envOf(args map[string]any) ([]string, error) {

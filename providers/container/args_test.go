@@ -110,3 +110,24 @@ func TestSanitizeName(t *testing.T) {
 		}
 	}
 }
+
+// A misspelt or unsupported argument is an error naming the ones taken;
+// other tools' marks (a leading "_") pass.
+func TestCheckArgNames(t *testing.T) {
+	if err := checkArgNames(map[string]any{"container_host": "x", "ports": "22", "_broker_origin": "t"}); err != nil {
+		t.Errorf("known arguments: %v", err)
+	}
+	for _, bad := range []string{"prots", "enviroment", "image", "privileged"} {
+		err := checkArgNames(map[string]any{"container_host": "x", bad: 1})
+		if err == nil || !strings.Contains(err.Error(), `"`+bad+`"`) || !strings.Contains(err.Error(), "ports") {
+			t.Errorf("argument %s: %v; want an error naming it and the arguments taken", bad, err)
+		}
+	}
+	labels, err := parseLabels(map[string]any{"labels": map[string]string{"team": "qa"}, "provider_labels": map[string]any{"n": 2}})
+	if err != nil || !reflect.DeepEqual(labels, map[string]string{"team": "qa", "n": "2"}) {
+		t.Errorf("parseLabels: %v, %v", labels, err)
+	}
+	if _, err := parseLabels(map[string]any{"labels": "team=qa"}); err == nil {
+		t.Error("parseLabels accepted a string")
+	}
+}

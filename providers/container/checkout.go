@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,7 +52,8 @@ type runSpec struct {
 // record. Other arguments: ports, env (or environment; commands run over
 // SSH get it too), command, volumes, network, name, auto_map_ports (publish
 // the image's exposed ports besides ports), ssh (force or disable the SSH
-// setup).
+// setup), labels (or provider_labels: container labels). Any other argument
+// is an error, except other tools' marks, whose names start with "_".
 func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
 	defer p.tidy(&err)
 	image, err := argString(req.Args, "container_host")
@@ -88,8 +91,32 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
+// argNames are the arguments the provider takes (Execute takes timeout
+// too). Arguments whose name starts with "_" are other tools' marks (the
+// Python broker's _broker_origin, say) and are kept, not read.
+var argNames = []string{"auto_map_ports", "command", "container_app", "container_host", "env", "environment",
+	"labels", "name", "network", "ports", "provider_labels", "ssh", "volumes"}
+
+// checkArgNames refuses an argument the provider does not take: a misspelt
+// one would otherwise be left out silently.
+func checkArgNames(args map[string]any) error {
+	for _, k := range slices.Sorted(maps.Keys(args)) {
+		if !slices.Contains(argNames, k) && !strings.HasPrefix(k, "_") {
+			return fmt.Errorf("container: unknown argument %q (the Container provider takes %s)", k, strings.Join(argNames, ", "))
+		}
+	}
+	return nil
+}
+
 // spec reads the image and the arguments into a runSpec.
 func (p *Provider) spec(ctx context.Context, id, image string, args map[string]any, reqLabels map[string]string) (*runSpec, error) {
+	if err := checkArgNames(args); err != nil {
+		return nil, err
+	}
+	userLabels, err := parseLabels(args)
+	if err != nil {
+		return nil, fmt.Errorf("container: argument %w", err)
+	}
 	cctx, cancel := p.callCtx(ctx)
 	img, err := p.eng.cli.ImageInspect(cctx, image)
 	cancel()
@@ -158,6 +185,11 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 		s.name = p.settings.namePrefix + "_" + randomHex(4)
 	}
 	s.labels = p.labels(id, args, reqLabels)
+	for k, v := range userLabels {
+		if _, ours := s.labels[k]; !ours && !strings.HasPrefix(k, LabelPrefix) {
+			s.labels[k] = v
+		}
+	}
 	return s, nil
 }
 

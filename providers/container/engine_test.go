@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -406,6 +408,25 @@ func TestPortsWithAutoMap(t *testing.T) {
 		h = connect(t, ctx, p, rec)
 		if _, err := container.MappedPort(h, "22"); err == nil {
 			t.Error("auto_map_ports: false published the exposed port 22")
+		}
+	})
+}
+
+// TestLabelsArgument: the labels argument labels the container; it cannot
+// change broker's own labels.
+func TestLabelsArgument(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": busyboxImage, "command": []any{"sleep", "3600"},
+			"labels": map[string]any{"team": "qa", container.LabelID: "spoofed"}}, nil)
+		ins, err := p.Client().ContainerInspect(ctx, rec.Broker.Data["container_id"].(string), client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ins.Container.Config.Labels
+		if got["team"] != "qa" || got[container.LabelID] != rec.ID() {
+			t.Errorf("labels %v: want team=qa and broker's own id label %s", got, rec.ID())
 		}
 	})
 }

@@ -47,9 +47,9 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 		return nil, fmt.Errorf("container: execute needs the container_app argument (an image)")
 	}
 	if v, ok := args["timeout"]; ok {
-		d, err := secondsSetting(map[string]any{"timeout": v}, 0, "timeout")
+		d, err := providers.Seconds(v)
 		if err != nil {
-			return nil, fmt.Errorf("container: argument %w", err)
+			return nil, fmt.Errorf("container: argument timeout: %w", err)
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
@@ -64,6 +64,7 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 	a["auto_map_ports"] = false
 	a["ssh"] = false
 	delete(a, "ports")
+	delete(a, "timeout")
 	spec, err := p.spec(ctx, id, image, a, nil)
 	if err != nil {
 		return nil, err
