@@ -46,6 +46,9 @@ type runSpec struct {
 	// a shell (busybox's /bin/sh) keeps running as a host, as `docker run
 	// -i` does.
 	keepStdin bool
+	// beforeStart, when set, is called with the created container's id
+	// before it starts (Execute attaches to its output there).
+	beforeStart func(cid string) error
 }
 
 // Checkout runs a container from the container_host image and returns its
@@ -274,6 +277,12 @@ func (p *Provider) run(ctx context.Context, s *runSpec) (string, error) {
 		// A create that timed out on our side may still have happened.
 		p.cleanup("", s.labels[LabelID])
 		return "", fmt.Errorf("container: create %s from image %q on %s: %w", s.name, s.image, p.eng.uri, err)
+	}
+	if s.beforeStart != nil {
+		if err := s.beforeStart(created.ID); err != nil {
+			p.cleanup(created.ID, "")
+			return "", fmt.Errorf("container: %s (image %q): %w", s.name, s.image, err)
+		}
 	}
 	cctx, cancel = p.callCtx(ctx)
 	_, err = p.eng.cli.ContainerStart(cctx, created.ID, client.ContainerStartOptions{})

@@ -616,6 +616,16 @@ func TestExecuteOneShot(t *testing.T) {
 		if _, err := p.Execute(ctx, map[string]any{"container_app": missingImage}); err == nil || !strings.Contains(err.Error(), missingImage) {
 			t.Errorf("Execute of a missing image: %v, want an error naming it", err)
 		}
+		// Output beyond what the engine's log keeps (Docker rotates it at
+		// 10 MB here) arrives whole: Execute attaches before the start.
+		out, err = p.Execute(ctx, map[string]any{"container_app": busyboxImage, "command": "seq 1 3000000; echo done >&2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := out.(hostkit.Result)
+		if n := len(res.Stdout); n != 22888896 || !strings.HasPrefix(res.Stdout, "1\n2\n") || !strings.HasSuffix(res.Stdout, "\n3000000\n") || res.Stderr != "done\n" {
+			t.Errorf("Execute of seq 1 3000000: %d bytes of stdout (want 22888896), starting %.10q, stderr %q", n, res.Stdout, res.Stderr)
+		}
 	})
 }
 

@@ -72,11 +72,35 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 	spec.labels[LabelOneShot] = "true"
 	spec.keepStdin = false // it must end by itself
 	spec.labels[LabelArgs] = argsJSON(args)
+	// Attached before it starts, as `docker run` is: its logs afterwards
+	// would hold only what the engine's log rotation kept.
+	var out client.ContainerAttachResult
+	spec.beforeStart = func(cid string) error {
+		cctx, cancel := p.callCtx(ctx)
+		defer cancel()
+		var err error
+		out, err = p.eng.cli.ContainerAttach(cctx, cid, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+		if err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
+		return nil
+	}
 	cid, err := p.run(ctx, spec)
+	if out.Conn != nil {
+		defer out.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer p.cleanup(cid, "")
+	stop := context.AfterFunc(ctx, out.Close) // ends the copy below
+	defer stop()
+	var stdout, stderr bytes.Buffer
+	copied := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(&stdout, &stderr, out.Reader)
+		copied <- err
+	}()
 
 	wait := p.eng.cli.ContainerWait(ctx, cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	var status int
@@ -91,16 +115,12 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("container: execute %s: %w", image, ctx.Err())
 	}
-	cctx, cancel := p.callCtx(ctx)
-	defer cancel()
-	logs, err := p.eng.cli.ContainerLogs(cctx, cid, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		return nil, fmt.Errorf("container: execute %s: logs: %w", image, err)
-	}
-	defer logs.Close()
-	var stdout, stderr bytes.Buffer
-	if _, err := stdcopy.StdCopy(&stdout, &stderr, logs); err != nil {
-		return nil, fmt.Errorf("container: execute %s: reading logs: %w", image, err)
+	// The output ends with the container; bounded by ctx (see stop).
+	if err := <-copied; err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("container: execute %s: reading its output: %w", image, err)
 	}
 	return hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}, nil
 }
