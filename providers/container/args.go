@@ -94,6 +94,10 @@ func ParsePorts(v any) ([]PortSpec, error) {
 }
 
 func parsePortItem(item string) (PortSpec, error) {
+	if strings.Count(item, ":") > 1 {
+		// Docker's -p ip:host:container: another order, and an address.
+		return PortSpec{}, fmt.Errorf("ports: item %q: want container[/proto][:host], the Python broker's order (docker -p's is the reverse); ports are always published on 127.0.0.1", item)
+	}
 	cport, host, hasHost := strings.Cut(item, ":")
 	c, err := normalizePort(cport)
 	if err != nil {

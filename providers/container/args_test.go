@@ -79,6 +79,14 @@ func TestParseEnvCommandVolumes(t *testing.T) {
 	}
 }
 
+// Docker's -p form with an address is refused, naming the order wanted.
+func TestParsePortsDockerForm(t *testing.T) {
+	_, err := ParsePorts("127.0.0.1:8080:80")
+	if err == nil || !strings.Contains(err.Error(), "container[/proto][:host]") || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("ParsePorts(ip:host:container): %v", err)
+	}
+}
+
 // Go values given in code, not only YAML's forms, are accepted.
 func TestArgsGoTypes(t *testing.T) {
 	ports, err := ParsePorts(map[string]int{"8080": 18080})

@@ -137,7 +137,7 @@ func Open(ctx context.Context, cfg providers.Config) (_ *Provider, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	eng, err := connect(ctx, s)
+	eng, err := connect(ctx, s, log)
 	if err != nil {
 		return nil, err
 	}

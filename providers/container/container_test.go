@@ -1,10 +1,12 @@
 package container_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -517,14 +519,22 @@ func TestMissingEngine(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+sock)
 	t.Setenv("CONTAINER_HOST", "unix://"+sock+"2")
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
-	_, err = container.Open(t.Context(), providers.Config{Provider: container.Name, Dir: t.TempDir()})
+	var logged bytes.Buffer
+	p, err := container.Open(t.Context(), providers.Config{Provider: container.Name, Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	if err != nil {
 		for _, want := range []string{"DOCKER_HOST", "CONTAINER_HOST", "podman.sock"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %s", err, want)
 			}
 		}
-	} // else: /var/run/docker.sock answered, which is right too.
+	} else {
+		// /var/run/docker.sock answered, which is right too; but the user
+		// asked for DOCKER_HOST, so that it did not answer is said.
+		p.Close()
+		if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), sock) {
+			t.Errorf("no warning naming the DOCKER_HOST that did not answer; log:\n%s", logged.String())
+		}
+	}
 	_, err = container.Open(t.Context(), providers.Config{Settings: map[string]any{"runtime": "lxc"}})
 	if err == nil || !strings.Contains(err.Error(), "lxc") {
 		t.Errorf("bad runtime setting: %v, want an error naming it", err)

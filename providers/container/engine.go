@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -90,12 +91,17 @@ func normalizeURI(u string) string {
 	return u
 }
 
-// connect returns a client for the first candidate engine that answers.
-func connect(ctx context.Context, s settings) (*engine, error) {
+// connect returns a client for the first candidate engine that answers. An
+// engine named by DOCKER_HOST or CONTAINER_HOST that did not answer, when a
+// later one did, is warned about on log: the user asked for it.
+func connect(ctx context.Context, s settings, log *slog.Logger) (*engine, error) {
 	var tried []string
 	for _, c := range candidates(s) {
 		eng, err := dialEngine(ctx, c.uri)
 		if err == nil {
+			if len(tried) > 0 && (os.Getenv("DOCKER_HOST") != "" || os.Getenv("CONTAINER_HOST") != "") {
+				log.Warn("container: an engine named in the environment did not answer; using the next one", "using", eng.uri, "tried", strings.Join(tried, "; "))
+			}
 			return eng, nil
 		}
 		tried = append(tried, fmt.Sprintf("%s (%s): %v", c.uri, c.from, err))

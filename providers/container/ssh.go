@@ -56,8 +56,8 @@ func (p *Provider) newClientKey(id string) (path, pub string, err error) {
 // engine's proxy), so only the banner proves sshd is up. alive, called
 // now and then while the wait lasts, ends it early with its error (the
 // container exited).
-func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func(context.Context) error) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+func waitBanner(parent context.Context, addr string, wait time.Duration, alive func(context.Context) error) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(parent, wait)
 	defer cancel()
 	var last error
 	// An attempt costs a loopback connect that the engine's proxy answers
@@ -82,7 +82,11 @@ func waitBanner(ctx context.Context, addr string, wait time.Duration, alive func
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("no SSH banner within %v: %w", wait, errors.Join(ctx.Err(), last))
+			if parent.Err() != nil {
+				// The caller's deadline, not ssh_wait, ended the wait.
+				return nil, fmt.Errorf("no SSH banner yet: %w", errors.Join(parent.Err(), last))
+			}
+			return nil, fmt.Errorf("no SSH banner within %v (ssh_wait): %w", wait, errors.Join(ctx.Err(), last))
 		case <-time.After(delay):
 		}
 	}
