@@ -430,3 +430,29 @@ func TestLabelsArgument(t *testing.T) {
 		}
 	})
 }
+
+// TestExitedHost: a host whose command ended at once fails its commands
+// with an error that says so, with the exit code and the last output.
+func TestExitedHost(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": busyboxImage, "command": "echo bye; exit 3"}, nil)
+		h := connect(t, ctx, p, rec)
+		var err error
+		for range 50 { // the command may still run at first
+			if _, err = h.Execute(ctx, "true"); err != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err == nil {
+			t.Fatal("Execute on a container whose command exited succeeded")
+		}
+		for _, want := range []string{"exit code 3", `"bye"`, "keeps running"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %s", err, want)
+			}
+		}
+	})
+}

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,9 +184,40 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 	})
 	res := hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}
 	if err != nil {
-		return res, err
+		return res, t.exited(ctx, id, err)
 	}
 	return res, nil
+}
+
+// exited adds to err, from an engine call on container id, why the
+// container is not running when it is not: its state, exit code and last
+// output, which a host whose command ended at once (an image whose command
+// does not keep running) needs to be understood.
+func (t *transport) exited(ctx context.Context, id string, err error) error {
+	cctx, cancel := t.p.callCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	ins, ierr := t.p.eng.cli.ContainerInspect(cctx, id, client.ContainerInspectOptions{})
+	if ierr != nil {
+		return err
+	}
+	why := notRunning(ins.Container)
+	if why == nil {
+		return err
+	}
+	tail := ""
+	if logs, lerr := t.p.eng.cli.ContainerLogs(cctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"}); lerr == nil {
+		var out bytes.Buffer
+		_, _ = stdcopy.StdCopy(&out, &out, io.LimitReader(logs, 4<<10))
+		logs.Close()
+		if s := strings.TrimSpace(out.String()); s != "" {
+			tail = "; its last output: " + strconv.Quote(s)
+		}
+	}
+	cmd := ""
+	if ins.Container.Config != nil && len(ins.Container.Config.Cmd) > 0 {
+		cmd = fmt.Sprintf(" (its command %q ended; a host needs one that keeps running)", strings.Join(ins.Container.Config.Cmd, " "))
+	}
+	return fmt.Errorf("%w: %v%s%s", err, why, cmd, tail)
 }
 
 // killWait bounds how long a cancelled Execute waits for the command's pid
