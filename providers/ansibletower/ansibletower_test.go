@@ -126,6 +126,27 @@ func TestPasswordLoginCookieNames(t *testing.T) {
 	}
 }
 
+// A launch carries what the Python broker's do: JSON-looking string args as
+// structures, _broker_origin, and _broker_extra_vars with the arguments the
+// template does not define.
+func TestLaunchVars(t *testing.T) {
+	e := newEnv(t, awxtest.Options{})
+	p := e.open(t, nil)
+	t.Setenv("BUILD_URL", "https://ci.example.test/job/7/")
+	rec := checkout(t, p, map[string]any{"workflow": "deploy-vm", "template": "debian-12", "zone": "b", "size": `{"cpu": 2}`})
+	require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
+	jobs := e.Server.Jobs("deploy-vm")
+	require.NotEmpty(t, jobs)
+	vars := jobs[len(jobs)-1].ExtraVars
+	assert.Equal(t, map[string]any{"cpu": float64(2)}, vars["size"])
+	assert.NotEmpty(t, vars["_broker_origin"])
+	assert.Equal(t, "https://ci.example.test/job/7/", vars["_jenkins_url"])
+	custom, _ := vars["_broker_extra_vars"].(map[string]any)
+	assert.Contains(t, custom, "zone")
+	assert.Contains(t, custom, "size")
+	assert.NotContains(t, custom, "template", "deploy-vm defines template")
+}
+
 func TestOpenErrors(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	cases := []struct {

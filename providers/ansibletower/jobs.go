@@ -3,12 +3,16 @@ package ansibletower
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"os"
+	osuser "os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,6 +160,7 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 		// behalf): a launch that never left cannot have started a job.
 		postCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	}
+	addBrokerVars(extra, tmpl)
 	payload["extra_vars"] = extra
 	var l launched
 	launchPath := tmpl.Related.Launch
@@ -447,6 +452,49 @@ func (p *Provider) failures(ctx context.Context, j job) ([]Failure, error) {
 		out = out[:1]
 	}
 	return out, nil
+}
+
+// addBrokerVars adds what the Python broker's launches carry: a string
+// argument holding a JSON object or list becomes that structure;
+// _broker_origin says who asked (the test, else the program and user) and
+// _jenkins_url the CI build (BUILD_URL); _broker_extra_vars repeats the
+// variables the template does not define, for workflows that keep them
+// (in host facts, for sync).
+func addBrokerVars(extra map[string]any, tmpl *template) {
+	for k, v := range extra {
+		if s, ok := v.(string); ok && (strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[")) {
+			var parsed any
+			if json.Unmarshal([]byte(s), &parsed) == nil {
+				extra[k] = parsed
+			}
+		}
+	}
+	if _, ok := extra["_broker_origin"]; !ok {
+		extra["_broker_origin"] = defaultOrigin()
+	}
+	if u := os.Getenv("BUILD_URL"); u != "" {
+		if _, ok := extra["_jenkins_url"]; !ok {
+			extra["_jenkins_url"] = u
+		}
+	}
+	defined, _ := parseVars(tmpl.ExtraVars)
+	custom := map[string]any{}
+	for k, v := range extra {
+		if _, ok := defined[k]; !ok && k != markerVar {
+			custom[k] = v
+		}
+	}
+	extra["_broker_extra_vars"] = custom
+}
+
+// defaultOrigin names a launch's origin when no test label does: the
+// program and the user, as the Python broker's "Unknown origin by USER".
+func defaultOrigin() string {
+	who := "unknown user"
+	if u, err := osuser.Current(); err == nil {
+		who = u.Username
+	}
+	return filepath.Base(os.Args[0]) + " by " + who
 }
 
 // jobFailures explains one failed (not workflow) job.
