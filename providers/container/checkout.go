@@ -304,7 +304,7 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 		return nil, fmt.Errorf("container: inspect %s: %w", s.name, err)
 	}
 	if err := notRunning(ins.Container); err != nil {
-		return nil, fmt.Errorf("container: %s (image %q): %w", s.name, s.image, err)
+		return nil, fmt.Errorf("container: %s (image %q): %w%s", s.name, s.image, err, p.exitDetail(ctx, ins.Container))
 	}
 	rec := p.record(id, ins.Container, args)
 	if !s.ssh {

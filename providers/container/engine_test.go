@@ -437,14 +437,17 @@ func TestExitedHost(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)
 		ctx := testCtx(t)
-		rec := checkout(t, ctx, p, map[string]any{"container_host": busyboxImage, "command": "echo bye; exit 3"}, nil)
-		h := connect(t, ctx, p, rec)
-		var err error
-		for range 50 { // the command may still run at first
-			if _, err = h.Execute(ctx, "true"); err != nil {
-				break
+		id := inventory.NewID()
+		t.Cleanup(func() { p.Checkin(context.WithoutCancel(ctx), &inventory.Record{Broker: &inventory.Meta{ID: id}}) })
+		rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": "echo bye; sleep 0.3; exit 3"}})
+		if err == nil { // it had not exited yet: its commands fail
+			h := connect(t, ctx, p, rec)
+			for range 50 {
+				if _, err = h.Execute(ctx, "true"); err != nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
 		if err == nil {
 			t.Fatal("Execute on a container whose command exited succeeded")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/hostbroker/broker/hostkit"
@@ -190,9 +191,7 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 }
 
 // exited adds to err, from an engine call on container id, why the
-// container is not running when it is not: its state, exit code and last
-// output, which a host whose command ended at once (an image whose command
-// does not keep running) needs to be understood.
+// container is not running when it is not (see notRunning and exitDetail).
 func (t *transport) exited(ctx context.Context, id string, err error) error {
 	cctx, cancel := t.p.callCtx(context.WithoutCancel(ctx))
 	defer cancel()
@@ -204,20 +203,26 @@ func (t *transport) exited(ctx context.Context, id string, err error) error {
 	if why == nil {
 		return err
 	}
-	tail := ""
-	if logs, lerr := t.p.eng.cli.ContainerLogs(cctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"}); lerr == nil {
+	return fmt.Errorf("%w: %v%s", err, why, t.p.exitDetail(cctx, ins.Container))
+}
+
+// exitDetail says what a container that is not running ran and last wrote,
+// which a host whose command ended at once (one that does not keep running)
+// needs to be understood.
+func (p *Provider) exitDetail(ctx context.Context, c container.InspectResponse) string {
+	detail := ""
+	if c.Config != nil && len(c.Config.Cmd) > 0 {
+		detail = fmt.Sprintf(" (its command %q ended; a host needs one that keeps running)", strings.Join(c.Config.Cmd, " "))
+	}
+	if logs, err := p.eng.cli.ContainerLogs(ctx, c.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"}); err == nil {
 		var out bytes.Buffer
 		_, _ = stdcopy.StdCopy(&out, &out, io.LimitReader(logs, 4<<10))
 		logs.Close()
 		if s := strings.TrimSpace(out.String()); s != "" {
-			tail = "; its last output: " + strconv.Quote(s)
+			detail += "; its last output: " + strconv.Quote(s)
 		}
 	}
-	cmd := ""
-	if ins.Container.Config != nil && len(ins.Container.Config.Cmd) > 0 {
-		cmd = fmt.Sprintf(" (its command %q ended; a host needs one that keeps running)", strings.Join(ins.Container.Config.Cmd, " "))
-	}
-	return fmt.Errorf("%w: %v%s%s", err, why, cmd, tail)
+	return detail
 }
 
 // killWait bounds how long a cancelled Execute waits for the command's pid
