@@ -21,6 +21,8 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -593,8 +595,15 @@ func (p *Provider) checkinID(ctx context.Context, id, name string) error {
 	return nil
 }
 
+// removalWait bounds the wait for a removal that another call started.
+const removalWait = time.Minute
+
 // remove force-removes container cid with its anonymous volumes; a
-// container already gone is not an error.
+// container already gone is not an error. When another call is removing it
+// (the engine answers 409 "removal already in progress": a check-in of a
+// process that is dying, or of the signal handler, got there first) it
+// waits until the container is gone, since the engine finishes that
+// removal even if its caller has died.
 func (p *Provider) remove(ctx context.Context, cid string) error {
 	cctx, cancel := p.callCtx(ctx)
 	_, err := p.eng.cli.ContainerRemove(cctx, cid, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
@@ -602,14 +611,34 @@ func (p *Provider) remove(ctx context.Context, cid string) error {
 	if err == nil {
 		return nil
 	}
-	// Gone meanwhile (another check-in, or removal in progress finished)?
-	cctx, cancel = p.callCtx(ctx)
-	defer cancel()
-	res, lerr := p.eng.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("id", cid)})
-	if lerr == nil && len(res.Items) == 0 {
-		return nil
+	start := time.Now()
+	for delay := 50 * time.Millisecond; ; delay = min(delay*2, time.Second) {
+		// Gone meanwhile (another check-in, or a removal in progress)?
+		cctx, cancel = p.callCtx(ctx)
+		res, lerr := p.eng.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("id", cid)})
+		cancel()
+		if lerr == nil && len(res.Items) == 0 {
+			return nil
+		}
+		if !cerrdefs.IsConflict(err) || time.Since(start) > removalWait {
+			return fmt.Errorf("remove container %s: %w", shortID(cid), err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove container %s: %w (waiting for a removal in progress: %w)", shortID(cid), err, ctx.Err())
+		case <-time.After(delay):
+		}
+		if time.Since(start) > 10*time.Second {
+			// Ask again: a removal that failed leaves the container, and
+			// ours may then succeed.
+			cctx, cancel = p.callCtx(ctx)
+			_, err = p.eng.cli.ContainerRemove(cctx, cid, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+			cancel()
+			if err == nil {
+				return nil
+			}
+		}
 	}
-	return fmt.Errorf("remove container %s: %w", shortID(cid), err)
 }
 
 // find returns the ids of the containers of rec.

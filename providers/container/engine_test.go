@@ -459,3 +459,29 @@ func TestExitedHost(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentCheckin: check-ins of one host at once (a dying process's
+// own and its signal handler's or reaper's) all succeed: the engine's 409
+// "removal already in progress" is waited out, not taken for a failure.
+func TestConcurrentCheckin(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		for range 3 {
+			rec, _ := busyboxHost(t, ctx, p)
+			errs := make(chan error, 3)
+			for range 3 {
+				go func() { errs <- p.Checkin(ctx, rec) }()
+			}
+			for range 3 {
+				if err := <-errs; err != nil {
+					t.Errorf("concurrent check-in: %v", err)
+				}
+			}
+			res, err := p.Client().ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", container.LabelID+"="+rec.ID())})
+			if err != nil || len(res.Items) != 0 {
+				t.Errorf("after the check-ins: %d containers, %v", len(res.Items), err)
+			}
+		}
+	})
+}
