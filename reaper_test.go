@@ -183,6 +183,14 @@ func childHold(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
 	fmt.Println("ready", len(hosts))
+	if d, err := time.ParseDuration(os.Getenv("DIE_INTO_CHECKIN")); err == nil {
+		// Die with the check-ins under way: the engine goes on removing
+		// what they asked for, and the reaper finds those removals in
+		// progress.
+		go b.Checkin(context.Background(), hosts...)
+		time.Sleep(d)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 	time.Sleep(time.Hour)
 }
 
@@ -322,6 +330,29 @@ func TestReaperContainer(t *testing.T) {
 			}
 			_ = cmd.Wait()
 			waitEmpty(t, dir, runID, left)
+		})
+	}
+}
+
+// TestReaperDuringCheckin: the holder dies while its own check-ins are
+// under way; the reaper finds those removals in progress at the engine and
+// still leaves no container and no record.
+func TestReaperDuringCheckin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	requireImage(t, sshdImage)
+	for _, after := range []string{"30ms", "150ms"} {
+		t.Run(after, func(t *testing.T) {
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			left := containersOfRun(t, runID)
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + sshdImage, "COUNT=8", "DIE_INTO_CHECKIN=" + after})
+			out, _ := cmd.CombinedOutput() // it kills itself
+			require.Contains(t, string(out), "ready 8", "the child checked its hosts out")
+			waitEmpty(t, dir, runID, left)
+			waitWatcherGone(t, cmd.Process.Pid)
 		})
 	}
 }

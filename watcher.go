@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,22 +181,45 @@ func reapDir(dir, file string, owner inventory.Owner) error {
 // was asked for may still appear at the provider after the first pass
 // removed its record (a create call in flight when the process died or
 // was interrupted): those are checked in again, by id, after a grace
-// period. Check-in is idempotent.
+// period, as are the hosts whose check-in failed and whose record is still
+// there (a provider busy with a removal the dead process started, say).
+// Check-in is idempotent.
 func (b *Broker) checkinLeft(ctx context.Context, left []*inventory.Record, who string) error {
-	var firstErr error
-	if err := b.CheckinRecords(ctx, left...); err != nil {
-		b.logger.Error(who+": checkin", "err", err)
-		firstErr = err
+	firstErr := b.CheckinRecords(ctx, left...)
+	if firstErr != nil {
+		b.logger.Error(who+": checkin", "err", firstErr)
 	}
-	if creating := creatingOnly(left); len(creating) > 0 {
-		time.Sleep(watchGrace)
-		b.logger.Info(who+": second pass over hosts that were being created", "hosts", len(creating))
-		if err := b.CheckinRecords(ctx, creating...); err != nil {
-			b.logger.Error(who+": checkin", "err", err)
-			firstErr = errors.Join(firstErr, err)
+	again := creatingOnly(left)
+	if firstErr != nil {
+		again = append(again, stillRecorded(b.store, left, again)...)
+	}
+	if len(again) == 0 {
+		return firstErr
+	}
+	time.Sleep(watchGrace)
+	b.logger.Info(who+": second pass over hosts being created or not checked in", "hosts", len(again))
+	if err := b.CheckinRecords(ctx, again...); err != nil {
+		b.logger.Error(who+": checkin", "err", err)
+		return errors.Join(firstErr, err)
+	}
+	return nil
+}
+
+// stillRecorded returns the records of left that the inventory still
+// holds, as it holds them, leaving out those in skip.
+func stillRecorded(store *inventory.Store, left, skip []*inventory.Record) []*inventory.Record {
+	recs, err := store.Load()
+	if err != nil {
+		return nil
+	}
+	var out []*inventory.Record
+	for _, r := range recs {
+		if slices.ContainsFunc(left, func(l *inventory.Record) bool { return inventory.Same(l, r) }) &&
+			!slices.ContainsFunc(skip, func(s *inventory.Record) bool { return inventory.Same(s, r) }) {
+			out = append(out, r)
 		}
 	}
-	return firstErr
+	return out
 }
 
 // ownedBy returns the records of hosts the owner process holds; hosts kept
