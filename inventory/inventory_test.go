@@ -203,6 +203,22 @@ func TestPythonBrokerLockIsHonoured(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	assert.NoFileExists(t, path+".lock", "the lock is released")
+
+	// While held, our lock file carries its mark from the first moment,
+	// and taking it leaves no other file behind.
+	require.NoError(t, s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		b, err := os.ReadFile(path + ".lock")
+		assert.NoError(t, err)
+		assert.Equal(t, "brokertest\n", string(b))
+		return recs, nil
+	}))
+	ents, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"inventory.yaml", "inventory.yaml.flock"}, names)
 }
 
 // A lock file left behind is taken over: one with our mark at once (its

@@ -266,16 +266,9 @@ const staleLockAge = 30 * time.Second
 func (s *Store) pythonLock(ctx context.Context) (string, error) {
 	path := s.pythonLockPath()
 	err := poll(ctx, func() (bool, error) {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		err := createMarked(path)
 		if err == nil {
-			_, err = f.WriteString(pythonLockMark)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(path)
-			}
-			return true, err
+			return true, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return true, err
@@ -291,6 +284,42 @@ func (s *Store) pythonLock(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("inventory: take the Python broker's lock %s (if no broker is running, it was left by one that crashed: remove it): %w", path, err)
 	}
 	return path, nil
+}
+
+// createMarked creates the lock file at path holding pythonLockMark, or
+// fails with fs.ErrExist. The file appears with its mark (a hard link to a
+// file written first), so a process killed while taking the lock never
+// leaves an empty one, which would read as a Python broker's for
+// staleLockAge. Without hard links, it is created and then written.
+func createMarked(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.WriteString(pythonLockMark)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
+	}
+	os.Remove(tmp.Name())
+	var le *os.LinkError
+	if err == nil || errors.Is(err, fs.ErrExist) || !errors.As(err, &le) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(pythonLockMark)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
 
 // pythonLockPath is where the Python broker puts its lock: beside the
