@@ -210,8 +210,9 @@ func (l *lockedBuffer) String() string {
 }
 
 // Shell runs the user's interactive login shell on a pseudo-terminal, wired
-// to stdin, stdout and stderr, until it exits or ctx is done. A non-zero exit
-// status is returned as an error wrapping *ssh.ExitError.
+// to stdin, stdout and stderr, until it exits or ctx is done. When stdin
+// ends, the shell is sent ^D, as a terminal's user ends input. A non-zero
+// exit status is returned as an error wrapping *ssh.ExitError.
 func (h *Host) Shell(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 	if h.cfg.Addr == "" {
 		if h.isClosed() {
@@ -237,7 +238,10 @@ func (h *Host) Shell(ctx context.Context, stdin io.Reader, stdout, stderr io.Wri
 		}
 		go func() {
 			_, _ = io.Copy(w, stdin)
-			// Leave stdin open: on a tty, EOF is the shell's to read as ^D.
+			// A tty has no EOF of its own: end the input as a terminal's
+			// user does, with ^D (at the start of a line). Closing stdin
+			// would not end the shell.
+			_, _ = w.Write([]byte{0x04})
 		}()
 	}
 	if err := awaitErr(ctx, h, c, sess.Shell); err != nil {

@@ -536,6 +536,13 @@ func TestShell(t *testing.T) {
 	require.ErrorAs(t, err, &ee)
 	assert.Equal(t, 3, ee.ExitStatus())
 	assert.Contains(t, out.String(), "shell-42")
+
+	// Input that ends without exit ends the shell, as ^D does.
+	out.Reset()
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.Shell(ctx, strings.NewReader("echo no-exit-$((6*7))\n"), &out, io.Discard))
+	assert.Contains(t, out.String(), "no-exit-42")
 }
 
 func TestFiles(t *testing.T) {
