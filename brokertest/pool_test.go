@@ -194,8 +194,17 @@ func TestPoolKeepReuse(t *testing.T) {
 	var mu sync.Mutex
 	leased := map[string]int{}
 	var wg sync.WaitGroup
+	// Both pools hold their hosts at once before either gives them back:
+	// a host released and marked free early could be leased again by the
+	// other pool, rightly.
+	var holding sync.WaitGroup
+	holding.Add(2)
+	allHeld := make(chan struct{})
+	go func() { holding.Wait(); close(allHeld) }()
 	for range 2 {
 		wg.Go(func() {
+			held := sync.OnceFunc(holding.Done)
+			defer held()
 			b := newB()
 			p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Keep: time.Minute})
 			if !assert.NoError(t, err) {
@@ -214,6 +223,12 @@ func TestPoolKeepReuse(t *testing.T) {
 			}
 			_, reused := p.Stats()
 			assert.Equal(t, 2, reused)
+			held()
+			select {
+			case <-allHeld:
+			case <-time.After(time.Minute):
+				t.Error("the other pool never held its hosts")
+			}
 			for _, h := range hosts {
 				assert.NoError(t, p.Release(ctx, h, true))
 			}
