@@ -169,13 +169,7 @@ const killWait = 5 * time.Second
 // killGroup kills the process group of the command whose pid pw learns,
 // in a new session on c.
 func (h *Host) killGroup(c *ssh.Client, pw *pidline.Writer) {
-	timer := time.NewTimer(killWait)
-	defer timer.Stop()
-	select {
-	case <-pw.Known():
-	case <-timer.C:
-	}
-	pid := pw.PID()
+	pid := pw.Wait(killWait)
 	if pid <= 1 {
 		h.log.Debug("hostkit: cancelled command's pid unknown; it may go on", "host", h.Hostname)
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Marker starts the wrapper's first line on stderr: Marker, the pid, "\n".
@@ -114,6 +115,18 @@ func (p *Writer) Flush() {
 
 // Known is closed once the pid is known, or known to be missing.
 func (p *Writer) Known() <-chan struct{} { return p.known }
+
+// Wait waits up to d for the pid (a command cancelled as it starts has not
+// told it yet) and returns it, or 0 when it is not known.
+func (p *Writer) Wait(d time.Duration) int {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-p.known:
+	case <-timer.C:
+	}
+	return p.PID()
+}
 
 // PID returns the pid read, or 0.
 func (p *Writer) PID() int {

@@ -232,13 +232,7 @@ const killWait = 5 * time.Second
 // killGroup kills the process group of the command whose pid pw learns,
 // through a new exec as root.
 func (t *transport) killGroup(ctx context.Context, id string, pw *pidline.Writer) {
-	timer := time.NewTimer(killWait)
-	defer timer.Stop()
-	select {
-	case <-pw.Known():
-	case <-timer.C:
-	}
-	pid := pw.PID()
+	pid := pw.Wait(killWait)
 	if pid <= 1 {
 		if pid == 0 {
 			t.p.log.Warn("container: cancelled command's pid unknown; it may go on", "container", shortID(id))
