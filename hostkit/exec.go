@@ -47,10 +47,10 @@ func envPrefix(env map[string]string) (string, error) {
 // status is a Result, not an error; an error means the command could not be
 // run or its end not seen (connection lost; or ctx done: then the command
 // is killed on the host with what it started, and ctx's error returned with
-// the output so far). A command
-// killed by a signal gives Status -1 and an error naming the signal; through
-// a Transport (hosts without sshd) it gives Status 128+N and no error, since
-// the engine reports only the shell's exit code.
+// the output so far). A command killed by a signal gives Status -1 and an
+// error naming the signal; through a Transport (hosts without sshd) it gives
+// Status 128+N and no error, since the engine reports only the shell's exit
+// code.
 func (h *Host) Execute(ctx context.Context, cmd string, opts ...ExecOption) (Result, error) {
 	var o ExecOptions
 	for _, opt := range opts {

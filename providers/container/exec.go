@@ -193,7 +193,10 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 // exited adds to err, from an engine call on container id, why the
 // container is not running when it is not (see notRunning and exitDetail).
 func (t *transport) exited(ctx context.Context, id string, err error) error {
-	cctx, cancel := t.p.callCtx(context.WithoutCancel(ctx))
+	if ctx.Err() != nil {
+		return err // cancelled, not failed
+	}
+	cctx, cancel := t.p.callCtx(ctx)
 	defer cancel()
 	ins, ierr := t.p.eng.cli.ContainerInspect(cctx, id, client.ContainerInspectOptions{})
 	if ierr != nil {
@@ -210,6 +213,8 @@ func (t *transport) exited(ctx context.Context, id string, err error) error {
 // which a host whose command ended at once (one that does not keep running)
 // needs to be understood.
 func (p *Provider) exitDetail(ctx context.Context, c container.InspectResponse) string {
+	ctx, cancel := p.callCtx(ctx)
+	defer cancel()
 	detail := ""
 	if c.Config != nil && len(c.Config.Cmd) > 0 {
 		detail = fmt.Sprintf(" (its command %q ended; a host needs one that keeps running)", strings.Join(c.Config.Cmd, " "))
