@@ -42,10 +42,11 @@
 // ignored), env (a map: variables set for every command of the host),
 // authorized_keys (public keys in authorized_keys form, a string of lines or
 // a list, accepted besides the host's own client key: a stand-in VM that
-// takes the user's key, as awxtest hands out). Any other argument is an
-// error naming the arguments that pick the other providers: Local is where
-// a request that picks none goes, so a misspelt container_host must not
-// run on this machine.
+// takes the user's key, as awxtest hands out). Any other argument, except
+// other tools' marks (names starting with "_"), is an error naming the
+// arguments that pick the other providers: Local is where a request that
+// picks none goes, so a misspelt container_host must not run on this
+// machine.
 package local
 
 import (
@@ -407,7 +408,7 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 	// argument meant for another one (misspelt, or under another tool's
 	// name, such as "image") must not run the request on this machine.
 	for _, k := range slices.Sorted(maps.Keys(args)) {
-		if !slices.Contains(argNames, k) && !strings.HasPrefix(k, "_broker") {
+		if !slices.Contains(argNames, k) && !strings.HasPrefix(k, "_") {
 			return a, fmt.Errorf("local: unknown argument %q: a request with no argument that picks a provider runs on this machine (Local), which takes %s; arguments that pick a provider: %s",
 				k, strings.Join(argNames, ", "), strings.Join(providers.Selectors(), "; "))
 		}
