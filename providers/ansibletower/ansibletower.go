@@ -116,6 +116,7 @@ type config struct {
 	aapVersion       string
 	apiPath          string
 	verifySSL        bool
+	providerLabels   map[string]any // labels for every launch (over the request's)
 }
 
 // Open validates cfg's settings, finds the API root and authenticates.

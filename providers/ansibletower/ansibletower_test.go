@@ -147,6 +147,27 @@ func TestLaunchVars(t *testing.T) {
 	assert.NotContains(t, custom, "template", "deploy-vm defines template")
 }
 
+// provider_labels become the launch's labels, as the Python broker's: the
+// setting's over the argument's, "key=value" each, made in the template's
+// organization once and found there afterwards.
+func TestProviderLabels(t *testing.T) {
+	e := newEnv(t, awxtest.Options{})
+	p := e.open(t, map[string]any{"provider_labels": map[string]any{"team": "qa"}})
+	for range 2 {
+		rec := checkout(t, p, map[string]any{"workflow": "deploy-vm", "provider_labels": map[string]string{"owner": "ci", "plain": ""}})
+		require.NoError(t, p.Checkin(ctxFor(t, time.Minute), rec))
+	}
+	jobs := e.Server.Jobs("deploy-vm")
+	require.Len(t, jobs, 2)
+	for _, j := range jobs {
+		assert.Equal(t, []string{"owner=ci", "plain", "team=qa"}, j.Labels)
+		assert.Equal(t, map[string]any{"owner": "ci", "plain": "", "team": "qa"}, j.ExtraVars["provider_labels"])
+	}
+	_, err := ansibletower.Open(ctxFor(t, time.Minute), e.config(t, map[string]any{"provider_labels": "team=qa"}))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "provider_labels")
+}
+
 func TestOpenErrors(t *testing.T) {
 	e := newEnv(t, awxtest.Options{})
 	cases := []struct {

@@ -77,7 +77,10 @@ type template struct {
 	} `json:"related"`
 	SummaryFields struct {
 		UserCapabilities map[string]bool `json:"user_capabilities"`
-		Inventory        *struct {
+		Organization     *struct {
+			ID int `json:"id"`
+		} `json:"organization"`
+		Inventory *struct {
 			ID   int    `json:"id"`
 			Name string `json:"name"`
 		} `json:"inventory"`

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/providers"
 )
 
@@ -100,6 +101,13 @@ func parseConfig(cfg providers.Config) (config, error) {
 		if step != nil {
 			return c, step
 		}
+	}
+	if v, _, ok := providers.Setting(s, "provider_labels"); ok && v != nil {
+		m, ok := plain.Value(v).(map[string]any)
+		if !ok {
+			return c, bad("provider_labels", fmt.Sprintf("(%T)", v), "a map of labels")
+		}
+		c.providerLabels = m
 	}
 	if v, _, ok := providers.Setting(s, "verify_ssl"); ok {
 		b, ok := v.(bool)

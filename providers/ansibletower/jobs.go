@@ -160,6 +160,11 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 		// behalf): a launch that never left cannot have started a job.
 		postCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	}
+	if labels, err := p.launchLabels(ctx, extra, tmpl); err != nil {
+		return nil, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
+	} else if len(labels) > 0 {
+		payload["labels"] = labels
+	}
 	addBrokerVars(extra, tmpl)
 	payload["extra_vars"] = extra
 	var l launched
@@ -485,6 +490,59 @@ func addBrokerVars(extra map[string]any, tmpl *template) {
 		}
 	}
 	extra["_broker_extra_vars"] = custom
+}
+
+// launchLabels resolves the launch's labels, as the Python broker's do:
+// the provider_labels argument under the provider_labels setting, each
+// "key=value" (or "key" when the value is empty), created in the
+// template's organization when AWX has no such label. The merged labels
+// replace the argument in extra.
+func (p *Provider) launchLabels(ctx context.Context, extra map[string]any, tmpl *template) ([]int, error) {
+	labels := map[string]any{}
+	if v, ok := extra["provider_labels"]; ok && v != nil {
+		m, ok := plain.Value(v).(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("argument provider_labels: want a map of labels, got %T", v)
+		}
+		maps.Copy(labels, m)
+	}
+	maps.Copy(labels, p.set.providerLabels)
+	if len(labels) == 0 {
+		return nil, nil
+	}
+	extra["provider_labels"] = labels
+	if tmpl.SummaryFields.Organization == nil {
+		return nil, fmt.Errorf("labels %v: the template has no organization to hold them", slices.Sorted(maps.Keys(labels)))
+	}
+	org := tmpl.SummaryFields.Organization.ID
+	var ids []int
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		name := k
+		if v := labels[k]; v != nil && fmt.Sprint(v) != "" {
+			name += "=" + fmt.Sprint(v)
+		}
+		var made struct {
+			ID int `json:"id"`
+		}
+		err := p.c.post(ctx, "labels/", map[string]any{"name": name, "organization": org}, &made)
+		var apiErr *APIError
+		switch {
+		case err == nil:
+			ids = append(ids, made.ID)
+		case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest:
+			// It exists already: AWX refuses a second of the name.
+			found, lerr := listAll[struct {
+				ID int `json:"id"`
+			}](ctx, p.c, "labels/", url.Values{"name": {name}, "organization": {strconv.Itoa(org)}})
+			if lerr != nil || len(found) == 0 {
+				return nil, fmt.Errorf("label %q: %w", name, errors.Join(err, lerr))
+			}
+			ids = append(ids, found[0].ID)
+		default:
+			return nil, fmt.Errorf("label %q: %w", name, err)
+		}
+	}
+	return ids, nil
 }
 
 // defaultOrigin names a launch's origin when no test label does: the

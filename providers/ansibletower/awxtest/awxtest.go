@@ -83,6 +83,7 @@ type Server struct {
 	jobs        map[int]*jobState
 	nodes       map[int]*nodeState
 	inventories []*inventoryState
+	labels      []labelState
 	hosts       []*hostState
 	tokens      map[string]bool
 	sessions    map[string]bool
@@ -181,6 +182,7 @@ type jobState struct {
 	artifacts   map[string]any
 	extraVars   map[string]any
 	inventory   int
+	labels      []string // names of the launch's labels
 	events      []map[string]any
 	nodeIDs     []int         // workflow_job: its nodes
 	top         bool          // launched from a template (not a workflow's node)
@@ -371,6 +373,14 @@ type Job struct {
 	Type      string // workflow_job or job
 	Status    string // pending, running, successful, failed, error, canceled
 	ExtraVars map[string]any
+	Labels    []string // the names of the labels the launch gave
+}
+
+// labelState is a label of /labels/: names are unique per organization.
+type labelState struct {
+	id           int
+	name         string
+	organization int
 }
 
 // Jobs lists the jobs launched from the named template, oldest first.
@@ -380,7 +390,7 @@ func (s *Server) Jobs(name string) []Job {
 	var out []Job
 	for _, j := range s.jobs {
 		if j.top && j.name == name {
-			out = append(out, Job{ID: j.id, Type: j.typ, Status: j.status, ExtraVars: cloneJSON(j.extraVars)})
+			out = append(out, Job{ID: j.id, Type: j.typ, Status: j.status, ExtraVars: cloneJSON(j.extraVars), Labels: slices.Clone(j.labels)})
 		}
 	}
 	slices.SortFunc(out, func(a, b Job) int { return a.ID - b.ID })

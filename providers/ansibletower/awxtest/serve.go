@@ -305,6 +305,14 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg 
 			return
 		}
 		writeJSON(w, http.StatusOK, s.nodeJSON(n))
+	case seg[0] == "labels" && len(seg) == 1 && get:
+		var objs []map[string]any
+		for _, l := range s.labels {
+			objs = append(objs, s.labelJSON(l))
+		}
+		s.writeList(w, r, objs)
+	case seg[0] == "labels" && len(seg) == 1 && r.Method == http.MethodPost:
+		s.createLabelLocked(w, r)
 	case seg[0] == "inventories" && len(seg) == 1 && get:
 		var objs []map[string]any
 		for _, inv := range s.inventories {
@@ -601,6 +609,37 @@ func (j *jobState) failed() bool {
 	return j.status == "failed" || j.status == "error" || j.status == "canceled"
 }
 
+func (s *Server) labelJSON(l labelState) map[string]any {
+	return map[string]any{"id": l.id, "type": "label", "url": s.path("labels/%d/", l.id), "name": l.name, "organization": l.organization}
+}
+
+// createLabelLocked is AWX's POST /labels/: a name and an organization;
+// a name the organization has already is refused with 400.
+func (s *Server) createLabelLocked(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Name         string `json:"name"`
+		Organization int    `json:"organization"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "JSON parse error - " + err.Error()})
+		return
+	}
+	switch {
+	case body.Name == "":
+		writeJSON(w, http.StatusBadRequest, map[string]any{"name": []string{"This field is required."}})
+		return
+	case body.Organization == 0:
+		writeJSON(w, http.StatusBadRequest, map[string]any{"organization": []string{"This field is required."}})
+		return
+	case slices.ContainsFunc(s.labels, func(l labelState) bool { return l.name == body.Name && l.organization == body.Organization }):
+		writeJSON(w, http.StatusBadRequest, map[string]any{"__all__": []string{"Label with this Name and Organization already exists."}})
+		return
+	}
+	l := labelState{id: s.newIDLocked(), name: body.Name, organization: body.Organization}
+	s.labels = append(s.labels, l)
+	writeJSON(w, http.StatusCreated, s.labelJSON(l))
+}
+
 func timeOrNil(t time.Time) any {
 	if t.IsZero() {
 		return nil
@@ -679,6 +718,7 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 	var body struct {
 		ExtraVars json.RawMessage `json:"extra_vars"`
 		Inventory any             `json:"inventory"`
+		Labels    []int           `json:"labels"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
 	if len(data) > 0 {
@@ -754,7 +794,17 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 		writeJSON(w, http.StatusBadRequest, refused)
 		return
 	}
+	var labels []string
+	for _, id := range body.Labels {
+		i := slices.IndexFunc(s.labels, func(l labelState) bool { return l.id == id })
+		if i < 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"labels": []string{fmt.Sprintf("Invalid pk \"%d\" - object does not exist.", id)}})
+			return
+		}
+		labels = append(labels, s.labels[i].name)
+	}
 	j := s.startLocked(t, user, vars, inv)
+	j.labels = labels
 	o := s.jobJSON(j)
 	o["ignored_fields"] = ignored
 	if j.typ == "workflow_job" {
