@@ -478,9 +478,8 @@ func TestConcurrentCheckin(t *testing.T) {
 					t.Errorf("concurrent check-in: %v", err)
 				}
 			}
-			res, err := p.Client().ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", container.LabelID+"="+rec.ID())})
-			if err != nil || len(res.Items) != 0 {
-				t.Errorf("after the check-ins: %d containers, %v", len(res.Items), err)
+			if ids, err := containersWithID(ctx, p, rec.ID()); err != nil || len(ids) != 0 {
+				t.Errorf("after the check-ins: containers %v, %v", ids, err)
 			}
 		}
 	})
