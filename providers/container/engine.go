@@ -96,14 +96,16 @@ func normalizeURI(u string) string {
 // later one did, is warned about on log: the user asked for it.
 func connect(ctx context.Context, s settings, log *slog.Logger) (*engine, error) {
 	var tried []string
+	askedFor := false // a candidate from the environment did not answer
 	for _, c := range candidates(s) {
 		eng, err := dialEngine(ctx, c.uri)
 		if err == nil {
-			if len(tried) > 0 && (os.Getenv("DOCKER_HOST") != "" || os.Getenv("CONTAINER_HOST") != "") {
+			if askedFor {
 				log.Warn("container: an engine named in the environment did not answer; using the next one", "using", eng.uri, "tried", strings.Join(tried, "; "))
 			}
 			return eng, nil
 		}
+		askedFor = askedFor || c.from == "DOCKER_HOST" || c.from == "CONTAINER_HOST"
 		tried = append(tried, fmt.Sprintf("%s (%s): %v", c.uri, c.from, err))
 		if ctx.Err() != nil {
 			break
