@@ -190,8 +190,9 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 		s.name = p.settings.namePrefix + "_" + randomHex(4)
 	}
 	s.labels = p.labels(id, args, reqLabels)
+	// Every label of broker's is under LabelPrefix: those stay ours.
 	for k, v := range userLabels {
-		if _, ours := s.labels[k]; !ours && !strings.HasPrefix(k, LabelPrefix) {
+		if !strings.HasPrefix(k, LabelPrefix) {
 			s.labels[k] = v
 		}
 	}
