@@ -6,7 +6,7 @@ package inventory
 import (
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Record is one host in the inventory. Known fields are typed; every other key

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/inventory"
