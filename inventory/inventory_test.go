@@ -141,16 +141,21 @@ func TestPermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "broker")
 	path := filepath.Join(dir, "inventory.yaml")
 	require.NoError(t, inventory.Open(path).Put(&inventory.Record{Hostname: "h", Broker: &inventory.Meta{ID: "1"}}))
-	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + ".flock": 0o600} {
+	s := inventory.Open(path)
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + ".flock": 0o600, inventory.QueueDir(s): 0o700, inventory.PrevPath(s): 0o600} {
 		st, err := os.Stat(p)
 		require.NoError(t, err)
 		assert.Equal(t, want, st.Mode().Perm(), p)
 	}
-	// No temp file is left behind, nor the Python broker's lock file.
+	// No temp file is left behind, nor the Python broker's lock file, nor
+	// a ticket in the lock's queue.
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	assert.Len(t, ents, 2)
+	assert.Len(t, ents, 4)
 	assert.NoFileExists(t, path+".lock")
+	tickets, err := os.ReadDir(inventory.QueueDir(s))
+	require.NoError(t, err)
+	assert.Empty(t, tickets)
 }
 
 // takePythonLock takes the lock as the Python broker's FileLock does: it
@@ -204,21 +209,22 @@ func TestPythonBrokerLockIsHonoured(t *testing.T) {
 	require.Len(t, recs, 1)
 	assert.NoFileExists(t, path+".lock", "the lock is released")
 
-	// While held, our lock file carries its mark from the first moment,
-	// and taking it leaves no other file behind.
-	require.NoError(t, s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
-		b, err := os.ReadFile(path + ".lock")
-		assert.NoError(t, err)
-		assert.Equal(t, "brokertest\n", string(b))
-		return recs, nil
-	}))
+	// While held (only around the rename), our lock file carries the
+	// mark naming this process from the first moment, and taking it
+	// leaves no other file behind.
+	var mark []byte
+	inventory.SetBeforeRename(s, func() { mark, _ = os.ReadFile(path + ".lock") })
+	require.NoError(t, s.Put(&inventory.Record{Hostname: "later", Broker: &inventory.Meta{ID: "2"}}))
+	inventory.SetBeforeRename(s, nil)
+	assert.Equal(t, inventory.OurMark(), string(mark))
+	assert.Regexp(t, fmt.Sprintf(`^brokertest %d [0-9]+ \S+ \S+\n$`, os.Getpid()), string(mark))
 	ents, err := os.ReadDir(filepath.Dir(path))
 	require.NoError(t, err)
 	var names []string
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	assert.ElementsMatch(t, []string{"inventory.yaml", "inventory.yaml.flock"}, names)
+	assert.ElementsMatch(t, []string{"inventory.yaml", "inventory.yaml.flock", ".inventory.yaml.queue", ".inventory.yaml.prev"}, names)
 }
 
 // A lock file left behind is taken over: one with our mark at once (its
@@ -227,8 +233,10 @@ func TestPythonBrokerLockIsHonoured(t *testing.T) {
 func TestLeftLockFiles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	s := inventory.Open(path)
+	n := 0
 	put := func(ctx context.Context) error {
-		return s.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) { return recs, nil })
+		n++
+		return s.PutContext(ctx, &inventory.Record{Hostname: fmt.Sprint("h", n), Broker: &inventory.Meta{ID: fmt.Sprint(n)}})
 	}
 	brief := func() (context.Context, context.CancelFunc) { return contextWithTimeout(100 * time.Millisecond) }
 

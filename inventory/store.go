@@ -1,13 +1,20 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -16,21 +23,83 @@ import (
 // The file is then never written: a person must look at it.
 var ErrCorrupt = errors.New("inventory file is corrupt")
 
-// Store is an inventory file shared by every process of a user. Writers
-// serialise on an flock of a sibling lock file (a crashed holder's lock is
-// released by the kernel, so it never blocks the next one) and replace the
-// file atomically (temp file, fsync, rename, fsync of the directory): a
-// reader sees the old or the new list, never a torn one.
+// Store is an inventory file shared by every process of a user.
+//
+// Writers take the inventory lock in arrival order (see lockqueue.go: a
+// queue of tickets over an flock of <path>.flock, so a crashed holder never
+// blocks the next one) and replace the file atomically (temp file, fsync,
+// rename, fsync of the directory): a reader sees the old or the new list,
+// never a torn one. The Python broker's lock is honoured around the rename
+// (see lockpython.go).
+//
+// Updates that arrive together in one process share one hold of the lock
+// and one write (group commit): a single goroutine takes the lock, applies
+// every pending update in arrival order, writes once, and answers each
+// caller with its own outcome. The records last read or written are kept,
+// so a file that is still what this Store wrote is not parsed again, and
+// records are encoded one by one, an unchanged record's bytes reused.
+//
+// After taking over the lock of a Python broker that died (perhaps in the
+// middle of rewriting the file), records of the last version this library
+// wrote (kept as .<name>.prev beside the file) that vanished are put back,
+// and a copy of the file as found is kept (<name>.torn-<time>); each record
+// put back is named in a warning on the Store's logger. Lock waits over a
+// second are logged at debug level.
 type Store struct {
-	path string
+	path   string
+	logger *slog.Logger
+
+	mu         sync.Mutex
+	pending    []*op              // not yet taken into a batch, in arrival order
+	running    bool               // a committer goroutine runs
+	waitCancel context.CancelFunc // ends the committer's wait for the lock
+
+	// cache is the file as this Store last wrote or read it; only the
+	// committer goroutine (one at a time) uses it.
+	cache *snapshot
+
+	writes, parses atomic.Int64 // for tests
+	beforeRename   func()       // for tests: called with the Python lock held
 }
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets where the Store logs: lock waits over a second (debug)
+// and records put back after a Python broker's crash (warning). The
+// default is slog.Default() at the time of logging.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
 
 // Open returns the store for the inventory file at path. Nothing is read or
 // created until the first call.
-func Open(path string) *Store { return &Store{path: path} }
+func Open(path string, opts ...Option) *Store {
+	s := &Store{path: path}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func (s *Store) log() *slog.Logger {
+	if s.logger != nil {
+		return s.logger
+	}
+	return slog.Default()
+}
 
 // Path returns the inventory file's path.
 func (s *Store) Path() string { return s.path }
+
+// prevPath is where the last version this library wrote is kept: a file
+// of its own (written by temp file and rename; not a hard link, since the
+// Python broker rewrites the live file's inode in place).
+func (s *Store) prevPath() string {
+	return filepath.Join(filepath.Dir(s.path), "."+filepath.Base(s.path)+".prev")
+}
+
+// tempPattern names temp files beside the inventory (removeLeftovers
+// removes those of killed writers).
+func (s *Store) tempPattern() string { return "." + filepath.Base(s.path) + ".tmp-*" }
 
 // Load returns the records; none when the file does not exist. It takes no
 // lock, since this library replaces the file atomically; but the Python
@@ -46,7 +115,7 @@ func (s *Store) Load() ([]*Record, error) {
 	if errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		return recs, nil // an empty inventory, or none yet
 	}
-	if rerr == nil && string(data) != pythonLockMark {
+	if _, _, ours := parseMark(data); rerr == nil && !ours {
 		ctx, cancel := context.WithTimeout(context.Background(), pythonLockWait)
 		defer cancel()
 		_ = poll(ctx, func() (bool, error) {
@@ -74,234 +143,6 @@ func (s *Store) load() ([]*Record, error) {
 	return Parse(s.path, data)
 }
 
-// Update runs fn on the records under the exclusive lock and writes back the
-// records it returns, atomically. When fn returns an error nothing is
-// written. A corrupt file is never overwritten.
-func (s *Store) Update(fn func([]*Record) ([]*Record, error)) error {
-	return s.UpdateContext(context.Background(), fn)
-}
-
-// UpdateContext is Update with a deadline on waiting for the lock.
-func (s *Store) UpdateContext(ctx context.Context, fn func([]*Record) ([]*Record, error)) error {
-	unlock, err := s.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	recs, err := s.Load()
-	if err != nil {
-		return err
-	}
-	out, err := fn(recs)
-	if err != nil {
-		return err
-	}
-	return s.write(out)
-}
-
-// Put adds each record, or replaces the record Same as it.
-func (s *Store) Put(recs ...*Record) error {
-	return s.PutContext(context.Background(), recs...)
-}
-
-// PutContext is Put with a deadline on waiting for the lock.
-func (s *Store) PutContext(ctx context.Context, recs ...*Record) error {
-	return s.UpdateContext(ctx, func(have []*Record) ([]*Record, error) {
-		for _, r := range recs {
-			replaced := false
-			for i, h := range have {
-				if Same(h, r) {
-					have[i] = r
-					replaced = true
-					break
-				}
-			}
-			if !replaced {
-				have = append(have, r)
-			}
-		}
-		return have, nil
-	})
-}
-
-// Remove drops every record Same as any of recs.
-func (s *Store) Remove(recs ...*Record) error {
-	return s.RemoveContext(context.Background(), recs...)
-}
-
-// RemoveContext is Remove with a deadline on waiting for the lock.
-func (s *Store) RemoveContext(ctx context.Context, recs ...*Record) error {
-	return s.UpdateContext(ctx, func(have []*Record) ([]*Record, error) {
-		out := have[:0]
-	next:
-		for _, h := range have {
-			for _, r := range recs {
-				if Same(h, r) {
-					continue next
-				}
-			}
-			out = append(out, h)
-		}
-		return out, nil
-	})
-}
-
-// lock takes the inventory's two locks, creating the directory (0700) as
-// needed. First an flock of <path>.flock (0600): it orders this library's
-// processes, and the kernel drops it when a holder dies, so a crash never
-// blocks the next one. Then the Python broker's lock (see pythonLock), so
-// that the two tools never write the file at the same time.
-func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
-	dir := filepath.Dir(s.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("inventory: create directory %s: %w", dir, err)
-	}
-	lockPath := s.path + ".flock"
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("inventory: open lock %s: %w", lockPath, err)
-	}
-	fd := int(f.Fd())
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline && ctx.Done() == nil {
-		err = flockRetry(fd, syscall.LOCK_EX)
-	} else {
-		// flock cannot be interrupted by a context: poll a non-blocking
-		// attempt, backing off up to 20ms.
-		err = poll(ctx, func() (bool, error) {
-			err := flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-			if err == syscall.EWOULDBLOCK {
-				return false, nil
-			}
-			return true, err
-		})
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("inventory: lock %s: %w", lockPath, err)
-	}
-	release := func() {
-		_ = syscall.Flock(fd, syscall.LOCK_UN)
-		f.Close()
-	}
-	py, err := s.pythonLock(ctx)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	return func() {
-		os.Remove(py)
-		release()
-	}, nil
-}
-
-// pythonLockMark is what this library writes into the Python broker's lock
-// file; the Python broker creates it empty.
-const pythonLockMark = "brokertest\n"
-
-// staleLockAge is when an empty lock file is taken to be left by a Python
-// broker that died holding it: the Python broker holds its lock for one read
-// or write and gives up waiting for it after 10 s.
-const staleLockAge = 30 * time.Second
-
-// pythonLock takes the Python broker's lock: <resolved path>.lock, created
-// exclusively and removed on release (its FileLock), waiting while another
-// holds it. Called with the flock held, so a lock file carrying our mark
-// is from a process of ours that died: it is removed at once. An empty one
-// older than staleLockAge is removed too, unless a process flocks it (an
-// earlier version of this library locked that file). It returns the lock
-// file's path.
-func (s *Store) pythonLock(ctx context.Context) (string, error) {
-	path := s.pythonLockPath()
-	err := poll(ctx, func() (bool, error) {
-		err := createMarked(path)
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return true, err
-		}
-		if staleLock(path) {
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return true, err
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("inventory: take the Python broker's lock %s (if no broker is running, it was left by one that crashed: remove it): %w", path, err)
-	}
-	return path, nil
-}
-
-// createMarked creates the lock file at path holding pythonLockMark, or
-// fails with fs.ErrExist. The file appears with its mark (a hard link to a
-// file written first), so a process killed while taking the lock never
-// leaves an empty one, which would read as a Python broker's for
-// staleLockAge. Without hard links, it is created and then written.
-func createMarked(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.WriteString(pythonLockMark)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Link(tmp.Name(), path)
-	}
-	os.Remove(tmp.Name())
-	var le *os.LinkError
-	if err == nil || errors.Is(err, fs.ErrExist) || !errors.As(err, &le) {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(pythonLockMark)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
-}
-
-// pythonLockPath is where the Python broker puts its lock: beside the
-// inventory file's resolved path.
-func (s *Store) pythonLockPath() string {
-	path := s.path
-	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-		path = filepath.Join(d, filepath.Base(path))
-	}
-	if r, err := filepath.EvalSymlinks(path); err == nil {
-		path = r
-	}
-	return path + ".lock"
-}
-
-// staleLock reports whether the lock file at path was left by a dead
-// holder (see pythonLock).
-func staleLock(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false // gone, or not ours to judge
-	}
-	defer f.Close()
-	buf := make([]byte, len(pythonLockMark)+1)
-	n, _ := f.Read(buf)
-	if string(buf[:n]) == pythonLockMark {
-		return true
-	}
-	st, err := f.Stat()
-	if err != nil || n > 0 || time.Since(st.ModTime()) < staleLockAge {
-		return false
-	}
-	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil
-}
-
 // poll calls try until it reports done, waiting between calls (0.5 ms,
 // doubling up to 20 ms) and giving up when ctx ends.
 func poll(ctx context.Context, try func() (done bool, err error)) error {
@@ -313,69 +154,745 @@ func poll(ctx context.Context, try func() (done bool, err error)) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for lock: %w", ctx.Err())
+			return fmt.Errorf("%w: %w", errLockWait, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 
-func flockRetry(fd, how int) error {
-	for {
-		err := syscall.Flock(fd, how)
-		if err != syscall.EINTR {
+// Update runs fn on the records under the exclusive lock and writes back the
+// records it returns, atomically. When fn returns an error nothing of it is
+// written. A corrupt file is never overwritten.
+//
+// fn may be run more than once (when the Python broker wrote the file
+// between the read and the write, the update is applied again to what it
+// wrote), so it must start afresh each time, resetting whatever it
+// records. It gets records of its own: changing them changes nothing
+// until it returns them, and records it keeps after Update returns are
+// not the store's.
+func (s *Store) Update(fn func([]*Record) ([]*Record, error)) error {
+	return s.UpdateContext(context.Background(), fn)
+}
+
+// UpdateContext is Update with a deadline on waiting for the lock. When ctx
+// ends before the update is taken into a write, it returns an error
+// wrapping ctx's and the update is never applied; once taken, it waits for
+// the write's outcome.
+func (s *Store) UpdateContext(ctx context.Context, fn func([]*Record) ([]*Record, error)) error {
+	return s.submit(&op{ctx: ctx, kind: opUpdate, fn: fn})
+}
+
+// Put adds each record, or replaces the record Same as it.
+func (s *Store) Put(recs ...*Record) error {
+	return s.PutContext(context.Background(), recs...)
+}
+
+// PutContext is Put with a deadline on waiting for the lock. What is
+// written is each record as it is when PutContext is called (a deep copy):
+// the caller may go on changing its records.
+func (s *Store) PutContext(ctx context.Context, recs ...*Record) error {
+	o := &op{ctx: ctx, kind: opPut}
+	for _, r := range recs {
+		if r == nil {
+			return errors.New("inventory: put of a nil record")
+		}
+		c := r.Clone()
+		// Encoded here, in the caller's goroutine: not while holding
+		// the lock.
+		raw, err := encodeRecord(c)
+		if err != nil {
 			return err
 		}
+		o.recs = append(o.recs, c)
+		o.raws = append(o.raws, raw)
+	}
+	return s.submit(o)
+}
+
+// Remove drops every record Same as any of recs.
+func (s *Store) Remove(recs ...*Record) error {
+	return s.RemoveContext(context.Background(), recs...)
+}
+
+// RemoveContext is Remove with a deadline on waiting for the lock.
+func (s *Store) RemoveContext(ctx context.Context, recs ...*Record) error {
+	o := &op{ctx: ctx, kind: opRemove}
+	for _, r := range recs {
+		if r == nil {
+			continue
+		}
+		// What Same looks at, as it is now.
+		k := &Record{Hostname: r.Hostname, Name: r.Name}
+		if id := r.ID(); id != "" {
+			k.Broker = &Meta{ID: id}
+		}
+		o.recs = append(o.recs, k)
+	}
+	return s.submit(o)
+}
+
+type opKind int
+
+const (
+	opUpdate opKind = iota
+	opPut
+	opRemove
+)
+
+// An op's state: waiting may become cancelled (by its caller, whose
+// context ended) or taken (by the committer, at the point where a write
+// cannot be undone for it any more); nothing else changes.
+const (
+	opWaiting int32 = iota
+	opTaken
+	opCancelled
+)
+
+// Phases of an op's wait, for the error its caller returns on giving up.
+const (
+	phaseLock int32 = iota
+	phasePython
+)
+
+// op is one Update, Put or Remove waiting for, or in, a batch.
+type op struct {
+	ctx  context.Context
+	kind opKind
+	fn   func([]*Record) ([]*Record, error) // update
+	recs []*Record                          // put: copies; remove: keys
+	raws [][]byte                           // put: recs encoded
+
+	state atomic.Int32
+	phase atomic.Int32
+
+	applyErr error // the outcome of its last application (committer only)
+	err      error // its result, set before done is closed
+	done     chan struct{}
+}
+
+func (o *op) finish(err error) {
+	o.err = err
+	close(o.done)
+}
+
+// waitError is what a caller gets when its context ends first.
+func (s *Store) waitError(o *op) error {
+	err := fmt.Errorf("%w: %w", errLockWait, o.ctx.Err())
+	if o.phase.Load() == phasePython {
+		return pythonLockError(s.pythonLockPath(), err)
+	}
+	return fmt.Errorf("inventory: lock %s: %w", s.flockPath(), err)
+}
+
+// submit queues o for the committer and waits for its outcome, or for its
+// context to end while o is still waiting.
+func (s *Store) submit(o *op) error {
+	if o.ctx.Err() != nil {
+		return s.waitError(o)
+	}
+	o.done = make(chan struct{})
+	s.mu.Lock()
+	s.pending = append(s.pending, o)
+	if !s.running {
+		s.running = true
+		go s.commitLoop()
+	}
+	s.mu.Unlock()
+	select {
+	case <-o.done:
+		return o.err
+	case <-o.ctx.Done():
+	}
+	if !o.state.CompareAndSwap(opWaiting, opCancelled) {
+		<-o.done // taken: its write is under way
+		return o.err
+	}
+	// Nobody left waiting: end the committer's wait for the lock (it
+	// leaves the queue).
+	s.mu.Lock()
+	if !anyWaiting(s.pending) && s.waitCancel != nil {
+		s.waitCancel()
+	}
+	s.mu.Unlock()
+	return s.waitError(o)
+}
+
+func anyWaiting(ops []*op) bool {
+	for _, o := range ops {
+		if o.state.Load() == opWaiting {
+			return true
+		}
+	}
+	return false
+}
+
+// lockWaitLogged is how long a wait for a lock must take to be logged.
+const lockWaitLogged = time.Second
+
+// commitLoop takes the lock and commits batches while updates are pending.
+// Between batches it releases the lock and queues again, behind whoever
+// arrived meanwhile.
+func (s *Store) commitLoop() {
+	for {
+		s.mu.Lock()
+		s.pending = slices.DeleteFunc(s.pending, func(o *op) bool { return o.state.Load() != opWaiting })
+		if len(s.pending) == 0 {
+			s.running = false
+			s.waitCancel = nil
+			s.mu.Unlock()
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s.waitCancel = cancel
+		s.mu.Unlock()
+
+		start := time.Now()
+		h, err := s.acquire(ctx)
+		if wait := time.Since(start); wait > lockWaitLogged {
+			ahead := -1
+			if h != nil {
+				ahead = h.ahead
+			}
+			s.log().Debug("inventory: waited for the lock", "file", s.path, "wait", wait.Round(time.Millisecond), "queue_depth", ahead, "err", err)
+		}
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		s.waitCancel = nil
+		s.mu.Unlock()
+		cancel()
+		if err != nil {
+			if errors.Is(err, errLockWait) {
+				// Everyone waiting gave up; any who came since go
+				// back in line.
+				s.mu.Lock()
+				s.pending = append(batch, s.pending...)
+				s.mu.Unlock()
+				continue
+			}
+			for _, o := range batch {
+				if o.state.CompareAndSwap(opWaiting, opTaken) {
+					o.finish(err)
+				}
+			}
+			continue
+		}
+		s.runBatch(h, batch)
 	}
 }
 
-// write replaces the file atomically; on any failure the old file stays.
-func (s *Store) write(recs []*Record) error {
-	data, err := Marshal(recs)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(s.path)
-	pattern := "." + filepath.Base(s.path) + ".tmp-*"
-	// Only the lock holder writes temp files: any left are from a writer
-	// that was killed mid-write.
-	if left, _ := filepath.Glob(filepath.Join(dir, pattern)); len(left) > 0 {
-		for _, f := range left {
-			os.Remove(f)
+// runBatch commits batch with the lock held, releases the lock and answers
+// each caller taken into the write.
+func (s *Store) runBatch(h *lockHeld, batch []*op) {
+	taken, wrote, err := s.commit(h, batch)
+	h.release()
+	if wrote {
+		// The directory's fsync makes the rename durable across a power
+		// loss; it is not needed for other processes, which see the
+		// rename at once, so it runs after the lock is released. Callers
+		// are answered only after it: nil means durable.
+		if d, derr := os.Open(filepath.Dir(s.path)); derr == nil {
+			if serr := d.Sync(); serr != nil && err == nil {
+				err = fmt.Errorf("inventory: sync directory of %s: %w", s.path, serr)
+			}
+			d.Close()
 		}
 	}
-	tmp, err := os.CreateTemp(dir, pattern)
+	for _, o := range taken {
+		switch {
+		case o.applyErr != nil:
+			o.finish(o.applyErr)
+		default:
+			o.finish(err)
+		}
+	}
+	// Ops not taken were cancelled; their callers have returned.
+}
+
+// entry is a record with its exact encoding (nil until encoded).
+type entry struct {
+	rec *Record
+	raw []byte
+}
+
+// fileIdent tells one version of the file from another.
+type fileIdent struct {
+	dev, ino           uint64
+	size, mtime, ctime int64
+	exists             bool
+}
+
+// snapshot is the file as read or written: its bytes and its records.
+// Its entries are never changed: a batch builds new slices.
+type snapshot struct {
+	entries []entry
+	data    []byte
+	ident   fileIdent
+}
+
+// readFile reads the inventory file and its identity; a missing file is
+// empty.
+func (s *Store) readFile() ([]byte, fileIdent, error) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fileIdent{}, nil
+	}
 	if err != nil {
-		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+		return nil, fileIdent{}, fmt.Errorf("inventory: read %s: %w", s.path, err)
 	}
-	tmpName := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(tmpName)
-		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fileIdent{}, fmt.Errorf("inventory: stat %s: %w", s.path, err)
 	}
-	if err := tmp.Chmod(0o600); err != nil {
+	data := make([]byte, 0, st.Size+512)
+	for {
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fileIdent{}, fmt.Errorf("inventory: read %s: %w", s.path, err)
+		}
+		if len(data) == cap(data) {
+			data = slices.Grow(data, 4096)
+		}
+	}
+	return data, identOf(&st), nil
+}
+
+func identOf(st *syscall.Stat_t) fileIdent {
+	return fileIdent{
+		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), exists: true,
+	}
+}
+
+// readBase returns the file's current snapshot, and whether it is the
+// one this Store last wrote or read (then it was not parsed again).
+func (s *Store) readBase() (*snapshot, bool, error) {
+	data, id, err := s.readFile()
+	if err != nil {
+		return nil, false, err
+	}
+	// The identity alone could miss an in-place rewrite of the same
+	// size within the file system's timestamp granularity: the bytes
+	// are compared too (reading is cheap next to parsing).
+	if c := s.cache; c != nil && c.ident == id && bytes.Equal(c.data, data) {
+		return c, true, nil
+	}
+	snap, err := s.decode(data, id)
+	return snap, false, err
+}
+
+// decode parses the file's bytes.
+func (s *Store) decode(data []byte, id fileIdent) (*snapshot, error) {
+	s.parses.Add(1)
+	recs, raws, err := decodeFile(s.path, data)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			if _, serr := os.Stat(s.prevPath()); serr == nil {
+				err = fmt.Errorf("%w (the last version this library wrote is kept in %s)", err, s.prevPath())
+			}
+		}
+		return nil, err
+	}
+	snap := &snapshot{data: data, ident: id, entries: make([]entry, len(recs))}
+	for i, r := range recs {
+		snap.entries[i].rec = r
+		if raws != nil {
+			snap.entries[i].raw = raws[i]
+		}
+	}
+	return snap, nil
+}
+
+// apply applies the waiting ops in order to base, each on the result of
+// the ones before, and returns the result and the ops it applied. An op
+// whose function fails is left out (its error in applyErr), the others
+// are not affected: each function gets copies of the records, so nothing
+// it changed before failing stays.
+func apply(base []entry, ops []*op) (cur []entry, applied []*op) {
+	cur = base
+	for _, o := range ops {
+		if o.state.Load() == opCancelled {
+			continue
+		}
+		applied = append(applied, o)
+		o.applyErr = nil
+		switch o.kind {
+		case opPut:
+			cur = slices.Clone(cur)
+		next:
+			for i, r := range o.recs {
+				e := entry{rec: r, raw: o.raws[i]}
+				for j := range cur {
+					if Same(cur[j].rec, r) {
+						cur[j] = e
+						continue next
+					}
+				}
+				cur = append(cur, e)
+			}
+		case opRemove:
+			cur = slices.DeleteFunc(slices.Clone(cur), func(e entry) bool {
+				return slices.ContainsFunc(o.recs, func(r *Record) bool { return Same(e.rec, r) })
+			})
+		case opUpdate:
+			out, err := applyUpdate(cur, o.fn)
+			if err != nil {
+				o.applyErr = err
+				continue
+			}
+			cur = out
+		}
+	}
+	return cur, applied
+}
+
+// applyUpdate runs fn on copies of cur's records. A record it returns
+// unchanged keeps its entry (and encoding); one it changed or added is
+// copied (the caller may keep it) and encoded.
+func applyUpdate(cur []entry, fn func([]*Record) ([]*Record, error)) ([]entry, error) {
+	in := make([]*Record, len(cur))
+	from := make(map[*Record]int, len(cur))
+	for i, e := range cur {
+		in[i] = e.rec.Clone()
+		from[in[i]] = i
+	}
+	out, err := fn(in)
+	if err != nil {
+		return nil, err
+	}
+	next := make([]entry, 0, len(out))
+	for _, r := range out {
+		if r == nil {
+			return nil, errors.New("inventory: an update returned a nil record")
+		}
+		if i, ok := from[r]; ok && reflect.DeepEqual(r, cur[i].rec) {
+			next = append(next, cur[i])
+			continue
+		}
+		c := r.Clone()
+		raw, err := encodeRecord(c)
+		if err != nil {
+			return nil, err
+		}
+		next = append(next, entry{rec: c, raw: raw})
+	}
+	return next, nil
+}
+
+// sameEntries reports whether a and b hold the same records in the same
+// order.
+func sameEntries(a, b []entry) bool {
+	return slices.EqualFunc(a, b, func(x, y entry) bool { return x.rec == y.rec })
+}
+
+// encode returns the file's bytes for entries, encoding those not yet
+// encoded (in place: entries is a batch's own slice).
+func encode(entries []entry) ([]byte, error) {
+	if len(entries) == 0 {
+		return []byte("[]\n"), nil
+	}
+	n := 0
+	for i := range entries {
+		if entries[i].raw == nil {
+			raw, err := encodeRecord(entries[i].rec)
+			if err != nil {
+				return nil, err
+			}
+			entries[i].raw = raw
+		}
+		n += len(entries[i].raw)
+	}
+	data := make([]byte, 0, n)
+	for _, e := range entries {
+		data = append(data, e.raw...)
+	}
+	return data, nil
+}
+
+// takeOps takes the waiting ops of batch into the write: from here their
+// callers wait for its outcome.
+func takeOps(batch []*op) []*op {
+	var taken []*op
+	for _, o := range batch {
+		if o.state.CompareAndSwap(opWaiting, opTaken) {
+			taken = append(taken, o)
+		}
+	}
+	return taken
+}
+
+// commit applies batch and writes the result, holding the lock h. It
+// returns the ops taken (to be answered: those whose function failed with
+// applyErr, the others with err), and whether it renamed a new file.
+//
+// What runs under the lock, and why:
+//   - the read, checked against the bytes last written or read (no parse
+//     when this Store wrote the file last);
+//   - the functions (they must see the latest records), then the encoding
+//     of the records they changed (Put's records come encoded);
+//   - the temp file's write and fsync: the fsync must precede the rename,
+//     or a crash could leave a renamed empty file;
+//   - the Python broker's lock, then a check that the file is still what
+//     was read, the rename, the release;
+//   - the previous version's copy (no fsync: it is for a Python broker's
+//     crash, not a power loss).
+//
+// The directory's fsync follows the release (see runBatch).
+func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err error) {
+	fail := func(err error) ([]*op, bool, error) {
+		taken = append(taken, takeOps(batch)...)
+		for _, o := range taken {
+			o.applyErr = nil
+		}
+		return taken, false, err
+	}
+	if !anyWaiting(batch) {
+		return nil, false, nil
+	}
+	s.removeLeftovers()
+	base, cached, baseErr := s.readBase()
+	var cur []entry
+	var applied []*op
+	changed := false
+	if baseErr == nil {
+		cur, applied = apply(base.entries, batch)
+		changed = !sameEntries(cur, base.entries)
+		if !changed && cached {
+			// Nothing to write, and the file is what this Store wrote
+			// or read last: a state it really had.
+			return takeOps(batch), false, nil
+		}
+	}
+	var tmp string
+	defer func() {
+		if tmp != "" {
+			os.Remove(tmp)
+		}
+	}()
+	var data []byte
+	if baseErr == nil && changed {
+		if data, err = encode(cur); err != nil {
+			return fail(err)
+		}
+		if tmp, err = s.writeTemp(data); err != nil {
+			return fail(err)
+		}
+	}
+
+	// The Python broker's lock, after the gap that leaves it room.
+	for _, o := range batch {
+		o.phase.Store(phasePython)
+	}
+	if gap := pythonGap(h.mainFD); gap > 0 {
+		time.Sleep(gap)
+	}
+	start := time.Now()
+	pl, err := s.takePythonLock(func() error {
+		if !anyWaiting(batch) {
+			return fmt.Errorf("%w: %w", errLockWait, context.Canceled)
+		}
+		return nil
+	})
+	if wait := time.Since(start); wait > lockWaitLogged {
+		s.log().Debug("inventory: waited for the Python broker's lock", "file", s.path, "wait", wait.Round(time.Millisecond), "err", err)
+	}
+	if err != nil {
 		return fail(err)
 	}
-	if _, err := tmp.Write(data); err != nil {
+	released := false
+	release := func() {
+		if released {
+			return
+		}
+		released = true
+		held := time.Since(pl.taken)
+		if rerr := pl.release(); rerr != nil && err == nil {
+			err = rerr
+		}
+		notePythonHold(h.mainFD, time.Now(), held)
+	}
+	defer release()
+
+	taken = takeOps(batch)
+	if len(taken) == 0 {
+		return nil, false, nil
+	}
+	// Is the file still what was read? If not (the Python broker wrote
+	// it in place, or it was torn and could not be read, or a Python
+	// broker died holding its lock), read it again and apply the ops
+	// again: their functions may be run again.
+	nowData, nowID, err := s.readFile()
+	if err != nil {
 		return fail(err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
+	same := baseErr == nil && nowID == base.ident && bytes.Equal(nowData, base.data)
+	if !same || pl.tookOver || len(taken) != len(applied) {
+		if !same {
+			if base, err = s.decode(nowData, nowID); err != nil {
+				if pl.tookOver {
+					err = fmt.Errorf("%w; a Python broker died while holding its lock, perhaps in the middle of rewriting it", err)
+				}
+				return fail(err)
+			}
+		}
+		entries := base.entries
+		restored := false
+		if pl.tookOver {
+			entries, restored = s.restoreVanished(entries, nowData)
+		}
+		cur, _ = apply(entries, taken)
+		changed = restored || !sameEntries(cur, base.entries)
+		if tmp != "" {
+			os.Remove(tmp)
+			tmp = ""
+		}
+		if changed {
+			if data, err = encode(cur); err != nil {
+				return fail(err)
+			}
+			if tmp, err = s.writeTemp(data); err != nil {
+				return fail(err)
+			}
+		}
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("inventory: write %s: %w", s.path, err)
+	if !changed {
+		// Verified under the Python lock: the file was what was read.
+		s.cache = base
+		return taken, false, nil
 	}
-	if err := os.Rename(tmpName, s.path); err != nil {
-		os.Remove(tmpName)
-		return fmt.Errorf("inventory: replace %s: %w", s.path, err)
+	if s.beforeRename != nil {
+		s.beforeRename()
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // durability of the rename; the data is already safe
-		d.Close()
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fail(fmt.Errorf("inventory: replace %s: %w", s.path, err))
 	}
-	return nil
+	tmp = ""
+	var st syscall.Stat_t
+	statErr := syscall.Stat(s.path, &st)
+	release()
+	s.writes.Add(1)
+	s.keepPrevious(data)
+	if statErr == nil {
+		s.cache = &snapshot{entries: cur, data: data, ident: identOf(&st)}
+	} else {
+		s.cache = nil
+	}
+	return taken, true, err
+}
+
+// writeTemp writes data to a new temp file beside the inventory (0600)
+// and fsyncs it; on failure nothing is left.
+func (s *Store) writeTemp(data []byte) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	if err != nil {
+		return "", fmt.Errorf("inventory: write %s: %w", s.path, err)
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("inventory: write %s: %w", s.path, err)
+	}
+	return name, nil
+}
+
+// keepPrevious keeps a copy of what was just written as the previous
+// version (see prevPath). It is best effort: the write it copies has
+// succeeded.
+func (s *Store) keepPrevious(data []byte) {
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	if err != nil {
+		return
+	}
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.prevPath())
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		s.log().Debug("inventory: keep the previous version", "file", s.prevPath(), "err", err)
+	}
+}
+
+// restoreVanished is called after taking over the lock of a Python broker
+// that died, perhaps in the middle of rewriting the file: records of the
+// last version this library wrote that are missing from entries are put
+// back (at the end), a copy of the file as found is kept, and each record
+// put back is named in a warning. A record the Python broker removed on
+// purpose after that version is put back too: a host listed twice is
+// checked in and dropped again, a host lost is leaked.
+func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
+	prevData, err := os.ReadFile(s.prevPath())
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
+		}
+		return entries, false
+	}
+	prev, prevRaws, err := decodeFile(s.prevPath(), prevData)
+	if err != nil {
+		s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
+		return entries, false
+	}
+	var vanished []entry
+	var names []string
+	for i, p := range prev {
+		if slices.ContainsFunc(entries, func(e entry) bool { return Same(e.rec, p) }) {
+			continue
+		}
+		e := entry{rec: p}
+		if prevRaws != nil {
+			e.raw = prevRaws[i]
+		}
+		vanished = append(vanished, e)
+		names = append(names, recordLabel(p))
+	}
+	if len(vanished) == 0 {
+		return entries, false
+	}
+	torn := s.path + ".torn-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.WriteFile(torn, found, 0o600); err != nil {
+		torn = "(not kept: " + err.Error() + ")"
+	}
+	s.log().Warn("inventory: a Python broker died while rewriting the inventory; records it lost were put back",
+		"file", s.path, "restored", names, "torn_copy", torn, "previous", s.prevPath())
+	return append(slices.Clone(entries), vanished...), true
+}
+
+// recordLabel names a record in a message.
+func recordLabel(r *Record) string {
+	switch {
+	case r.Name != "" && r.ID() != "":
+		return r.Name + " (" + r.ID() + ")"
+	case r.Name != "":
+		return r.Name
+	case r.ID() != "":
+		return r.ID()
+	case r.Hostname != "":
+		return r.Hostname
+	}
+	return strconv.Quote("")
 }
 
 // Select chooses records as the CLI does: every record with all, else those
