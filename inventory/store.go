@@ -807,8 +807,10 @@ func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err e
 		}
 		released = true
 		held := time.Since(pl.taken)
-		if rerr := pl.release(); rerr != nil && err == nil {
-			err = rerr
+		if rerr := pl.release(); rerr != nil {
+			// What was written stands; the lock file is someone
+			// else's business now.
+			s.log().Warn("inventory: release the Python broker's lock", "err", rerr)
 		}
 		notePythonHold(h.mainFD, time.Now(), held)
 	}
@@ -868,9 +870,12 @@ func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err e
 		return fail(fmt.Errorf("inventory: replace %s: %w", s.path, err))
 	}
 	tmp = ""
+	release()
+	// The identity is taken after the release: should the Python broker
+	// have rewritten the file in the meantime, the cache's bytes no longer
+	// match and the file is read again.
 	var st syscall.Stat_t
 	statErr := syscall.Stat(s.path, &st)
-	release()
 	s.writes.Add(1)
 	s.keepPrevious(data)
 	if statErr == nil {
