@@ -117,7 +117,7 @@ func TestReuseDecode(t *testing.T) {
 func TestReuseDecodeRandomEdits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pool := reuseRecords(40)
-	for round := range 300 {
+	for round := range 100 {
 		prev := snapshotOf(t, pool[:10+rng.IntN(10)])
 		var items []string
 		for _, e := range prev.entries {
