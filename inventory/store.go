@@ -484,10 +484,13 @@ func (s *Store) readFile() ([]byte, fileIdent, error) {
 	return data, identOf(&st), nil
 }
 
+// identOf is a file's identity. It only spares reading the file where
+// it shows a change: an unchanged identity is confirmed by the bytes.
 func identOf(st *syscall.Stat_t) fileIdent {
+	mtime, ctime := statTimes(st)
 	return fileIdent{
-		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), exists: true,
+		dev: uint64(st.Dev), ino: uint64(st.Ino), size: st.Size,
+		mtime: mtime, ctime: ctime, exists: true,
 	}
 }
 
