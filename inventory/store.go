@@ -558,8 +558,13 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 // (a quoted scalar continued at column 0, which yaml.v3 accepts) does not
 // decode alone, nor does one with an alias of another item's anchor.
 // Document markers make the whole file parsed.
+//
+// decodeFile bounds a file as a whole (its size, and what its aliases
+// expand to): so a piece with anchors or aliases ('&' or '*' anywhere in
+// it) is not decoded alone, and neither is any piece of a file over
+// reuseMaxSize (the size up to which decodeFile reads files in any form).
 func reuseDecode(name string, prev *snapshot, data []byte, id fileIdent) *snapshot {
-	if prev == nil || len(prev.entries) == 0 || !bytes.HasPrefix(data, []byte("- ")) ||
+	if prev == nil || len(prev.entries) == 0 || len(data) > reuseMaxSize || !bytes.HasPrefix(data, []byte("- ")) ||
 		bytes.Contains(data, []byte("\n---")) || bytes.Contains(data, []byte("\n...")) {
 		return nil
 	}
@@ -576,6 +581,9 @@ func reuseDecode(name string, prev *snapshot, data []byte, id fileIdent) *snapsh
 			snap.entries = append(snap.entries, prev.entries[i])
 			continue
 		}
+		if bytes.ContainsAny(piece, "&*") {
+			return nil
+		}
 		recs, _, err := decodeFile(name, piece)
 		if err != nil || len(recs) != 1 {
 			return nil
@@ -584,6 +592,10 @@ func reuseDecode(name string, prev *snapshot, data []byte, id fileIdent) *snapsh
 	}
 	return snap
 }
+
+// reuseMaxSize bounds the files reuseDecode cuts: 16 MiB, what decodeFile
+// reads in any form.
+const reuseMaxSize = 16 << 20
 
 // nextItem returns where the item that begins at p ends: at the next line
 // that begins with "- " or is "-", or at the end.

@@ -96,6 +96,8 @@ func TestReuseDecode(t *testing.T) {
 		"no final newline":    {raw(0) + strings.TrimSuffix(string(extra), "\n"), true},
 		"python style":        {raw(0) + "- _broker_args: {}\n  hostname: py.example.test\n  name: py\n", true},
 		"quoted at column 0":  {raw(0) + "- hostname: \"x\n- y\"\n" + raw(1), false},
+		"anchor in an item":   {raw(0) + "- hostname: a\n  x: &A [1, 2]\n  y: *A\n", false},
+		"star in a value":     {raw(0) + "- hostname: a\n  filter: name<*x\n", false},
 		"alias of other item": {"- hostname: a\n  x: &A [1, 2]\n- hostname: b\n  x: *A\n", false},
 		"document marker":     {raw(0) + "---\n" + raw(1), false},
 		"ended document":      {raw(0) + "...\n" + raw(1), false},
