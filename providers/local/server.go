@@ -226,6 +226,7 @@ type session struct {
 	proc    *os.Process
 	exited  bool
 	master  *os.File // pty master, when a pty was requested
+	tty     string   // the name of its slave, the command's terminal
 }
 
 type ptyRequest struct {
@@ -291,7 +292,7 @@ func (ss *session) handle(req *ssh.Request) bool {
 		if ss.master == nil {
 			return false
 		}
-		return setWinsize(ss.master, w.Cols, w.Rows) == nil
+		return resizeTerminal(ss.tty, w.Cols, w.Rows) == nil
 	case "exec":
 		var c struct{ Command string }
 		if ssh.Unmarshal(req.Payload, &c) != nil {
@@ -361,6 +362,7 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 		closeAfterStart []*os.File
 		outputs         []*os.File // read by copy goroutines
 		stdin           *os.File   // written from the channel
+		tty             string     // the pty slave's name
 	)
 	cleanup := func() {
 		for _, f := range append(append(closeAfterStart, outputs...), stdin) {
@@ -375,7 +377,8 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 			ss.srv.log.Debug("local: pty", "host", ss.srv.id, "err", err)
 			return false
 		}
-		_ = setWinsize(master, ss.pty.Cols, ss.pty.Rows)
+		_ = setWinsize(slave, ss.pty.Cols, ss.pty.Rows)
+		tty = slave.Name()
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		cmd.SysProcAttr = ttyAttr()
 		closeAfterStart = []*os.File{slave}
@@ -432,7 +435,7 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 	ss.mu.Lock()
 	ss.proc = cmd.Process
 	if ss.pty != nil {
-		ss.master = outputs[0]
+		ss.master, ss.tty = outputs[0], tty
 	}
 	ss.mu.Unlock()
 
