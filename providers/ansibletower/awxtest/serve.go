@@ -562,83 +562,17 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, t *templat
 		writeJSON(w, http.StatusForbidden, map[string]any{"detail": "You do not have permission to perform this action."})
 		return
 	}
-	var body struct {
-		ExtraVars json.RawMessage `json:"extra_vars"`
-		Inventory any             `json:"inventory"`
-		Labels    []int           `json:"labels"`
+	body, launchVars, problem := readLaunch(r)
+	if problem != nil {
+		writeJSON(w, http.StatusBadRequest, problem)
+		return
 	}
-	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if len(data) > 0 {
-		if err := json.Unmarshal(data, &body); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "JSON parse error - " + err.Error()})
-			return
-		}
+	plan, problem := s.planLaunchLocked(t, launchVars, body.Inventory)
+	if problem == nil && len(plan.refused) > 0 {
+		problem = plan.refused
 	}
-	vars := cloneJSON(t.def.ExtraVars)
-	var launchVars map[string]any
-	if len(body.ExtraVars) > 0 && string(body.ExtraVars) != "null" {
-		// extra_vars may be an object or a string holding JSON.
-		var str string
-		if json.Unmarshal(body.ExtraVars, &str) == nil {
-			if str != "" {
-				if err := json.Unmarshal([]byte(str), &launchVars); err != nil {
-					writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Cannot parse as JSON (error: " + err.Error() + ")."}})
-					return
-				}
-			}
-		} else if err := json.Unmarshal(body.ExtraVars, &launchVars); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}})
-			return
-		}
-	}
-	// What the template does not prompt for is refused (workflows) or
-	// ignored (job templates), as AWX's launch serializers do.
-	ignored, refused := map[string]any{}, map[string]any{}
-	notPrompted := func(field string, value any, msg string) {
-		if t.def.JobTemplate {
-			ignored[field] = value
-		} else {
-			refused[field] = []string{msg}
-		}
-	}
-	if t.def.NoVariablesPrompt {
-		rejected := map[string]any{}
-		for k, v := range launchVars {
-			if tv, ok := vars[k]; !ok || !reflect.DeepEqual(tv, v) {
-				rejected[k] = v
-			}
-		}
-		if len(rejected) > 0 {
-			notPrompted("extra_vars", rejected, fmt.Sprintf("Variables %s are not allowed on launch. Check the Prompt on Launch setting on the Workflow Job Template to include Extra Variables.", strings.Join(slices.Sorted(maps.Keys(rejected)), ", ")))
-		}
-		launchVars = nil
-	}
-	for k, v := range launchVars {
-		vars[k] = v
-	}
-	var inv *inventoryState
-	if body.Inventory != nil {
-		inv = s.inventoryByNameLocked(fmt.Sprint(body.Inventory))
-		if f, ok := body.Inventory.(float64); ok {
-			inv = s.inventoryByIDLocked(int(f))
-		}
-		if inv == nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", body.Inventory)}})
-			return
-		}
-	}
-	var own *inventoryState
-	if t.def.Inventory != "" {
-		own = s.inventoryByNameLocked(t.def.Inventory)
-	}
-	if inv == nil {
-		inv = own
-	} else if inv != own && t.def.NoInventoryPrompt {
-		notPrompted("inventory", inv.id, "Field is not configured to prompt on launch.")
-		inv = own
-	}
-	if len(refused) > 0 {
-		writeJSON(w, http.StatusBadRequest, refused)
+	if problem != nil {
+		writeJSON(w, http.StatusBadRequest, problem)
 		return
 	}
 	var labels []string
@@ -650,16 +584,106 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, t *templat
 		}
 		labels = append(labels, s.labels[i].name)
 	}
-	j := s.startLocked(t, s.Username, vars, inv)
+	j := s.startLocked(t, s.Username, plan.vars, plan.inv)
 	j.labels = labels
 	o := s.jobJSON(j)
-	o["ignored_fields"] = ignored
+	o["ignored_fields"] = plan.ignored
 	if j.typ == "workflow_job" {
 		o["workflow_job"] = j.id
 	} else {
 		o["job"] = j.id
 	}
 	writeJSON(w, http.StatusCreated, o)
+}
+
+// launchRequest is the body of a launch.
+type launchRequest struct {
+	ExtraVars json.RawMessage `json:"extra_vars"`
+	Inventory any             `json:"inventory"`
+	Labels    []int           `json:"labels"`
+}
+
+// readLaunch decodes a launch's body and its extra_vars, which may be an
+// object or a string holding JSON. A bad body gets AWX's answer, problem
+// (for a 400).
+func readLaunch(r *http.Request) (body launchRequest, vars map[string]any, problem map[string]any) {
+	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &body); err != nil {
+			return body, nil, map[string]any{"detail": "JSON parse error - " + err.Error()}
+		}
+	}
+	if len(body.ExtraVars) == 0 || string(body.ExtraVars) == "null" {
+		return body, nil, nil
+	}
+	var str string
+	if json.Unmarshal(body.ExtraVars, &str) == nil {
+		if str != "" {
+			if err := json.Unmarshal([]byte(str), &vars); err != nil {
+				return body, nil, map[string]any{"extra_vars": []string{"Cannot parse as JSON (error: " + err.Error() + ")."}}
+			}
+		}
+	} else if err := json.Unmarshal(body.ExtraVars, &vars); err != nil {
+		return body, nil, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}}
+	}
+	return body, vars, nil
+}
+
+// launchPlan is what a launch of a template runs with.
+type launchPlan struct {
+	vars             map[string]any  // the launch's variables over the template's
+	inv              *inventoryState // nil for none
+	ignored, refused map[string]any  // launch fields the template does not prompt for
+}
+
+// planLaunchLocked applies a launch's variables and inventory (a name or
+// an id) to template t. What the template does not prompt for is refused
+// (workflows) or ignored (job templates), as AWX's launch serializers do.
+// An inventory that does not exist gets AWX's answer, problem (for a 400).
+func (s *Server) planLaunchLocked(t *templateDef, launchVars map[string]any, wantInv any) (plan launchPlan, problem map[string]any) {
+	plan = launchPlan{vars: cloneJSON(t.def.ExtraVars), ignored: map[string]any{}, refused: map[string]any{}}
+	notPrompted := func(field string, value any, msg string) {
+		if t.def.JobTemplate {
+			plan.ignored[field] = value
+		} else {
+			plan.refused[field] = []string{msg}
+		}
+	}
+	if t.def.NoVariablesPrompt {
+		rejected := map[string]any{}
+		for k, v := range launchVars {
+			if tv, ok := plan.vars[k]; !ok || !reflect.DeepEqual(tv, v) {
+				rejected[k] = v
+			}
+		}
+		if len(rejected) > 0 {
+			notPrompted("extra_vars", rejected, fmt.Sprintf("Variables %s are not allowed on launch. Check the Prompt on Launch setting on the Workflow Job Template to include Extra Variables.", strings.Join(slices.Sorted(maps.Keys(rejected)), ", ")))
+		}
+		launchVars = nil
+	}
+	for k, v := range launchVars {
+		plan.vars[k] = v
+	}
+	if wantInv != nil {
+		plan.inv = s.inventoryByNameLocked(fmt.Sprint(wantInv))
+		if f, ok := wantInv.(float64); ok {
+			plan.inv = s.inventoryByIDLocked(int(f))
+		}
+		if plan.inv == nil {
+			return plan, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", wantInv)}}
+		}
+	}
+	var own *inventoryState
+	if t.def.Inventory != "" {
+		own = s.inventoryByNameLocked(t.def.Inventory)
+	}
+	if plan.inv == nil {
+		plan.inv = own
+	} else if plan.inv != own && t.def.NoInventoryPrompt {
+		notPrompted("inventory", plan.inv.id, "Field is not configured to prompt on launch.")
+		plan.inv = own
+	}
+	return plan, nil
 }
 
 // cancelLocked is AWX's cancel view: GET says whether the job can be
