@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hostbroker/broker/internal/onregister"
 	"github.com/hostbroker/broker/providers"
 )
 
@@ -59,3 +60,24 @@ func TestUnimportedBuiltins(t *testing.T) {
 		`local (Local, not imported: import _ "github.com/hostbroker/broker/providers/local")`,
 	}, providers.Selectors())
 }
+
+// Register tells the broker package's hook (through which the reaper's
+// watcher waits for the providers its owner had) every name registered so
+// far, once the new one is there to look up.
+func TestRegisterTellsTheHook(t *testing.T) {
+	var got []string
+	var lookupErr error
+	onregister.Set(func(names []string) {
+		got = names
+		_, _, lookupErr = providers.Lookup("Wick")
+	})
+	t.Cleanup(func() { onregister.Set(nil) })
+	providers.Register("Wick", wickDriver{})
+	require.NoError(t, lookupErr, "the hook runs outside the registry's lock, after the registration")
+	assert.Contains(t, got, "Wick")
+	assert.Contains(t, got, "Lamp")
+}
+
+type wickDriver struct{ lampDriver }
+
+func (wickDriver) ArgKeys() []string { return nil }

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/onregister"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -115,8 +116,15 @@ var (
 )
 
 // Register makes a provider available under name. It panics if the name is
-// taken or d is nil, as database/sql.Register does.
+// taken or d is nil, as database/sql.Register does. Call it from an init
+// function: the reaper's watcher, the program re-run, waits for the
+// providers of its owner to register before main.
 func Register(name string, d Driver) {
+	onregister.Registered(register(name, d))
+}
+
+// register adds d and returns the names registered.
+func register(name string, d Driver) []string {
 	mu.Lock()
 	defer mu.Unlock()
 	if d == nil {
@@ -127,6 +135,7 @@ func Register(name string, d Driver) {
 	}
 	checkBuiltin(name, d)
 	drivers[strings.ToLower(name)] = namedDriver{name, d}
+	return namesLocked()
 }
 
 type namedDriver struct {
