@@ -18,6 +18,7 @@ import (
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/brokertest"
 	"github.com/hostbroker/broker/inventory"
+	_ "github.com/hostbroker/broker/providers/ansibletower"
 	"github.com/hostbroker/broker/providers/ansibletower/awxtest"
 )
 

@@ -11,6 +11,7 @@ import (
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
+	_ "github.com/hostbroker/broker/providers/container"
 )
 
 const busyboxImage = "brokertest/busybox:1"

@@ -3,6 +3,17 @@
 // one interface over services that provision hosts, in the manner of the
 // Python broker. Tests use it through package brokertest.
 //
+// The embedded Local provider is always there. The others register
+// themselves when imported, as database/sql drivers do, so that a program
+// links only the providers it uses:
+//
+//	import _ "github.com/hostbroker/broker/providers/container"
+//	import _ "github.com/hostbroker/broker/providers/ansibletower"
+//
+// A request that needs one of them in a program that does not import it
+// fails with an error naming the import (providers.ErrNotImported); their
+// settings sections load all the same.
+//
 // A Broker is safe for concurrent use.
 package broker
 
@@ -26,9 +37,8 @@ import (
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 
-	// The built-in providers register themselves; users need no blank imports.
-	_ "github.com/hostbroker/broker/providers/ansibletower"
-	_ "github.com/hostbroker/broker/providers/container"
+	// Only the embedded Local provider: as database/sql imports no driver,
+	// users import the others (import _ ".../providers/container").
 	_ "github.com/hostbroker/broker/providers/local"
 )
 

@@ -21,6 +21,7 @@ import (
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/internal/leakcheck"
 	"github.com/hostbroker/broker/inventory"
+	_ "github.com/hostbroker/broker/providers/container"
 )
 
 // freezingEngine is a proxy in front of the Docker socket that stops

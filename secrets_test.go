@@ -19,6 +19,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
+	_ "github.com/hostbroker/broker/providers/ansibletower"
 	"github.com/hostbroker/broker/providers/ansibletower/awxtest"
 )
 

@@ -41,7 +41,7 @@ const (
 
 func init() {
 	if spec := os.Getenv(watchEnv); spec != "" {
-		os.Exit(runWatcher(spec))
+		runWatcherWhenRegistered(spec)
 	}
 }
 
@@ -103,7 +103,7 @@ func startWatcher(owner inventory.Owner) (*os.File, error) {
 	}
 	defer r.Close()
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d", watchEnv, owner.PID, owner.Started))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d", watchEnv, owner.PID, owner.Started), watchProvidersEnv())
 	cmd.ExtraFiles = []*os.File{r} // fd 3
 	// Its own session: a signal to the owner's process group spares it; and
 	// no inherited stdout, or "go test" would wait for it to exit.

@@ -32,6 +32,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
+	_ "github.com/hostbroker/broker/providers/container"
 )
 
 // Image is the image every container case uses (built by

@@ -29,7 +29,8 @@ func (w *WebHost) Teardown(ctx context.Context) error {
 
 func TestWebHost(t *testing.T) {
 	// An empty request is a host of the embedded Local provider; with
-	// Args{"container_host": "brokertest/debian-sshd:12"} it is a container.
+	// Args{"container_host": "brokertest/debian-sshd:12"} it is a container
+	// (in a test package that has import _ ".../providers/container").
 	w := brokertest.HostAs[WebHost](t, broker.Request{})
 	res, err := w.Execute(t.Context(), "cat index.html")
 	if err != nil || res.Status != 0 || !strings.Contains(res.Stdout, "hello") {

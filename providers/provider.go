@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/onregister"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -115,8 +116,15 @@ var (
 )
 
 // Register makes a provider available under name. It panics if the name is
-// taken or d is nil, as database/sql.Register does.
+// taken or d is nil, as database/sql.Register does. Call it from an init
+// function: the reaper's watcher, the program re-run, waits for the
+// providers of its owner to register before main.
 func Register(name string, d Driver) {
+	onregister.Registered(register(name, d))
+}
+
+// register adds d and returns the names registered.
+func register(name string, d Driver) []string {
 	mu.Lock()
 	defer mu.Unlock()
 	if d == nil {
@@ -125,7 +133,9 @@ func Register(name string, d Driver) {
 	if _, dup := drivers[strings.ToLower(name)]; dup {
 		panic("providers: Register called twice for " + name)
 	}
+	checkBuiltin(name, d)
 	drivers[strings.ToLower(name)] = namedDriver{name, d}
+	return namesLocked()
 }
 
 type namedDriver struct {
@@ -134,12 +144,16 @@ type namedDriver struct {
 }
 
 // Lookup returns the driver registered under name (case-insensitive) and
-// its registered spelling.
+// its registered spelling. For a provider of this module that the program
+// does not import, the error (ErrNotImported) names the import to add.
 func Lookup(name string) (Driver, string, error) {
 	mu.RLock()
 	defer mu.RUnlock()
 	d, ok := drivers[strings.ToLower(name)]
 	if !ok {
+		if b, ok := unimportedNamedLocked(name); ok {
+			return nil, "", &notImportedError{b: b}
+		}
 		return nil, "", fmt.Errorf("%w %q (registered: %s)", ErrUnknown, name, strings.Join(namesLocked(), ", "))
 	}
 	nd := d.(namedDriver)
@@ -164,7 +178,8 @@ func namesLocked() []string {
 
 // Selectors describes, for each registered provider that has some, the
 // arguments that pick it, e.g. "container_host or container_app (Container)",
-// sorted by provider name.
+// sorted by provider name; then those of this module's providers that the
+// program does not import, with the import they need.
 func Selectors() []string {
 	mu.RLock()
 	defer mu.RUnlock()
@@ -175,30 +190,51 @@ func Selectors() []string {
 			out = append(out, strings.Join(keys, " or ")+" ("+name+")")
 		}
 	}
+	for _, b := range unimportedLocked() {
+		out = append(out, fmt.Sprintf("%s (%s, not imported: import _ %q)", strings.Join(b.argKeys, " or "), b.name, b.path))
+	}
 	return out
 }
 
 // Infer returns the provider whose ArgKeys include one of args' keys, or ""
 // when none claims them. More than one claimant is an error naming them.
+// An argument of one of this module's providers that the program does not
+// import is an error (ErrNotImported) naming the import to add.
 func Infer(args map[string]any) (string, error) {
 	mu.RLock()
 	defer mu.RUnlock()
 	var found []string
 	for _, d := range drivers {
 		nd := d.(namedDriver)
-		for _, k := range nd.ArgKeys() {
-			if _, ok := args[k]; ok {
-				found = append(found, nd.name)
-				break
-			}
+		if k := claimed(args, nd.ArgKeys()); k != "" {
+			found = append(found, nd.name)
+		}
+	}
+	var missing *notImportedError
+	for _, b := range unimportedLocked() {
+		if k := claimed(args, b.argKeys); k != "" {
+			found = append(found, b.name)
+			missing = &notImportedError{b: b, why: fmt.Sprintf("argument %q", k)}
 		}
 	}
 	sort.Strings(found)
-	switch len(found) {
-	case 0:
+	switch {
+	case len(found) == 0:
 		return "", nil
-	case 1:
+	case len(found) == 1 && missing != nil:
+		return "", missing
+	case len(found) == 1:
 		return found[0], nil
 	}
 	return "", fmt.Errorf("providers: arguments claimed by several providers (%s); set Request.Provider", strings.Join(found, ", "))
+}
+
+// claimed returns the first of keys that args has, or "".
+func claimed(args map[string]any, keys []string) string {
+	for _, k := range keys {
+		if _, ok := args[k]; ok {
+			return k
+		}
+	}
+	return ""
 }

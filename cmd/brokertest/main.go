@@ -33,6 +33,10 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/inventory"
+
+	// A program imports the providers it uses; this one cleans up after any.
+	_ "github.com/hostbroker/broker/providers/ansibletower"
+	_ "github.com/hostbroker/broker/providers/container"
 )
 
 const usage = `usage: brokertest [--json] [--output-file F] [-v] COMMAND [ARGS]

@@ -69,7 +69,21 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 	raw := joinPath(name, ik)
 	shown := joinPath(name, "instances")
 	s.raw, s.shown = raw, shown
-	switch x := sm[ik].(type) {
+	var err error
+	if s.instances, err = m.parseInstances(raw, shown, sm[ik]); err != nil {
+		return nil, err
+	}
+	if err := m.checkInstances(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// parseInstances reads the instances: of a section (at raw, as written;
+// shown in messages), in file order.
+func (m *meta) parseInstances(raw, shown string, v any) ([]instRef, error) {
+	var out []instRef
+	switch x := v.(type) {
 	case []any:
 		for i, el := range x {
 			p := fmt.Sprintf("%s[%d]", raw, i)
@@ -86,7 +100,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 				if err != nil {
 					return nil, err
 				}
-				s.instances = append(s.instances, in)
+				out = append(out, in)
 			}
 		}
 	case map[string]any:
@@ -95,26 +109,33 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 			if err != nil {
 				return nil, err
 			}
-			s.instances = append(s.instances, in)
+			out = append(out, in)
 		}
 		// File order reads better in messages, matches the list form and
 		// is the order in which the Python broker looks for the default.
-		sort.SliceStable(s.instances, func(i, j int) bool {
-			_, li := m.where(s.instances[i].raw)
-			_, lj := m.where(s.instances[j].raw)
+		sort.SliceStable(out, func(i, j int) bool {
+			_, li := m.where(out[i].raw)
+			_, lj := m.where(out[j].raw)
 			return li < lj
 		})
 	default:
 		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s %s", TypeName(x), show(shown, x))
 	}
+	return out, nil
+}
+
+// checkInstances refuses an instance defined twice or a bad
+// override_envars, and notes which instances say default: true (a bad
+// default: is kept in badDef, for defaultIndex).
+func (m *meta) checkInstances(s *section) error {
 	seen := map[string]string{}
 	for i, in := range s.instances {
 		if prev, dup := seen[strings.ToLower(in.name)]; dup {
-			return nil, m.errAt(raw, shown, "instance %q is defined twice (as %q and %q)", in.name, prev, in.name)
+			return m.errAt(s.raw, s.shown, "instance %q is defined twice (as %q and %q)", in.name, prev, in.name)
 		}
 		seen[strings.ToLower(in.name)] = in.name
 		if _, err := m.instanceFlag(in, "override_envars"); err != nil {
-			return nil, err
+			return err
 		}
 		b, err := m.instanceFlag(in, "default")
 		if err != nil {
@@ -127,7 +148,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 			s.marked = append(s.marked, i)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // instanceFlag reads a boolean instance flag (false when unset or null).

@@ -265,121 +265,152 @@ func secretPaths(v any, path string) []string {
 // host_* keys for each key the section leaves unset.
 func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, error) {
 	out := SSH{Port: DefaultPort, ConnectTimeout: DefaultConnectTimeout}
-	var sec map[string]any
-	secName := "ssh"
+	r := sshKeys{m: m, data: data, secName: "ssh"}
 	if k, ok := findKey(data, "ssh"); ok {
-		secName = k
+		r.secName = k
 		switch x := data[k].(type) {
 		case nil:
 		case map[string]any:
-			sec = x
+			r.sec = x
 		default:
 			return out, m.errAt(k, k, "expected a map of SSH settings, got %s %s", TypeName(x), show(k, x))
 		}
 	}
-	// get finds the first set key: under ssh: first, then at the top
-	// level when top is true.
-	get := func(top bool, names ...string) (any, string, bool) {
-		for _, n := range names {
-			if k, ok := findKey(sec, n); ok && sec[k] != nil {
-				return sec[k], joinPath(secName, k), true
-			}
-		}
-		if top {
-			for _, n := range names {
-				if k, ok := findKey(data, n); ok && data[k] != nil {
-					return data[k], k, true
-				}
-			}
-		}
-		return nil, "", false
-	}
-	str := func(top bool, name string) (string, error) {
-		v, p, ok := get(top, name)
-		if !ok {
-			return "", nil
-		}
-		switch x := v.(type) {
-		case string:
-			return x, nil
-		case bool, int, int64, uint64, float64:
-			return fmt.Sprint(x), nil
-		}
-		return "", m.errAt(p, p, "expected a string, got %s", TypeName(v))
-	}
 	var err error
-	if out.Username, err = str(true, "host_username"); err != nil {
+	if out.Username, err = r.str(true, "host_username"); err != nil {
 		return out, err
 	}
-	if out.Password, err = str(true, "host_password"); err != nil {
+	if out.Password, err = r.str(true, "host_password"); err != nil {
 		return out, err
 	}
-	if out.KeyFilename, err = str(true, "host_ssh_key_filename"); err != nil {
+	if out.KeyFilename, err = r.str(true, "host_ssh_key_filename"); err != nil {
 		return out, err
 	}
 	if out.KeyFilename, err = expandHome(out.KeyFilename, home); err != nil {
 		return out, fmt.Errorf("settings: ssh host_ssh_key_filename: %w", err)
 	}
-	if v, p, ok := get(true, "host_ssh_port"); ok {
+	if v, p, ok := r.get(true, "host_ssh_port"); ok {
 		port, ok := toPort(v)
 		if !ok {
 			return out, m.errAt(p, p, "%s is not a port number (1-65535)", show(p, v))
 		}
 		out.Port = port
 	}
-	// connect_timeout and ssh_timeout are ours; host_connection_timeout is
-	// the Python broker's (under ssh:, or at the top level in its older
-	// files). Python's default is 60 s; ours (DefaultConnectTimeout)
-	// bounds each connection attempt's TCP dial and SSH handshake, and
-	// attempts are retried.
-	v, p, ok := get(false, "connect_timeout", "ssh_timeout", "host_connection_timeout")
-	if !ok {
-		v, p, ok = get(true, "host_connection_timeout")
+	if err := r.timeouts(&out); err != nil {
+		return out, err
 	}
-	if ok {
-		d, ok := toDuration(v)
-		if !ok {
-			return out, m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
-		}
-		if d > 0 {
-			out.ConnectTimeout = d
-		}
-	}
-	if v, p, ok := get(false, "command_timeout"); ok {
-		d, ok := toDuration(v)
-		if !ok {
-			return out, m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
-		}
-		out.CommandTimeout = d
-	}
-	if v, p, ok := get(false, "insecure_ignore_host_key"); ok {
+	if v, p, ok := r.get(false, "insecure_ignore_host_key"); ok {
 		b, ok := toBool(v)
 		if !ok {
 			return out, m.errAt(p, p, "%s is not a boolean", show(p, v))
 		}
 		out.Insecure = b
 	}
-	if v, p, ok := get(false, "known_hosts"); ok {
-		var list []any
-		switch x := v.(type) {
-		case string:
-			list = []any{x}
-		case []any:
-			list = x
-		default:
-			return out, m.errAt(p, p, "expected a list of file paths, got %s %s", TypeName(v), show(p, v))
+	out.KnownHosts, err = r.knownHosts(home)
+	return out, err
+}
+
+// sshKeys reads the SSH settings: the ssh: section (sec, named secName as
+// written), and for some keys the top level of the file (data).
+type sshKeys struct {
+	m       *meta
+	data    map[string]any
+	sec     map[string]any
+	secName string
+}
+
+// get finds the first set key: under ssh: first, then at the top level
+// when top is true. It returns its value and its path.
+func (r sshKeys) get(top bool, names ...string) (any, string, bool) {
+	for _, n := range names {
+		if k, ok := findKey(r.sec, n); ok && r.sec[k] != nil {
+			return r.sec[k], joinPath(r.secName, k), true
 		}
-		for i, e := range list {
-			f, ok := e.(string)
-			if !ok || f == "" {
-				ip := fmt.Sprintf("%s[%d]", p, i)
-				return out, m.errAt(ip, ip, "expected a file path, got %s %s", TypeName(e), show(ip, e))
+	}
+	if top {
+		for _, n := range names {
+			if k, ok := findKey(r.data, n); ok && r.data[k] != nil {
+				return r.data[k], k, true
 			}
-			if f, err = expandHome(f, home); err != nil {
-				return out, fmt.Errorf("settings: ssh known_hosts %q: %w", f, err)
-			}
-			out.KnownHosts = append(out.KnownHosts, f)
 		}
+	}
+	return nil, "", false
+}
+
+// str reads a string (a number or a boolean as its text); "" when unset.
+func (r sshKeys) str(top bool, name string) (string, error) {
+	v, p, ok := r.get(top, name)
+	if !ok {
+		return "", nil
+	}
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool, int, int64, uint64, float64:
+		return fmt.Sprint(x), nil
+	}
+	return "", r.m.errAt(p, p, "expected a string, got %s", TypeName(v))
+}
+
+// timeouts reads the connect and command timeouts into out.
+//
+// connect_timeout and ssh_timeout are ours; host_connection_timeout is the
+// Python broker's (under ssh:, or at the top level in its older files).
+// Python's default is 60 s; ours (DefaultConnectTimeout) bounds each
+// connection attempt's TCP dial and SSH handshake, and attempts are
+// retried.
+func (r sshKeys) timeouts(out *SSH) error {
+	v, p, ok := r.get(false, "connect_timeout", "ssh_timeout", "host_connection_timeout")
+	if !ok {
+		v, p, ok = r.get(true, "host_connection_timeout")
+	}
+	if ok {
+		d, ok := toDuration(v)
+		if !ok {
+			return r.m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
+		}
+		if d > 0 {
+			out.ConnectTimeout = d
+		}
+	}
+	if v, p, ok := r.get(false, "command_timeout"); ok {
+		d, ok := toDuration(v)
+		if !ok {
+			return r.m.errAt(p, p, "%s is not a duration of 0 or more (seconds, or a Go duration like \"90s\")", show(p, v))
+		}
+		out.CommandTimeout = d
+	}
+	return nil
+}
+
+// knownHosts reads known_hosts: a file path or a list of them, with a
+// leading ~/ expanded.
+func (r sshKeys) knownHosts(home func() (string, error)) ([]string, error) {
+	v, p, ok := r.get(false, "known_hosts")
+	if !ok {
+		return nil, nil
+	}
+	var list []any
+	switch x := v.(type) {
+	case string:
+		list = []any{x}
+	case []any:
+		list = x
+	default:
+		return nil, r.m.errAt(p, p, "expected a list of file paths, got %s %s", TypeName(v), show(p, v))
+	}
+	var out []string
+	for i, e := range list {
+		f, ok := e.(string)
+		if !ok || f == "" {
+			ip := fmt.Sprintf("%s[%d]", p, i)
+			return nil, r.m.errAt(ip, ip, "expected a file path, got %s %s", TypeName(e), show(ip, e))
+		}
+		f, err := expandHome(f, home)
+		if err != nil {
+			return nil, fmt.Errorf("settings: ssh known_hosts %q: %w", f, err)
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }

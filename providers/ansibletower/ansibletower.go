@@ -268,6 +268,20 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 			}
 		},
 	})
+	if err != nil {
+		return nil, p.afterFailedRun(ctx, err, marker, launched, req.Progress)
+	}
+	return p.recordOf(ctx, res, strategy, req)
+}
+
+// afterFailedRun cleans up after a run that failed with err, and returns
+// err with what went wrong in the cleanup. launched is the data of the job
+// it launched, nil when none is known. When the launch's answer was lost,
+// the job it may have started is looked for by marker (and told to
+// progress). A job that was cancelled or timed out while it ran is stopped
+// and what it made so far checked in; one that failed (JobError) has had
+// its hosts dealt with already.
+func (p *Provider) afterFailedRun(ctx context.Context, err error, marker string, launched map[string]any, progress func(map[string]any)) error {
 	var lost *lostLaunchError
 	if errors.As(err, &lost) {
 		// The launch's answer was lost (timed out, cancelled, connection
@@ -282,15 +296,15 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 		case found != nil:
 			p.log.Warn("ansibletower: the launch's answer was lost but it started a job", "marker", marker, "api_url", found["api_url"], "ui_url", found["ui_url"])
 			launched = found
-			if req.Progress != nil {
-				req.Progress(found)
+			if progress != nil {
+				progress(found)
 			}
 		default:
 			p.log.Info("ansibletower: the launch whose answer was lost started no job", "marker", marker)
 		}
 	}
 	var jerr *JobError
-	if err != nil && launched != nil && !errors.As(err, &jerr) {
+	if launched != nil && !errors.As(err, &jerr) {
 		// Cancelled or timed out while the workflow ran: stop it and check in
 		// what it made so far.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.set.workflowTimeout)
@@ -299,9 +313,13 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 			err = errors.Join(err, fmt.Errorf("cleaning up the unfinished workflow: %w", cerr))
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
+	return err
+}
+
+// recordOf returns the inventory record of the host that res's successful
+// job made, from its artifacts (merged by strategy: last or merge). A job
+// whose artifacts describe no host has the VMs they name checked in.
+func (p *Provider) recordOf(ctx context.Context, res *runResult, strategy string, req providers.CheckoutRequest) (*inventory.Record, error) {
 	artifacts, err := p.artifacts(ctx, res.job, strategy)
 	if err != nil {
 		return nil, fmt.Errorf("ansibletower: %s %q (job %d): read artifacts: %w", res.kind, res.name, res.job.ID, err)

@@ -15,15 +15,9 @@ import (
 // parseConfig reads an instance's settings. Errors name the key and the bad
 // value, never a secret's value.
 func parseConfig(cfg providers.Config) (config, error) {
-	s := cfg.Settings
-	where := Name
+	r := configReader{s: cfg.Settings, where: Name}
 	if cfg.Instance != "" {
-		where += "::" + cfg.Instance
-	}
-	// bad is a complaint about one setting, which the broker locates in
-	// the settings file or the environment. v is never a secret's value.
-	bad := func(key string, v any, want string) error {
-		return fmt.Errorf("ansibletower: %s: %w", where, &providers.SettingError{Key: key, Err: fmt.Errorf("%v is not %s", v, want)})
+		r.where += "::" + cfg.Instance
 	}
 	c := config{
 		releaseWorkflow: "remove-vm",
@@ -33,119 +27,165 @@ func parseConfig(cfg providers.Config) (config, error) {
 		dangling:        "checkin",
 		verifySSL:       true,
 	}
-	str := func(key string, dst *string) error {
-		v, _, ok := providers.Setting(s, key)
-		if !ok {
-			return nil
-		}
-		switch v := v.(type) {
-		case string:
-			*dst = v
-		case int, int64, float64, bool:
-			*dst = fmt.Sprint(v)
-		default:
-			return bad(key, fmt.Sprintf("(%T)", v), "a string")
-		}
-		return nil
-	}
-	secret := func(key string, dst *string) error {
-		v, _, ok := providers.Setting(s, key)
-		if !ok {
-			return nil
-		}
-		if sv, ok := v.(string); ok {
-			*dst = sv
-			return nil
-		}
-		if _, ok := v.(map[string]any); ok {
-			return bad(key, "(a map)", "a string")
-		}
-		*dst = fmt.Sprint(v)
-		return nil
-	}
-	seconds := func(key string, def float64, dst *time.Duration) error {
-		*dst = time.Duration(def * float64(time.Second))
-		v, _, ok := providers.Setting(s, key)
-		if !ok {
-			return nil
-		}
-		d, err := providers.Seconds(v)
-		if err != nil {
-			if text, ok := v.(string); ok {
-				return bad(key, strconv.Quote(text), "a positive number of seconds")
-			}
-			return bad(key, v, "a positive number of seconds")
-		}
-		*dst = d
-		return nil
-	}
 	var base string
 	for _, step := range []error{
-		str("base_url", &base),
-		secret("token", &c.creds.token),
-		str("username", &c.creds.username),
-		secret("password", &c.creds.password),
-		str("inventory", &c.inventory),
-		str("release_workflow", &c.releaseWorkflow),
-		str("extend_workflow", &c.extendWorkflow),
-		str("new_expire_time", &c.newExpireTime),
-		str("error_scope", &c.errorScope),
-		str("dangling_behavior", &c.dangling),
-		str("aap_version", &c.aapVersion),
-		str("api_path", &c.apiPath),
-		seconds("workflow_timeout", 3600, &c.workflowTimeout),
-		seconds("workflow_poll_interval", 5, &c.pollInterval),
-		seconds("max_resilient_wait", 7200, &c.maxResilientWait),
-		seconds("request_timeout", 60, &c.requestTimeout),
+		r.str("base_url", &base),
+		r.secret("token", &c.creds.token),
+		r.str("username", &c.creds.username),
+		r.secret("password", &c.creds.password),
+		r.str("inventory", &c.inventory),
+		r.str("release_workflow", &c.releaseWorkflow),
+		r.str("extend_workflow", &c.extendWorkflow),
+		r.str("new_expire_time", &c.newExpireTime),
+		r.str("error_scope", &c.errorScope),
+		r.str("dangling_behavior", &c.dangling),
+		r.str("aap_version", &c.aapVersion),
+		r.str("api_path", &c.apiPath),
+		r.seconds("workflow_timeout", 3600, &c.workflowTimeout),
+		r.seconds("workflow_poll_interval", 5, &c.pollInterval),
+		r.seconds("max_resilient_wait", 7200, &c.maxResilientWait),
+		r.seconds("request_timeout", 60, &c.requestTimeout),
+		r.labels("provider_labels", &c.providerLabels),
+		r.boolean("verify_ssl", &c.verifySSL),
 	} {
 		if step != nil {
 			return c, step
 		}
 	}
-	if v, _, ok := providers.Setting(s, "provider_labels"); ok && v != nil {
-		m, ok := plain.Value(v).(map[string]any)
-		if !ok {
-			return c, bad("provider_labels", fmt.Sprintf("(%T)", v), "a map of labels")
-		}
-		c.providerLabels = m
+	u, err := r.baseURL(base)
+	if err != nil {
+		return c, err
 	}
-	if v, _, ok := providers.Setting(s, "verify_ssl"); ok {
-		b, ok := v.(bool)
-		if !ok {
-			return c, bad("verify_ssl", v, "true or false")
-		}
-		c.verifySSL = b
-	}
-	if base == "" {
-		return c, fmt.Errorf("ansibletower: setting %s.base_url is missing (e.g. https://tower.example.com/)", where)
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return c, bad("base_url", strconv.Quote(base), "an http:// or https:// URL")
-	}
-	if u.User != nil {
-		return c, fmt.Errorf("ansibletower: %s: %w", where, &providers.SettingError{Key: "base_url", Err: errors.New("carries credentials: put them in username/password or token")})
-	}
-	u.RawQuery, u.Fragment = "", ""
-	// base_url may be given with /api/ or /api/v2/ appended; the API root is
-	// detected below it.
-	if i := strings.Index(u.Path, "/api/"); i >= 0 {
-		u.Path = u.Path[:i]
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
 	c.baseURL = u
 	if c.creds.token == "" && (c.creds.username == "" || c.creds.password == "") {
-		return c, fmt.Errorf("ansibletower: settings of %s have no credentials: set token (BROKER_AnsibleTower__token), or username and password", where)
+		return c, fmt.Errorf("ansibletower: settings of %s have no credentials: set token (BROKER_AnsibleTower__token), or username and password", r.where)
 	}
 	switch c.errorScope {
 	case "last", "all":
 	default:
-		return c, bad("error_scope", strconv.Quote(c.errorScope), "last or all")
+		return c, r.bad("error_scope", strconv.Quote(c.errorScope), "last or all")
 	}
 	switch c.dangling {
 	case "checkin", "store":
 	default:
-		return c, bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
+		return c, r.bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
 	}
 	return c, nil
+}
+
+// configReader reads the settings of one instance, named by where
+// ("AnsibleTower::testing") in errors. Each method leaves dst alone when
+// the key is not set.
+type configReader struct {
+	s     map[string]any
+	where string
+}
+
+// bad is a complaint about one setting, which the broker locates in the
+// settings file or the environment. v is never a secret's value.
+func (r configReader) bad(key string, v any, want string) error {
+	return fmt.Errorf("ansibletower: %s: %w", r.where, &providers.SettingError{Key: key, Err: fmt.Errorf("%v is not %s", v, want)})
+}
+
+// str reads a string; a number or a boolean is taken as its text.
+func (r configReader) str(key string, dst *string) error {
+	v, _, ok := providers.Setting(r.s, key)
+	if !ok {
+		return nil
+	}
+	switch v := v.(type) {
+	case string:
+		*dst = v
+	case int, int64, float64, bool:
+		*dst = fmt.Sprint(v)
+	default:
+		return r.bad(key, fmt.Sprintf("(%T)", v), "a string")
+	}
+	return nil
+}
+
+// secret reads a string that must not be shown: a wrong one is described
+// by its kind only.
+func (r configReader) secret(key string, dst *string) error {
+	v, _, ok := providers.Setting(r.s, key)
+	if !ok {
+		return nil
+	}
+	if sv, ok := v.(string); ok {
+		*dst = sv
+		return nil
+	}
+	if _, ok := v.(map[string]any); ok {
+		return r.bad(key, "(a map)", "a string")
+	}
+	*dst = fmt.Sprint(v)
+	return nil
+}
+
+// seconds reads a duration in seconds; unset, it is def seconds.
+func (r configReader) seconds(key string, def float64, dst *time.Duration) error {
+	*dst = time.Duration(def * float64(time.Second))
+	v, _, ok := providers.Setting(r.s, key)
+	if !ok {
+		return nil
+	}
+	d, err := providers.Seconds(v)
+	if err != nil {
+		if text, ok := v.(string); ok {
+			return r.bad(key, strconv.Quote(text), "a positive number of seconds")
+		}
+		return r.bad(key, v, "a positive number of seconds")
+	}
+	*dst = d
+	return nil
+}
+
+// labels reads a map of labels (null is unset).
+func (r configReader) labels(key string, dst *map[string]any) error {
+	v, _, ok := providers.Setting(r.s, key)
+	if !ok || v == nil {
+		return nil
+	}
+	m, ok := plain.Value(v).(map[string]any)
+	if !ok {
+		return r.bad(key, fmt.Sprintf("(%T)", v), "a map of labels")
+	}
+	*dst = m
+	return nil
+}
+
+// boolean reads true or false.
+func (r configReader) boolean(key string, dst *bool) error {
+	v, _, ok := providers.Setting(r.s, key)
+	if !ok {
+		return nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return r.bad(key, v, "true or false")
+	}
+	*dst = b
+	return nil
+}
+
+// baseURL checks base_url (required; http or https; no credentials) and
+// returns the server's root: base_url may be given with /api/ or /api/v2/
+// appended, and the API root is detected below it.
+func (r configReader) baseURL(base string) (*url.URL, error) {
+	if base == "" {
+		return nil, fmt.Errorf("ansibletower: setting %s.base_url is missing (e.g. https://tower.example.com/)", r.where)
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, r.bad("base_url", strconv.Quote(base), "an http:// or https:// URL")
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("ansibletower: %s: %w", r.where, &providers.SettingError{Key: "base_url", Err: errors.New("carries credentials: put them in username/password or token")})
+	}
+	u.RawQuery, u.Fragment = "", ""
+	if i := strings.Index(u.Path, "/api/"); i >= 0 {
+		u.Path = u.Path[:i]
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
 }

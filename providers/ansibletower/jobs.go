@@ -114,19 +114,60 @@ type launchHooks struct {
 // before and after it. A launch with a marker that may have started a job
 // although its answer never came fails with a *lostLaunchError.
 func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks launchHooks) (*runResult, error) {
+	res, payload, extra, err := p.prepareLaunch(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	kind, name := res.kind, res.name
+	l, err := p.launch(ctx, res, payload, extra, hooks)
+	if err != nil {
+		return nil, err
+	}
+	if _, ignored := l.IgnoredFields["extra_vars"]; ignored && hooks.marker != "" {
+		p.log.Warn("ansibletower: the template ignores the launch's extra_vars (enable Prompt on launch for Variables): a launch whose answer is lost cannot be found", kind, name)
+	}
+	id := l.ID
+	if id == 0 {
+		id = max(l.WorkflowJob, l.Job)
+	}
+	jobURL := l.URL
+	if jobURL == "" {
+		jobURL = fmt.Sprintf("%s%d/", jobPath(kind), id)
+	}
+	res.apiURL, res.uiURL = p.c.resolve(jobURL), p.uiURL(kind, id)
+	p.log.Info("ansibletower: launched", kind, name, "job", id, "api_url", res.apiURL, "ui_url", res.uiURL)
+	if hooks.onLaunch != nil {
+		hooks.onLaunch(map[string]any{"job_id": id, "job_type": l.Type, "api_url": res.apiURL, "ui_url": res.uiURL})
+	}
+	j, err := p.wait(ctx, jobURL)
+	if err != nil {
+		return nil, fmt.Errorf("ansibletower: %s %q (job %d, %s): %w", kind, name, id, res.uiURL, err)
+	}
+	res.job = j
+	if j.Status == "successful" {
+		return res, nil
+	}
+	return nil, p.jobFailed(ctx, res, id)
+}
+
+// prepareLaunch finds the template that args name (workflow, else
+// job_template) and the inventory they name (inventory, tower_inventory,
+// else the setting), and returns the run it starts (template and
+// inventory), the launch's payload and its extra_vars: the other
+// arguments.
+func (p *Provider) prepareLaunch(ctx context.Context, args map[string]any) (res *runResult, payload, extra map[string]any, err error) {
 	kind, name := "workflow", stringArg(args, "workflow", "")
 	if name == "" {
 		kind, name = "job_template", stringArg(args, "job_template", "")
 	}
 	if name == "" {
-		return nil, fmt.Errorf("ansibletower: no workflow or job_template argument (arguments: %s)", strings.Join(sortedKeys(args), ", "))
+		return nil, nil, nil, fmt.Errorf("ansibletower: no workflow or job_template argument (arguments: %s)", strings.Join(sortedKeys(args), ", "))
 	}
 	tmpl, err := p.findTemplate(ctx, kind, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	payload := map[string]any{}
-	extra := map[string]any{}
+	payload, extra = map[string]any{}, map[string]any{}
 	for k, v := range args {
 		switch k {
 		case "workflow", "job_template", "inventory", "tower_inventory":
@@ -138,10 +179,19 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 	if inv != "" {
 		id, err := p.inventoryID(ctx, inv)
 		if err != nil {
-			return nil, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
+			return nil, nil, nil, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
 		}
 		payload["inventory"] = id
 	}
+	return &runResult{kind: kind, name: name, inventory: inv, template: tmpl}, payload, extra, nil
+}
+
+// launch launches res's template with payload and extra (its extra_vars,
+// to which the marker, labels and broker variables are added). A launch
+// whose answer was lost, but which may have started a job, is a
+// *lostLaunchError, unless hooks.adopt finds the job.
+func (p *Provider) launch(ctx context.Context, res *runResult, payload, extra map[string]any, hooks launchHooks) (launched, error) {
+	kind, name, tmpl := res.kind, res.name, res.template
 	var intent map[string]any
 	postCtx := ctx
 	var sent atomic.Bool
@@ -161,7 +211,7 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 		postCtx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	}
 	if labels, err := p.launchLabels(ctx, extra, tmpl); err != nil {
-		return nil, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
+		return launched{}, fmt.Errorf("ansibletower: %s %q: %w", kind, name, err)
 	} else if len(labels) > 0 {
 		payload["labels"] = labels
 	}
@@ -172,56 +222,43 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 	if launchPath == "" {
 		launchPath = fmt.Sprintf("%s%d/launch/", templatePath(kind), tmpl.ID)
 	}
-	if err := p.c.post(postCtx, launchPath, payload, &l); err != nil {
-		err = fmt.Errorf("ansibletower: launch %s %q: %w", kind, name, authHint(err))
-		if intent == nil || !sent.Load() || !mayHaveLaunched(err) {
-			return nil, err
-		}
-		lost := &lostLaunchError{err: err, data: intent, inFlight: inFlight(err)}
-		if !hooks.adopt || ctx.Err() != nil {
-			return nil, lost
-		}
-		// Wait for the job the launch started, as if its answer had come.
-		found, ferr := p.findLaunch(ctx, intent, lost.inFlight, time.Time{})
-		if ferr != nil {
-			return nil, errors.Join(err, fmt.Errorf("ansibletower: the launch may have started a job (extra var %s=%s): %w", markerVar, hooks.marker, ferr))
-		}
-		if found == nil {
-			return nil, err
-		}
-		p.log.Warn("ansibletower: the launch's answer was lost but it started a job; waiting for it", kind, name, "api_url", found["api_url"])
-		l = launched{ID: anyInt(found["job_id"])} // its URL follows from the id
-		l.Type, _ = found["job_type"].(string)
+	err := p.c.post(postCtx, launchPath, payload, &l)
+	if err == nil {
+		return l, nil
 	}
-	if _, ignored := l.IgnoredFields["extra_vars"]; ignored && hooks.marker != "" {
-		p.log.Warn("ansibletower: the template ignores the launch's extra_vars (enable Prompt on launch for Variables): a launch whose answer is lost cannot be found", kind, name)
+	err = fmt.Errorf("ansibletower: launch %s %q: %w", kind, name, authHint(err))
+	if intent == nil || !sent.Load() || !mayHaveLaunched(err) {
+		return launched{}, err
 	}
-	id := l.ID
-	if id == 0 {
-		id = max(l.WorkflowJob, l.Job)
+	lost := &lostLaunchError{err: err, data: intent, inFlight: inFlight(err)}
+	if !hooks.adopt || ctx.Err() != nil {
+		return launched{}, lost
 	}
-	jobURL := l.URL
-	if jobURL == "" {
-		jobURL = fmt.Sprintf("%s%d/", jobPath(kind), id)
+	// Wait for the job the launch started, as if its answer had come.
+	found, ferr := p.findLaunch(ctx, intent, lost.inFlight, time.Time{})
+	if ferr != nil {
+		return launched{}, errors.Join(err, fmt.Errorf("ansibletower: the launch may have started a job (extra var %s=%s): %w", markerVar, hooks.marker, ferr))
 	}
-	res := &runResult{kind: kind, name: name, inventory: inv, template: tmpl, apiURL: p.c.resolve(jobURL), uiURL: p.uiURL(kind, id)}
-	p.log.Info("ansibletower: launched", kind, name, "job", id, "api_url", res.apiURL, "ui_url", res.uiURL)
-	if hooks.onLaunch != nil {
-		hooks.onLaunch(map[string]any{"job_id": id, "job_type": l.Type, "api_url": res.apiURL, "ui_url": res.uiURL})
+	if found == nil {
+		return launched{}, err
 	}
-	j, err := p.wait(ctx, jobURL)
-	if err != nil {
-		return nil, fmt.Errorf("ansibletower: %s %q (job %d, %s): %w", kind, name, id, res.uiURL, err)
-	}
-	res.job = j
-	if j.Status == "successful" {
-		return res, nil
-	}
+	p.log.Warn("ansibletower: the launch's answer was lost but it started a job; waiting for it", kind, name, "api_url", found["api_url"])
+	l = launched{ID: anyInt(found["job_id"])} // its URL follows from the id
+	l.Type, _ = found["job_type"].(string)
+	return l, nil
+}
+
+// jobFailed is the error of res's job id, which ended unsuccessfully: a
+// *JobError with the failures found, and the hosts a failed workflow made
+// either checked in or, with dangling_behavior store, listed.
+func (p *Provider) jobFailed(ctx context.Context, res *runResult, id int) error {
+	kind, name, j := res.kind, res.name, res.job
 	jerr := &JobError{Kind: kind, Name: name, ID: id, Status: j.Status, URL: res.uiURL}
 	// Cleanup and diagnosis must not be cut short by the caller's deadline
 	// having passed: they are bounded by their own.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.set.workflowTimeout)
 	defer cancel()
+	var err error
 	if jerr.Failures, err = p.failures(cctx, j); err != nil {
 		jerr.Failures = append(jerr.Failures, Failure{Job: name, Status: j.Status, Reason: "reading the failure: " + err.Error()})
 	}
@@ -234,9 +271,9 @@ func (p *Provider) runNotify(ctx context.Context, args map[string]any, hooks lau
 		}
 	}
 	if derr != nil {
-		return nil, errors.Join(jerr, fmt.Errorf("checking in hosts the failed workflow made: %w", derr))
+		return errors.Join(jerr, fmt.Errorf("checking in hosts the failed workflow made: %w", derr))
 	}
-	return nil, jerr
+	return jerr
 }
 
 func templatePath(kind string) string {

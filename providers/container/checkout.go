@@ -122,52 +122,9 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	if err != nil {
 		return nil, fmt.Errorf("container: argument %w", err)
 	}
-	cctx, cancel := p.callCtx(ctx)
-	img, err := p.eng.cli.ImageInspect(cctx, image)
-	cancel()
-	if err != nil {
-		return nil, imageError(image, p.eng.uri, err)
-	}
-	exposed := map[string]bool{}
-	if img.Config != nil {
-		for k := range img.Config.ExposedPorts {
-			if n, err := normalizePort(k); err == nil {
-				exposed[n] = true
-			}
-		}
-	}
 	s := &runSpec{image: image, network: p.settings.network, keepStdin: true}
-	if s.ports, err = ParsePorts(args["ports"]); err != nil {
-		return nil, fmt.Errorf("container: argument %w", err)
-	}
-	// As the Python broker: with auto_map_ports, every port the image
-	// exposes is published too, unless ports names it.
-	auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
-	if err != nil {
-		return nil, fmt.Errorf("container: %w", err)
-	}
-	if auto {
-		named := map[string]bool{}
-		for _, ps := range s.ports {
-			named[ps.Container] = true
-		}
-		for _, port := range sortedKeys(exposed) {
-			if !named[port] {
-				s.ports = append(s.ports, PortSpec{Container: port})
-			}
-		}
-	}
-	hasSSHPort := false
-	for _, ps := range s.ports {
-		if ps.Container == sshPort {
-			hasSSHPort = true
-		}
-	}
-	if s.ssh, err = argBool(args, "ssh", exposed[sshPort] || hasSSHPort); err != nil {
-		return nil, fmt.Errorf("container: %w", err)
-	}
-	if s.ssh && !hasSSHPort {
-		s.ports = append(s.ports, PortSpec{Container: sshPort})
+	if s.ports, s.ssh, err = p.publish(ctx, image, args); err != nil {
+		return nil, err
 	}
 	if s.env, err = envOf(args); err != nil {
 		return nil, fmt.Errorf("container: argument %w", err)
@@ -197,6 +154,59 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 		}
 	}
 	return s, nil
+}
+
+// publish returns the ports to publish and whether the container is
+// reached over SSH: the ports argument; as the Python broker does, with
+// auto_map_ports, every port the image exposes that ports does not name;
+// and the SSH port when ssh (by default, when the image exposes it or
+// ports names it).
+func (p *Provider) publish(ctx context.Context, image string, args map[string]any) (ports []PortSpec, ssh bool, err error) {
+	cctx, cancel := p.callCtx(ctx)
+	img, err := p.eng.cli.ImageInspect(cctx, image)
+	cancel()
+	if err != nil {
+		return nil, false, imageError(image, p.eng.uri, err)
+	}
+	exposed := map[string]bool{}
+	if img.Config != nil {
+		for k := range img.Config.ExposedPorts {
+			if n, err := normalizePort(k); err == nil {
+				exposed[n] = true
+			}
+		}
+	}
+	if ports, err = ParsePorts(args["ports"]); err != nil {
+		return nil, false, fmt.Errorf("container: argument %w", err)
+	}
+	auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
+	if err != nil {
+		return nil, false, fmt.Errorf("container: %w", err)
+	}
+	if auto {
+		named := map[string]bool{}
+		for _, ps := range ports {
+			named[ps.Container] = true
+		}
+		for _, port := range sortedKeys(exposed) {
+			if !named[port] {
+				ports = append(ports, PortSpec{Container: port})
+			}
+		}
+	}
+	hasSSHPort := false
+	for _, ps := range ports {
+		if ps.Container == sshPort {
+			hasSSHPort = true
+		}
+	}
+	if ssh, err = argBool(args, "ssh", exposed[sshPort] || hasSSHPort); err != nil {
+		return nil, false, fmt.Errorf("container: %w", err)
+	}
+	if ssh && !hasSSHPort {
+		ports = append(ports, PortSpec{Container: sshPort})
+	}
+	return ports, ssh, nil
 }
 
 // imageError says that image could not be read on the engine at uri. The

@@ -93,6 +93,17 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 		return nil, err
 	}
 	defer p.cleanup(cid, "")
+	res, err := p.outcome(ctx, image, cid, out)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// outcome waits for the one-shot container cid of image to end, and
+// returns its exit status and its output, read from out (its attached
+// streams) while it ran.
+func (p *Provider) outcome(ctx context.Context, image, cid string, out client.ContainerAttachResult) (hostkit.Result, error) {
 	stop := context.AfterFunc(ctx, out.Close) // ends the copy below
 	defer stop()
 	var stdout, stderr bytes.Buffer
@@ -108,19 +119,19 @@ func (p *Provider) Execute(ctx context.Context, args map[string]any) (_ any, err
 	case r := <-wait.Result:
 		status = int(r.StatusCode)
 		if r.Error != nil && r.Error.Message != "" {
-			return nil, fmt.Errorf("container: execute %s: %s", image, r.Error.Message)
+			return hostkit.Result{}, fmt.Errorf("container: execute %s: %s", image, r.Error.Message)
 		}
 	case err := <-wait.Error:
-		return nil, fmt.Errorf("container: execute %s: wait: %w", image, err)
+		return hostkit.Result{}, fmt.Errorf("container: execute %s: wait: %w", image, err)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("container: execute %s: %w", image, ctx.Err())
+		return hostkit.Result{}, fmt.Errorf("container: execute %s: %w", image, ctx.Err())
 	}
 	// The output ends with the container; bounded by ctx (see stop).
 	if err := <-copied; err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("container: execute %s: reading its output: %w", image, err)
+		return hostkit.Result{}, fmt.Errorf("container: execute %s: reading its output: %w", image, err)
 	}
 	return hostkit.Result{Status: status, Stdout: stdout.String(), Stderr: stderr.String()}, nil
 }

@@ -189,25 +189,9 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	if err := os.Mkdir(home, 0o700); err != nil {
 		return nil, fmt.Errorf("local: create %s: %w", home, err)
 	}
-	hostKey, err := newSigner()
+	hostKey, clientKey, keyFile, err := newKeys(dir, req.ID)
 	if err != nil {
-		return nil, fmt.Errorf("local: host key: %w", err)
-	}
-	clientPub, clientPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("local: client key: %w", err)
-	}
-	block, err := ssh.MarshalPrivateKey(clientPriv, "brokertest-local-"+req.ID)
-	if err != nil {
-		return nil, fmt.Errorf("local: client key: %w", err)
-	}
-	keyFile := filepath.Join(dir, "client_key")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, fmt.Errorf("local: write %s: %w", keyFile, err)
-	}
-	clientKey, err := ssh.NewPublicKey(clientPub)
-	if err != nil {
-		return nil, fmt.Errorf("local: client key: %w", err)
+		return nil, err
 	}
 	ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -244,23 +228,55 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	for _, k := range slices.Sorted(maps.Keys(args.env)) {
 		env = append(env, k+"="+args.env[k])
 	}
-	srv := newServer(serverOptions{
+	p.startServer(serverOptions{
 		id: req.ID, dir: dir, home: home, shell: p.shell, env: env,
 		hostKey: hostKey, clientKeys: append([]ssh.PublicKey{clientKey}, args.authorizedKeys...), ln: ln, log: p.log,
 	})
+	p.log.Debug("local: host started", "host", rec.Name, "port", port, "dir", dir)
+	return rec, nil
+}
+
+// newKeys makes a host's keys: its SSH host key, and a client key whose
+// private half is written to dir/client_key for the tests (and people) that
+// connect.
+func newKeys(dir, id string) (hostKey ssh.Signer, clientKey ssh.PublicKey, keyFile string, err error) {
+	hostKey, err = newSigner()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("local: host key: %w", err)
+	}
+	clientPub, clientPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("local: client key: %w", err)
+	}
+	block, err := ssh.MarshalPrivateKey(clientPriv, "brokertest-local-"+id)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("local: client key: %w", err)
+	}
+	keyFile = filepath.Join(dir, "client_key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, nil, "", fmt.Errorf("local: write %s: %w", keyFile, err)
+	}
+	clientKey, err = ssh.NewPublicKey(clientPub)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("local: client key: %w", err)
+	}
+	return hostKey, clientKey, keyFile, nil
+}
+
+// startServer starts a host's SSH server, known to p while it runs.
+func (p *Provider) startServer(opts serverOptions) {
+	srv := newServer(opts)
 	srv.onStop = func() {
 		p.mu.Lock()
-		if p.servers[req.ID] == srv {
-			delete(p.servers, req.ID)
+		if p.servers[opts.id] == srv {
+			delete(p.servers, opts.id)
 		}
 		p.mu.Unlock()
 	}
 	p.mu.Lock()
-	p.servers[req.ID] = srv
+	p.servers[opts.id] = srv
 	p.mu.Unlock()
 	srv.start()
-	p.log.Debug("local: host started", "host", rec.Name, "port", port, "dir", dir)
-	return rec, nil
 }
 
 // Connect returns a host that reaches the server of rec over SSH with the
@@ -431,9 +447,16 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 		return a, err
 	}
 	a.authorizedKeys = keys
-	env, ok := args["env"]
-	if !ok || env == nil {
-		return a, nil
+	a.env, err = parseEnv(args["env"])
+	return a, err
+}
+
+// parseEnv reads the env argument: a map of NAME: value, or the Container
+// provider's list of "NAME=value" items; nil when unset. Errors never
+// quote a value: it may be a secret.
+func parseEnv(env any) (map[string]string, error) {
+	if env == nil {
+		return nil, nil
 	}
 	m := map[string]any{}
 	switch e := env.(type) {
@@ -448,7 +471,6 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 			m[fmt.Sprint(k)] = v
 		}
 	case []any, []string:
-		// The Container provider's list form: "NAME=value" items.
 		var items []any
 		if l, ok := e.([]string); ok {
 			for _, it := range l {
@@ -461,30 +483,28 @@ func parseArgs(args map[string]any) (hostArgs, error) {
 			s, ok := it.(string)
 			name, value, found := strings.Cut(s, "=")
 			if !ok || !found {
-				// Never the item itself: it may be a secret.
-				return a, fmt.Errorf("local: argument env: item %d is not NAME=value", i)
+				return nil, fmt.Errorf("local: argument env: item %d is not NAME=value", i)
 			}
 			m[name] = value
 		}
 	default:
-		// Never the value itself: it may hold secrets.
-		return a, fmt.Errorf("local: argument env: want a map of NAME: value or a list of NAME=value, got a %T", env)
+		return nil, fmt.Errorf("local: argument env: want a map of NAME: value or a list of NAME=value, got a %T", env)
 	}
-	a.env = make(map[string]string, len(m))
+	out := make(map[string]string, len(m))
 	for k, v := range m {
 		if !validEnvName(k) {
-			return a, fmt.Errorf("local: argument env: bad variable name %q", k)
+			return nil, fmt.Errorf("local: argument env: bad variable name %q", k)
 		}
 		switch v := v.(type) {
 		case nil:
-			a.env[k] = ""
+			out[k] = ""
 		case string, bool, int, int64, uint64, float64:
-			a.env[k] = fmt.Sprint(v)
+			out[k] = fmt.Sprint(v)
 		default:
-			return a, fmt.Errorf("local: argument env.%s: want a scalar, got %T", k, v)
+			return nil, fmt.Errorf("local: argument env.%s: want a scalar, got %T", k, v)
 		}
 	}
-	return a, nil
+	return out, nil
 }
 
 // parseAuthorizedKeys reads the authorized_keys argument: one string of

@@ -50,3 +50,17 @@ func killMarked(id string) int {
 	}
 	return total
 }
+
+// groupAttr runs a command in a process group of its own, so that the whole
+// group can be killed; the leader is killed too if this process dies
+// (Pdeathsig), and its other members are swept by their marker.
+func groupAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// ttyAttr runs a command as the leader of a new session whose controlling
+// terminal is its standard input (a pty); the session id is its process
+// group id, so the group can be killed alike.
+func ttyAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+}

@@ -226,6 +226,7 @@ type session struct {
 	proc    *os.Process
 	exited  bool
 	master  *os.File // pty master, when a pty was requested
+	tty     string   // the name of its slave, the command's terminal
 }
 
 type ptyRequest struct {
@@ -291,7 +292,7 @@ func (ss *session) handle(req *ssh.Request) bool {
 		if ss.master == nil {
 			return false
 		}
-		return setWinsize(ss.master, w.Cols, w.Rows) == nil
+		return resizeTerminal(ss.tty, w.Cols, w.Rows) == nil
 	case "exec":
 		var c struct{ Command string }
 		if ssh.Unmarshal(req.Payload, &c) != nil {
@@ -357,54 +358,9 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 	}
 	cmd.Dir = ss.srv.home
 	cmd.Env = ss.environ()
-	var (
-		closeAfterStart []*os.File
-		outputs         []*os.File // read by copy goroutines
-		stdin           *os.File   // written from the channel
-	)
-	cleanup := func() {
-		for _, f := range append(append(closeAfterStart, outputs...), stdin) {
-			if f != nil {
-				f.Close()
-			}
-		}
-	}
-	if ss.pty != nil {
-		master, slave, err := openPTY()
-		if err != nil {
-			ss.srv.log.Debug("local: pty", "host", ss.srv.id, "err", err)
-			return false
-		}
-		_ = setWinsize(master, ss.pty.Cols, ss.pty.Rows)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		cmd.SysProcAttr = ttyAttr()
-		closeAfterStart = []*os.File{slave}
-		outputs = []*os.File{master}
-		stdin = master
-	} else {
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			return false
-		}
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			inR.Close()
-			inW.Close()
-			return false
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			inR.Close()
-			inW.Close()
-			outR.Close()
-			outW.Close()
-			return false
-		}
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-		cmd.SysProcAttr = groupAttr()
-		closeAfterStart = []*os.File{inR, outW, errW}
-		outputs = []*os.File{outR, errR}
-		stdin = inW
+	std, ok := ss.openStdio(cmd)
+	if !ok {
+		return false
 	}
 
 	// Register the group under the server's lock, so that a check-in either
@@ -412,7 +368,7 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 	ss.srv.mu.Lock()
 	if ss.srv.closed {
 		ss.srv.mu.Unlock()
-		cleanup()
+		std.close()
 		return false
 	}
 	err := cmd.Start()
@@ -421,18 +377,18 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 		ss.srv.ran = true
 	}
 	ss.srv.mu.Unlock()
-	for _, f := range closeAfterStart {
+	for _, f := range std.child {
 		f.Close()
 	}
 	if err != nil {
 		ss.srv.log.Debug("local: start command", "host", ss.srv.id, "err", err)
-		cleanup()
+		std.close()
 		return false
 	}
 	ss.mu.Lock()
 	ss.proc = cmd.Process
 	if ss.pty != nil {
-		ss.master = outputs[0]
+		ss.master, ss.tty = std.outputs[0], std.tty
 	}
 	ss.mu.Unlock()
 
@@ -441,22 +397,72 @@ func (ss *session) start(cmd *exec.Cmd) bool {
 	// client would see EOF instead of its result.
 	ss.afterReply = func() {
 		ss.srv.goroutine(func() {
-			_, _ = io.Copy(stdin, ss.ch)
+			_, _ = io.Copy(std.stdin, ss.ch)
 			if ss.pty == nil {
-				stdin.Close() // EOF to the command; a pty master is closed below
+				std.stdin.Close() // EOF to the command; a pty master is closed below
 			}
 		})
 		var copies sync.WaitGroup
-		for i, f := range outputs {
+		for i, f := range std.outputs {
 			w := io.Writer(ss.ch)
 			if i == 1 {
 				w = ss.ch.Stderr()
 			}
 			copies.Go(func() { _, _ = io.Copy(w, f) })
 		}
-		ss.srv.goroutine(func() { ss.wait(cmd, outputs, &copies) })
+		ss.srv.goroutine(func() { ss.wait(cmd, std.outputs, &copies) })
 	}
 	return true
+}
+
+// stdio is a command's standard files: the ends it is given, and the ends
+// the session keeps.
+type stdio struct {
+	child   []*os.File // the command's ends, closed once it started
+	outputs []*os.File // read by copy goroutines: stdout and stderr, or a pty master
+	stdin   *os.File   // written from the channel
+	tty     string     // the pty slave's name, with a pty
+}
+
+// close closes every end, the command's included.
+func (std *stdio) close() {
+	for _, f := range append(append(std.child, std.outputs...), std.stdin) {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// openStdio sets cmd's standard files and process attributes: a pty (the
+// command leads a session whose terminal it is) when the client asked for
+// one, else three pipes (the command leads a process group).
+func (ss *session) openStdio(cmd *exec.Cmd) (*stdio, bool) {
+	if ss.pty != nil {
+		master, slave, err := openPTY()
+		if err != nil {
+			ss.srv.log.Debug("local: pty", "host", ss.srv.id, "err", err)
+			return nil, false
+		}
+		_ = setWinsize(slave, ss.pty.Cols, ss.pty.Rows)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = ttyAttr()
+		return &stdio{child: []*os.File{slave}, outputs: []*os.File{master}, stdin: master, tty: slave.Name()}, true
+	}
+	var ends [6]*os.File // read and write ends of stdin, stdout and stderr
+	for i := 0; i < len(ends); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range ends[:i] {
+				f.Close()
+			}
+			return nil, false
+		}
+		ends[i], ends[i+1] = r, w
+	}
+	inR, inW, outR, outW, errR, errW := ends[0], ends[1], ends[2], ends[3], ends[4], ends[5]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = groupAttr()
+	return &stdio{child: []*os.File{inR, outW, errW}, outputs: []*os.File{outR, errR}, stdin: inW}, true
 }
 
 // wait waits for the command and its output, then reports its exit status

@@ -71,7 +71,8 @@ type Server struct {
 
 	srv    *httptest.Server
 	opts   Options
-	prefix string // "/api/v2/" or "/api/controller/v2/"
+	prefix string         // "/api/v2/" or "/api/controller/v2/"
+	api    *http.ServeMux // the views below prefix (routes)
 
 	ctx    context.Context // canceled by Close: running jobs stop
 	cancel context.CancelFunc
@@ -246,6 +247,7 @@ func NewServer(opts Options) *Server {
 	if !opts.NoCatalog {
 		s.addCatalog()
 	}
+	s.api = s.routes()
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s

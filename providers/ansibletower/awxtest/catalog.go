@@ -133,93 +133,14 @@ func (f *LocalVMs) Close() error { return f.p.Close() }
 // <user>-vm-<job>), fail_at / error_at ("provision" or "finalize") and
 // fail_msg make a node fail or error, for tests of failure reporting.
 func (s *Server) addCatalog() {
-	fails := func(r *Run, node string) error {
-		if at, _ := r.Vars["fail_at"].(string); at == node {
-			msg, _ := r.Vars["fail_msg"].(string)
-			if msg == "" {
-				msg = "simulated failure in " + node
-			}
-			return &TaskFailure{Task: node + " vm", Msg: msg}
-		}
-		if at, _ := r.Vars["error_at"].(string); at == node {
-			return &JobFailure{Explanation: "Job terminated due to error", Traceback: "Traceback (most recent call last):\n  simulated error in " + node}
-		}
-		return nil
-	}
 	s.AddWorkflow(Workflow{
 		Name:        "deploy-vm",
 		Description: "Deploy a VM",
 		ExtraVars:   map[string]any{"template": "debian-12", "vm_name": ""},
 		Inventory:   s.opts.Username + " VMs",
 		Nodes: []Node{
-			{Name: "provision vm", Run: func(ctx context.Context, r *Run) error {
-				if err := fails(r, "provision"); err != nil {
-					return err
-				}
-				name, _ := r.Vars["vm_name"].(string)
-				if name == "" {
-					name = fmt.Sprintf("%s-vm-%d", r.User, r.WorkflowJobID)
-				}
-				vm, err := s.opts.VMs.Create(ctx, name, r.Vars)
-				if err != nil {
-					return &TaskFailure{Task: "provision vm", Msg: err.Error()}
-				}
-				facts := map[string]any{
-					"fqdn": vm.Hostname, "name": vm.Name, "ansible_host": vm.IP,
-					"template": r.Vars["template"], "os_distribution": "Debian",
-				}
-				if vm.Port != 0 {
-					facts["ansible_port"] = vm.Port
-				}
-				for k, v := range vm.Facts {
-					facts[k] = v
-				}
-				args := map[string]any{}
-				for k, v := range r.Vars {
-					if !strings.HasPrefix(k, "_broker_") {
-						args[k] = v
-					}
-				}
-				args["workflow"] = "deploy-vm"
-				vars := map[string]any{"fqdn": vm.Hostname, "ansible_host": vm.IP}
-				if vm.Port != 0 {
-					vars["ansible_port"] = vm.Port
-				}
-				s.mu.Lock()
-				inv := r.Inventory
-				if inv == "" {
-					inv = s.opts.Username + " VMs"
-				}
-				_, err = s.addHostLocked(inv, vm.Name, vars, map[string]any{
-					"ansible_fqdn": vm.Hostname, "ansible_distribution": "Debian",
-					"_broker_facts": facts, "_broker_args": args,
-				})
-				s.mu.Unlock()
-				if err != nil {
-					_ = s.opts.VMs.Remove(context.WithoutCancel(ctx), vm.Name)
-					return &TaskFailure{Task: "add to inventory", Msg: err.Error()}
-				}
-				r.Artifacts["vm_name"] = vm.Name
-				r.Artifacts["_broker_facts"] = facts
-				r.Artifacts["_broker_args"] = args
-				return nil
-			}},
-			{Name: "finalize vm", Run: func(ctx context.Context, r *Run) error {
-				if err := fails(r, "finalize"); err != nil {
-					return err
-				}
-				name, _ := r.Vars["vm_name"].(string)
-				if name == "" {
-					name = fmt.Sprintf("%s-vm-%d", r.User, r.WorkflowJobID)
-				}
-				facts := s.HostFacts(name)
-				if facts == nil {
-					return &TaskFailure{Task: "finalize vm", Msg: "VM " + name + " not in any inventory"}
-				}
-				r.Artifacts["_broker_facts"] = facts["_broker_facts"]
-				r.Artifacts["_broker_args"] = facts["_broker_args"]
-				return nil
-			}},
+			{Name: "provision vm", Run: s.provisionVM},
+			{Name: "finalize vm", Run: s.finalizeVM},
 		},
 	})
 	s.AddWorkflow(Workflow{
@@ -229,36 +150,139 @@ func (s *Server) addCatalog() {
 		// As many real release workflows: no inventory prompt, so a launch
 		// that names one gets 400.
 		NoInventoryPrompt: true,
-		Nodes: []Node{{Name: "remove vm", Run: func(ctx context.Context, r *Run) error {
-			name, _ := r.Vars["source_vm"].(string)
-			if name == "" {
-				return &TaskFailure{Task: "remove vm", Msg: "source_vm is required"}
-			}
-			if err := s.opts.VMs.Remove(ctx, name); err != nil {
-				return &TaskFailure{Task: "remove vm", Msg: err.Error()}
-			}
-			s.mu.Lock()
-			s.removeHostLocked(name)
-			s.mu.Unlock()
-			return nil
-		}}},
+		Nodes:             []Node{{Name: "remove vm", Run: s.removeVM}},
 	})
 	s.AddWorkflow(Workflow{
 		Name:              "extend-vm",
 		Description:       "Extend a VM's lease",
 		ExtraVars:         map[string]any{"target_vm": "", "new_expire_time": "+172800"},
 		NoInventoryPrompt: true,
-		Nodes: []Node{{Name: "extend vm", Run: func(_ context.Context, r *Run) error {
-			name, _ := r.Vars["target_vm"].(string)
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			for _, h := range s.hosts {
-				if h.name == name {
-					h.facts["expire_time"] = r.Vars["new_expire_time"]
-					return nil
-				}
-			}
-			return &TaskFailure{Task: "extend vm", Msg: fmt.Sprintf("VM %s not found", name)}
-		}}},
+		Nodes:             []Node{{Name: "extend vm", Run: s.extendVM}},
 	})
+}
+
+// simulatedFailure is the failure or error that deploy-vm's variables
+// fail_at, error_at and fail_msg ask of its node ("provision" or
+// "finalize"), or nil.
+func simulatedFailure(r *Run, node string) error {
+	if at, _ := r.Vars["fail_at"].(string); at == node {
+		msg, _ := r.Vars["fail_msg"].(string)
+		if msg == "" {
+			msg = "simulated failure in " + node
+		}
+		return &TaskFailure{Task: node + " vm", Msg: msg}
+	}
+	if at, _ := r.Vars["error_at"].(string); at == node {
+		return &JobFailure{Explanation: "Job terminated due to error", Traceback: "Traceback (most recent call last):\n  simulated error in " + node}
+	}
+	return nil
+}
+
+// vmName is the name deploy-vm gives its VM: vm_name, else
+// <user>-vm-<workflow job id>.
+func vmName(r *Run) string {
+	name, _ := r.Vars["vm_name"].(string)
+	if name == "" {
+		name = fmt.Sprintf("%s-vm-%d", r.User, r.WorkflowJobID)
+	}
+	return name
+}
+
+// provisionVM is deploy-vm's first node: it makes the VM, adds it to the
+// launch's inventory (else the user's) and publishes its facts and the
+// arguments it was made with.
+func (s *Server) provisionVM(ctx context.Context, r *Run) error {
+	if err := simulatedFailure(r, "provision"); err != nil {
+		return err
+	}
+	vm, err := s.opts.VMs.Create(ctx, vmName(r), r.Vars)
+	if err != nil {
+		return &TaskFailure{Task: "provision vm", Msg: err.Error()}
+	}
+	facts := map[string]any{
+		"fqdn": vm.Hostname, "name": vm.Name, "ansible_host": vm.IP,
+		"template": r.Vars["template"], "os_distribution": "Debian",
+	}
+	if vm.Port != 0 {
+		facts["ansible_port"] = vm.Port
+	}
+	for k, v := range vm.Facts {
+		facts[k] = v
+	}
+	args := map[string]any{}
+	for k, v := range r.Vars {
+		if !strings.HasPrefix(k, "_broker_") {
+			args[k] = v
+		}
+	}
+	args["workflow"] = "deploy-vm"
+	vars := map[string]any{"fqdn": vm.Hostname, "ansible_host": vm.IP}
+	if vm.Port != 0 {
+		vars["ansible_port"] = vm.Port
+	}
+	s.mu.Lock()
+	inv := r.Inventory
+	if inv == "" {
+		inv = s.opts.Username + " VMs"
+	}
+	_, err = s.addHostLocked(inv, vm.Name, vars, map[string]any{
+		"ansible_fqdn": vm.Hostname, "ansible_distribution": "Debian",
+		"_broker_facts": facts, "_broker_args": args,
+	})
+	s.mu.Unlock()
+	if err != nil {
+		_ = s.opts.VMs.Remove(context.WithoutCancel(ctx), vm.Name)
+		return &TaskFailure{Task: "add to inventory", Msg: err.Error()}
+	}
+	r.Artifacts["vm_name"] = vm.Name
+	r.Artifacts["_broker_facts"] = facts
+	r.Artifacts["_broker_args"] = args
+	return nil
+}
+
+// finalizeVM is deploy-vm's second node: it publishes the VM's
+// _broker_facts and _broker_args from its inventory host.
+func (s *Server) finalizeVM(ctx context.Context, r *Run) error {
+	if err := simulatedFailure(r, "finalize"); err != nil {
+		return err
+	}
+	name := vmName(r)
+	facts := s.HostFacts(name)
+	if facts == nil {
+		return &TaskFailure{Task: "finalize vm", Msg: "VM " + name + " not in any inventory"}
+	}
+	r.Artifacts["_broker_facts"] = facts["_broker_facts"]
+	r.Artifacts["_broker_args"] = facts["_broker_args"]
+	return nil
+}
+
+// removeVM is remove-vm's node: it removes the VM source_vm and its
+// inventory host.
+func (s *Server) removeVM(ctx context.Context, r *Run) error {
+	name, _ := r.Vars["source_vm"].(string)
+	if name == "" {
+		return &TaskFailure{Task: "remove vm", Msg: "source_vm is required"}
+	}
+	if err := s.opts.VMs.Remove(ctx, name); err != nil {
+		return &TaskFailure{Task: "remove vm", Msg: err.Error()}
+	}
+	s.mu.Lock()
+	s.removeHostLocked(name)
+	s.mu.Unlock()
+	return nil
+}
+
+// extendVM is extend-vm's node: it sets the expire_time fact of the VM
+// target_vm to new_expire_time.
+func (s *Server) extendVM(_ context.Context, r *Run) error {
+	name, _ := r.Vars["target_vm"].(string)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.hosts {
+		if h.name == name {
+			h.facts["expire_time"] = r.Vars["new_expire_time"]
+			return nil
+		}
+	}
+	return &TaskFailure{Task: "extend vm", Msg: fmt.Sprintf("VM %s not found", name)}
 }

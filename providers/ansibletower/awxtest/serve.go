@@ -63,15 +63,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ha": false, "version": "24.6.1", "active_node": "awxtest", "install_uuid": "00000000-0000-0000-0000-000000000000"})
 		return
 	}
-	user, ok := s.authenticate(w, r)
-	if !ok {
+	if !s.authenticate(w, r) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"detail": fmt.Sprintf("Method \"%s\" not allowed.", r.Method)})
 		return
 	}
-	s.route(w, r, user, seg)
+	// The views take a path with or without its trailing slash, never one
+	// that ServeMux would redirect (empty segments, dots).
+	if slices.ContainsFunc(seg, func(e string) bool { return e == "" || e == "." || e == ".." }) {
+		notFound(w, r)
+		return
+	}
+	r = r.Clone(r.Context())
+	r.URL.Path, r.URL.RawPath = s.prefix+strings.Join(seg, "/")+"/", ""
+	s.api.ServeHTTP(w, r)
 }
 
 func (s *Server) loginPath() string {
@@ -166,8 +173,9 @@ func (s *Server) checkPassword(user, pass string) bool {
 }
 
 // authenticate accepts a bearer token, Basic credentials or a session
-// cookie (with the CSRF header on unsafe methods), as AWX does.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+// cookie (with the CSRF header on unsafe methods), as AWX does, for the
+// one user; otherwise it answers as AWX does and returns false.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	authz := r.Header.Get("Authorization")
 	switch {
 	case strings.HasPrefix(authz, "Bearer "):
@@ -175,19 +183,19 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		ok := s.tokens[strings.TrimPrefix(authz, "Bearer ")]
 		s.mu.Unlock()
 		if ok {
-			return s.Username, true
+			return true
 		}
 		// AWX does not say the token is bad: the request is simply
 		// unauthenticated.
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Authentication credentials were not provided. To establish a login session, visit " + s.loginPath() + "."})
-		return "", false
+		return false
 	case strings.HasPrefix(authz, "Basic "):
 		u, p, _ := r.BasicAuth()
 		if s.checkPassword(u, p) {
-			return s.Username, true
+			return true
 		}
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid username/password."})
-		return "", false
+		return false
 	}
 	if ck, err := r.Cookie(s.sessionCookie()); err == nil {
 		s.mu.Lock()
@@ -198,175 +206,14 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 				csrf, err := r.Cookie("csrftoken")
 				if err != nil || r.Header.Get("X-CSRFToken") != csrf.Value {
 					writeJSON(w, http.StatusForbidden, map[string]any{"detail": "CSRF Failed: CSRF token missing."})
-					return "", false
+					return false
 				}
 			}
-			return s.Username, true
+			return true
 		}
 	}
 	writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Authentication credentials were not provided. To establish a login session, visit " + s.loginPath() + "."})
-	return "", false
-}
-
-func (s *Server) route(w http.ResponseWriter, r *http.Request, user string, seg []string) {
-	notFound := func() {
-		writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Not found."})
-	}
-	id := 0
-	if len(seg) > 1 {
-		var err error
-		if id, err = strconv.Atoi(seg[1]); err != nil {
-			notFound()
-			return
-		}
-	}
-	get := r.Method == http.MethodGet
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case seg[0] == "me" && len(seg) == 1 && get:
-		s.writeList(w, r, []map[string]any{{"id": 1, "type": "user", "url": s.path("users/1/"), "username": user, "is_superuser": false}})
-	case (seg[0] == "workflow_job_templates" || seg[0] == "job_templates") && len(seg) == 1 && get:
-		var objs []map[string]any
-		for _, t := range s.templates {
-			if (seg[0] == "job_templates") == t.def.JobTemplate {
-				objs = append(objs, s.templateJSON(t))
-			}
-		}
-		s.writeList(w, r, objs)
-	case (seg[0] == "workflow_job_templates" || seg[0] == "job_templates") && len(seg) >= 2:
-		t := s.templateByIDLocked(id)
-		if t == nil || (seg[0] == "job_templates") != t.def.JobTemplate {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2 && get:
-			writeJSON(w, http.StatusOK, s.templateJSON(t))
-		case len(seg) == 3 && seg[2] == "launch" && get:
-			writeJSON(w, http.StatusOK, map[string]any{"can_start_without_user_input": true, "ask_variables_on_launch": !t.def.NoVariablesPrompt, "ask_inventory_on_launch": !t.def.NoInventoryPrompt, "variables_needed_to_start": []string{}})
-		case len(seg) == 3 && seg[2] == "launch" && r.Method == http.MethodPost:
-			s.launchLocked(w, r, user, t)
-		default:
-			notFound()
-		}
-	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) == 1 && get:
-		// Every job of the kind, a workflow's node jobs included, oldest
-		// first unless ordered otherwise.
-		typ := strings.TrimSuffix(seg[0], "s")
-		var objs []map[string]any
-		for _, id := range slices.Sorted(maps.Keys(s.jobs)) {
-			if j := s.jobs[id]; j.typ == typ && j.unifiedType() == typ {
-				objs = append(objs, s.jobJSON(j))
-			}
-		}
-		s.writeList(w, r, objs)
-	case (seg[0] == "workflow_jobs" || seg[0] == "jobs") && len(seg) >= 2 && (get || len(seg) == 3 && seg[2] == "cancel"):
-		typ := strings.TrimSuffix(seg[0], "s") // workflow_job or job
-		j := s.jobs[id]
-		if j == nil || j.typ != typ || j.unifiedType() != typ {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2:
-			writeJSON(w, http.StatusOK, s.jobJSON(j))
-		case len(seg) == 3 && seg[2] == "cancel":
-			s.cancelLocked(w, r, j)
-		case len(seg) == 3 && seg[2] == "workflow_nodes" && typ == "workflow_job":
-			var objs []map[string]any
-			for _, nid := range j.nodeIDs {
-				objs = append(objs, s.nodeJSON(s.nodes[nid]))
-			}
-			s.writeList(w, r, objs)
-		case len(seg) == 3 && seg[2] == "job_events" && typ == "job":
-			s.writeList(w, r, j.events)
-		default:
-			notFound()
-		}
-	case (seg[0] == "project_updates" || seg[0] == "inventory_updates") && len(seg) >= 2 && get:
-		j := s.jobs[id]
-		if j == nil || j.unifiedType()+"s" != seg[0] {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2:
-			writeJSON(w, http.StatusOK, s.jobJSON(j))
-		case len(seg) == 3 && seg[2] == "events":
-			s.writeList(w, r, j.events)
-		default:
-			notFound()
-		}
-	case seg[0] == "workflow_job_nodes" && len(seg) == 2 && get:
-		n := s.nodes[id]
-		if n == nil {
-			notFound()
-			return
-		}
-		writeJSON(w, http.StatusOK, s.nodeJSON(n))
-	case seg[0] == "labels" && len(seg) == 1 && get:
-		var objs []map[string]any
-		for _, l := range s.labels {
-			objs = append(objs, s.labelJSON(l))
-		}
-		s.writeList(w, r, objs)
-	case seg[0] == "labels" && len(seg) == 1 && r.Method == http.MethodPost:
-		s.createLabelLocked(w, r)
-	case seg[0] == "inventories" && len(seg) == 1 && get:
-		var objs []map[string]any
-		for _, inv := range s.inventories {
-			objs = append(objs, s.inventoryJSON(inv))
-		}
-		s.writeList(w, r, objs)
-	case seg[0] == "inventories" && len(seg) >= 2 && get:
-		inv := s.inventoryByIDLocked(id)
-		if inv == nil {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2:
-			writeJSON(w, http.StatusOK, s.inventoryJSON(inv))
-		case len(seg) == 3 && seg[2] == "hosts":
-			var objs []map[string]any
-			for _, h := range s.hosts {
-				if h.inventory == inv.id {
-					objs = append(objs, s.hostJSON(h))
-				}
-			}
-			s.writeList(w, r, objs)
-		default:
-			notFound()
-		}
-	case seg[0] == "hosts" && len(seg) == 1 && get:
-		var objs []map[string]any
-		for _, h := range s.hosts {
-			objs = append(objs, s.hostJSON(h))
-		}
-		s.writeList(w, r, objs)
-	case seg[0] == "hosts" && len(seg) >= 2 && get:
-		var h *hostState
-		for _, x := range s.hosts {
-			if x.id == id {
-				h = x
-			}
-		}
-		if h == nil {
-			notFound()
-			return
-		}
-		switch {
-		case len(seg) == 2:
-			writeJSON(w, http.StatusOK, s.hostJSON(h))
-		case len(seg) == 3 && seg[2] == "ansible_facts":
-			writeJSON(w, http.StatusOK, h.facts)
-		default:
-			notFound()
-		}
-	default:
-		notFound()
-	}
+	return false
 }
 
 // writeList serves one page of objs, filtered and ordered by the query
@@ -710,88 +557,22 @@ func (s *Server) hostJSON(h *hostState) map[string]any {
 
 // launchLocked starts a job of template t: the launch's extra_vars over the
 // template's, the launch's inventory or the template's.
-func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user string, t *templateDef) {
+func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, t *templateDef) {
 	if t.def.NotStartable {
 		writeJSON(w, http.StatusForbidden, map[string]any{"detail": "You do not have permission to perform this action."})
 		return
 	}
-	var body struct {
-		ExtraVars json.RawMessage `json:"extra_vars"`
-		Inventory any             `json:"inventory"`
-		Labels    []int           `json:"labels"`
+	body, launchVars, problem := readLaunch(r)
+	if problem != nil {
+		writeJSON(w, http.StatusBadRequest, problem)
+		return
 	}
-	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if len(data) > 0 {
-		if err := json.Unmarshal(data, &body); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "JSON parse error - " + err.Error()})
-			return
-		}
+	plan, problem := s.planLaunchLocked(t, launchVars, body.Inventory)
+	if problem == nil && len(plan.refused) > 0 {
+		problem = plan.refused
 	}
-	vars := cloneJSON(t.def.ExtraVars)
-	var launchVars map[string]any
-	if len(body.ExtraVars) > 0 && string(body.ExtraVars) != "null" {
-		// extra_vars may be an object or a string holding JSON.
-		var str string
-		if json.Unmarshal(body.ExtraVars, &str) == nil {
-			if str != "" {
-				if err := json.Unmarshal([]byte(str), &launchVars); err != nil {
-					writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Cannot parse as JSON (error: " + err.Error() + ")."}})
-					return
-				}
-			}
-		} else if err := json.Unmarshal(body.ExtraVars, &launchVars); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}})
-			return
-		}
-	}
-	// What the template does not prompt for is refused (workflows) or
-	// ignored (job templates), as AWX's launch serializers do.
-	ignored, refused := map[string]any{}, map[string]any{}
-	notPrompted := func(field string, value any, msg string) {
-		if t.def.JobTemplate {
-			ignored[field] = value
-		} else {
-			refused[field] = []string{msg}
-		}
-	}
-	if t.def.NoVariablesPrompt {
-		rejected := map[string]any{}
-		for k, v := range launchVars {
-			if tv, ok := vars[k]; !ok || !reflect.DeepEqual(tv, v) {
-				rejected[k] = v
-			}
-		}
-		if len(rejected) > 0 {
-			notPrompted("extra_vars", rejected, fmt.Sprintf("Variables %s are not allowed on launch. Check the Prompt on Launch setting on the Workflow Job Template to include Extra Variables.", strings.Join(slices.Sorted(maps.Keys(rejected)), ", ")))
-		}
-		launchVars = nil
-	}
-	for k, v := range launchVars {
-		vars[k] = v
-	}
-	var inv *inventoryState
-	if body.Inventory != nil {
-		inv = s.inventoryByNameLocked(fmt.Sprint(body.Inventory))
-		if f, ok := body.Inventory.(float64); ok {
-			inv = s.inventoryByIDLocked(int(f))
-		}
-		if inv == nil {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", body.Inventory)}})
-			return
-		}
-	}
-	var own *inventoryState
-	if t.def.Inventory != "" {
-		own = s.inventoryByNameLocked(t.def.Inventory)
-	}
-	if inv == nil {
-		inv = own
-	} else if inv != own && t.def.NoInventoryPrompt {
-		notPrompted("inventory", inv.id, "Field is not configured to prompt on launch.")
-		inv = own
-	}
-	if len(refused) > 0 {
-		writeJSON(w, http.StatusBadRequest, refused)
+	if problem != nil {
+		writeJSON(w, http.StatusBadRequest, problem)
 		return
 	}
 	var labels []string
@@ -803,16 +584,106 @@ func (s *Server) launchLocked(w http.ResponseWriter, r *http.Request, user strin
 		}
 		labels = append(labels, s.labels[i].name)
 	}
-	j := s.startLocked(t, user, vars, inv)
+	j := s.startLocked(t, s.Username, plan.vars, plan.inv)
 	j.labels = labels
 	o := s.jobJSON(j)
-	o["ignored_fields"] = ignored
+	o["ignored_fields"] = plan.ignored
 	if j.typ == "workflow_job" {
 		o["workflow_job"] = j.id
 	} else {
 		o["job"] = j.id
 	}
 	writeJSON(w, http.StatusCreated, o)
+}
+
+// launchRequest is the body of a launch.
+type launchRequest struct {
+	ExtraVars json.RawMessage `json:"extra_vars"`
+	Inventory any             `json:"inventory"`
+	Labels    []int           `json:"labels"`
+}
+
+// readLaunch decodes a launch's body and its extra_vars, which may be an
+// object or a string holding JSON. A bad body gets AWX's answer, problem
+// (for a 400).
+func readLaunch(r *http.Request) (body launchRequest, vars map[string]any, problem map[string]any) {
+	data, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &body); err != nil {
+			return body, nil, map[string]any{"detail": "JSON parse error - " + err.Error()}
+		}
+	}
+	if len(body.ExtraVars) == 0 || string(body.ExtraVars) == "null" {
+		return body, nil, nil
+	}
+	var str string
+	if json.Unmarshal(body.ExtraVars, &str) == nil {
+		if str != "" {
+			if err := json.Unmarshal([]byte(str), &vars); err != nil {
+				return body, nil, map[string]any{"extra_vars": []string{"Cannot parse as JSON (error: " + err.Error() + ")."}}
+			}
+		}
+	} else if err := json.Unmarshal(body.ExtraVars, &vars); err != nil {
+		return body, nil, map[string]any{"extra_vars": []string{"Must be a valid JSON or YAML dictionary."}}
+	}
+	return body, vars, nil
+}
+
+// launchPlan is what a launch of a template runs with.
+type launchPlan struct {
+	vars             map[string]any  // the launch's variables over the template's
+	inv              *inventoryState // nil for none
+	ignored, refused map[string]any  // launch fields the template does not prompt for
+}
+
+// planLaunchLocked applies a launch's variables and inventory (a name or
+// an id) to template t. What the template does not prompt for is refused
+// (workflows) or ignored (job templates), as AWX's launch serializers do.
+// An inventory that does not exist gets AWX's answer, problem (for a 400).
+func (s *Server) planLaunchLocked(t *templateDef, launchVars map[string]any, wantInv any) (plan launchPlan, problem map[string]any) {
+	plan = launchPlan{vars: cloneJSON(t.def.ExtraVars), ignored: map[string]any{}, refused: map[string]any{}}
+	notPrompted := func(field string, value any, msg string) {
+		if t.def.JobTemplate {
+			plan.ignored[field] = value
+		} else {
+			plan.refused[field] = []string{msg}
+		}
+	}
+	if t.def.NoVariablesPrompt {
+		rejected := map[string]any{}
+		for k, v := range launchVars {
+			if tv, ok := plan.vars[k]; !ok || !reflect.DeepEqual(tv, v) {
+				rejected[k] = v
+			}
+		}
+		if len(rejected) > 0 {
+			notPrompted("extra_vars", rejected, fmt.Sprintf("Variables %s are not allowed on launch. Check the Prompt on Launch setting on the Workflow Job Template to include Extra Variables.", strings.Join(slices.Sorted(maps.Keys(rejected)), ", ")))
+		}
+		launchVars = nil
+	}
+	for k, v := range launchVars {
+		plan.vars[k] = v
+	}
+	if wantInv != nil {
+		plan.inv = s.inventoryByNameLocked(fmt.Sprint(wantInv))
+		if f, ok := wantInv.(float64); ok {
+			plan.inv = s.inventoryByIDLocked(int(f))
+		}
+		if plan.inv == nil {
+			return plan, map[string]any{"inventory": []string{fmt.Sprintf("Invalid pk \"%v\" - object does not exist.", wantInv)}}
+		}
+	}
+	var own *inventoryState
+	if t.def.Inventory != "" {
+		own = s.inventoryByNameLocked(t.def.Inventory)
+	}
+	if plan.inv == nil {
+		plan.inv = own
+	} else if plan.inv != own && t.def.NoInventoryPrompt {
+		notPrompted("inventory", plan.inv.id, "Field is not configured to prompt on launch.")
+		plan.inv = own
+	}
+	return plan, nil
 }
 
 // cancelLocked is AWX's cancel view: GET says whether the job can be

@@ -2,17 +2,7 @@
 
 package local
 
-import (
-	"errors"
-	"os"
-	"syscall"
-)
-
-func openPTY() (master, slave *os.File, err error) {
-	return nil, nil, errors.New("pty: not supported on this system")
-}
-
-func setWinsize(f *os.File, cols, rows uint32) error { return nil }
+import "syscall"
 
 func groupAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
 
