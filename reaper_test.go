@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/testenv"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -445,16 +448,8 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 			dir := t.TempDir()
 			runID := inventory.NewRunID()
 			t.Cleanup(func() { removeContainersOfRun(runID) })
-			cmd, _ := startHolder(t, dir, runID, c.image, 5)
-			watcher := watcherOf(t, cmd.Process.Pid)
-			require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
-			require.NoError(t, cmd.Process.Kill())
-			_ = cmd.Wait()
-
+			orphanHosts(t, dir, runID, c.image, 5)
 			left := c.left(dir, runID)
-			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
-			require.NoError(t, err)
-			require.Len(t, recs, 5, "with its watcher dead, nothing reaped the run")
 
 			cleanup := exec.Command(cli, "cleanup", "--stale")
 			cleanup.Env = append(os.Environ(), "BROKER_DIRECTORY="+dir)
@@ -464,6 +459,168 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 			waitEmpty(t, dir, runID, left)
 		})
 	}
+}
+
+// orphanHosts starts a child that checks out count hosts, SIGKILLs its
+// watcher, then the child, and checks that nothing reaped them. It returns
+// the child's pid.
+func orphanHosts(t *testing.T, dir, runID, image string, count int) int {
+	t.Helper()
+	cmd, _ := startHolder(t, dir, runID, image, count)
+	watcher := watcherOf(t, cmd.Process.Pid)
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
+	waitWatcherGone(t, cmd.Process.Pid)
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	require.Len(t, recs, count, "with its watcher dead, nothing reaped the run")
+	return cmd.Process.Pid
+}
+
+// TestReaperNextRun: a child's watcher is SIGKILLed, then the child; a new
+// Broker on the same directory (the next run) checks every host of the
+// child in, in the background, with no command run by hand, and removes the
+// child's lock file.
+func TestReaperNextRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cases := []struct {
+		name, image string
+		left        func(dir, runID string) func() int
+	}{
+		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
+		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.image != "" {
+				requireImage(t, c.image)
+			}
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			pid := orphanHosts(t, dir, runID, c.image, 10)
+			left := c.left(dir, runID)
+			require.Equal(t, 10, left(), "the child's hosts outlive it")
+
+			var logs testenv.LogBuffer
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			require.NoError(t, err)
+			t.Cleanup(func() { b.Close() })
+			waitEmpty(t, dir, runID, left)
+			waitLog(t, &logs, "reaper: done")
+			require.NoError(t, b.Close())
+			assert.Contains(t, logs.String(), "hosts=10")
+			assert.Empty(t, ownerFiles(t, dir), "the dead owner's lock file is removed")
+			t.Logf("child %d: %d hosts reaped by the next Broker", pid, 10)
+		})
+	}
+}
+
+// TestReaperNextRunSparesLiveWatcher: the child dies while its watcher
+// lives (stopped, so that it has not reaped yet): a new Broker leaves the
+// child's hosts to the watcher, which checks them in once it goes on.
+func TestReaperNextRunSparesLiveWatcher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	runID := inventory.NewRunID()
+	cmd, _ := startHolder(t, dir, runID, "", 5)
+	watcher := watcherOf(t, cmd.Process.Pid)
+	files := ownerFiles(t, dir)
+	require.Len(t, files, 1, "the child's lock file")
+	deadline := time.Now().Add(30 * time.Second)
+	for !flockedBy(t, files[0], watcher) {
+		require.True(t, time.Now().Before(deadline), "the watcher never took its lock")
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGSTOP))
+	t.Cleanup(func() { _ = syscall.Kill(watcher, syscall.SIGCONT) })
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	var logs testenv.LogBuffer
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	waitLog(t, &logs, fmt.Sprintf(`its hosts are left to it" owner_pid=%d`, cmd.Process.Pid))
+	require.NoError(t, b.Close())
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	assert.Len(t, recs, 5, "the new Broker took none of the watcher's hosts")
+	assert.Equal(t, 5, localDirs(dir)())
+	assert.NotContains(t, logs.String(), "checked in")
+
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGCONT))
+	waitEmpty(t, dir, runID, localDirs(dir))
+}
+
+// TestCloseStopsReaper: Close returns only once the background reaper has
+// stopped (it no longer holds an owner's lock nor runs); what it did not
+// check in, the next Broker does.
+func TestCloseStopsReaper(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	runID := inventory.NewRunID()
+	orphanHosts(t, dir, runID, "", 5)
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+	for _, f := range ownerFiles(t, dir) {
+		assert.False(t, flockedBy(t, f, os.Getpid()), "%s still locked by this process after Close", f)
+	}
+	buf := make([]byte, 1<<20)
+	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reapOrphans"), "a reaper still runs after Close")
+
+	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	waitEmpty(t, dir, runID, localDirs(dir))
+}
+
+// waitLog waits up to 30 s for logs to hold want.
+func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s, no %q in the log:\n%s", want, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ownerFiles lists the owners' lock files of the broker directory dir.
+func ownerFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, ".owners", "*.lock"))
+	require.NoError(t, err)
+	return files
+}
+
+// flockedBy reports whether process pid holds an flock on path, as
+// /proc/locks says (without taking the lock, which would disturb it).
+func flockedBy(t *testing.T, path string, pid int) bool {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return false
+	}
+	data, err := os.ReadFile("/proc/locks")
+	require.NoError(t, err)
+	for line := range strings.Lines(string(data)) {
+		// "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[4] == strconv.Itoa(pid) && strings.HasSuffix(f[5], fmt.Sprintf(":%d", st.Ino)) {
+			return true
+		}
+	}
+	return false
 }
 
 // findWatcher returns the pid of the watcher process of owner pid, found
