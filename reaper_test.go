@@ -199,6 +199,16 @@ func childHold(t *testing.T) {
 
 // startHolder starts a child that checks out count hosts and waits.
 func startHolder(t *testing.T, dir, runID, image string, count int, args ...string) (*exec.Cmd, *bufio.Scanner) {
+	cmd, sc, out := tryHolder(t, dir, runID, image, count, args...)
+	if cmd == nil {
+		t.Fatalf("child ended before its hosts were ready:\n%s", out)
+	}
+	return cmd, sc
+}
+
+// tryHolder is startHolder, but a child that ends before its hosts are
+// ready is no failure: it returns a nil command and the child's output.
+func tryHolder(t *testing.T, dir, runID, image string, count int, args ...string) (*exec.Cmd, *bufio.Scanner, string) {
 	cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + image, fmt.Sprint("COUNT=", count)}, args...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -212,37 +222,69 @@ func startHolder(t *testing.T, dir, runID, image string, count int, args ...stri
 		waitWatcherGone(t, cmd.Process.Pid)
 	})
 	sc := bufio.NewScanner(stdout)
+	var out strings.Builder
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "ready") {
-			return cmd, sc
+			return cmd, sc, out.String()
 		}
-		t.Log("child:", sc.Text())
+		out.WriteString(sc.Text() + "\n")
 	}
-	t.Fatalf("child ended before its hosts were ready")
-	return nil, nil
+	_ = cmd.Wait()
+	return nil, nil, out.String()
 }
 
-// waitWatcherGone waits up to 30 s for the reaper watcher of the process
-// pid to exit.
+// startTimingOut starts a child that checks out count hosts and that its
+// -test.timeout ends once they are ready. A loaded machine may take longer
+// than timeout to check them out: then, once what that child had is
+// reaped, it tries again with twice the timeout. It returns the child that
+// got ready and its run id; left(runID) counts the hosts of a run.
+func startTimingOut(t *testing.T, dir, image string, count int, timeout time.Duration, left func(runID string) func() int) (*exec.Cmd, string) {
+	t.Helper()
+	for {
+		runID := inventory.NewRunID()
+		if image != "" {
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+		}
+		cmd, _, out := tryHolder(t, dir, runID, image, count, "-test.timeout="+timeout.String())
+		if cmd != nil {
+			return cmd, runID
+		}
+		if !strings.Contains(out, "panic: test timed out") || timeout >= 8*time.Minute {
+			t.Fatalf("child ended before its hosts were ready:\n%s", out)
+		}
+		// What it had checked out is reaped all the same.
+		waitEmpty(t, dir, runID, left(runID))
+		t.Logf("the child's -test.timeout=%v ran out before its %d hosts were ready: again with %v", timeout, count, 2*timeout)
+		timeout *= 2
+	}
+}
+
+// waitBound bounds the waits of these tests for what a process does: it
+// is generous, since the tests must pass on a busy machine; a wait that
+// passes returns as soon as it can.
+const waitBound = 2 * time.Minute
+
+// waitWatcherGone waits up to waitBound for the reaper watcher of the
+// process pid to exit.
 func waitWatcherGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for findWatcher(pid) != 0 {
 		if time.Now().After(deadline) {
-			t.Errorf("the watcher of process %d still runs after 30 s", pid)
+			t.Errorf("the watcher of process %d still runs after %v", pid, waitBound)
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// waitEmpty waits up to 30 s for the inventory of dir to hold no host of
+// waitEmpty waits up to waitBound for the inventory of dir to hold no host of
 // runID and for gone() to report no leftovers.
 func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 	t.Helper()
 	store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
 	start := time.Now()
-	deadline := start.Add(30 * time.Second)
+	deadline := start.Add(waitBound)
 	for {
 		recs, err := store.Load()
 		require.NoError(t, err)
@@ -258,7 +300,7 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: %d inventory records and %d hosts of run %s remain", n, left, runID)
+			t.Fatalf("after %v: %d inventory records and %d hosts of run %s remain", waitBound, n, left, runID)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -278,11 +320,12 @@ func TestReaperLocal(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
 			runID := inventory.NewRunID()
-			var args []string
+			var cmd *exec.Cmd
 			if how == "timeout" {
-				args = []string{"-test.timeout=3s"}
+				cmd, runID = startTimingOut(t, dir, "", 5, 3*time.Second, func(string) func() int { return localDirs(dir) })
+			} else {
+				cmd, _ = startHolder(t, dir, runID, "", 5)
 			}
-			cmd, _ := startHolder(t, dir, runID, "", 5, args...)
 			switch how {
 			case "SIGKILL":
 				require.NoError(t, cmd.Process.Kill())
@@ -306,7 +349,7 @@ func containersOfRun(t *testing.T, runID string) func() int {
 }
 
 // TestReaperContainer: a child holding 20 containers is killed three ways;
-// within 30 s no container of its run is left and the inventory is empty,
+// soon no container of its run is left and the inventory is empty,
 // with no command run by hand.
 func TestReaperContainer(t *testing.T) {
 	if testing.Short() {
@@ -316,15 +359,19 @@ func TestReaperContainer(t *testing.T) {
 	for _, how := range []string{"SIGKILL", "timeout", "SIGINT"} {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
-			runID := inventory.NewRunID()
-			left := containersOfRun(t, runID)
-			t.Cleanup(func() { removeContainersOfRun(runID) })
-			var args []string
+			var cmd *exec.Cmd
+			var runID string
 			if how == "timeout" {
-				args = []string{"-test.timeout=60s"}
+				// Its timeout may run out at any time now: the count of
+				// its containers is no longer stable.
+				cmd, runID = startTimingOut(t, dir, sshdImage, 20, time.Minute, func(runID string) func() int { return containersOfRun(t, runID) })
+			} else {
+				runID = inventory.NewRunID()
+				t.Cleanup(func() { removeContainersOfRun(runID) })
+				cmd, _ = startHolder(t, dir, runID, sshdImage, 20)
+				require.Equal(t, 20, containersOfRun(t, runID)(), "the child holds 20 containers")
 			}
-			cmd, _ := startHolder(t, dir, runID, sshdImage, 20, args...)
-			require.Equal(t, 20, left(), "the child holds 20 containers")
+			left := containersOfRun(t, runID)
 			switch how {
 			case "SIGKILL":
 				require.NoError(t, cmd.Process.Kill())
@@ -401,7 +448,7 @@ func TestReaperMidCheckout(t *testing.T) {
 				recs, _ := store.Load()
 				return len(recs) > 0
 			}
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(waitBound)
 			for !started() {
 				require.True(t, time.Now().Before(deadline), "the checkout did not start")
 				time.Sleep(5 * time.Millisecond)
@@ -532,7 +579,7 @@ func TestReaperNextRunSparesLiveWatcher(t *testing.T) {
 	watcher := watcherOf(t, cmd.Process.Pid)
 	files := ownerFiles(t, dir)
 	require.Len(t, files, 1, "the child's lock file")
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for !flockedBy(t, files[0], watcher) {
 		require.True(t, time.Now().Before(deadline), "the watcher never took its lock")
 		time.Sleep(20 * time.Millisecond)
@@ -583,13 +630,13 @@ func TestCloseStopsReaper(t *testing.T) {
 	waitEmpty(t, dir, runID, localDirs(dir))
 }
 
-// waitLog waits up to 30 s for logs to hold want.
+// waitLog waits up to waitBound for logs to hold want.
 func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for !strings.Contains(logs.String(), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s, no %q in the log:\n%s", want, logs.String())
+			t.Fatalf("after %v, no %q in the log:\n%s", waitBound, want, logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -641,10 +688,10 @@ func findWatcher(pid int) int {
 	return 0
 }
 
-// watcherOf waits up to 10 s for the watcher process of owner pid.
+// watcherOf waits up to waitBound for the watcher process of owner pid.
 func watcherOf(t *testing.T, pid int) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for time.Now().Before(deadline) {
 		if p := findWatcher(pid); p != 0 {
 			return p
