@@ -146,9 +146,9 @@ func TestReaperAnsibleTower(t *testing.T) {
 		t.Skip("-short")
 	}
 	for _, c := range []struct {
-		name      string
-		killAfter time.Duration // 0: once every host is ready
-	}{{"mid-checkout", 2 * time.Second}, {"ready", 0}} {
+		name        string
+		midCheckout bool // else once every host is ready
+	}{{"mid-checkout", true}, {"ready", false}} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := awxtest.Start(t, awxtest.Options{JobTime: 3 * time.Second})
 			dir := t.TempDir()
@@ -157,7 +157,7 @@ func TestReaperAnsibleTower(t *testing.T) {
 			runID := inventory.NewRunID()
 			env := []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "WORKFLOW=deploy-vm", "COUNT=5"}
 			var cmd *exec.Cmd
-			if c.killAfter == 0 {
+			if !c.midCheckout {
 				cmd = child(t, "hold", env)
 				out, err := cmd.StdoutPipe()
 				require.NoError(t, err)
@@ -171,10 +171,16 @@ func TestReaperAnsibleTower(t *testing.T) {
 				cmd = child(t, "hold", env)
 				require.NoError(t, cmd.Start())
 				t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-				time.Sleep(c.killAfter)
+				// Killed once the workflows have made their first VM
+				// (polled: how long that takes depends on the machine's
+				// load), while they still run.
+				deadline := time.Now().Add(waitBound)
+				for len(srv.HostNames()) == 0 {
+					require.True(t, time.Now().Before(deadline), "the workflows made no VM in %v", waitBound)
+					time.Sleep(10 * time.Millisecond)
+				}
 			}
 			t.Logf("killing with %d VMs made", len(srv.HostNames()))
-			require.NotEmpty(t, srv.HostNames(), "the workflows got as far as making VMs")
 			require.NoError(t, cmd.Process.Kill())
 			_ = cmd.Wait()
 			waitEmpty(t, dir, runID, func() int { return len(srv.HostNames()) })

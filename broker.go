@@ -77,6 +77,9 @@ type Broker struct {
 	opened map[string]providers.Provider // by "Provider::instance"
 
 	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
+
+	stopReaper context.CancelFunc // nil when New started no reapOrphans
+	reaping    sync.WaitGroup
 }
 
 type config struct {
@@ -108,11 +111,15 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // out; by default each Broker gets a new one.
 func WithRunID(id string) Option { return func(c *config) { c.runID = id } }
 
-// WithReaper(false) starts no reaper process: hosts of a process killed
-// before its check-ins ran are then left for "brokertest cleanup --stale".
-// By default the first checkout starts one detached watcher per process that
-// checks in what the process still holds when it dies, and SIGINT or SIGTERM
-// check this process's hosts in before the process ends.
+// WithReaper(false) starts no reaper: hosts of a process killed before its
+// check-ins ran are then left for "brokertest cleanup --stale" (or a later
+// Broker with a reaper). By default the first checkout starts one detached
+// watcher per process that checks in what the process still holds when it
+// dies, SIGINT or SIGTERM check this process's hosts in before the process
+// ends, and New starts a background check-in of the hosts whose owner died
+// when its watcher was already gone (see Orphaned; at most 8 check-ins at a
+// time, for 5 minutes at most, logged; Close stops it). The environment
+// variable BROKER_NO_WATCHER=1 turns all of this off as WithReaper(false).
 func WithReaper(enabled bool) Option { return func(c *config) { c.noReaper = !enabled } }
 
 func withoutWatcher() Option { return WithReaper(false) }
@@ -153,6 +160,9 @@ func New(opts ...Option) (*Broker, error) {
 	for _, w := range s.Warnings() {
 		b.logger.Warn(w)
 	}
+	if b.watcher && os.Getenv(watchDisabled) == "" {
+		b.startReaper()
+	}
 	return b, nil
 }
 
@@ -176,9 +186,15 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(f, nil)).With("pid", os.Getpid()), f, nil
 }
 
-// Close waits for the second looks after checkouts cut short (a few
+// Close stops the background reaper New started (it cancels it and waits
+// for it to return: what it had not checked in yet stays for the next
+// Broker), waits for the second looks after checkouts cut short (a few
 // seconds at most) and releases the log file. Hosts stay checked out.
 func (b *Broker) Close() error {
+	if b.stopReaper != nil {
+		b.stopReaper()
+	}
+	b.reaping.Wait()
 	b.late.Wait()
 	if b.logFile != nil {
 		return b.logFile.Close()
@@ -464,9 +480,14 @@ func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
 // CheckinRecords checks in the hosts of inventory records concurrently (the
 // CLI's cleanup). Each failure is named in the joined error.
 func (b *Broker) CheckinRecords(ctx context.Context, recs ...*inventory.Record) error {
+	return b.checkinRecords(ctx, maxParallel, recs...)
+}
+
+// checkinRecords is CheckinRecords, limit at a time.
+func (b *Broker) checkinRecords(ctx context.Context, limit int, recs ...*inventory.Record) error {
 	errs := make([]error, len(recs))
 	var g errgroup.Group
-	g.SetLimit(maxParallel)
+	g.SetLimit(limit)
 	for i, rec := range recs {
 		g.Go(func() error {
 			errs[i] = b.checkinRecord(ctx, rec)

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/testenv"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -196,6 +199,16 @@ func childHold(t *testing.T) {
 
 // startHolder starts a child that checks out count hosts and waits.
 func startHolder(t *testing.T, dir, runID, image string, count int, args ...string) (*exec.Cmd, *bufio.Scanner) {
+	cmd, sc, out := tryHolder(t, dir, runID, image, count, args...)
+	if cmd == nil {
+		t.Fatalf("child ended before its hosts were ready:\n%s", out)
+	}
+	return cmd, sc
+}
+
+// tryHolder is startHolder, but a child that ends before its hosts are
+// ready is no failure: it returns a nil command and the child's output.
+func tryHolder(t *testing.T, dir, runID, image string, count int, args ...string) (*exec.Cmd, *bufio.Scanner, string) {
 	cmd := child(t, "hold", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "IMAGE=" + image, fmt.Sprint("COUNT=", count)}, args...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -209,37 +222,69 @@ func startHolder(t *testing.T, dir, runID, image string, count int, args ...stri
 		waitWatcherGone(t, cmd.Process.Pid)
 	})
 	sc := bufio.NewScanner(stdout)
+	var out strings.Builder
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "ready") {
-			return cmd, sc
+			return cmd, sc, out.String()
 		}
-		t.Log("child:", sc.Text())
+		out.WriteString(sc.Text() + "\n")
 	}
-	t.Fatalf("child ended before its hosts were ready")
-	return nil, nil
+	_ = cmd.Wait()
+	return nil, nil, out.String()
 }
 
-// waitWatcherGone waits up to 30 s for the reaper watcher of the process
-// pid to exit.
+// startTimingOut starts a child that checks out count hosts and that its
+// -test.timeout ends once they are ready. A loaded machine may take longer
+// than timeout to check them out: then, once what that child had is
+// reaped, it tries again with twice the timeout. It returns the child that
+// got ready and its run id; left(runID) counts the hosts of a run.
+func startTimingOut(t *testing.T, dir, image string, count int, timeout time.Duration, left func(runID string) func() int) (*exec.Cmd, string) {
+	t.Helper()
+	for {
+		runID := inventory.NewRunID()
+		if image != "" {
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+		}
+		cmd, _, out := tryHolder(t, dir, runID, image, count, "-test.timeout="+timeout.String())
+		if cmd != nil {
+			return cmd, runID
+		}
+		if !strings.Contains(out, "panic: test timed out") || timeout >= 8*time.Minute {
+			t.Fatalf("child ended before its hosts were ready:\n%s", out)
+		}
+		// What it had checked out is reaped all the same.
+		waitEmpty(t, dir, runID, left(runID))
+		t.Logf("the child's -test.timeout=%v ran out before its %d hosts were ready: again with %v", timeout, count, 2*timeout)
+		timeout *= 2
+	}
+}
+
+// waitBound bounds the waits of these tests for what a process does: it
+// is generous, since the tests must pass on a busy machine; a wait that
+// passes returns as soon as it can.
+const waitBound = 2 * time.Minute
+
+// waitWatcherGone waits up to waitBound for the reaper watcher of the
+// process pid to exit.
 func waitWatcherGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for findWatcher(pid) != 0 {
 		if time.Now().After(deadline) {
-			t.Errorf("the watcher of process %d still runs after 30 s", pid)
+			t.Errorf("the watcher of process %d still runs after %v", pid, waitBound)
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// waitEmpty waits up to 30 s for the inventory of dir to hold no host of
+// waitEmpty waits up to waitBound for the inventory of dir to hold no host of
 // runID and for gone() to report no leftovers.
 func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 	t.Helper()
 	store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
 	start := time.Now()
-	deadline := start.Add(30 * time.Second)
+	deadline := start.Add(waitBound)
 	for {
 		recs, err := store.Load()
 		require.NoError(t, err)
@@ -255,7 +300,7 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: %d inventory records and %d hosts of run %s remain", n, left, runID)
+			t.Fatalf("after %v: %d inventory records and %d hosts of run %s remain", waitBound, n, left, runID)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -275,11 +320,12 @@ func TestReaperLocal(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
 			runID := inventory.NewRunID()
-			var args []string
+			var cmd *exec.Cmd
 			if how == "timeout" {
-				args = []string{"-test.timeout=3s"}
+				cmd, runID = startTimingOut(t, dir, "", 5, 3*time.Second, func(string) func() int { return localDirs(dir) })
+			} else {
+				cmd, _ = startHolder(t, dir, runID, "", 5)
 			}
-			cmd, _ := startHolder(t, dir, runID, "", 5, args...)
 			switch how {
 			case "SIGKILL":
 				require.NoError(t, cmd.Process.Kill())
@@ -303,7 +349,7 @@ func containersOfRun(t *testing.T, runID string) func() int {
 }
 
 // TestReaperContainer: a child holding 20 containers is killed three ways;
-// within 30 s no container of its run is left and the inventory is empty,
+// soon no container of its run is left and the inventory is empty,
 // with no command run by hand.
 func TestReaperContainer(t *testing.T) {
 	if testing.Short() {
@@ -313,15 +359,19 @@ func TestReaperContainer(t *testing.T) {
 	for _, how := range []string{"SIGKILL", "timeout", "SIGINT"} {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
-			runID := inventory.NewRunID()
-			left := containersOfRun(t, runID)
-			t.Cleanup(func() { removeContainersOfRun(runID) })
-			var args []string
+			var cmd *exec.Cmd
+			var runID string
 			if how == "timeout" {
-				args = []string{"-test.timeout=60s"}
+				// Its timeout may run out at any time now: the count of
+				// its containers is no longer stable.
+				cmd, runID = startTimingOut(t, dir, sshdImage, 20, time.Minute, func(runID string) func() int { return containersOfRun(t, runID) })
+			} else {
+				runID = inventory.NewRunID()
+				t.Cleanup(func() { removeContainersOfRun(runID) })
+				cmd, _ = startHolder(t, dir, runID, sshdImage, 20)
+				require.Equal(t, 20, containersOfRun(t, runID)(), "the child holds 20 containers")
 			}
-			cmd, _ := startHolder(t, dir, runID, sshdImage, 20, args...)
-			require.Equal(t, 20, left(), "the child holds 20 containers")
+			left := containersOfRun(t, runID)
 			switch how {
 			case "SIGKILL":
 				require.NoError(t, cmd.Process.Kill())
@@ -398,7 +448,7 @@ func TestReaperMidCheckout(t *testing.T) {
 				recs, _ := store.Load()
 				return len(recs) > 0
 			}
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(waitBound)
 			for !started() {
 				require.True(t, time.Now().Before(deadline), "the checkout did not start")
 				time.Sleep(5 * time.Millisecond)
@@ -445,16 +495,8 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 			dir := t.TempDir()
 			runID := inventory.NewRunID()
 			t.Cleanup(func() { removeContainersOfRun(runID) })
-			cmd, _ := startHolder(t, dir, runID, c.image, 5)
-			watcher := watcherOf(t, cmd.Process.Pid)
-			require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
-			require.NoError(t, cmd.Process.Kill())
-			_ = cmd.Wait()
-
+			orphanHosts(t, dir, runID, c.image, 5)
 			left := c.left(dir, runID)
-			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
-			require.NoError(t, err)
-			require.Len(t, recs, 5, "with its watcher dead, nothing reaped the run")
 
 			cleanup := exec.Command(cli, "cleanup", "--stale")
 			cleanup.Env = append(os.Environ(), "BROKER_DIRECTORY="+dir)
@@ -464,6 +506,168 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 			waitEmpty(t, dir, runID, left)
 		})
 	}
+}
+
+// orphanHosts starts a child that checks out count hosts, SIGKILLs its
+// watcher, then the child, and checks that nothing reaped them. It returns
+// the child's pid.
+func orphanHosts(t *testing.T, dir, runID, image string, count int) int {
+	t.Helper()
+	cmd, _ := startHolder(t, dir, runID, image, count)
+	watcher := watcherOf(t, cmd.Process.Pid)
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
+	waitWatcherGone(t, cmd.Process.Pid)
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	require.Len(t, recs, count, "with its watcher dead, nothing reaped the run")
+	return cmd.Process.Pid
+}
+
+// TestReaperNextRun: a child's watcher is SIGKILLed, then the child; a new
+// Broker on the same directory (the next run) checks every host of the
+// child in, in the background, with no command run by hand, and removes the
+// child's lock file.
+func TestReaperNextRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cases := []struct {
+		name, image string
+		left        func(dir, runID string) func() int
+	}{
+		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
+		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.image != "" {
+				requireImage(t, c.image)
+			}
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			t.Cleanup(func() { removeContainersOfRun(runID) })
+			pid := orphanHosts(t, dir, runID, c.image, 10)
+			left := c.left(dir, runID)
+			require.Equal(t, 10, left(), "the child's hosts outlive it")
+
+			var logs testenv.LogBuffer
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			require.NoError(t, err)
+			t.Cleanup(func() { b.Close() })
+			waitEmpty(t, dir, runID, left)
+			waitLog(t, &logs, "reaper: done")
+			require.NoError(t, b.Close())
+			assert.Contains(t, logs.String(), "hosts=10")
+			assert.Empty(t, ownerFiles(t, dir), "the dead owner's lock file is removed")
+			t.Logf("child %d: %d hosts reaped by the next Broker", pid, 10)
+		})
+	}
+}
+
+// TestReaperNextRunSparesLiveWatcher: the child dies while its watcher
+// lives (stopped, so that it has not reaped yet): a new Broker leaves the
+// child's hosts to the watcher, which checks them in once it goes on.
+func TestReaperNextRunSparesLiveWatcher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	runID := inventory.NewRunID()
+	cmd, _ := startHolder(t, dir, runID, "", 5)
+	watcher := watcherOf(t, cmd.Process.Pid)
+	files := ownerFiles(t, dir)
+	require.Len(t, files, 1, "the child's lock file")
+	deadline := time.Now().Add(waitBound)
+	for !flockedBy(t, files[0], watcher) {
+		require.True(t, time.Now().Before(deadline), "the watcher never took its lock")
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGSTOP))
+	t.Cleanup(func() { _ = syscall.Kill(watcher, syscall.SIGCONT) })
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	var logs testenv.LogBuffer
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	waitLog(t, &logs, fmt.Sprintf(`its hosts are left to it" owner_pid=%d`, cmd.Process.Pid))
+	require.NoError(t, b.Close())
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	require.NoError(t, err)
+	assert.Len(t, recs, 5, "the new Broker took none of the watcher's hosts")
+	assert.Equal(t, 5, localDirs(dir)())
+	assert.NotContains(t, logs.String(), "checked in")
+
+	require.NoError(t, syscall.Kill(watcher, syscall.SIGCONT))
+	waitEmpty(t, dir, runID, localDirs(dir))
+}
+
+// TestCloseStopsReaper: Close returns only once the background reaper has
+// stopped (it no longer holds an owner's lock nor runs); what it did not
+// check in, the next Broker does.
+func TestCloseStopsReaper(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	runID := inventory.NewRunID()
+	orphanHosts(t, dir, runID, "", 5)
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+	for _, f := range ownerFiles(t, dir) {
+		assert.False(t, flockedBy(t, f, os.Getpid()), "%s still locked by this process after Close", f)
+	}
+	buf := make([]byte, 1<<20)
+	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reapOrphans"), "a reaper still runs after Close")
+
+	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	waitEmpty(t, dir, runID, localDirs(dir))
+}
+
+// waitLog waits up to waitBound for logs to hold want.
+func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v, no %q in the log:\n%s", waitBound, want, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ownerFiles lists the owners' lock files of the broker directory dir.
+func ownerFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, ".owners", "*.lock"))
+	require.NoError(t, err)
+	return files
+}
+
+// flockedBy reports whether process pid holds an flock on path, as
+// /proc/locks says (without taking the lock, which would disturb it).
+func flockedBy(t *testing.T, path string, pid int) bool {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return false
+	}
+	data, err := os.ReadFile("/proc/locks")
+	require.NoError(t, err)
+	for line := range strings.Lines(string(data)) {
+		// "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[4] == strconv.Itoa(pid) && strings.HasSuffix(f[5], fmt.Sprintf(":%d", st.Ino)) {
+			return true
+		}
+	}
+	return false
 }
 
 // findWatcher returns the pid of the watcher process of owner pid, found
@@ -484,10 +688,10 @@ func findWatcher(pid int) int {
 	return 0
 }
 
-// watcherOf waits up to 10 s for the watcher process of owner pid.
+// watcherOf waits up to waitBound for the watcher process of owner pid.
 func watcherOf(t *testing.T, pid int) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitBound)
 	for time.Now().Before(deadline) {
 		if p := findWatcher(pid); p != 0 {
 			return p

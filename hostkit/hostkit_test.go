@@ -438,15 +438,19 @@ func TestReconnect(t *testing.T) {
 		res hostkit.Result
 		err error
 	}
+	// Its sleep has an argument of its own (GNU sleep takes fractions), so
+	// that the wait below sees this command running, not another test's
+	// sleep of the same user (packages run in parallel).
+	marker := fmt.Sprintf("sleep 600.%d%09d", os.Getpid(), time.Now().UnixNano()%1_000_000_000)
 	done := make(chan result, 1)
 	go func() {
-		res, err := h.Execute(ctx, "echo started; sleep 600")
+		res, err := h.Execute(ctx, "echo started; "+marker)
 		done <- result{res, err}
 	}()
 	require.Eventually(t, func() bool {
-		res, err := h.Execute(ctx, "pgrep -x sleep -u "+srv.User+" >/dev/null && echo yes")
+		res, err := h.Execute(ctx, "pgrep -x -f -u "+srv.User+" "+hostkit.ShellQuote(marker)+" >/dev/null && echo yes")
 		return err == nil && res.Stdout == "yes\n"
-	}, 10*time.Second, 20*time.Millisecond)
+	}, time.Minute, 20*time.Millisecond, "%q never ran", marker)
 	require.NoError(t, srv.Kill())
 	r := <-done
 	require.Error(t, r.err)

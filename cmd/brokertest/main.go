@@ -169,7 +169,9 @@ func (c *cli) open() error {
 	if c.g.verbose {
 		logger = slog.New(slog.NewTextHandler(c.stderr, nil))
 	}
-	opts := []broker.Option{}
+	// No background reaper: cleanup --stale does its work in the
+	// foreground, and the other commands end before it would.
+	opts := []broker.Option{broker.WithReaper(false)}
 	if c.g.verbose {
 		opts = append(opts, broker.WithLogger(logger))
 	}
@@ -299,8 +301,7 @@ func staleOnly(recs []*inventory.Record, now time.Time) []*inventory.Record {
 			continue
 		}
 		expired := r.Broker.KeepUntil != nil && now.After(*r.Broker.KeepUntil)
-		orphaned := r.Broker.KeepUntil == nil && r.Broker.State != inventory.StateKept && r.Broker.Owner.Dead()
-		if expired || orphaned {
+		if expired || broker.Orphaned(r) {
 			out = append(out, r)
 		}
 	}

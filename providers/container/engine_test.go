@@ -198,9 +198,12 @@ func TestCommandReplacesSSHD(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not running") {
 			t.Errorf("Checkout of an sshd image whose command exits: %v; want an error saying it is not running", err)
 		}
-		if el := time.Since(start); el > 20*time.Second {
-			t.Errorf("the failure took %v: not at once when the container exited", el)
+		// Ended by the exit, not by ssh_wait (no duration asserted: the
+		// tests run on loaded machines too).
+		if err != nil && strings.Contains(err.Error(), "within") {
+			t.Errorf("the wait for sshd ran to its end instead of stopping when the container exited: %v", err)
 		}
+		t.Logf("failed after %v", time.Since(start).Round(time.Millisecond))
 		if left, lerr := containersWithID(ctx, p, id); lerr != nil || len(left) != 0 {
 			t.Errorf("containers left after a failed checkout: %v, %v", left, lerr)
 		}

@@ -137,3 +137,33 @@ func TestReplayConn(t *testing.T) {
 		t.Fatalf("read %q, %v", got, err)
 	}
 }
+
+// TestWaitBannerEndsDuringAliveCheck: when the wait for sshd ends while the
+// engine is being asked whether the container runs (a slow engine on a
+// loaded machine), the error is the wait's end, naming ssh_wait, not the
+// engine call cut short.
+func TestWaitBannerEndsDuringAliveCheck(t *testing.T) {
+	// A port that accepts and never speaks: no banner ever.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	slowEngine := func(ctx context.Context) error {
+		<-ctx.Done() // answers only when the wait has ended
+		return ctx.Err()
+	}
+	_, err = waitBanner(context.Background(), l.Addr().String(), 400*time.Millisecond, slowEngine)
+	if err == nil || !strings.Contains(err.Error(), "no SSH banner within") {
+		t.Errorf("error %v; want the end of ssh_wait", err)
+	}
+}
