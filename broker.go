@@ -142,7 +142,6 @@ func New(opts ...Option) (*Broker, error) {
 	}
 	b := &Broker{
 		settings: s,
-		store:    inventory.Open(filepath.Join(s.Dir, inventoryFile(s))),
 		opened:   map[string]providers.Provider{},
 		watcher:  !c.noReaper,
 	}
@@ -157,6 +156,7 @@ func New(opts ...Option) (*Broker, error) {
 			return nil, err
 		}
 	}
+	b.store = inventory.Open(filepath.Join(s.Dir, inventoryFile(s)), inventory.WithLogger(b.logger))
 	for _, w := range s.Warnings() {
 		b.logger.Warn(w)
 	}

@@ -198,7 +198,11 @@ func reapDir(dir, file string, owner inventory.Owner, lock *ownerLock) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err == nil {
-		// TODO(lead): call store.ClearAbandonedLock() here
+		// A Python broker must not wait on the lock file the owner may
+		// have died holding (the kernel freed its flock, not that file).
+		if _, cerr := b.store.ClearAbandonedLock(); cerr != nil {
+			b.logger.Warn("clear the lock file left by the dead owner", "err", cerr)
+		}
 		left, err = leftBy(b, owner)
 	}
 	if err == nil && len(left) == 0 {
