@@ -620,7 +620,8 @@ func (p *parser) selection() (*selection, error) {
 
 type env struct {
 	rec *Record
-	m   map[string]any
+	m   map[string]any // the record as a map, built if needed
+	bm  map[string]any // its _brokertest block, built if needed
 }
 
 func (e *env) all() map[string]any {
@@ -633,7 +634,7 @@ func (e *env) all() map[string]any {
 func (e *env) top(key string) any {
 	v, ok := lookupFast(e.rec, []string{key})
 	if !ok && !knownTop(key) {
-		v, ok = e.all()[key]
+		v, ok = e.rec.topValue(key, &e.bm)
 	}
 	if !ok {
 		return missing

@@ -114,14 +114,13 @@ func (f Filter) Match(rec *Record) bool {
 	if len(f.terms) == 0 {
 		return true
 	}
-	var m map[string]any // built once, only if a term needs it
+	var bm map[string]any // the _brokertest block, built once if a term needs it
 	for _, t := range f.terms {
 		v, ok := lookupFast(rec, t.path)
 		if !ok && !knownTop(t.path[0]) {
-			if m == nil {
-				m = rec.Map()
+			if v, ok = rec.topValue(t.path[0], &bm); ok {
+				v, ok = lookup(v, t.path[1:])
 			}
-			v, ok = lookup(m, t.path)
 		}
 		if t.eval(v, ok) == t.not {
 			return false
@@ -318,10 +317,24 @@ func (r *Record) Map() map[string]any {
 		m["_broker_facts"] = r.Facts
 	}
 	if r.Broker != nil {
-		var meta map[string]any
-		if b, err := yaml.Marshal(r.Broker); err == nil && yaml.Unmarshal(b, &meta) == nil {
+		if meta, ok := brokerMap(r.Broker); ok {
 			m["_brokertest"] = meta
 		}
 	}
 	return m
+}
+
+// topValue is r.Map()[key] for a key of no typed field (not knownTop),
+// without building the map; bm caches the _brokertest block.
+func (r *Record) topValue(key string, bm *map[string]any) (any, bool) {
+	if key == "_brokertest" && r.Broker != nil {
+		if *bm == nil {
+			*bm, _ = brokerMap(r.Broker)
+		}
+		if *bm != nil {
+			return *bm, true
+		}
+	}
+	v, ok := r.Extra[key]
+	return v, ok
 }
