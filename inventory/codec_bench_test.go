@@ -102,3 +102,17 @@ func BenchmarkMarshal10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEncodeRecord encodes one provider-shaped record, as a write
+// does for each record it changes.
+func BenchmarkEncodeRecord(b *testing.B) {
+	recs := sampleRecords(2)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, r := range recs {
+			if _, err := encodeRecord(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
