@@ -91,6 +91,10 @@ func (p *fastParser) checkText() bool {
 		return p.giveUp(len(s), "no line break at the end of the file")
 	}
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plainASCII(load64(s[i:i+8])) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if c >= 0x20 && c < 0x7f || c == '\n' {
 			i++
@@ -109,6 +113,30 @@ func (p *fastParser) checkText() bool {
 		i += size
 	}
 	return true
+}
+
+// load64 reads 8 bytes of s as one number.
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plainASCII reports whether the 8 bytes in x are all printable ASCII or
+// line breaks, testing them all at once.
+func plainASCII(x uint64) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+		low7 = 0x7f7f7f7f7f7f7f7f
+	)
+	// A byte's high bit in each: below 0x20; a line break; DEL; not ASCII.
+	control := ^((x&low7 + (0x80-0x20)*ones) | x) & high
+	y := x ^ 0x0a*ones
+	lineBreak := ^((y&low7 + low7) | y) & high
+	z := x ^ 0x7f*ones
+	del := ^((z&low7 + low7) | z) & high
+	return control&^lineBreak|del|x&high == 0
 }
 
 // line describes the line starting at offset ls.

@@ -518,3 +518,55 @@ func TestFastParseGenerated(t *testing.T) {
 		t.Errorf("the fast reader accepted only %d of %d", accepted, n)
 	}
 }
+
+// plainASCII tests 8 bytes at once as checkText tests each.
+func TestPlainASCII(t *testing.T) {
+	ok := func(c byte) bool { return c >= 0x20 && c < 0x7f || c == '\n' }
+	r := rand.New(rand.NewSource(4))
+	for k := range 8 {
+		for c := range 256 {
+			w := []byte("abcdefgh")
+			w[k] = byte(c)
+			if got := plainASCII(load64(string(w))); got != ok(byte(c)) {
+				t.Fatalf("%q: %v", w, got)
+			}
+		}
+	}
+	for range 100000 {
+		var w [8]byte
+		want := true
+		for i := range w {
+			w[i] = byte(r.Intn(256))
+			if r.Intn(2) == 0 {
+				w[i] = byte(0x20 + r.Intn(0x5f))
+			}
+			want = want && ok(w[i])
+		}
+		if got := plainASCII(load64(string(w[:]))); got != want {
+			t.Fatalf("%q: %v", w, got)
+		}
+	}
+}
+
+// parseUTC gives what time.Parse gives, and leaves it what it refuses.
+func TestParseUTC(t *testing.T) {
+	r := rand.New(rand.NewSource(5))
+	cases := []string{"2026-11-30T09:15:00Z", "2024-02-29T23:59:59.999999999Z", "2023-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-13-01T00:00:00Z",
+		"2026-00-01T00:00:00Z", "2026-01-00T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:60:00Z", "2026-01-01T00:00:60Z", "2026-01-01T00:00:00.Z",
+		"2026-01-01T00:00:00.1234567891Z", "2026-01-01T00:00:00,5Z", "0000-01-01T00:00:00Z", "2026-1-01T00:00:00Z", "2026-01-01t00:00:00Z", "2026-01-01T00:00:00+00:00"}
+	for range 20000 {
+		b := []byte(cases[r.Intn(3)])
+		b[r.Intn(len(b))] = "0123456789:.-TZ+"[r.Intn(16)]
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		fast, ok := parseUTC(s)
+		want, err := time.Parse(timestampFormats[0], s)
+		if ok && (err != nil || fast != want) {
+			t.Fatalf("%q: parseUTC %v, time.Parse %v %v", s, fast, want, err)
+		}
+		if !ok && err == nil && len(s) == 20 && strings.HasSuffix(s, "Z") && s[10] == 'T' && strings.Count(s, ":") == 2 && s[4] == '-' && s[7] == '-' {
+			t.Errorf("%q: parseUTC declined what time.Parse reads", s)
+		}
+	}
+}

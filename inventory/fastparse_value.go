@@ -20,19 +20,25 @@ const (
 	tagMerge
 )
 
-// resolveWords are the plain scalars resolved by their whole text.
-var resolveWords = map[string]struct {
-	tag int
-	v   any
-}{
-	"true": {tagBool, true}, "True": {tagBool, true}, "TRUE": {tagBool, true},
-	"false": {tagBool, false}, "False": {tagBool, false}, "FALSE": {tagBool, false},
-	"": {tagNull, nil}, "~": {tagNull, nil}, "null": {tagNull, nil}, "Null": {tagNull, nil}, "NULL": {tagNull, nil},
-	".nan": {tagFloat, math.NaN()}, ".NaN": {tagFloat, math.NaN()}, ".NAN": {tagFloat, math.NaN()},
-	".inf": {tagFloat, math.Inf(1)}, ".Inf": {tagFloat, math.Inf(1)}, ".INF": {tagFloat, math.Inf(1)},
-	"+.inf": {tagFloat, math.Inf(1)}, "+.Inf": {tagFloat, math.Inf(1)}, "+.INF": {tagFloat, math.Inf(1)},
-	"-.inf": {tagFloat, math.Inf(-1)}, "-.Inf": {tagFloat, math.Inf(-1)}, "-.INF": {tagFloat, math.Inf(-1)},
-	"<<": {tagMerge, "<<"},
+// resolveWord resolves the plain scalars known by their whole text.
+func resolveWord(s string) (tag int, v any, ok bool) {
+	switch s {
+	case "true", "True", "TRUE":
+		return tagBool, true, true
+	case "false", "False", "FALSE":
+		return tagBool, false, true
+	case "", "~", "null", "Null", "NULL":
+		return tagNull, nil, true
+	case ".nan", ".NaN", ".NAN":
+		return tagFloat, math.NaN(), true
+	case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF":
+		return tagFloat, math.Inf(1), true
+	case "-.inf", "-.Inf", "-.INF":
+		return tagFloat, math.Inf(-1), true
+	case "<<":
+		return tagMerge, "<<", true
+	}
+	return 0, nil, false
 }
 
 // plainTag is the tag of resolvePlain(s), without building its value
@@ -52,20 +58,20 @@ func resolvePlain(s string) (tag int, v any) {
 	}
 	switch c := s[0]; {
 	case c >= '0' && c <= '9' || c == '+' || c == '-':
-		if w, ok := resolveWords[s]; ok {
-			return w.tag, w.v
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
 		}
 		return resolveNumber(s)
 	case c == '.':
-		if w, ok := resolveWords[s]; ok {
-			return w.tag, w.v
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
 		}
 		if f, err := strconv.ParseFloat(s, 64); err == nil {
 			return tagFloat, f
 		}
 	case strings.IndexByte("yYnNtTfFoO~<", c) >= 0:
-		if w, ok := resolveWords[s]; ok {
-			return w.tag, w.v
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
 		}
 	}
 	return tagStr, s
@@ -189,12 +195,56 @@ func parseTimestamp(s string) (time.Time, bool) {
 	if i != 4 || i == len(s) || s[i] != '-' {
 		return time.Time{}, false
 	}
+	if t, ok := parseUTC(s); ok {
+		return t, true
+	}
 	for _, f := range timestampFormats {
 		if t, err := time.Parse(f, s); err == nil {
 			return t, true
 		}
 	}
 	return time.Time{}, false
+}
+
+// parseUTC parses the form this library writes, 2006-01-02T15:04:05Z
+// with up to nine digits of fractions of a second, giving what time.Parse
+// gives with timestampFormats[0]; ok is false for any other form (for
+// time.Parse to read) and for values out of range (for it to refuse).
+func parseUTC(s string) (time.Time, bool) {
+	if len(s) < 20 || s[len(s)-1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(a, b int) int {
+		n := 0
+		for i := a; i < b; i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return -1
+			}
+			n = n*10 + int(s[i]-'0')
+		}
+		return n
+	}
+	year, month, day := num(0, 4), num(5, 7), num(8, 10)
+	hour, minute, sec := num(11, 13), num(14, 16), num(17, 19)
+	nsec := 0
+	if frac := s[19 : len(s)-1]; frac != "" {
+		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
+			return time.Time{}, false
+		}
+		if nsec = num(20, len(s)-1); nsec < 0 {
+			return time.Time{}, false
+		}
+		for range 10 - len(frac) {
+			nsec *= 10
+		}
+	}
+	if year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	if day > 28 && time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC).Day() != day {
+		return time.Time{}, false // no such day in that month
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
 }
 
 // isNull reports a plain scalar that resolves to null.
