@@ -441,6 +441,8 @@ func (g *genYAML) value(indent, depth int) {
 		g.b.WriteString(s)
 		if g.r.Intn(8) == 0 && !strings.HasPrefix(s, "|") {
 			g.b.WriteString(" # comment")
+		} else if g.r.Intn(10) == 0 && !strings.HasPrefix(s, "|") {
+			g.b.WriteString("  ")
 		}
 		if !strings.HasSuffix(s, "\n") {
 			g.b.WriteString("\n")
@@ -457,16 +459,87 @@ func (g *genYAML) mapping(indent, depth int, compact bool) {
 		}
 		used[k] = true
 		if !(compact && i == 0) {
+			if g.r.Intn(12) == 0 {
+				g.b.WriteString(strings.Repeat(" ", g.r.Intn(indent+4)) + "\n")
+			}
 			g.b.WriteString(strings.Repeat(" ", indent))
 		}
 		if g.r.Intn(10) == 0 && !strings.Contains(k, "'") {
 			k = "'" + k + "'"
 		}
 		g.b.WriteString(k + ":")
+		if k == "_brokertest" && depth == 1 && g.r.Intn(3) > 0 {
+			g.meta(indent + 2)
+			continue
+		}
 		g.value(indent, depth)
 		if g.r.Intn(10) == 0 {
 			g.b.WriteString(strings.Repeat(" ", g.r.Intn(indent+3)) + "# note\n")
 		}
+	}
+}
+
+// meta writes a _brokertest block of mostly well-typed values in the
+// forms YAML allows, after "_brokertest:".
+func (g *genYAML) meta(ind int) {
+	if g.r.Intn(8) == 0 {
+		g.b.WriteString(" " + g.pick([]string{"null", "~", "{}", "{id: x, owner: {pid: 3, started: 9}}", "[]", "x"}) + "\n")
+		return
+	}
+	g.b.WriteString("\n")
+	pad := strings.Repeat(" ", ind)
+	line := func(k, v string) {
+		if g.r.Intn(6) > 0 {
+			g.b.WriteString(pad + k + ":" + v + "\n")
+		}
+	}
+	pick := func(l ...string) string { return " " + l[g.r.Intn(len(l))] }
+	line("id", pick("abc123", "'0001'", "\"x\"", "12", "", "null", "2001-12-14", "[a]"))
+	line("state", pick("ready", "free", "'leased'", "~"))
+	if g.r.Intn(5) > 0 {
+		g.b.WriteString(pad + "owner:")
+		if g.r.Intn(6) == 0 {
+			g.b.WriteString(pick("null", "{}", "{run: r, pid: 1}", "x") + "\n")
+		} else {
+			g.b.WriteString("\n")
+			op := pad + "  "
+			for _, kv := range [][2]string{
+				{"run", pick("0123abcd", "'r'", "1e3")},
+				{"pid", pick("4242", "0x10", "-1", "1.5", "'7'", "null", "9223372036854775807", "9223372036854775808", "1_000", "0o17")},
+				{"started", pick("123456", "18446744073709551615", "18446744073709551616", "-1", "0", "~", "1.0", "0b11")},
+				{"boot_id", pick("47261ecd-7982", "'b'")},
+				{"machine", pick("vm", "8.6")},
+				{"other", pick("&a x", "{a: 1, a: 2}", "[1, 2]")},
+			} {
+				if g.r.Intn(5) > 0 {
+					g.b.WriteString(op + kv[0] + ":" + kv[1] + "\n")
+				}
+			}
+		}
+	}
+	line("test", pick("TestX/sub", "'a: b'"))
+	line("checked_out", pick("2026-11-30T09:15:00Z", "2026-11-30T09:15:00.5Z", "2026-11-30t09:15:00+02:00", "2026-11-30 09:15:00", "2026-11-30",
+		"2026-2-3T4:5:6Z", "'2026-11-30T09:15:00Z'", "null", "", "2026-13-30T09:15:00Z", "1", "2026-11-30T09:15:00,5Z"))
+	line("keep_until", pick("2026-12-01T00:00:00Z", "null", "~", "", "2026-12-01", "''", "x"))
+	line("request_key", pick("k1", "'1'"))
+	if g.r.Intn(2) == 0 {
+		g.b.WriteString(pad + "ssh:")
+		if g.r.Intn(5) == 0 {
+			g.b.WriteString(pick("null", "{}", "{port: 22, insecure: yes}", "[]") + "\n")
+		} else {
+			g.b.WriteString("\n")
+			for _, kv := range [][2]string{{"host", pick("10.0.0.1", "'h'")}, {"port", pick("22", "2222", "'22'", "0x16", "22.0")},
+				{"user", pick("root", "null")}, {"host_key", pick("ssh-ed25519 AAAA")}, {"key_file", pick("/k")},
+				{"insecure", pick("true", "false", "yes", "No", "'on'", "\"off\"", "y", "1", "TRUE", "null", "maybe")}} {
+				if g.r.Intn(4) > 0 {
+					g.b.WriteString(pad + "  " + kv[0] + ":" + kv[1] + "\n")
+				}
+			}
+		}
+	}
+	if g.r.Intn(2) == 0 {
+		g.b.WriteString(pad + "data:")
+		g.value(ind, 2)
 	}
 }
 
@@ -475,8 +548,9 @@ func (g *genYAML) seq(indent, depth int) {
 		g.b.WriteString(strings.Repeat(" ", indent) + "-")
 		switch g.r.Intn(4) {
 		case 0, 1:
-			g.b.WriteString(" ")
-			g.mapping(indent+2, depth+1, true)
+			pad := 1 + g.r.Intn(4)/3*g.r.Intn(3)
+			g.b.WriteString(strings.Repeat(" ", pad))
+			g.mapping(indent+1+pad, depth+1, true)
 		default:
 			g.value(indent, depth)
 		}
@@ -568,5 +642,29 @@ func TestParseUTC(t *testing.T) {
 		if !ok && err == nil && len(s) == 20 && strings.HasSuffix(s, "Z") && s[10] == 'T' && strings.Count(s, ":") == 2 && s[4] == '-' && s[7] == '-' {
 			t.Errorf("%q: parseUTC declined what time.Parse reads", s)
 		}
+	}
+}
+
+// _brokertest blocks in every form YAML allows for their typed fields:
+// wherever the fast reader accepts one, yaml.v3 reads the same.
+func TestFastParseMeta(t *testing.T) {
+	g := &genYAML{r: rand.New(rand.NewSource(9))}
+	accepted, keep := 0, 0
+	for range 5000 {
+		g.b.Reset()
+		g.b.WriteString("- _brokertest:")
+		g.meta(4)
+		data := []byte(g.b.String())
+		if !checkFast(t, data) {
+			continue
+		}
+		accepted++
+		if recs, _, _ := fastDecode(data); recs[0].Broker != nil && recs[0].Broker.KeepUntil != nil {
+			keep++
+		}
+	}
+	t.Logf("the fast reader accepted %d of 5000 (%d with keep_until)", accepted, keep)
+	if accepted < 500 || keep < 50 {
+		t.Errorf("the fast reader accepted only %d (%d with keep_until)", accepted, keep)
 	}
 }
