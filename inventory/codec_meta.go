@@ -28,34 +28,59 @@ func brokerMap(m *Meta) (out map[string]any, ok bool) {
 	return out, true
 }
 
+// metaKeys are the keys of the _brokertest block, in the order written.
+var metaKeys = []string{"id", "state", "owner", "test", "checked_out", "keep_until", "request_key", "ssh", "data"}
+
 // metaMap is brokerMap's direct path; ok is false when m holds a value it
 // does not know how yaml.v3 writes.
 func metaMap(m *Meta) (map[string]any, bool) {
-	out := make(map[string]any, 9)
-	out["id"] = m.ID
-	if m.State != "" {
-		out["state"] = m.State
+	out := make(map[string]any, len(metaKeys))
+	for _, k := range metaKeys {
+		v, present, ok := metaField(m, k)
+		if !ok {
+			return nil, false
+		}
+		if present {
+			out[k] = v
+		}
 	}
-	out["owner"] = map[string]any{
-		"run":     m.Owner.Run,
-		"pid":     m.Owner.PID,
-		"started": uintValue(m.Owner.Started),
-		"boot_id": m.Owner.BootID,
-		"machine": m.Owner.Machine,
-	}
-	if m.Test != "" {
-		out["test"] = m.Test
-	}
-	out["checked_out"] = timeValue(m.CheckedOut)
-	if m.KeepUntil != nil {
-		out["keep_until"] = timeValue(*m.KeepUntil)
-	} else {
-		out["keep_until"] = nil
-	}
-	if m.RequestKey != "" {
-		out["request_key"] = m.RequestKey
-	}
-	if s := m.SSH; s != nil {
+	return out, true
+}
+
+// metaField is metaMap(m)[key] without building the rest of the map:
+// present is false for a key the block does not hold, ok is false for a
+// value metaMap does not know how yaml.v3 writes.
+func metaField(m *Meta, key string) (v any, present, ok bool) {
+	text := func(s string, always bool) (any, bool, bool) { return s, s != "" || always, true }
+	switch key {
+	case "id":
+		return text(m.ID, true)
+	case "state":
+		return text(m.State, false)
+	case "test":
+		return text(m.Test, false)
+	case "request_key":
+		return text(m.RequestKey, false)
+	case "owner":
+		return map[string]any{
+			"run":     m.Owner.Run,
+			"pid":     m.Owner.PID,
+			"started": uintValue(m.Owner.Started),
+			"boot_id": m.Owner.BootID,
+			"machine": m.Owner.Machine,
+		}, true, true
+	case "checked_out":
+		return timeValue(m.CheckedOut), true, true
+	case "keep_until":
+		if m.KeepUntil == nil {
+			return nil, true, true
+		}
+		return timeValue(*m.KeepUntil), true, true
+	case "ssh":
+		s := m.SSH
+		if s == nil {
+			return nil, false, true
+		}
 		ssh := make(map[string]any, 6)
 		for k, v := range map[string]string{"host": s.Host, "user": s.User, "host_key": s.HostKey, "key_file": s.KeyFile} {
 			if v != "" {
@@ -68,16 +93,15 @@ func metaMap(m *Meta) (map[string]any, bool) {
 		if s.Insecure {
 			ssh["insecure"] = true
 		}
-		out["ssh"] = ssh
-	}
-	if len(m.Data) > 0 {
-		d, ok := roundTrip(m.Data)
-		if !ok {
-			return nil, false
+		return ssh, true, true
+	case "data":
+		if len(m.Data) == 0 {
+			return nil, false, true
 		}
-		out["data"] = d
+		d, ok := roundTrip(m.Data)
+		return d, ok, ok
 	}
-	return out, true
+	return nil, false, true
 }
 
 // roundTrip returns v as yaml.v3 writes and then reads it into an

@@ -63,3 +63,52 @@ func TestBrokerMapIsTheYAMLRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Filters read _brokertest's fields without building the block, as they
+// would read them from Map.
+func TestBrokerFieldIsMap(t *testing.T) {
+	g := &genYAML{r: rand.New(rand.NewSource(6))}
+	for range 3000 {
+		r := g.encRecord()
+		if r.Broker == nil {
+			continue
+		}
+		m := r.Map()
+		for _, k := range append(metaKeys, "nope") {
+			for _, sub := range []string{"", "pid", "port", "run", "x"} {
+				path := []string{"_brokertest", k}
+				if sub != "" {
+					path = append(path, sub)
+				}
+				v, present, done := r.brokerField(path)
+				if !done {
+					continue
+				}
+				if present {
+					v, present = lookup(v, path[2:])
+				}
+				if !present {
+					v = nil
+				}
+				want, wantOK := lookup(m, path)
+				if present != wantOK || !reflect.DeepEqual(canonNaN(v), canonNaN(want)) {
+					t.Fatalf("%v: brokerField %#v %v, Map %#v %v", path, v, present, want, wantOK)
+				}
+			}
+		}
+		for _, src := range []string{`@inv._brokertest.state == "ready"`, `@inv._brokertest.owner.pid > 10`, `@inv._brokertest.nope == None`, `"x" in @inv._brokertest.data`} {
+			f, err := ParseFilter(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := f.stages[0]
+			got, gotErr := st.cond.eval(&env{rec: r})
+			e := &env{rec: r}
+			e.bm, _ = brokerMap(r.Broker) // the block built first: the old path
+			want, wantErr := st.cond.eval(e)
+			if !reflect.DeepEqual(got, want) || (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("%s: %v %v, want %v %v", src, got, gotErr, want, wantErr)
+			}
+		}
+	}
+}

@@ -692,6 +692,17 @@ func (n attrNode) eval(e *env) (any, error) {
 	if _, ok := n.x.(invNode); ok {
 		return e.top(n.key), nil
 	}
+	// @inv._brokertest.key, without building the whole block.
+	if a, ok := n.x.(attrNode); ok && a.key == "_brokertest" {
+		if _, inv := a.x.(invNode); inv && e.bm == nil {
+			if v, present, done := e.rec.brokerField([]string{a.key, n.key}); done {
+				if !present {
+					return missing, nil
+				}
+				return v, nil
+			}
+		}
+	}
 	v, err := n.x.eval(e)
 	if m, ok := v.(map[string]any); ok {
 		if w, ok := m[n.key]; ok {

@@ -118,7 +118,12 @@ func (f Filter) Match(rec *Record) bool {
 	for _, t := range f.terms {
 		v, ok := lookupFast(rec, t.path)
 		if !ok && !knownTop(t.path[0]) {
-			if v, ok = rec.topValue(t.path[0], &bm); ok {
+			if w, present, done := rec.brokerField(t.path); done {
+				v, ok = w, present
+				if ok {
+					v, ok = lookup(v, t.path[2:])
+				}
+			} else if v, ok = rec.topValue(t.path[0], &bm); ok {
 				v, ok = lookup(v, t.path[1:])
 			}
 		}
@@ -322,6 +327,17 @@ func (r *Record) Map() map[string]any {
 		}
 	}
 	return m
+}
+
+// brokerField is r.Map()["_brokertest"][path[1]] for a path into the
+// _brokertest block, without building the block; done is false for other
+// paths and for values only yaml.v3 can write.
+func (r *Record) brokerField(path []string) (v any, present, done bool) {
+	if len(path) < 2 || path[0] != "_brokertest" || r.Broker == nil {
+		return nil, false, false
+	}
+	v, present, ok := metaField(r.Broker, path[1])
+	return v, present, ok
 }
 
 // topValue is r.Map()[key] for a key of no typed field (not knownTop),
