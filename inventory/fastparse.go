@@ -191,15 +191,14 @@ func (p *fastParser) scanContent(ls int) (l line, ok bool) {
 	return line{start: len(p.s), end: len(p.s)}, false
 }
 
-// restIsComment reports whether s[i:end] holds only spaces and perhaps a
-// comment (a '#' after at least one space, or at i itself when i starts
-// the text after a key or an item).
-func (p *fastParser) restIsComment(i, end int, spaceBefore bool) bool {
-	for i < end && p.s[i] == ' ' {
-		i++
-		spaceBefore = true
+// restIsComment reports whether s[i:end], the rest of a line after a
+// value, holds only spaces and perhaps a comment after them.
+func (p *fastParser) restIsComment(i, end int) bool {
+	j := i
+	for j < end && p.s[j] == ' ' {
+		j++
 	}
-	return i == end || p.s[i] == '#' && spaceBefore
+	return j == end || p.s[j] == '#' && j > i
 }
 
 // file reads the whole file: a block sequence of records at column 0, or
@@ -212,7 +211,7 @@ func (p *fastParser) file() (recs []*Record, spans [][2]int, ok bool) {
 	if !more {
 		return nil, [][2]int{}, true
 	}
-	if l.indent == 0 && strings.HasPrefix(p.s[l.start:], "[]") && p.restIsComment(l.start+2, l.end, false) {
+	if l.indent == 0 && strings.HasPrefix(p.s[l.start:], "[]") && p.restIsComment(l.start+2, l.end) {
 		if _, more := p.nextContent(l.next(p.s)); more {
 			return nil, nil, p.giveUp(l.end, "content after []")
 		}
@@ -305,7 +304,7 @@ func (p *fastParser) inline(l line, i, parent int, item bool) (fnode, int, bool)
 		if !ok {
 			return fnode{}, 0, false
 		}
-		if !p.restIsComment(j, l.end, false) || j < l.end && p.s[j] != ' ' {
+		if !p.restIsComment(j, l.end) {
 			return fnode{}, 0, p.giveUp(j, "text after a flow collection")
 		}
 		next, ok := p.after(l, parent)
@@ -313,12 +312,8 @@ func (p *fastParser) inline(l line, i, parent int, item bool) (fnode, int, bool)
 	case c == '|' || c == '>':
 		return p.blockScalar(l, i, parent)
 	case c == '\'' || c == '"':
-		if item {
-			// A quoted key makes a compact map.
-			if _, j, ok := p.quoted(i, l.end, -1); ok && p.keyColon(j, l.end) >= 0 {
-				return p.compactMap(l, col)
-			}
-			p.why = ""
+		if item && p.isQuotedKey(i, l.end) {
+			return p.compactMap(l, col)
 		}
 		s, j, ok := p.quoted(i, l.end, parent)
 		if !ok {
@@ -326,7 +321,7 @@ func (p *fastParser) inline(l line, i, parent int, item bool) (fnode, int, bool)
 		}
 		// j may be on a later line.
 		el := p.lineAt(p.lineStart(j))
-		if !p.restIsComment(j, el.end, false) || j < el.end && p.s[j] != ' ' {
+		if !p.restIsComment(j, el.end) {
 			return fnode{}, 0, p.giveUp(j, "text after a quoted string")
 		}
 		next, ok := p.after(el, parent)
@@ -367,7 +362,7 @@ func (p *fastParser) compactMap(l line, col int) (fnode, int, bool) {
 
 // mapping reads a block map at indent m whose first key is on line l.
 func (p *fastParser) mapping(l line, m int) (fnode, int, bool) {
-	base := len(p.stack)
+	base, at := len(p.stack), l.start+m
 	var seen map[string]bool
 	for {
 		k, j, ok := p.key(l.start+m, l.end)
@@ -391,7 +386,7 @@ func (p *fastParser) mapping(l line, m int) (fnode, int, bool) {
 		p.stack = append(p.stack, k, v)
 		nl, more := p.nextContent(next)
 		if !more || nl.indent < m {
-			return fnode{kind: fMap, kids: p.kids(base), at: l.start + m}, next, true
+			return fnode{kind: fMap, kids: p.kids(base), at: at}, next, true
 		}
 		if nl.indent > m || p.isDash(nl.content(), nl.end) {
 			return fnode{}, 0, p.giveUp(nl.start, "unexpected text in a map")
@@ -528,7 +523,7 @@ func (p *fastParser) nested(l line, m int, key bool) (fnode, int, bool) {
 		if p.isDash(nl.content(), nl.end) {
 			return p.seq(nl, nl.indent, false)
 		}
-		if p.plainKeyEnd(nl.content(), nl.end) < 0 && !p.quotedKeyLine(nl) {
+		if p.plainKeyEnd(nl.content(), nl.end) < 0 && !p.isQuotedKey(nl.content(), nl.end) {
 			return fnode{}, 0, p.giveUp(nl.start, "a value on the line after its key")
 		}
 		return p.mapping(nl, nl.indent)
@@ -543,15 +538,16 @@ func (p *fastParser) nested(l line, m int, key bool) (fnode, int, bool) {
 	return fnode{kind: fScalar, at: l.end}, next, true // null
 }
 
-// quotedKeyLine reports whether line l starts with a quoted map key.
-func (p *fastParser) quotedKeyLine(l line) bool {
-	c := p.s[l.content()]
-	if c != '\'' && c != '"' {
+// isQuotedKey reports whether s[i:end] starts with a quoted map key (a
+// quoted scalar, then a colon); it records no reason.
+func (p *fastParser) isQuotedKey(i, end int) bool {
+	if c := p.s[i]; c != '\'' && c != '"' {
 		return false
 	}
-	_, j, ok := p.quoted(l.content(), l.end, -1)
-	p.why = ""
-	return ok && p.keyColon(j, l.end) >= 0
+	why, at := p.why, p.whyAt
+	_, j, ok := p.quoted(i, end, -1)
+	p.why, p.whyAt = why, at
+	return ok && p.keyColon(j, end) >= 0
 }
 
 // seq reads a block sequence at indent n whose first "-" is on line l at
@@ -858,7 +854,7 @@ func (p *fastParser) blockScalar(l line, i, parent int) (fnode, int, bool) {
 		strip = true
 		j++
 	}
-	if j < l.end && p.s[j] != ' ' || !p.restIsComment(j, l.end, false) {
+	if j < l.end && p.s[j] != ' ' || !p.restIsComment(j, l.end) {
 		return fnode{}, 0, p.giveUp(j, "a block scalar header this reader does not know")
 	}
 	first := p.lineAt(l.next(p.s))
