@@ -16,14 +16,21 @@ import (
 var ErrLimit = errors.New("over a safety limit")
 
 // Bounds on an inventory file. A real one holds a few hundred records of
-// a few hundred bytes; the bounds leave room for hundreds of thousands.
+// a few hundred bytes; the bounds leave room for 150,000 (4.5 million
+// values in 55 MB, read in 0.25 GB).
 const (
-	// maxFileSize bounds a file in the form this package writes, which
-	// the fast reader reads in about four times its size in memory.
-	maxFileSize = 256 << 20
+	// maxFileSize bounds a file in the form this package writes.
+	maxFileSize = 128 << 20
+	// maxValues bounds the values (keys, scalars, lists and maps) in a
+	// file, aliases expanded: about 50 bytes each once read.
+	maxValues = 8_000_000
+	// maxRecordValues bounds the values of one record the fast reader
+	// reads (a larger record is left to yaml.v3, whose bounds apply).
+	maxRecordValues = 200_000
 	// maxGeneralSize bounds a file in any other form, which yaml.v3
-	// reads in about 25 times its size (16 MiB: 0.4 GB, 2 s).
-	maxGeneralSize = 16 << 20
+	// reads in about 25 times its size, up to 60 times for a file of
+	// nothing but empty lists.
+	maxGeneralSize = 8 << 20
 	// maxDepth bounds the nesting of lists and maps.
 	maxDepth = 100
 	// minAliasBudget is how many values aliases may add to any file;
@@ -121,6 +128,10 @@ func checkBounds(doc *yaml.Node) error {
 	}
 	if budget := max(minAliasBudget, b.nodes); b.aliased > budget {
 		return fmt.Errorf("aliases (the first at line %d) expand to more than %d values; the file itself has %d", b.line, budget, b.nodes)
+	}
+	// The document node is not a value.
+	if n := b.nodes - 1 + b.aliased; n > maxValues {
+		return fmt.Errorf("%d values (aliases expanded); an inventory file may hold %d", n, maxValues)
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func BenchmarkLoadFilter10kRealistic(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if n := len(flt.Apply(got)); n != 56 {
+		if n := len(flt.Apply(got)); n != 55 {
 			b.Fatalf("matched %d", n)
 		}
 	}

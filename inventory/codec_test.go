@@ -243,3 +243,28 @@ func TestEncodeRecordAndMarshal(t *testing.T) {
 		}
 	}
 }
+
+// A record too large for the fast reader is read by yaml.v3; a file of
+// more values than a file may hold is refused, naming the limit.
+func TestValueLimits(t *testing.T) {
+	big := "- hostname: a\n  x: [" + strings.Repeat("1, ", maxRecordValues) + "1]\n- hostname: b\n"
+	recs, raw, err := decodeFile("big.yaml", []byte(big))
+	if err != nil || len(recs) != 2 || len(recs[0].Extra["x"].([]any)) != maxRecordValues+1 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	if raw != nil {
+		t.Error("the fast reader read a record over its bound")
+	}
+	if testing.Short() {
+		t.Skip("a file of 8 million values")
+	}
+	var b strings.Builder
+	row := "- hostname: a\n  x: [" + strings.Repeat("1,", maxRecordValues/2) + "1]\n"
+	for b.Len() < len(row)*(maxValues/(maxRecordValues/2)+1) {
+		b.WriteString(row)
+	}
+	_, err = Parse("huge.yaml", []byte(b.String()))
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "more than 8000000 values") || !strings.Contains(err.Error(), "huge.yaml") {
+		t.Fatalf("got %v", err)
+	}
+}

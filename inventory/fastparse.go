@@ -46,8 +46,11 @@ type fastParser struct {
 	peekedAt   int
 	peeked     line
 	peekedMore bool
-	why        string // why the fast reader gave up
-	whyAt      int    // where, as an offset in s
+	// values counts the values read (keys, scalars, lists and maps), in
+	// the file and in the record being read.
+	values, recValues int
+	why               string // why the fast reader gave up
+	whyAt             int    // where, as an offset in s
 }
 
 // giveUp records why the fast reader cannot read the file (the first
@@ -224,6 +227,10 @@ func (p *fastParser) file() (recs []*Record, spans [][2]int, ok bool) {
 			return nil, nil, p.giveUp(l.start, "not an item of a list of hosts at the left margin")
 		}
 		p.arena = p.arena[:0]
+		p.recValues = 0
+		if !p.count(l.start, 1) {
+			return nil, nil, false
+		}
 		item, next, ok := p.seqItem(l, 0)
 		if !ok {
 			return nil, nil, false
@@ -264,6 +271,22 @@ func (p *fastParser) enter(at int) bool {
 }
 
 func (p *fastParser) leave() { p.depth-- }
+
+// count counts n values read at offset at, and gives up past the bounds:
+// maxValues in the file (the limit of both readers), maxRecordValues in a
+// record (which bounds the memory of a record's tree; yaml.v3 reads such a
+// record, if the file is small enough for it).
+func (p *fastParser) count(at, n int) bool {
+	p.values += n
+	p.recValues += n
+	if p.values > maxValues {
+		return p.giveUp(at, "more than %d values", maxValues)
+	}
+	if p.recValues > maxRecordValues {
+		return p.giveUp(at, "a record of more than %d values", maxRecordValues)
+	}
+	return true
+}
 
 // kids returns the children pushed on the stack since base, moved to the
 // arena.
@@ -381,6 +404,9 @@ func (p *fastParser) mapping(l line, m int) (fnode, int, bool) {
 			v, next, ok = p.inline(l, j, m, false)
 		}
 		if !ok {
+			return fnode{}, 0, false
+		}
+		if !p.count(k.at, 2) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, k, v)
@@ -569,6 +595,9 @@ func (p *fastParser) seq(l line, n int, indentless bool) (fnode, int, bool) {
 			item, next, ok = p.inline(l, i, n, true)
 		}
 		if !ok {
+			return fnode{}, 0, false
+		}
+		if !p.count(item.at, 1) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, item)
@@ -942,6 +971,9 @@ func (p *fastParser) flow(i, end int) (n fnode, j int, ok bool) {
 				return fnode{}, 0, p.giveUp(j, "a long key")
 			}
 			k.quoted = true
+			if !p.count(k.at, 1) {
+				return fnode{}, 0, false
+			}
 			p.stack = append(p.stack, k)
 			j = p.skipSpaces(j+1, end)
 		}
@@ -952,6 +984,9 @@ func (p *fastParser) flow(i, end int) (n fnode, j int, ok bool) {
 			v, j, ok = p.flowScalar(j, end, false)
 		}
 		if !ok {
+			return fnode{}, 0, false
+		}
+		if !p.count(v.at, 1) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, v)
