@@ -17,11 +17,14 @@ import (
 // records yaml.v3 gives: FuzzFastParse checks that.
 
 // fnode is a parsed YAML node: a scalar, a mapping or a sequence.
+// It is small (32 bytes) and holds no slice: it is copied a lot.
 type fnode struct {
-	kids []fnode // a mapping's keys and values, alternating; a sequence's items
-	text string  // a scalar's value
-	at   int     // offset in the file, for reasons
-	kind uint8
+	text string // a scalar's value
+	// kid and kids locate in the parser's arena a mapping's keys and
+	// values, alternating, or a sequence's items.
+	kid, kids int32
+	at        int32 // offset in the file, for reasons
+	kind      uint8
 	// quoted: a quoted or block scalar, always a string (yaml.v3's
 	// "indicated string"); else a plain scalar, resolved by its text.
 	quoted bool
@@ -288,13 +291,18 @@ func (p *fastParser) count(at, n int) bool {
 	return true
 }
 
-// kids returns the children pushed on the stack since base, moved to the
-// arena.
-func (p *fastParser) kids(base int) []fnode {
-	start := len(p.arena)
+// collection returns a collection of the given kind at offset at, with
+// the children pushed on the stack since base, which it moves to the arena.
+func (p *fastParser) collection(kind uint8, at, base int) fnode {
+	n := fnode{kind: kind, at: int32(at), kid: int32(len(p.arena)), kids: int32(len(p.stack) - base)}
 	p.arena = append(p.arena, p.stack[base:]...)
 	p.stack = p.stack[:base]
-	return p.arena[start:len(p.arena):len(p.arena)]
+	return n
+}
+
+// kidsOf returns n's children.
+func (p *fastParser) kidsOf(n *fnode) []fnode {
+	return p.arena[n.kid : n.kid+n.kids]
 }
 
 // seqItem reads the item of a block sequence at indent n whose "-" starts
@@ -348,7 +356,7 @@ func (p *fastParser) inline(l line, i, parent int, item bool) (fnode, int, bool)
 			return fnode{}, 0, p.giveUp(j, "text after a quoted string")
 		}
 		next, ok := p.after(el, parent)
-		return fnode{kind: fScalar, text: s, quoted: true, at: i}, next, ok
+		return fnode{kind: fScalar, text: s, quoted: true, at: int32(i)}, next, ok
 	}
 	if item && p.plainKeyEnd(i, l.end) >= 0 {
 		return p.compactMap(l, col)
@@ -406,13 +414,13 @@ func (p *fastParser) mapping(l line, m int) (fnode, int, bool) {
 		if !ok {
 			return fnode{}, 0, false
 		}
-		if !p.count(k.at, 2) {
+		if !p.count(int(k.at), 2) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, k, v)
 		nl, more := p.nextContent(next)
 		if !more || nl.indent < m {
-			return fnode{kind: fMap, kids: p.kids(base), at: at}, next, true
+			return p.collection(fMap, at, base), next, true
 		}
 		if nl.indent > m || p.isDash(nl.content(), nl.end) {
 			return fnode{}, 0, p.giveUp(nl.start, "unexpected text in a map")
@@ -449,7 +457,7 @@ func (p *fastParser) key(i, end int) (k fnode, j int, ok bool) {
 	if j-i > 512 {
 		return fnode{}, 0, p.giveUp(i, "a long key")
 	}
-	return fnode{kind: fScalar, text: text, quoted: true, at: i}, j, true
+	return fnode{kind: fScalar, text: text, quoted: true, at: int32(i)}, j, true
 }
 
 // newKey reports whether k is not among the keys of a map so far (kids),
@@ -460,7 +468,7 @@ func (p *fastParser) newKey(kids []fnode, seen *map[string]bool, k fnode) bool {
 	if len(kids) < 2*small {
 		for a := 0; a < len(kids); a += 2 {
 			if kids[a].text == k.text {
-				return p.giveUp(k.at, "key %q repeated", k.text)
+				return p.giveUp(int(k.at), "key %q repeated", k.text)
 			}
 		}
 		return true
@@ -472,7 +480,7 @@ func (p *fastParser) newKey(kids []fnode, seen *map[string]bool, k fnode) bool {
 		}
 	}
 	if (*seen)[k.text] {
-		return p.giveUp(k.at, "key %q repeated", k.text)
+		return p.giveUp(int(k.at), "key %q repeated", k.text)
 	}
 	(*seen)[k.text] = true
 	return true
@@ -561,7 +569,7 @@ func (p *fastParser) nested(l line, m int, key bool) (fnode, int, bool) {
 		defer p.leave()
 		return p.seq(nl, m, true)
 	}
-	return fnode{kind: fScalar, at: l.end}, next, true // null
+	return fnode{kind: fScalar, at: int32(l.end)}, next, true // null
 }
 
 // isQuotedKey reports whether s[i:end] starts with a quoted map key (a
@@ -597,20 +605,20 @@ func (p *fastParser) seq(l line, n int, indentless bool) (fnode, int, bool) {
 		if !ok {
 			return fnode{}, 0, false
 		}
-		if !p.count(item.at, 1) {
+		if !p.count(int(item.at), 1) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, item)
 		nl, more := p.nextContent(next)
 		if !more || nl.indent < n {
-			return fnode{kind: fSeq, kids: p.kids(base), at: at}, next, true
+			return p.collection(fSeq, at, base), next, true
 		}
 		if nl.indent > n {
 			return fnode{}, 0, p.giveUp(nl.start, "unexpected indented text in a list")
 		}
 		if !p.isDash(nl.content(), nl.end) {
 			if indentless {
-				return fnode{kind: fSeq, kids: p.kids(base), at: at}, next, true
+				return p.collection(fSeq, at, base), next, true
 			}
 			return fnode{}, 0, p.giveUp(nl.start, "unexpected text in a list")
 		}
@@ -631,6 +639,11 @@ func (p *fastParser) plain(l line, i, parent int) (fnode, int, bool) {
 	}
 	next := l.next(p.s)
 	for !comment && next < len(p.s) {
+		// The common case, looked at once: the next line is not blank
+		// and ends the scalar.
+		if nl, more := p.nextContent(next); !more || nl.start == next && nl.indent <= parent {
+			break
+		}
 		// Further lines indented more than parent continue the scalar;
 		// blank lines among them are line breaks.
 		breaks, ls := 0, next
@@ -672,7 +685,7 @@ func (p *fastParser) plain(l line, i, parent int) (fnode, int, bool) {
 		text = string(b)
 	}
 	next, ok := p.after(l, parent)
-	return fnode{kind: fScalar, text: text, at: i}, next, ok
+	return fnode{kind: fScalar, text: text, at: int32(i)}, next, ok
 }
 
 // plainLine reads the part of a plain scalar on one line, from s[i] to
@@ -923,7 +936,7 @@ func (p *fastParser) blockScalar(l line, i, parent int) (fnode, int, bool) {
 	}
 	// Trailing blank lines belong to the scalar, and are dropped.
 	next, ok := p.after(last, parent)
-	return fnode{kind: fScalar, text: string(b), quoted: true, at: i}, next, ok
+	return fnode{kind: fScalar, text: string(b), quoted: true, at: int32(i)}, next, ok
 }
 
 // flow reads a flow collection ([…] or {…}) at s[i] that ends on its line
@@ -935,23 +948,22 @@ func (p *fastParser) flow(i, end int) (n fnode, j int, ok bool) {
 	defer p.leave()
 	open := p.s[i]
 	closing := byte(']')
-	n.kind = fSeq
-	n.at = i
+	kind := uint8(fSeq)
 	if open == '{' {
 		closing = '}'
-		n.kind = fMap
+		kind = fMap
 	}
 	var seen map[string]bool
 	base := len(p.stack)
 	j = p.skipSpaces(i+1, end)
 	if j < end && p.s[j] == closing {
-		return n, j + 1, true
+		return p.collection(kind, i, base), j + 1, true
 	}
 	for {
 		if j >= end {
 			return fnode{}, 0, p.giveUp(i, "a flow collection over several lines")
 		}
-		if n.kind == fMap {
+		if kind == fMap {
 			var k fnode
 			if k, j, ok = p.flowScalar(j, end, true); !ok {
 				return fnode{}, 0, false
@@ -967,11 +979,11 @@ func (p *fastParser) flow(i, end int) (n fnode, j int, ok bool) {
 			if !p.newKey(p.stack[base:], &seen, k) {
 				return fnode{}, 0, false
 			}
-			if j-k.at > 512 {
+			if j-int(k.at) > 512 {
 				return fnode{}, 0, p.giveUp(j, "a long key")
 			}
 			k.quoted = true
-			if !p.count(k.at, 1) {
+			if !p.count(int(k.at), 1) {
 				return fnode{}, 0, false
 			}
 			p.stack = append(p.stack, k)
@@ -986,14 +998,13 @@ func (p *fastParser) flow(i, end int) (n fnode, j int, ok bool) {
 		if !ok {
 			return fnode{}, 0, false
 		}
-		if !p.count(v.at, 1) {
+		if !p.count(int(v.at), 1) {
 			return fnode{}, 0, false
 		}
 		p.stack = append(p.stack, v)
 		j = p.skipSpaces(j, end)
 		if j < end && p.s[j] == closing {
-			n.kids = p.kids(base)
-			return n, j + 1, true
+			return p.collection(kind, i, base), j + 1, true
 		}
 		if j >= end || p.s[j] != ',' {
 			return fnode{}, 0, p.giveUp(j, "unexpected text in a flow collection")
@@ -1020,7 +1031,7 @@ func (p *fastParser) flowScalar(i, end int, key bool) (fnode, int, bool) {
 	}
 	if c := p.s[i]; c == '\'' || c == '"' {
 		s, j, ok := p.quoted(i, end, -1)
-		return fnode{kind: fScalar, text: s, quoted: true, at: i}, j, ok
+		return fnode{kind: fScalar, text: s, quoted: true, at: int32(i)}, j, ok
 	}
 	if !p.plainStart(i, end, true) {
 		return fnode{}, 0, false
@@ -1041,5 +1052,5 @@ func (p *fastParser) flowScalar(i, end int, key bool) (fnode, int, bool) {
 			return fnode{}, 0, p.giveUp(j, "%q in a flow collection", c)
 		}
 	}
-	return fnode{kind: fScalar, text: strings.TrimRight(p.s[i:j], " "), at: i}, j, true
+	return fnode{kind: fScalar, text: strings.TrimRight(p.s[i:j], " "), at: int32(i)}, j, true
 }

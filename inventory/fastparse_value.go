@@ -260,18 +260,20 @@ func (n *fnode) isNull() bool {
 }
 
 // value is n decoded into an interface{}, as yaml.v3 decodes it.
-func (n *fnode) value() any {
+func (p *fastParser) value(n *fnode) any {
 	switch n.kind {
 	case fMap:
-		m := make(map[string]any, len(n.kids)/2)
-		for a := 0; a < len(n.kids); a += 2 {
-			m[n.kids[a].text] = n.kids[a+1].value()
+		kids := p.kidsOf(n)
+		m := make(map[string]any, len(kids)/2)
+		for a := 0; a < len(kids); a += 2 {
+			m[kids[a].text] = p.value(&kids[a+1])
 		}
 		return m
 	case fSeq:
-		l := make([]any, len(n.kids))
-		for i := range n.kids {
-			l[i] = n.kids[i].value()
+		kids := p.kidsOf(n)
+		l := make([]any, len(kids))
+		for i := range kids {
+			l[i] = p.value(&kids[i])
 		}
 		return l
 	}
@@ -287,8 +289,9 @@ func (n *fnode) value() any {
 // error or do something this reader does not copy.
 func (p *fastParser) record(n *fnode) (*Record, bool) {
 	r := &Record{}
-	for a := 0; a < len(n.kids); a += 2 {
-		k, v := n.kids[a].text, &n.kids[a+1]
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		k, v := kids[a].text, &kids[a+1]
 		ok := true
 		switch k {
 		case "hostname":
@@ -312,7 +315,7 @@ func (p *fastParser) record(n *fnode) (*Record, bool) {
 			if r.Extra == nil {
 				r.Extra = make(map[string]any)
 			}
-			r.Extra[k] = v.value()
+			r.Extra[k] = p.value(v)
 		}
 		if !ok {
 			return nil, false
@@ -325,7 +328,7 @@ func (p *fastParser) record(n *fnode) (*Record, bool) {
 // null leaves the field as it is.
 func (p *fastParser) str(n *fnode, dst *string) bool {
 	if n.kind != fScalar {
-		return p.giveUp(n.at, "a list or map where a string was expected")
+		return p.giveUp(int(n.at), "a list or map where a string was expected")
 	}
 	if !n.isNull() {
 		*dst = n.text
@@ -339,9 +342,9 @@ func (p *fastParser) strMap(n *fnode) (map[string]any, bool) {
 		return nil, true
 	}
 	if n.kind != fMap {
-		return nil, p.giveUp(n.at, "not a map where a map was expected")
+		return nil, p.giveUp(int(n.at), "not a map where a map was expected")
 	}
-	return n.value().(map[string]any), true
+	return p.value(n).(map[string]any), true
 }
 
 func (p *fastParser) meta(n *fnode) (*Meta, bool) {
@@ -349,13 +352,14 @@ func (p *fastParser) meta(n *fnode) (*Meta, bool) {
 		return nil, true
 	}
 	if n.kind != fMap {
-		return nil, p.giveUp(n.at, "_brokertest is not a map")
+		return nil, p.giveUp(int(n.at), "_brokertest is not a map")
 	}
 	m := &Meta{}
-	for a := 0; a < len(n.kids); a += 2 {
-		v := &n.kids[a+1]
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
 		ok := true
-		switch n.kids[a].text {
+		switch kids[a].text {
 		case "id":
 			ok = p.str(v, &m.ID)
 		case "state":
@@ -394,12 +398,13 @@ func (p *fastParser) owner(n *fnode, o *Owner) bool {
 		return true
 	}
 	if n.kind != fMap {
-		return p.giveUp(n.at, "owner is not a map")
+		return p.giveUp(int(n.at), "owner is not a map")
 	}
-	for a := 0; a < len(n.kids); a += 2 {
-		v := &n.kids[a+1]
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
 		ok := true
-		switch n.kids[a].text {
+		switch kids[a].text {
 		case "run":
 			ok = p.str(v, &o.Run)
 		case "pid":
@@ -423,13 +428,14 @@ func (p *fastParser) ssh(n *fnode) (*SSH, bool) {
 		return nil, true
 	}
 	if n.kind != fMap {
-		return nil, p.giveUp(n.at, "ssh is not a map")
+		return nil, p.giveUp(int(n.at), "ssh is not a map")
 	}
 	s := &SSH{}
-	for a := 0; a < len(n.kids); a += 2 {
-		v := &n.kids[a+1]
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
 		ok := true
-		switch n.kids[a].text {
+		switch kids[a].text {
 		case "host":
 			ok = p.str(v, &s.Host)
 		case "port":
@@ -471,7 +477,7 @@ func (p *fastParser) int(n *fnode, dst *int) bool {
 			return true
 		}
 	}
-	return p.giveUp(n.at, "not a plain integer")
+	return p.giveUp(int(n.at), "not a plain integer")
 }
 
 func (p *fastParser) uint(n *fnode, dst *uint64) bool {
@@ -490,7 +496,7 @@ func (p *fastParser) uint(n *fnode, dst *uint64) bool {
 			return true
 		}
 	}
-	return p.giveUp(n.at, "not a plain unsigned integer")
+	return p.giveUp(int(n.at), "not a plain unsigned integer")
 }
 
 // bool decodes a bool field: YAML 1.2's true and false, and YAML 1.1's
@@ -519,7 +525,7 @@ func (p *fastParser) bool(n *fnode, dst *bool) bool {
 			}
 		}
 	}
-	return p.giveUp(n.at, "not a boolean")
+	return p.giveUp(int(n.at), "not a boolean")
 }
 
 // time decodes a time.Time field from a plain timestamp; null leaves it.
@@ -532,5 +538,5 @@ func (p *fastParser) time(n *fnode, dst *time.Time) bool {
 		*dst = v.(time.Time)
 		return true
 	}
-	return p.giveUp(n.at, "not a plain timestamp")
+	return p.giveUp(int(n.at), "not a plain timestamp")
 }
