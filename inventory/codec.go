@@ -10,27 +10,28 @@ import (
 )
 
 // ErrLimit is returned (wrapped, with ErrCorrupt) for an inventory file
-// over one of the bounds that keep reading any file cheap: its size, its
-// nesting, or how much its aliases expand. Such a file is not read, and
-// so never written either.
+// over one of the bounds that keep reading any file cheap: its size, the
+// number of its values, their nesting, or how much its aliases expand.
+// Such a file is not read, and so never written either.
 var ErrLimit = errors.New("over a safety limit")
 
-// Bounds on an inventory file. A real one holds a few hundred records of
-// a few hundred bytes; the bounds leave room for 150,000 (4.5 million
-// values in 55 MB, read in 0.25 GB).
+// Bounds on an inventory file, which keep the memory to read any file
+// under about 0.7 GB. A real one holds a few hundred records of a few
+// hundred bytes; the bounds leave room for 150,000 (122,000 records are
+// 55 MB, 4.5 million values, read in 0.25 GB and 1 s).
 const (
 	// maxFileSize bounds a file in the form this package writes.
-	maxFileSize = 128 << 20
+	maxFileSize = 64 << 20
 	// maxValues bounds the values (keys, scalars, lists and maps) in a
-	// file, aliases expanded: about 50 bytes each once read.
-	maxValues = 8_000_000
+	// file, aliases expanded: 50 bytes each once read, 100 at most.
+	maxValues = 6_000_000
 	// maxRecordValues bounds the values of one record the fast reader
 	// reads (a larger record is left to yaml.v3, whose bounds apply).
 	maxRecordValues = 200_000
 	// maxGeneralSize bounds a file in any other form, which yaml.v3
-	// reads in about 25 times its size, up to 60 times for a file of
-	// nothing but empty lists.
-	maxGeneralSize = 8 << 20
+	// reads in about 25 times its size, 70 times for a file of nothing
+	// but empty lists.
+	maxGeneralSize = 4 << 20
 	// maxDepth bounds the nesting of lists and maps.
 	maxDepth = 100
 	// minAliasBudget is how many values aliases may add to any file;

@@ -264,7 +264,7 @@ func TestValueLimits(t *testing.T) {
 		b.WriteString(row)
 	}
 	_, err = Parse("huge.yaml", []byte(b.String()))
-	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "more than 8000000 values") || !strings.Contains(err.Error(), "huge.yaml") {
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("more than %d values", maxValues)) || !strings.Contains(err.Error(), "huge.yaml") {
 		t.Fatalf("got %v", err)
 	}
 }
