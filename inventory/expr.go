@@ -620,7 +620,8 @@ func (p *parser) selection() (*selection, error) {
 
 type env struct {
 	rec *Record
-	m   map[string]any
+	m   map[string]any // the record as a map, built if needed
+	bm  map[string]any // its _brokertest block, built if needed
 }
 
 func (e *env) all() map[string]any {
@@ -633,7 +634,7 @@ func (e *env) all() map[string]any {
 func (e *env) top(key string) any {
 	v, ok := lookupFast(e.rec, []string{key})
 	if !ok && !knownTop(key) {
-		v, ok = e.all()[key]
+		v, ok = e.rec.topValue(key, &e.bm)
 	}
 	if !ok {
 		return missing
@@ -690,6 +691,17 @@ func (n listNode) eval(e *env) (any, error) {
 func (n attrNode) eval(e *env) (any, error) {
 	if _, ok := n.x.(invNode); ok {
 		return e.top(n.key), nil
+	}
+	// @inv._brokertest.key, without building the whole block.
+	if a, ok := n.x.(attrNode); ok && a.key == "_brokertest" {
+		if _, inv := a.x.(invNode); inv && e.bm == nil {
+			if v, present, done := e.rec.brokerField([]string{a.key, n.key}); done {
+				if !present {
+					return missing, nil
+				}
+				return v, nil
+			}
+		}
 	}
 	v, err := n.x.eval(e)
 	if m, ok := v.(map[string]any); ok {

@@ -114,14 +114,18 @@ func (f Filter) Match(rec *Record) bool {
 	if len(f.terms) == 0 {
 		return true
 	}
-	var m map[string]any // built once, only if a term needs it
+	var bm map[string]any // the _brokertest block, built once if a term needs it
 	for _, t := range f.terms {
 		v, ok := lookupFast(rec, t.path)
 		if !ok && !knownTop(t.path[0]) {
-			if m == nil {
-				m = rec.Map()
+			if w, present, done := rec.brokerField(t.path); done {
+				v, ok = w, present
+				if ok {
+					v, ok = lookup(v, t.path[2:])
+				}
+			} else if v, ok = rec.topValue(t.path[0], &bm); ok {
+				v, ok = lookup(v, t.path[1:])
 			}
-			v, ok = lookup(m, t.path)
 		}
 		if t.eval(v, ok) == t.not {
 			return false
@@ -318,10 +322,35 @@ func (r *Record) Map() map[string]any {
 		m["_broker_facts"] = r.Facts
 	}
 	if r.Broker != nil {
-		var meta map[string]any
-		if b, err := yaml.Marshal(r.Broker); err == nil && yaml.Unmarshal(b, &meta) == nil {
+		if meta, ok := brokerMap(r.Broker); ok {
 			m["_brokertest"] = meta
 		}
 	}
 	return m
+}
+
+// brokerField is r.Map()["_brokertest"][path[1]] for a path into the
+// _brokertest block, without building the block; done is false for other
+// paths and for values only yaml.v3 can write.
+func (r *Record) brokerField(path []string) (v any, present, done bool) {
+	if len(path) < 2 || path[0] != "_brokertest" || r.Broker == nil {
+		return nil, false, false
+	}
+	v, present, ok := metaField(r.Broker, path[1])
+	return v, present, ok
+}
+
+// topValue is r.Map()[key] for a key of no typed field (not knownTop),
+// without building the map; bm caches the _brokertest block.
+func (r *Record) topValue(key string, bm *map[string]any) (any, bool) {
+	if key == "_brokertest" && r.Broker != nil {
+		if *bm == nil {
+			*bm, _ = brokerMap(r.Broker)
+		}
+		if *bm != nil {
+			return *bm, true
+		}
+	}
+	v, ok := r.Extra[key]
+	return v, ok
 }

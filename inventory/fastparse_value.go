@@ -1,0 +1,542 @@
+package inventory
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// What a plain scalar resolves to, as yaml.v3 resolves it (YAML 1.2's core
+// schema, plus its 1.1 leftovers: 0777 octals, underscores in numbers,
+// timestamps): the tag and the value it decodes to in an interface{}.
+const (
+	tagStr = iota
+	tagNull
+	tagBool
+	tagInt
+	tagFloat
+	tagTimestamp
+	tagMerge
+)
+
+// resolveWord resolves the plain scalars known by their whole text.
+func resolveWord(s string) (tag int, v any, ok bool) {
+	switch s {
+	case "true", "True", "TRUE":
+		return tagBool, true, true
+	case "false", "False", "FALSE":
+		return tagBool, false, true
+	case "", "~", "null", "Null", "NULL":
+		return tagNull, nil, true
+	case ".nan", ".NaN", ".NAN":
+		return tagFloat, math.NaN(), true
+	case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF":
+		return tagFloat, math.Inf(1), true
+	case "-.inf", "-.Inf", "-.INF":
+		return tagFloat, math.Inf(-1), true
+	case "<<":
+		return tagMerge, "<<", true
+	}
+	return 0, nil, false
+}
+
+// plainTag is the tag of resolvePlain(s), without building its value
+// when s is a string.
+func plainTag(s string) int {
+	if s != "" && strings.IndexByte("0123456789+-.yYnNtTfFoO~<", s[0]) < 0 {
+		return tagStr
+	}
+	tag, _ := resolvePlain(s)
+	return tag
+}
+
+// resolvePlain resolves a plain scalar's text as yaml.v3 does.
+func resolvePlain(s string) (tag int, v any) {
+	if s == "" {
+		return tagNull, nil
+	}
+	switch c := s[0]; {
+	case c >= '0' && c <= '9' || c == '+' || c == '-':
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
+		}
+		return resolveNumber(s)
+	case c == '.':
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
+		}
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			return tagFloat, f
+		}
+	case strings.IndexByte("yYnNtTfFoO~<", c) >= 0:
+		if tag, v, ok := resolveWord(s); ok {
+			return tag, v
+		}
+	}
+	return tagStr, s
+}
+
+// resolveNumber resolves a plain scalar starting with a digit or a sign:
+// a timestamp, an integer (any base strconv knows, 0b and 0o included,
+// underscores ignored) or a float.
+func resolveNumber(s string) (int, any) {
+	if t, ok := parseTimestamp(s); ok {
+		return tagTimestamp, t
+	}
+	plain := strings.ReplaceAll(s, "_", "")
+	// Skip parsing as an integer what strconv would refuse anyway (an
+	// error costs an allocation): an IP address, a version, a date.
+	if intChars(plain) {
+		if i, err := strconv.ParseInt(plain, 0, 64); err == nil {
+			return tagInt, int(i)
+		}
+		if u, err := strconv.ParseUint(plain, 0, 64); err == nil {
+			return tagInt, u
+		}
+	}
+	if yamlFloat(plain) {
+		if f, err := strconv.ParseFloat(plain, 64); err == nil {
+			return tagFloat, f
+		}
+	}
+	for _, pre := range []struct {
+		prefix, sign string
+		base         int
+	}{{"0b", "", 2}, {"-0b", "-", 2}, {"0o", "", 8}, {"-0o", "-", 8}} {
+		if !strings.HasPrefix(plain, pre.prefix) {
+			continue
+		}
+		digits := pre.sign + plain[len(pre.prefix):]
+		if i, err := strconv.ParseInt(digits, pre.base, 64); err == nil {
+			return tagInt, int(i)
+		}
+		if pre.sign == "" {
+			if u, err := strconv.ParseUint(digits, pre.base, 64); err == nil {
+				return tagInt, u
+			}
+		}
+		break
+	}
+	return tagStr, s
+}
+
+// intChars reports whether s has only the characters of an integer in a
+// syntax of strconv's base 0: a sign, then digits of any base up to 16
+// and the prefixes 0x, 0o, 0b.
+func intChars(s string) bool {
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		s = s[1:]
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20 // lower case, for letters
+		if !(s[i] >= '0' && s[i] <= '9' || c >= 'a' && c <= 'f' || c == 'x' || c == 'o') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// yamlFloat reports whether s has YAML's float syntax:
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+func yamlFloat(s string) bool {
+	i := 0
+	digits := func() int {
+		k := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - k
+	}
+	if i < len(s) && (s[i] == '-' || s[i] == '+') {
+		i++
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	} else {
+		if digits() == 0 {
+			return false
+		}
+		if i < len(s) && s[i] == '.' {
+			i++
+			digits()
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '-' || s[i] == '+') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// timestampFormats are the layouts yaml.v3 tries, in its order.
+var timestampFormats = []string{
+	"2006-1-2T15:4:5.999999999Z07:00",
+	"2006-1-2t15:4:5.999999999Z07:00",
+	"2006-1-2 15:4:5.999999999",
+	"2006-1-2",
+}
+
+// parseTimestamp parses a plain scalar as yaml.v3 does: four digits and
+// a dash, then one of timestampFormats.
+func parseTimestamp(s string) (time.Time, bool) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i != 4 || i == len(s) || s[i] != '-' {
+		return time.Time{}, false
+	}
+	if t, ok := parseUTC(s); ok {
+		return t, true
+	}
+	for _, f := range timestampFormats {
+		if t, err := time.Parse(f, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// parseUTC parses the form this library writes, 2006-01-02T15:04:05Z
+// with up to nine digits of fractions of a second, giving what time.Parse
+// gives with timestampFormats[0]; ok is false for any other form (for
+// time.Parse to read) and for values out of range (for it to refuse).
+func parseUTC(s string) (time.Time, bool) {
+	if len(s) < 20 || s[len(s)-1] != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(a, b int) int {
+		n := 0
+		for i := a; i < b; i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return -1
+			}
+			n = n*10 + int(s[i]-'0')
+		}
+		return n
+	}
+	year, month, day := num(0, 4), num(5, 7), num(8, 10)
+	hour, minute, sec := num(11, 13), num(14, 16), num(17, 19)
+	nsec := 0
+	if frac := s[19 : len(s)-1]; frac != "" {
+		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
+			return time.Time{}, false
+		}
+		if nsec = num(20, len(s)-1); nsec < 0 {
+			return time.Time{}, false
+		}
+		for range 10 - len(frac) {
+			nsec *= 10
+		}
+	}
+	if year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	if day > 28 && time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC).Day() != day {
+		return time.Time{}, false // no such day in that month
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+// isNull reports a plain scalar that resolves to null.
+func (n *fnode) isNull() bool {
+	if n.kind != fScalar || n.quoted {
+		return false
+	}
+	switch n.text {
+	case "", "~", "null", "Null", "NULL":
+		return true
+	}
+	return false
+}
+
+// value is n decoded into an interface{}, as yaml.v3 decodes it.
+func (p *fastParser) value(n *fnode) any {
+	switch n.kind {
+	case fMap:
+		kids := p.kidsOf(n)
+		m := make(map[string]any, len(kids)/2)
+		for a := 0; a < len(kids); a += 2 {
+			m[kids[a].text] = p.value(&kids[a+1])
+		}
+		return m
+	case fSeq:
+		kids := p.kidsOf(n)
+		l := make([]any, len(kids))
+		for i := range kids {
+			l[i] = p.value(&kids[i])
+		}
+		return l
+	}
+	if n.quoted {
+		return n.text
+	}
+	_, v := resolvePlain(n.text)
+	return v
+}
+
+// record decodes a record from map n as yaml.v3 decodes it (through
+// Record.UnmarshalYAML), or gives up where yaml.v3 would report a type
+// error or do something this reader does not copy.
+func (p *fastParser) record(n *fnode) (*Record, bool) {
+	r := &Record{}
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		k, v := kids[a].text, &kids[a+1]
+		ok := true
+		switch k {
+		case "hostname":
+			ok = p.str(v, &r.Hostname)
+		case "name":
+			ok = p.str(v, &r.Name)
+			r.nameNull = v.isNull()
+		case "ip":
+			ok = p.str(v, &r.IP)
+		case "_broker_provider":
+			ok = p.str(v, &r.Provider)
+		case "_broker_provider_instance":
+			ok = p.str(v, &r.Instance)
+		case "_broker_args":
+			r.Args, ok = p.strMap(v)
+		case "_broker_facts":
+			r.Facts, ok = p.strMap(v)
+		case "_brokertest":
+			r.Broker, ok = p.meta(v)
+		default:
+			if r.Extra == nil {
+				r.Extra = make(map[string]any)
+			}
+			r.Extra[k] = p.value(v)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	return r, true
+}
+
+// str decodes a string field: a scalar's text, whatever it resolves to;
+// null leaves the field as it is.
+func (p *fastParser) str(n *fnode, dst *string) bool {
+	if n.kind != fScalar {
+		return p.giveUp(int(n.at), "a list or map where a string was expected")
+	}
+	if !n.isNull() {
+		*dst = n.text
+	}
+	return true
+}
+
+// strMap decodes a map[string]any field: null is a nil map.
+func (p *fastParser) strMap(n *fnode) (map[string]any, bool) {
+	if n.isNull() {
+		return nil, true
+	}
+	if n.kind != fMap {
+		return nil, p.giveUp(int(n.at), "not a map where a map was expected")
+	}
+	return p.value(n).(map[string]any), true
+}
+
+func (p *fastParser) meta(n *fnode) (*Meta, bool) {
+	if n.isNull() {
+		return nil, true
+	}
+	if n.kind != fMap {
+		return nil, p.giveUp(int(n.at), "_brokertest is not a map")
+	}
+	m := &Meta{}
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
+		ok := true
+		switch kids[a].text {
+		case "id":
+			ok = p.str(v, &m.ID)
+		case "state":
+			ok = p.str(v, &m.State)
+		case "test":
+			ok = p.str(v, &m.Test)
+		case "request_key":
+			ok = p.str(v, &m.RequestKey)
+		case "owner":
+			ok = p.owner(v, &m.Owner)
+		case "checked_out":
+			ok = p.time(v, &m.CheckedOut)
+		case "keep_until":
+			if v.isNull() {
+				m.KeepUntil = nil
+				break
+			}
+			var t time.Time
+			if ok = p.time(v, &t); ok {
+				m.KeepUntil = &t
+			}
+		case "ssh":
+			m.SSH, ok = p.ssh(v)
+		case "data":
+			m.Data, ok = p.strMap(v)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	return m, true
+}
+
+func (p *fastParser) owner(n *fnode, o *Owner) bool {
+	if n.isNull() {
+		return true
+	}
+	if n.kind != fMap {
+		return p.giveUp(int(n.at), "owner is not a map")
+	}
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
+		ok := true
+		switch kids[a].text {
+		case "run":
+			ok = p.str(v, &o.Run)
+		case "pid":
+			ok = p.int(v, &o.PID)
+		case "started":
+			ok = p.uint(v, &o.Started)
+		case "boot_id":
+			ok = p.str(v, &o.BootID)
+		case "machine":
+			ok = p.str(v, &o.Machine)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *fastParser) ssh(n *fnode) (*SSH, bool) {
+	if n.isNull() {
+		return nil, true
+	}
+	if n.kind != fMap {
+		return nil, p.giveUp(int(n.at), "ssh is not a map")
+	}
+	s := &SSH{}
+	kids := p.kidsOf(n)
+	for a := 0; a < len(kids); a += 2 {
+		v := &kids[a+1]
+		ok := true
+		switch kids[a].text {
+		case "host":
+			ok = p.str(v, &s.Host)
+		case "port":
+			ok = p.int(v, &s.Port)
+		case "user":
+			ok = p.str(v, &s.User)
+		case "host_key":
+			ok = p.str(v, &s.HostKey)
+		case "key_file":
+			ok = p.str(v, &s.KeyFile)
+		case "insecure":
+			ok = p.bool(v, &s.Insecure)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+// plainScalar resolves a plain scalar; ok is false for anything else.
+func (n *fnode) plainScalar() (tag int, v any, ok bool) {
+	if n.kind != fScalar || n.quoted {
+		return 0, nil, false
+	}
+	tag, v = resolvePlain(n.text)
+	return tag, v, true
+}
+
+// int decodes an int field from a plain integer; null leaves it. yaml.v3
+// also truncates floats into it: that is left to yaml.v3.
+func (p *fastParser) int(n *fnode, dst *int) bool {
+	if n.isNull() {
+		return true
+	}
+	if _, v, ok := n.plainScalar(); ok {
+		if i, ok := v.(int); ok {
+			*dst = i
+			return true
+		}
+	}
+	return p.giveUp(int(n.at), "not a plain integer")
+}
+
+func (p *fastParser) uint(n *fnode, dst *uint64) bool {
+	if n.isNull() {
+		return true
+	}
+	if _, v, ok := n.plainScalar(); ok {
+		switch x := v.(type) {
+		case int:
+			if x >= 0 {
+				*dst = uint64(x)
+				return true
+			}
+		case uint64:
+			*dst = x
+			return true
+		}
+	}
+	return p.giveUp(int(n.at), "not a plain unsigned integer")
+}
+
+// bool decodes a bool field: YAML 1.2's true and false, and YAML 1.1's
+// yes, no, on, off… (quoted or not), as yaml.v3 does for a typed bool.
+func (p *fastParser) bool(n *fnode, dst *bool) bool {
+	if n.isNull() {
+		return true
+	}
+	if n.kind == fScalar {
+		v := any(n.text)
+		if !n.quoted {
+			_, v = resolvePlain(n.text)
+		}
+		switch x := v.(type) {
+		case bool:
+			*dst = x
+			return true
+		case string:
+			switch x {
+			case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+				*dst = true
+				return true
+			case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+				*dst = false
+				return true
+			}
+		}
+	}
+	return p.giveUp(int(n.at), "not a boolean")
+}
+
+// time decodes a time.Time field from a plain timestamp; null leaves it.
+// (yaml.v3 also reads quoted RFC 3339 text into it: left to yaml.v3.)
+func (p *fastParser) time(n *fnode, dst *time.Time) bool {
+	if n.isNull() {
+		return true
+	}
+	if tag, v, ok := n.plainScalar(); ok && tag == tagTimestamp {
+		*dst = v.(time.Time)
+		return true
+	}
+	return p.giveUp(int(n.at), "not a plain timestamp")
+}
