@@ -137,6 +137,7 @@ type WritesRun struct {
 	Wall   float64 // s
 	Acked  int     // puts that returned nil
 	Failed int
+	Killed int // writers killed at the timeout
 	Lost   int // acknowledged records missing at the end (-1: unreadable)
 	Errors []string
 }
@@ -185,8 +186,8 @@ func (d *driver) writesRun(ctx context.Context, b Build, round int) (WritesRun, 
 		g.kill()
 		return run, err
 	}
-	wall, _, errs := g.wait(d.sizes.ChildTimeout)
-	run.Wall = wall.Seconds()
+	wall, killed, errs := g.wait(d.sizes.WriteTimeout)
+	run.Wall, run.Killed = wall.Seconds(), killed
 	run.Errors = firstN(errs, 3)
 	want := map[string]bool{}
 	for _, ops := range g.ops() {

@@ -45,6 +45,7 @@ type Sizes struct {
 	Writers      int // case 2
 	Writes       int // case 2: per writer
 	WriteRounds  int
+	WriteTimeout time.Duration
 	Records      int // case 3
 	LoadOps      int // case 3: loads per child, per filter
 	LoadRounds   int
@@ -58,7 +59,7 @@ type Sizes struct {
 // FullSizes are the figures.
 var FullSizes = Sizes{
 	Procs: []int{16, 32}, Pairs: 30, PairRounds: 1, PairTimeout: 8 * time.Minute,
-	Writers: 8, Writes: 200, WriteRounds: 2,
+	Writers: 8, Writes: 200, WriteRounds: 1, WriteTimeout: 10 * time.Minute,
 	Records: 10000, LoadOps: 5, LoadRounds: 3,
 	PyWriters: 8, PyAttempts: 8, PyRounds: 1,
 	BusyLoops: 2, ChildTimeout: 5 * time.Minute,
@@ -67,7 +68,7 @@ var FullSizes = Sizes{
 // QuickSizes are a smoke run of every case.
 var QuickSizes = Sizes{
 	Procs: []int{4, 8}, Pairs: 5, PairRounds: 1, PairTimeout: 3 * time.Minute,
-	Writers: 4, Writes: 25, WriteRounds: 1,
+	Writers: 4, Writes: 25, WriteRounds: 1, WriteTimeout: 2 * time.Minute,
 	Records: 10000, LoadOps: 2, LoadRounds: 1,
 	PyWriters: 4, PyAttempts: 3, PyRounds: 1,
 	BusyLoops: 2, ChildTimeout: 2 * time.Minute,
@@ -127,6 +128,10 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	d.res.Machine = describeMachine()
 	d.res.LoadStart = loadavg()
+	defer func() {
+		d.res.LoadEnd = loadavg()
+		d.res.Elapsed = time.Since(start)
+	}()
 	for _, c := range o.Cases {
 		t0 := time.Now()
 		var err error
@@ -147,8 +152,6 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 		d.Log.Printf("%s: done in %s", c, time.Since(t0).Round(time.Second))
 	}
-	d.res.LoadEnd = loadavg()
-	d.res.Elapsed = time.Since(start)
 	return d.res, nil
 }
 

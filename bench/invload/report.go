@@ -178,7 +178,7 @@ func (r *Results) Markdown(command string) string {
 		b.WriteString("| build | writes/s, median | min – max | acknowledged | failed | lost | goal |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, bl := range r.Builds {
 			var rates []float64
-			acked, failed, lostN := 0, 0, 0
+			acked, failed, lostN, killed := 0, 0, 0, 0
 			var errs []string
 			for _, w := range r.Writes {
 				if w.Build != bl.Label {
@@ -187,6 +187,7 @@ func (r *Results) Markdown(command string) string {
 				rates = append(rates, w.Rate())
 				acked += w.Acked
 				failed += w.Failed
+				killed += w.Killed
 				if w.Lost < 0 || lostN < 0 {
 					lostN = -1
 				} else {
@@ -201,7 +202,11 @@ func (r *Results) Markdown(command string) string {
 			if lostN < 0 {
 				lostText = "unreadable"
 			}
-			fmt.Fprintf(&b, "| %s | %.1f | %.1f – %.1f | %d | %d | %s | %s |\n", bl.Label, median(rates), minOf(rates), maxOf(rates), acked, failed, lostText, verdict(lostN == 0 && failed == 0))
+			failText := fmt.Sprint(failed)
+			if killed > 0 {
+				failText += fmt.Sprintf(" (%d writers killed at %s)", killed, s.WriteTimeout)
+			}
+			fmt.Fprintf(&b, "| %s | %.1f | %.1f – %.1f | %d | %s | %s | %s |\n", bl.Label, median(rates), minOf(rates), maxOf(rates), acked, failText, lostText, verdict(lostN == 0 && failed == 0 && killed == 0))
 			for _, e := range firstN(errs, 3) {
 				fmt.Fprintf(&b, "|  | ↳ %s |  |  |  |  |  |\n", cell(e))
 			}
