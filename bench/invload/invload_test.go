@@ -12,6 +12,73 @@ import (
 	"github.com/hostbroker/broker/inventory"
 )
 
+// TestMain makes the test binary a child as well, so that the harness's
+// process groups can be run here on it.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ChildArg {
+		os.Exit(Child(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// Children still running at the timeout are all killed, promptly.
+func TestGroupWaitKillsAtTimeout(t *testing.T) {
+	g, err := startGroup(t.Context(), os.Args[0], [][]string{{"spin"}, {"spin"}, {"spin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.start = time.Now()
+	start := time.Now()
+	_, killed, errs := g.wait(300 * time.Millisecond)
+	if killed != 3 || len(errs) != 3 {
+		t.Errorf("killed %d, errors %v; want all 3", killed, errs)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("wait took %s", d)
+	}
+}
+
+// Writers released together report every write, and the file holds each.
+func TestWritersGroup(t *testing.T) {
+	inv := filepath.Join(t.TempDir(), "inventory.yaml")
+	var argv [][]string
+	for i := range 3 {
+		argv = append(argv, []string{"writer", "-path", inv, "-n", "5", "-prefix", "w" + string(rune('a'+i))})
+	}
+	g, err := startGroup(t.Context(), os.Args[0], argv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.release(time.Minute); err != nil {
+		g.kill()
+		t.Fatal(err)
+	}
+	if _, killed, errs := g.wait(time.Minute); killed != 0 || len(errs) != 0 {
+		t.Fatalf("killed %d, errors %v", killed, errs)
+	}
+	want := map[string]bool{}
+	for _, ops := range g.ops() {
+		for _, o := range ops {
+			if o.Op != "put" || o.Err != "" {
+				t.Fatalf("op %+v", o)
+			}
+			want[o.Host] = true
+		}
+	}
+	if len(want) != 15 {
+		t.Fatalf("%d distinct puts, want 15", len(want))
+	}
+	var errs []string
+	if n := lost(t.Context(), os.Args[0], inv, want, nil, &errs); n != 0 {
+		t.Errorf("lost %d %v", n, errs)
+	}
+	delete(want, "not-there")
+	want["not-there"] = true
+	if n := lost(t.Context(), os.Args[0], inv, want, nil, &errs); n != 1 {
+		t.Errorf("a missing record counted as %d lost", n)
+	}
+}
+
 func TestQuantile(t *testing.T) {
 	var v []float64
 	for i := 100; i >= 1; i-- {

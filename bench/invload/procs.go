@@ -94,13 +94,15 @@ func (c *child) read(stdout io.Reader) {
 // release waits up to timeout for every child to be ready and tells them
 // to go.
 func (g *group) release(timeout time.Duration) error {
-	deadline := time.After(timeout)
+	// A context's Done, unlike time.After, stays closed for every child.
+	deadline, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	for i, c := range g.kids {
 		select {
 		case <-c.ready:
 		case <-c.done:
 			return fmt.Errorf("child %d ended before it was ready: %v: %s", i, c.err, strings.TrimSpace(c.stderr.String()))
-		case <-deadline:
+		case <-deadline.Done():
 			return fmt.Errorf("child %d not ready after %s", i, timeout)
 		}
 	}
@@ -124,11 +126,12 @@ func (g *group) stop() {
 // It returns the time from release to the last exit, how many children had
 // to be killed, and the errors of those that failed.
 func (g *group) wait(timeout time.Duration) (wall time.Duration, killed int, errs []string) {
-	deadline := time.After(timeout)
+	deadline, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	for _, c := range g.kids {
 		select {
 		case <-c.done:
-		case <-deadline:
+		case <-deadline.Done():
 		}
 	}
 	wall = time.Since(g.start)
