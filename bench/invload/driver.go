@@ -79,6 +79,9 @@ type Build struct {
 	Label string // "baseline 69f4458", "current 1a2b3c4"
 	Tree  string // the broker tree it was built against
 	Bin   string `json:"-"`
+	// SameAsBase says the tree's broker code (all but bench/) is the
+	// baseline's: then the two builds differ in nothing measured.
+	SameAsBase bool `json:",omitempty"`
 }
 
 // Results is everything one run measured.
@@ -200,7 +203,11 @@ func (d *driver) build(ctx context.Context) error {
 			return fmt.Errorf("build against %s: %w\n%s", b.tree, err, out)
 		}
 		label := b.name + " " + describeTree(ctx, b.tree)
-		d.res.Builds = append(d.res.Builds, Build{Label: label, Tree: b.tree, Bin: bin})
+		build := Build{Label: label, Tree: b.tree, Bin: bin}
+		if b.tree != base {
+			build.SameAsBase = sameCode(ctx, b.tree, d.Base)
+		}
+		d.res.Builds = append(d.res.Builds, build)
 		d.Log.Printf("built %s (%s)", label, b.tree)
 	}
 	return nil
@@ -267,16 +274,36 @@ func git(ctx context.Context, dir string, args ...string) (string, error) {
 }
 
 // describeTree names a tree's commit, marking uncommitted changes outside
-// bench/ (which holds only this program).
+// bench/ (which holds only this program) and documentation.
 func describeTree(ctx context.Context, tree string) string {
 	rev, err := git(ctx, tree, "rev-parse", "--short", "HEAD")
 	if err != nil {
 		return filepath.Base(tree)
 	}
-	if st, _ := git(ctx, tree, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench"); st != "" {
+	if st, _ := git(ctx, tree, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!*.md"); st != "" {
 		rev += " with uncommitted changes"
 	}
 	return rev
+}
+
+// sameCode reports whether the work tree at tree holds the broker code of
+// commit base, bench/ and documentation aside.
+func sameCode(ctx context.Context, tree, base string) bool {
+	_, err := git(ctx, tree, "diff", "--quiet", base, "--", ".", ":!bench", ":!*.md")
+	return err == nil
+}
+
+// ReadJSON reads results written by WriteJSON, to render them again.
+func ReadJSON(path string) (*Results, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Results
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
 }
 
 // WriteJSON writes the results, raw samples included, for a later look.

@@ -3,7 +3,8 @@
 // and writes the figures into ../BENCHMARKS.md between the invbench
 // markers.
 //
-//	cd bench && go run ./cmd/invbench [-quick] [-cases checkout,writes,load,python] [-base 69f4458] [-base-dir /tmp/broker-base]
+//	cd bench && go run ./cmd/invbench [-quick] [-cases checkout,writes,load,python] [-base 69f4458] [-base-dir /tmp/broker-base] [-json results.json]
+//	cd bench && go run ./cmd/invbench -render results.json   # the report again, measuring nothing
 //
 // It builds itself twice: against ../ (this module's replace) and against
 // the baseline, checked out with "git worktree add" at -base-dir when that
@@ -38,14 +39,26 @@ func main() {
 	cases := flag.String("cases", "checkout,writes,load,python", "cases to run, comma-separated")
 	out := flag.String("out", "../BENCHMARKS.md", "file whose invbench section is rewritten (\"\" prints it)")
 	jsonOut := flag.String("json", "", "also write every sample as JSON to this file")
+	render := flag.String("render", "", "measure nothing: render the results of an earlier -json file")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := invload.Run(ctx, invload.Options{
-		BenchDir: ".", Base: *base, BaseDir: *baseDir, Current: *current,
-		Cases: strings.Split(*cases, ","), Quick: *quick,
-	})
+	var (
+		res *invload.Results
+		err error
+	)
+	if *render != "" {
+		res, err = invload.ReadJSON(*render)
+		if err != nil {
+			log.Fatal(err)
+		}
+	} else {
+		res, err = invload.Run(ctx, invload.Options{
+			BenchDir: ".", Base: *base, BaseDir: *baseDir, Current: *current,
+			Cases: strings.Split(*cases, ","), Quick: *quick,
+		})
+	}
 	if err != nil {
 		log.Print(err)
 		if res == nil || (len(res.Pairs) == 0 && len(res.Writes) == 0 && len(res.Loads) == 0 && len(res.Python) == 0) {
@@ -53,13 +66,13 @@ func main() {
 		}
 		log.Print("writing what was measured before the failure")
 	}
-	if *jsonOut != "" {
+	if *jsonOut != "" && *render == "" {
 		if err := res.WriteJSON(*jsonOut); err != nil {
 			log.Fatal(err)
 		}
 	}
 	cmd := command
-	if *quick {
+	if res.Sizes.Pairs < invload.FullSizes.Pairs {
 		cmd += " -quick"
 	}
 	section := res.Markdown(cmd)
