@@ -48,7 +48,7 @@ func (g *genYAML) encValue(depth int) any {
 	case 2:
 		return g.r.Intn(200000) - 100000
 	case 3:
-		return []any{int64(math.MinInt64), uint64(math.MaxUint64), 1.5, 1.0, 1e21, 1e-7, math.Inf(1), math.Inf(-1), math.NaN(), -0.0, float64(g.r.Intn(100)) / 8}[g.r.Intn(11)]
+		return []any{int64(math.MinInt64), uint64(math.MaxUint64), 1.5, 1.0, 1e21, 1e-7, math.Inf(1), math.Inf(-1), math.NaN(), math.Copysign(0, -1), float64(g.r.Intn(100)) / 8}[g.r.Intn(11)]
 	case 4:
 		return time.Date(1990+g.r.Intn(50), 1, 2, 3, 4, 5, g.r.Intn(3)*500000000, []*time.Location{time.UTC, time.FixedZone("", 3600)}[g.r.Intn(2)])
 	case 5, 6:

@@ -32,7 +32,7 @@ func TestBrokerMapIsTheYAMLRoundTrip(t *testing.T) {
 	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("", 2*3600), time.FixedZone("X", -5*3600-1800)}
 	strs := []string{"", "a", "8.6", "null", "yes", "two\nlines\n", " lead", "trail ", "é", "\xff\xfe", "- x", "a: b", "#", "'", "0x1F", "2001-12-14"}
 	times := []time.Time{{}, time.Date(2026, 11, 30, 9, 15, 0, 123456789, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(999, 5, 6, 7, 8, 9, 0, time.UTC)}
-	values := []any{nil, "s", "123", true, false, 0, -7, int64(math.MinInt64), uint64(math.MaxUint64), uint64(5), 1.0, 1.5, 1e21, -0.0, math.Inf(1), math.Inf(-1), math.NaN(),
+	values := []any{nil, "s", "123", true, false, 0, -7, int64(math.MinInt64), uint64(math.MaxUint64), uint64(5), 1.0, 1.5, 1e21, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN(),
 		[]any{}, []any(nil), map[string]any{}, map[string]any(nil), []any{1, "x", []any{2.5}}, map[string]any{"k": map[string]any{"j": []any{nil}}},
 		int32(3), []string{"a"}, map[string]string{"a": "b"}, uint8(7), float32(1.5)}
 	pick := func(l []string) string { return l[r.Intn(len(l))] }
