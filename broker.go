@@ -14,6 +14,20 @@
 // fails with an error naming the import (providers.ErrNotImported); their
 // settings sections load all the same.
 //
+// # Crashes and signals
+//
+// A test process can die without running its cleanups (SIGKILL, go test's
+// -timeout, os.Exit). So that its hosts are not left behind, the first
+// checkout of a process starts a watcher: this same executable, re-run with
+// BROKER_WATCH_OWNER set, which checks in what the process still holds when
+// it dies. The same checkout installs a process-wide SIGINT/SIGTERM handler
+// that checks this process's hosts in (two minutes at most) and then
+// re-raises the signal, so the process still ends as the signal says; a
+// program with its own handler for these signals should use
+// WithReaper(false) (or BROKER_NO_WATCHER=1) and check in itself. New also
+// checks in, in the background, the hosts of dead owners whose watcher died
+// too. See WithReaper.
+//
 // A Broker is safe for concurrent use.
 package broker
 
@@ -189,8 +203,12 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 // Close stops the background reaper New started (it cancels it and waits
 // for it to return: what it had not checked in yet stays for the next
 // Broker), waits for the second looks after checkouts cut short (a few
-// seconds at most) and releases the log file. Hosts stay checked out.
+// seconds at most) and releases the log file. Hosts stay checked out:
+// after Close a SIGINT or SIGTERM no longer checks them in, but the
+// process's watcher still does when the process ends without checking
+// them in.
 func (b *Broker) Close() error {
+	b.unwatch()
 	if b.stopReaper != nil {
 		b.stopReaper()
 	}

@@ -119,6 +119,15 @@ func (b *Broker) watch() {
 	}
 }
 
+// unwatch drops b from the brokers a signal checks in, so that a
+// process making many Brokers does not keep them all (its watcher still
+// checks in what b's hosts left if the process dies).
+func (b *Broker) unwatch() {
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	reaper.brokers = slices.DeleteFunc(reaper.brokers, func(x *Broker) bool { return x == b })
+}
+
 func startWatcher(owner inventory.Owner) (*os.File, error) {
 	exe, err := os.Executable()
 	if err != nil {
