@@ -27,7 +27,8 @@
 // inventory record holds it (a record whose owner lives, or that is kept,
 // free or leased for reuse). The chosen address is recorded in the intent
 // record through Progress before the lock is released, so a check-in after
-// a crash finds it by the record's id.
+// a crash finds it by the record's id. Sync lists the leased addresses;
+// Describe, the pool and its leases.
 package ssh
 
 import (
@@ -416,6 +417,22 @@ func (p *Provider) release(ctx context.Context, a, id string) error {
 		return fmt.Errorf("ssh: release %s: %w", a, err)
 	}
 	return nil
+}
+
+// Sync lists the addresses of the pool leased on this machine, whoever
+// the user: leases are per machine, not per user.
+func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, error) {
+	var out []*inventory.Record
+	for _, a := range p.hosts {
+		l, err := p.holder(a)
+		if err != nil {
+			return nil, err
+		}
+		if l != nil {
+			out = append(out, p.record(a, l.ID))
+		}
+	}
+	return out, nil
 }
 
 // Describe lists the pool and which addresses are leased.
