@@ -1,10 +1,12 @@
 package ssh
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -250,4 +252,100 @@ func TestOpenSettings(t *testing.T) {
 	if strings.Contains(string(b), "s3cret") {
 		t.Errorf("the record holds the password: %s", b)
 	}
+}
+
+// Three processes ask a pool of two for a host at once: two get distinct
+// addresses and one is refused while they live; once they have exited,
+// their leases (owners dead) are taken over.
+func TestProcesses(t *testing.T) {
+	cfg, _ := lab(t, 2)
+	var hosts []string
+	for _, h := range cfg.Settings["hosts"].([]any) {
+		hosts = append(hosts, h.(string))
+	}
+	lines := make(chan string, 3)
+	var stdins []io.Closer
+	var cmds []*exec.Cmd
+	for range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLeaseChild$")
+		cmd.Env = append(os.Environ(), "SSHLEASE_DIR="+cfg.Dir, "SSHLEASE_HOSTS="+strings.Join(hosts, ","))
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stdins, cmds = append(stdins, stdin), append(cmds, cmd)
+		go func() {
+			line := "no report"
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if l, ok := strings.CutPrefix(sc.Text(), "LEASE "); ok && line == "no report" {
+					line = l
+					lines <- line
+				}
+			}
+			if line == "no report" {
+				lines <- line
+			}
+		}()
+	}
+	wait := func() {
+		for i := range cmds {
+			stdins[i].Close()
+			cmds[i].Wait()
+		}
+	}
+	t.Cleanup(wait)
+	leased, refused := map[string]bool{}, 0
+	for range 3 {
+		switch line := <-lines; {
+		case strings.HasPrefix(line, "refused ") && strings.Contains(line, "leased"):
+			refused++
+		case strings.HasPrefix(line, "leased "):
+			addr := strings.TrimPrefix(line, "leased ")
+			if leased[addr] {
+				t.Errorf("%s leased to two processes", addr)
+			}
+			leased[addr] = true
+		default:
+			t.Errorf("child: %s", line)
+		}
+	}
+	if len(leased) != 2 || refused != 1 {
+		t.Fatalf("leased %v, %d refused; want both addresses and one refusal", leased, refused)
+	}
+	wait()
+	p := open(t, cfg)
+	for range 2 {
+		if _, err := checkout(p, inventory.NewID(), nil); err != nil {
+			t.Fatalf("the leases of exited processes were not taken over: %v", err)
+		}
+	}
+}
+
+// TestLeaseChild is TestProcesses's child: it leases a host of the pool,
+// reports, and holds the lease until its stdin closes.
+func TestLeaseChild(t *testing.T) {
+	dir := os.Getenv("SSHLEASE_DIR")
+	if dir == "" {
+		t.Skip("the child process of TestProcesses")
+	}
+	var hosts []any
+	for _, h := range strings.Split(os.Getenv("SSHLEASE_HOSTS"), ",") {
+		hosts = append(hosts, h)
+	}
+	p := open(t, providers.Config{Settings: map[string]any{"hosts": hosts}, Dir: dir, SSH: providers.SSHSettings{KeyFilename: "unused"}})
+	rec, err := checkout(p, inventory.NewID(), nil)
+	if err != nil {
+		fmt.Println("LEASE refused", err)
+	} else {
+		fmt.Println("LEASE leased", rec.Name)
+	}
+	io.Copy(io.Discard, os.Stdin)
 }
