@@ -71,6 +71,7 @@ func (Driver) Open(_ context.Context, cfg providers.Config) (providers.Provider,
 // Provider leases the addresses of one configured pool.
 type Provider struct {
 	hosts     []string // "host:port"
+	port      int      // for addresses given without one
 	user      string
 	keyFile   string
 	password  string
@@ -93,6 +94,7 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if port == 0 {
 		port = 22
 	}
+	p.port = port
 	v, key, ok := providers.Setting(m, "hosts")
 	list, isList := v.([]any)
 	if !ok || !isList || len(list) == 0 {
@@ -195,7 +197,7 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	switch v := req.Args[ArgKey]; v {
 	case nil, true, "any", "":
 	default:
-		addr, err := address(v, 22)
+		addr, err := address(v, p.port)
 		if err != nil || !contains(p.hosts, addr) {
 			return nil, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
 		}
