@@ -80,6 +80,9 @@ func open(t testing.TB, cfg providers.Config) *Provider {
 
 func TestConformance(t *testing.T) {
 	cfg, _ := lab(t, 3)
+	// Offered after the key, which logs in: the suite checks that it
+	// reaches no record, progress data or description.
+	cfg.SSH.Password = "pw-" + inventory.NewID()
 	var last *Provider
 	providertest.Run(t, func(t *testing.T) providers.Provider {
 		last = open(t, cfg)
@@ -93,6 +96,7 @@ func TestConformance(t *testing.T) {
 		Config:             cfg,
 		BadSettings:        map[string]any{"hosts": []any{"127.0.0.1:notaport"}},
 		BadSettingsMention: "hosts[0]",
+		Secrets:            []string{cfg.SSH.Password},
 		Exists: func(_ context.Context, rec *inventory.Record) (bool, error) {
 			for _, a := range last.hosts {
 				if l, err := last.holder(a); err != nil || (l != nil && l.ID == rec.ID()) {
