@@ -28,6 +28,7 @@ var builtins = []builtin{
 	{"AnsibleTower", "github.com/hostbroker/broker/providers/ansibletower", []string{"workflow", "job_template"}},
 	{"Container", "github.com/hostbroker/broker/providers/container", []string{"container_host", "container_app"}},
 	{"Local", "github.com/hostbroker/broker/providers/local", []string{"local"}},
+	{"SSH", "github.com/hostbroker/broker/providers/ssh", []string{"ssh_host"}},
 }
 
 // builtinPrefix is the import path under which this module's providers live.

@@ -58,6 +58,7 @@ func TestUnimportedBuiltins(t *testing.T) {
 		`workflow or job_template (AnsibleTower, not imported: import _ "github.com/hostbroker/broker/providers/ansibletower")`,
 		`container_host or container_app (Container, not imported: import _ "github.com/hostbroker/broker/providers/container")`,
 		`local (Local, not imported: import _ "github.com/hostbroker/broker/providers/local")`,
+		`ssh_host (SSH, not imported: import _ "github.com/hostbroker/broker/providers/ssh")`,
 	}, providers.Selectors())
 }
 

@@ -37,6 +37,7 @@ import (
 	// A program imports the providers it uses; this one cleans up after any.
 	_ "github.com/hostbroker/broker/providers/ansibletower"
 	_ "github.com/hostbroker/broker/providers/container"
+	_ "github.com/hostbroker/broker/providers/ssh"
 )
 
 const usage = `usage: brokertest [--json] [--output-file F] [-v] COMMAND [ARGS]

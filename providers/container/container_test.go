@@ -171,16 +171,30 @@ func testCtx(t *testing.T) context.Context {
 
 func TestConformance(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
-		p := open(t, e, nil)
+		open(t, e, nil) // skips when the engine or the images are missing
+		cfg := providers.Config{
+			Provider: container.Name,
+			Instance: "test-" + e.name,
+			Settings: map[string]any{"host_uri": e.uri(t), "runtime": e.name, "name_prefix": "brokertest"},
+			Dir:      t.TempDir(),
+		}
 		for _, img := range testImages {
 			t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(img), func(t *testing.T) {
-				providertest.Run(t, p, providertest.Options{
-					Args:           map[string]any{"container_host": img},
-					BadArgs:        map[string]any{"container_host": missingImage},
-					BadArgsMention: missingImage,
-					Count:          5,
+				var last *container.Provider
+				providertest.Run(t, func(t *testing.T) providers.Provider {
+					last = open(t, e, nil)
+					return last
+				}, providertest.Options{
+					Args:               map[string]any{"container_host": img},
+					BadArgs:            map[string]any{"container_host": missingImage},
+					BadArgsMention:     missingImage,
+					Count:              5,
+					Driver:             container.Driver{},
+					Config:             cfg,
+					BadSettings:        map[string]any{"runtime": "no-such-runtime"},
+					BadSettingsMention: "runtime",
 					Exists: func(ctx context.Context, rec *inventory.Record) (bool, error) {
-						ids, err := containersWithID(ctx, p, rec.ID())
+						ids, err := containersWithID(ctx, last, rec.ID())
 						return len(ids) > 0, err
 					},
 				})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,22 +35,40 @@ func TestRegistered(t *testing.T) {
 }
 
 func TestConformance(t *testing.T) {
-	p := openProvider(t, nil)
-	providertest.Run(t, p, providertest.Options{
-		Args:           map[string]any{"local": true},
-		BadArgs:        map[string]any{"env": "not-a-map"},
-		BadArgsMention: "env",
-		Exists: func(ctx context.Context, rec *inventory.Record) (bool, error) {
-			_, err := os.Stat(filepath.Join(p.Dir(), rec.ID()))
-			if os.IsNotExist(err) {
-				return false, nil
+	cfg := providers.Config{Provider: Name, Instance: "test", Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+	var dirs []string
+	providertest.Run(t, func(t *testing.T) providers.Provider {
+		c := cfg
+		c.Dir = t.TempDir()
+		p, err := Open(c)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			_ = p.Close()
+			entries, err := os.ReadDir(p.Dir())
+			if !os.IsNotExist(err) {
+				require.NoError(t, err)
 			}
-			return err == nil, err
+			assert.Empty(t, entries, "every host directory is removed")
+		})
+		dirs = append(dirs, p.Dir())
+		return p
+	}, providertest.Options{
+		Args:               map[string]any{"local": true},
+		BadArgs:            map[string]any{"env": "not-a-map"},
+		BadArgsMention:     "env",
+		Driver:             Driver{},
+		Config:             cfg,
+		BadSettings:        map[string]any{"shell": "/no/such/shell"},
+		BadSettingsMention: "/no/such/shell",
+		Exists: func(ctx context.Context, rec *inventory.Record) (bool, error) {
+			for _, dir := range dirs {
+				if _, err := os.Stat(filepath.Join(dir, rec.ID())); err == nil || !os.IsNotExist(err) {
+					return err == nil, err
+				}
+			}
+			return false, nil
 		},
 	})
-	entries, err := os.ReadDir(p.Dir())
-	require.NoError(t, err)
-	assert.Empty(t, entries, "every host directory is removed")
 }
 
 func TestOpenSettings(t *testing.T) {

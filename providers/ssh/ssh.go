@@ -1,0 +1,463 @@
+// Package ssh is a provider, registered as "SSH", that hands out existing
+// machines from a static pool of SSH addresses, as many labs have: nothing
+// is created or destroyed; a checkout leases a free address to one owner
+// and check-in releases it.
+//
+// Import it for its side effect:
+//
+//	import _ "github.com/hostbroker/broker/providers/ssh"
+//
+// Settings (the global ssh: section gives the defaults for the
+// credentials):
+//
+//	SSH:
+//	  hosts: ["lab1.example.com", "10.0.0.7:2222"]  # required; port defaults to ssh.port, else 22
+//	  username: tester        # default ssh.username, else root
+//	  key_file: ~/.ssh/lab    # default ssh.key_filename
+//	  password: …             # default ssh.password; never stored or logged
+//	  known_hosts: [~/.ssh/known_hosts]  # default ssh.known_hosts
+//	  inventory_file: inventory.yaml     # under BROKER_DIRECTORY unless absolute
+//
+// A request picks the provider with the argument ssh_host: "any" (or true)
+// for any free host of the pool, or one of the pool's addresses.
+//
+// Leases are exclusive across processes: the decision for an address is
+// taken under an flock of <BROKER_DIRECTORY>/ssh/<address>.lock, and an
+// address is busy while its lease file names a live owner, or while an
+// inventory record holds it (a record whose owner lives, or that is kept,
+// free or leased for reuse). The chosen address is recorded in the intent
+// record through Progress before the lock is released, so a check-in after
+// a crash finds it by the record's id. Sync lists the leased addresses;
+// Describe, the pool and its leases.
+package ssh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
+)
+
+// Name is the name the provider registers.
+const Name = "SSH"
+
+// ArgKey is the request argument that picks this provider.
+const ArgKey = "ssh_host"
+
+func init() { providers.Register(Name, Driver{}) }
+
+// Driver opens SSH pool providers.
+type Driver struct{}
+
+// ArgKeys lists ssh_host.
+func (Driver) ArgKeys() []string { return []string{ArgKey} }
+
+// Open returns a provider for cfg.
+func (Driver) Open(_ context.Context, cfg providers.Config) (providers.Provider, error) {
+	return Open(cfg)
+}
+
+// Provider leases the addresses of one configured pool.
+type Provider struct {
+	hosts     []string // "host:port"
+	port      int      // for addresses given without one
+	user      string
+	keyFile   string
+	password  string
+	known     []string
+	insecure  bool
+	connect   time.Duration
+	command   time.Duration
+	lockDir   string
+	inventory string
+}
+
+// Open checks cfg's settings and returns a provider. It contacts no host.
+func Open(cfg providers.Config) (*Provider, error) {
+	m, g := cfg.Settings, cfg.SSH
+	p := &Provider{user: g.Username, keyFile: g.KeyFilename, password: g.Password, known: g.KnownHosts, insecure: g.Insecure}
+	if p.user == "" {
+		p.user = "root"
+	}
+	port := g.Port
+	if port == 0 {
+		port = 22
+	}
+	p.port = port
+	v, key, ok := providers.Setting(m, "hosts")
+	list, isList := v.([]any)
+	if !ok || !isList || len(list) == 0 {
+		return nil, &providers.SettingError{Key: orKey(key, "hosts"), Err: fmt.Errorf("want a non-empty list of addresses, got %v", v)}
+	}
+	for i, h := range list {
+		addr, err := address(h, port)
+		if err != nil {
+			return nil, &providers.SettingError{Key: fmt.Sprintf("%s[%d]", key, i), Err: err}
+		}
+		p.hosts = append(p.hosts, addr)
+	}
+	for _, s := range []struct {
+		keys []string
+		dst  *string
+	}{{[]string{"username", "user"}, &p.user}, {[]string{"key_file", "key_filename"}, &p.keyFile}, {[]string{"password"}, &p.password}} {
+		if v, k, ok := providers.Setting(m, s.keys...); ok {
+			str, isStr := v.(string)
+			if !isStr || str == "" {
+				return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a non-empty string, got %T", v)}
+			}
+			*s.dst = str
+		}
+	}
+	p.keyFile = expand(p.keyFile)
+	if v, k, ok := providers.Setting(m, "known_hosts"); ok {
+		files, isList := v.([]any)
+		p.known = nil
+		for _, f := range files {
+			s, _ := f.(string)
+			if s == "" {
+				isList = false
+			}
+			p.known = append(p.known, expand(s))
+		}
+		if !isList {
+			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a list of file names, got %v", v)}
+		}
+	}
+	if p.keyFile == "" && p.password == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
+		return nil, &providers.SettingError{Key: "key_file", Err: errors.New("no key_file, password or ssh agent to log in with")}
+	}
+	p.connect = time.Duration(g.ConnectTimeout * float64(time.Second))
+	p.command = time.Duration(g.CommandTimeout * float64(time.Second))
+	if cfg.Dir == "" {
+		return nil, errors.New("ssh: no broker directory to keep leases in")
+	}
+	p.lockDir = filepath.Join(cfg.Dir, "ssh")
+	p.inventory = filepath.Join(cfg.Dir, "inventory.yaml")
+	if v, k, ok := providers.Setting(m, "inventory_file"); ok {
+		s, _ := v.(string)
+		if s == "" {
+			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a file name, got %v", v)}
+		}
+		p.inventory = s
+		if !filepath.IsAbs(s) {
+			p.inventory = filepath.Join(cfg.Dir, s)
+		}
+	}
+	if err := os.MkdirAll(p.lockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ssh: lease directory: %w", err)
+	}
+	return p, nil
+}
+
+// expand replaces a leading ~/ with the home directory.
+func expand(name string) string {
+	if home, err := os.UserHomeDir(); err == nil && strings.HasPrefix(name, "~/") {
+		return filepath.Join(home, name[2:])
+	}
+	return name
+}
+
+func orKey(key, def string) string {
+	if key == "" {
+		return def
+	}
+	return key
+}
+
+// address normalises a pool entry to host:port.
+func address(v any, port int) (string, error) {
+	s, ok := v.(string)
+	if !ok || strings.TrimSpace(s) == "" {
+		return "", fmt.Errorf("want an address, got %v", v)
+	}
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return net.JoinHostPort(strings.Trim(s, "[]"), strconv.Itoa(port)), nil
+	}
+	if n, err := strconv.Atoi(ps); err != nil || n <= 0 || n > 65535 || host == "" {
+		return "", fmt.Errorf("%q is not host:port", s)
+	}
+	return s, nil
+}
+
+// Checkout leases a free address of the pool (or the one ssh_host names).
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+	cands := p.hosts
+	switch v := req.Args[ArgKey]; v {
+	case nil, true, "any", "":
+	default:
+		addr, err := address(v, p.port)
+		if err != nil || !contains(p.hosts, addr) {
+			return nil, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
+		}
+		cands = []string{addr}
+	}
+	for _, addr := range cands {
+		ok, err := p.lease(ctx, addr, req)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return p.record(addr, req.ID), nil
+		}
+	}
+	return nil, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
+}
+
+// lease takes addr for req if it is free, under its lock.
+func (p *Provider) lease(ctx context.Context, addr string, req providers.CheckoutRequest) (bool, error) {
+	unlock, err := p.lock(ctx, addr)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	busy, err := p.busy(addr, req.ID)
+	if err != nil || busy {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("ssh: checkout: %w", err)
+	}
+	// Recorded in the intent record first: a crash after the lease file
+	// is written leaves a record whose check-in releases it.
+	if req.Progress != nil {
+		req.Progress(map[string]any{"address": addr})
+	}
+	b, _ := json.Marshal(leaseFile{ID: req.ID, Owner: inventory.CurrentOwner("")})
+	tmp := p.path(addr, ".lease.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return false, fmt.Errorf("ssh: write lease of %s: %w", addr, err)
+	}
+	if err := os.Rename(tmp, p.path(addr, ".lease")); err != nil {
+		return false, fmt.Errorf("ssh: write lease of %s: %w", addr, err)
+	}
+	return true, nil
+}
+
+// leaseFile is what <address>.lease holds.
+type leaseFile struct {
+	ID    string          `json:"id"`
+	Owner inventory.Owner `json:"owner"`
+}
+
+func (p *Provider) path(addr, ext string) string {
+	return filepath.Join(p.lockDir, strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(addr)+ext)
+}
+
+// lock takes addr's flock, waiting as long as ctx allows.
+func (p *Provider) lock(ctx context.Context, addr string) (func(), error) {
+	f, err := os.OpenFile(p.path(addr, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: lock %s: %w", addr, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the flock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("ssh: lock %s: %w", addr, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("ssh: lock %s: %w", addr, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// holder returns the lease of addr, or nil.
+func (p *Provider) holder(addr string) (*leaseFile, error) {
+	b, err := os.ReadFile(p.path(addr, ".lease"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssh: read lease of %s: %w", addr, err)
+	}
+	var l leaseFile
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("ssh: lease file %s: %w", p.path(addr, ".lease"), err)
+	}
+	return &l, nil
+}
+
+// busy reports whether addr is held by another than id: by a lease of a
+// live owner, or by an inventory record that holds it.
+func (p *Provider) busy(addr, id string) (bool, error) {
+	l, err := p.holder(addr)
+	if err != nil {
+		return false, err
+	}
+	if l != nil && l.ID != id && !l.Owner.Dead() {
+		return true, nil
+	}
+	recs, err := inventory.Open(p.inventory).Load()
+	if err != nil {
+		return false, fmt.Errorf("ssh: read the inventory: %w", err)
+	}
+	for _, r := range recs {
+		if r.Broker == nil || r.Broker.ID == id || !strings.EqualFold(r.Provider, Name) {
+			continue
+		}
+		if r.Broker.Data["address"] != addr && (l == nil || r.Broker.ID != l.ID) {
+			continue
+		}
+		switch r.Broker.State {
+		case inventory.StateKept, inventory.StateFree, inventory.StateLeased:
+			return true, nil
+		}
+		if !r.Broker.Owner.Dead() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// record describes the host of addr, leased to id.
+func (p *Provider) record(addr, id string) *inventory.Record {
+	host, ps, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(ps)
+	return &inventory.Record{
+		Hostname: host,
+		Name:     addr,
+		Broker: &inventory.Meta{
+			ID:   id,
+			SSH:  &inventory.SSH{Port: port, User: p.user, KeyFile: p.keyFile, Insecure: p.insecure},
+			Data: map[string]any{"address": addr},
+		},
+	}
+}
+
+// addr returns the address rec leases.
+func addr(rec *inventory.Record) string {
+	if rec == nil || rec.Broker == nil {
+		return ""
+	}
+	a, _ := rec.Broker.Data["address"].(string)
+	return a
+}
+
+// Connect builds the host of rec, which must still hold its lease. It does
+// not dial.
+func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
+	a := addr(rec)
+	if a == "" {
+		return nil, fmt.Errorf("ssh: connect: record %s holds no address", rec.ID())
+	}
+	l, err := p.holder(a)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil || l.ID != rec.ID() {
+		return nil, fmt.Errorf("ssh: connect: %s is not leased to %s (checked in?)", a, rec.ID())
+	}
+	cfg, err := hostkit.ConfigFromRecord(rec)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: connect %s: %w", a, err)
+	}
+	if p.keyFile != "" && !contains(cfg.KeyFiles, p.keyFile) {
+		cfg.KeyFiles = append(cfg.KeyFiles, p.keyFile)
+	}
+	cfg.Password = p.password
+	cfg.UseAgent = os.Getenv("SSH_AUTH_SOCK") != ""
+	cfg.KnownHostsFiles = p.known
+	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || p.insecure
+	cfg.ConnectTimeout, cfg.CommandTimeout = p.connect, p.command
+	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+	h.Name = rec.Name
+	return h, nil
+}
+
+// Checkin releases the lease of rec's id; the machine is left as it is. It
+// works from the id alone (an intent record) and is idempotent.
+func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
+	id := rec.ID()
+	if id == "" {
+		return nil
+	}
+	cands := p.hosts
+	if a := addr(rec); a != "" && !contains(cands, a) {
+		cands = append([]string{a}, cands...)
+	}
+	for _, a := range cands {
+		if l, err := p.holder(a); err != nil || l == nil || l.ID != id {
+			continue
+		}
+		if err := p.release(ctx, a, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release removes addr's lease if id still holds it.
+func (p *Provider) release(ctx context.Context, a, id string) error {
+	unlock, err := p.lock(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	l, err := p.holder(a)
+	if err != nil || l == nil || l.ID != id {
+		return err
+	}
+	if err := os.Remove(p.path(a, ".lease")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("ssh: release %s: %w", a, err)
+	}
+	return nil
+}
+
+// Sync lists the addresses of the pool leased on this machine, whoever
+// the user: leases are per machine, not per user.
+func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, error) {
+	var out []*inventory.Record
+	for _, a := range p.hosts {
+		l, err := p.holder(a)
+		if err != nil {
+			return nil, err
+		}
+		if l != nil {
+			out = append(out, p.record(a, l.ID))
+		}
+	}
+	return out, nil
+}
+
+// Describe lists the pool and which addresses are leased.
+func (p *Provider) Describe(ctx context.Context, topic string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "SSH pool of %d hosts (argument %s: any, or an address):\n", len(p.hosts), ArgKey)
+	for _, a := range p.hosts {
+		state := "free"
+		if l, err := p.holder(a); err != nil {
+			return "", err
+		} else if l != nil && !l.Owner.Dead() {
+			state = "leased to " + l.ID
+		}
+		fmt.Fprintf(&b, "  %s\t%s\n", a, state)
+	}
+	return b.String(), nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
