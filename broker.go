@@ -579,7 +579,7 @@ func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inven
 }
 
 // Duplicate checks out count new hosts (one when 0) with the same provider,
-// instance and arguments as rec — the seed's "broker duplicate".
+// instance and arguments as rec — the Python broker's "broker duplicate" (https://github.com/SatelliteQE/broker).
 func (b *Broker) Duplicate(ctx context.Context, rec *inventory.Record, count int) ([]*hostkit.Host, error) {
 	if rec.Provider == "" {
 		return nil, fmt.Errorf("broker: duplicate %s: record has no _broker_provider", hostLabel(rec))
@@ -587,7 +587,7 @@ func (b *Broker) Duplicate(ctx context.Context, rec *inventory.Record, count int
 	return b.Checkout(ctx, Request{Provider: rec.Provider, Instance: rec.Instance, Args: cloneMap(rec.Args), Count: count})
 }
 
-// Execute runs a provider action that creates no host (the seed's "broker
+// Execute runs a provider action that creates no host (the Python broker's "broker
 // execute"), e.g. a workflow or a one-shot container, and returns its result.
 func (b *Broker) Execute(ctx context.Context, req Request) (any, error) {
 	plan, err := b.resolve(req)
@@ -610,7 +610,7 @@ func (b *Broker) Execute(ctx context.Context, req Request) (any, error) {
 }
 
 // Describe returns a provider's description of what it offers (its
-// arguments, templates, images): the seed's "broker providers".
+// arguments, templates, images): the Python broker's "broker providers".
 func (b *Broker) Describe(ctx context.Context, provider, instance, topic string) (string, error) {
 	p, provName, _, err := b.provider(ctx, provider, instance)
 	if err != nil {

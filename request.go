@@ -56,7 +56,7 @@ func (b *Broker) resolve(req Request) (plan, error) {
 	if pl.provider == "" {
 		pl.provider = DefaultProvider
 	}
-	// The seed's "--AnsibleTower testing": an argument named after the
+	// The Python broker's "--AnsibleTower testing": an argument named after the
 	// provider picks its instance.
 	for k, v := range args {
 		if strings.EqualFold(k, pl.provider) {
@@ -105,7 +105,7 @@ func loadDataFile(path string) (any, error) {
 }
 
 // resolveFileArgs replaces argument values that name an existing .json,
-// .yaml or .yml file by the file's contents, as the seed's --extra does.
+// .yaml or .yml file by the file's contents, as the Python broker's --extra does.
 func resolveFileArgs(args map[string]any) error {
 	for k, v := range args {
 		s, ok := v.(string)

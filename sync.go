@@ -17,7 +17,7 @@ type SyncResult struct {
 	Kept     int                 // in both
 }
 
-// ParseSyncSpec splits the seed's "Provider[:user][::instance]".
+// ParseSyncSpec splits the Python broker's "Provider[:user][::instance]".
 func ParseSyncSpec(spec string) (provider, user, instance string, err error) {
 	rest := spec
 	if i := strings.Index(rest, "::"); i >= 0 {

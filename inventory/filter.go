@@ -19,8 +19,8 @@ import (
 // ('"test" in @inv.name and @inv._broker_args.template.startswith("deploy")').
 // See docs/filters.md for the grammar and the differences from Python.
 //
-// Any other filter is the seed's DSL: terms joined by "," that must all
-// match. A term is (property)(condition)(value). Conditions: "<" in (substring of a
+// Any other filter is the Python broker's DSL before 0.3: terms joined by
+// "," that must all match. A term is (property)(condition)(value). Conditions: "<" in (substring of a
 // text value, member of a list, key of a map), "=" equals, "{" starts with,
 // "}" ends with; "!" before a condition inverts it. Nested properties use
 // dots: "_broker_args.template". A property the record lacks makes a

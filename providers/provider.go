@@ -89,8 +89,8 @@ type Extender interface {
 	Extend(ctx context.Context, rec *inventory.Record, args map[string]any) error
 }
 
-// Executor is a provider that runs actions that create no host (the seed's
-// "broker execute"). The result is provider-specific (output, artifacts).
+// Executor is a provider that runs actions that create no host (the
+// Python broker's "broker execute"). The result is provider-specific (output, artifacts).
 type Executor interface {
 	Execute(ctx context.Context, args map[string]any) (any, error)
 }
