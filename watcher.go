@@ -520,21 +520,10 @@ func (b *Broker) startReaper() {
 // What it does not get to stays for the next Broker.
 func (b *Broker) reapOrphans(ctx context.Context) {
 	path := b.store.Path()
-	reaper.mu.Lock()
-	if reaper.scanning[path] {
-		reaper.mu.Unlock()
+	if !startScanning(path) {
 		return // another Broker of this process is on it
 	}
-	if reaper.scanning == nil {
-		reaper.scanning = map[string]bool{}
-	}
-	reaper.scanning[path] = true
-	reaper.mu.Unlock()
-	defer func() {
-		reaper.mu.Lock()
-		delete(reaper.scanning, path)
-		reaper.mu.Unlock()
-	}()
+	defer stopScanning(path)
 
 	ctx, cancel := context.WithTimeout(ctx, reapTimeout)
 	defer cancel()
@@ -560,18 +549,7 @@ func (b *Broker) reapOrphans(ctx context.Context) {
 			l.release()
 		}
 	}()
-	for lockPath, o := range owners {
-		l := &ownerLock{path: lockPath}
-		held, err := l.try(true)
-		switch {
-		case err != nil:
-			b.logger.Warn("reaper: hosts of a dead process left for later", "owner_pid", o.PID, "err", err)
-		case !held:
-			b.logger.Debug("reaper: the watcher of a dead process, or another reaper, holds its lock: its hosts are left to it", "owner_pid", o.PID)
-		default:
-			locks[lockPath] = l
-		}
-	}
+	b.lockOrphanOwners(owners, locks)
 	if len(locks) == 0 {
 		return
 	}
@@ -593,10 +571,56 @@ func (b *Broker) reapOrphans(ctx context.Context) {
 	b.logger.Info("reaper: checking in hosts left by dead processes whose watcher is gone",
 		"owners", len(locks), "hosts", len(left), "parallel", reapParallel, "bound", reapTimeout)
 	err = b.checkinLeft(ctx, left, "reaper", reapParallel)
+	b.logReaped(ctx, err, len(left), start)
+}
+
+// startScanning marks the inventory file at path as being reaped by this
+// process; it reports false when it already is. stopScanning ends that.
+func startScanning(path string) bool {
+	reaper.mu.Lock()
+	if reaper.scanning[path] {
+		reaper.mu.Unlock()
+		return false
+	}
+	if reaper.scanning == nil {
+		reaper.scanning = map[string]bool{}
+	}
+	reaper.scanning[path] = true
+	reaper.mu.Unlock()
+	return true
+}
+
+// stopScanning ends a startScanning.
+func stopScanning(path string) {
+	reaper.mu.Lock()
+	delete(reaper.scanning, path)
+	reaper.mu.Unlock()
+}
+
+// lockOrphanOwners tries the lock of each owner in owners (by lock file),
+// adding those it gets to locks; the others are logged and left.
+func (b *Broker) lockOrphanOwners(owners map[string]inventory.Owner, locks map[string]*ownerLock) {
+	for lockPath, o := range owners {
+		l := &ownerLock{path: lockPath}
+		held, err := l.try(true)
+		switch {
+		case err != nil:
+			b.logger.Warn("reaper: hosts of a dead process left for later", "owner_pid", o.PID, "err", err)
+		case !held:
+			b.logger.Debug("reaper: the watcher of a dead process, or another reaper, holds its lock: its hosts are left to it", "owner_pid", o.PID)
+		default:
+			locks[lockPath] = l
+		}
+	}
+}
+
+// logReaped logs how reapOrphans's check-in of that many hosts, begun at
+// start, ended: with err, or stopped by ctx.
+func (b *Broker) logReaped(ctx context.Context, err error, hosts int, start time.Time) {
 	took := time.Since(start).Round(time.Millisecond)
 	switch {
 	case err == nil:
-		b.logger.Info("reaper: done", "hosts", len(left), "took", took)
+		b.logger.Info("reaper: done", "hosts", hosts, "took", took)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		b.logger.Warn("reaper: time bound reached; what is left waits for the next Broker", "bound", reapTimeout, "err", err)
 	case ctx.Err() != nil:

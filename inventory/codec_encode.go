@@ -126,29 +126,7 @@ func (e *encoder) meta(m *Meta, ind int) {
 	}
 	text("id", m.ID, true)
 	text("state", m.State, false)
-	e.indent(ind)
-	e.b = append(e.b, "owner:\n"...)
-	o := ind + 2
-	e.indent(o)
-	e.b = append(e.b, "run: "...)
-	e.str(m.Owner.Run, true)
-	e.b = append(e.b, '\n')
-	e.indent(o)
-	e.b = append(e.b, "pid: "...)
-	e.b = strconv.AppendInt(e.b, int64(m.Owner.PID), 10)
-	e.b = append(e.b, '\n')
-	e.indent(o)
-	e.b = append(e.b, "started: "...)
-	e.b = strconv.AppendUint(e.b, m.Owner.Started, 10)
-	e.b = append(e.b, '\n')
-	e.indent(o)
-	e.b = append(e.b, "boot_id: "...)
-	e.str(m.Owner.BootID, true)
-	e.b = append(e.b, '\n')
-	e.indent(o)
-	e.b = append(e.b, "machine: "...)
-	e.str(m.Owner.Machine, true)
-	e.b = append(e.b, '\n')
+	e.metaOwner(&m.Owner, ind)
 	text("test", m.Test, false)
 	field("checked_out")
 	e.time(m.CheckedOut)
@@ -162,41 +140,73 @@ func (e *encoder) meta(m *Meta, ind int) {
 	e.b = append(e.b, '\n')
 	text("request_key", m.RequestKey, false)
 	if s := m.SSH; s != nil {
-		e.indent(ind)
-		e.b = append(e.b, "ssh:"...)
-		if *s == (SSH{}) {
-			e.b = append(e.b, " {}\n"...)
-		} else {
-			e.b = append(e.b, '\n')
-			text := func(k, v string) {
-				if v != "" {
-					e.indent(ind + 2)
-					e.b = append(e.b, k...)
-					e.b = append(e.b, ": "...)
-					e.str(v, true)
-					e.b = append(e.b, '\n')
-				}
-			}
-			text("host", s.Host)
-			if s.Port != 0 {
-				e.indent(ind + 2)
-				e.b = append(e.b, "port: "...)
-				e.b = strconv.AppendInt(e.b, int64(s.Port), 10)
-				e.b = append(e.b, '\n')
-			}
-			text("user", s.User)
-			text("host_key", s.HostKey)
-			text("key_file", s.KeyFile)
-			if s.Insecure {
-				e.indent(ind + 2)
-				e.b = append(e.b, "insecure: true\n"...)
-			}
-		}
+		e.metaSSH(s, ind)
 	}
 	if len(m.Data) > 0 {
 		e.indent(ind)
 		e.b = append(e.b, "data:"...)
 		e.strMap(m.Data, ind)
+	}
+}
+
+// metaOwner writes the _brokertest block's owner map at indent ind.
+func (e *encoder) metaOwner(ow *Owner, ind int) {
+	e.indent(ind)
+	e.b = append(e.b, "owner:\n"...)
+	o := ind + 2
+	e.indent(o)
+	e.b = append(e.b, "run: "...)
+	e.str(ow.Run, true)
+	e.b = append(e.b, '\n')
+	e.indent(o)
+	e.b = append(e.b, "pid: "...)
+	e.b = strconv.AppendInt(e.b, int64(ow.PID), 10)
+	e.b = append(e.b, '\n')
+	e.indent(o)
+	e.b = append(e.b, "started: "...)
+	e.b = strconv.AppendUint(e.b, ow.Started, 10)
+	e.b = append(e.b, '\n')
+	e.indent(o)
+	e.b = append(e.b, "boot_id: "...)
+	e.str(ow.BootID, true)
+	e.b = append(e.b, '\n')
+	e.indent(o)
+	e.b = append(e.b, "machine: "...)
+	e.str(ow.Machine, true)
+	e.b = append(e.b, '\n')
+}
+
+// metaSSH writes the _brokertest block's ssh map at indent ind.
+func (e *encoder) metaSSH(s *SSH, ind int) {
+	e.indent(ind)
+	e.b = append(e.b, "ssh:"...)
+	if *s == (SSH{}) {
+		e.b = append(e.b, " {}\n"...)
+	} else {
+		e.b = append(e.b, '\n')
+		text := func(k, v string) {
+			if v != "" {
+				e.indent(ind + 2)
+				e.b = append(e.b, k...)
+				e.b = append(e.b, ": "...)
+				e.str(v, true)
+				e.b = append(e.b, '\n')
+			}
+		}
+		text("host", s.Host)
+		if s.Port != 0 {
+			e.indent(ind + 2)
+			e.b = append(e.b, "port: "...)
+			e.b = strconv.AppendInt(e.b, int64(s.Port), 10)
+			e.b = append(e.b, '\n')
+		}
+		text("user", s.User)
+		text("host_key", s.HostKey)
+		text("key_file", s.KeyFile)
+		if s.Insecure {
+			e.indent(ind + 2)
+			e.b = append(e.b, "insecure: true\n"...)
+		}
 	}
 }
 

@@ -753,48 +753,87 @@ func takeOps(batch []*op) []*op {
 //   - the previous version's copy (no fsync: it is for a Python broker's
 //     crash, not a power loss).
 //
-// The directory's fsync follows the release (see runBatch).
+// The directory's fsync follows the release (see runBatch). The steps are
+// prepare (under the flock alone), takeBatchPythonLock, and publish (under
+// the Python broker's lock too).
 func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err error) {
-	fail := func(err error) ([]*op, bool, error) {
-		taken = append(taken, takeOps(batch)...)
-		for _, o := range taken {
-			o.applyErr = nil
-		}
-		return taken, false, err
-	}
 	if !anyWaiting(batch) {
 		return nil, false, nil
 	}
-	s.removeLeftovers()
-	base, cached, baseErr := s.readBase()
-	var cur []entry
-	var applied []*op
-	changed := false
-	if baseErr == nil {
-		cur, applied = apply(base.entries, batch)
-		changed = !sameEntries(cur, base.entries)
-		if !changed && cached {
-			// Nothing to write, and the file is what this Store wrote
-			// or read last: a state it really had.
-			return takeOps(batch), false, nil
-		}
-	}
-	var tmp string
+	p := &prepared{}
 	defer func() {
-		if tmp != "" {
-			os.Remove(tmp)
+		if p.tmp != "" {
+			os.Remove(p.tmp)
 		}
 	}()
-	var data []byte
-	if baseErr == nil && changed {
-		if data, err = encode(cur); err != nil {
-			return fail(err)
-		}
-		if tmp, err = s.writeTemp(data); err != nil {
-			return fail(err)
+	done, err := s.prepare(p, batch)
+	if err != nil {
+		return failBatch(nil, batch, err)
+	}
+	if done {
+		return takeOps(batch), false, nil
+	}
+	pl, err := s.takeBatchPythonLock(h, batch)
+	if err != nil {
+		return failBatch(nil, batch, err)
+	}
+	return s.publish(h, pl, p, batch)
+}
+
+// failBatch ends a commit that failed with err: the ops taken, and those
+// of batch still waiting (taken now), are all answered with err, whatever
+// their functions returned.
+func failBatch(taken, batch []*op, err error) ([]*op, bool, error) {
+	taken = append(taken, takeOps(batch)...)
+	for _, o := range taken {
+		o.applyErr = nil
+	}
+	return taken, false, err
+}
+
+// prepared is a batch applied to the file as read under the flock, and
+// the new file written for it, before the Python broker's lock is taken.
+type prepared struct {
+	base    *snapshot // the file as read
+	baseErr error     // why it could not be read (then base is nil)
+	cur     []entry   // the records to write
+	applied []*op     // the ops applied to get cur
+	changed bool      // cur is not base's records
+	data    []byte    // cur encoded, when changed
+	tmp     string    // the temp file holding data; "" when none (commit removes it)
+}
+
+// prepare reads the file and applies batch to it; when that changed the
+// records it encodes them and writes the temp file (p.tmp). It reports
+// done when there is nothing to write and the file is what this Store
+// wrote or read last.
+func (s *Store) prepare(p *prepared, batch []*op) (done bool, err error) {
+	s.removeLeftovers()
+	var cached bool
+	p.base, cached, p.baseErr = s.readBase()
+	if p.baseErr == nil {
+		p.cur, p.applied = apply(p.base.entries, batch)
+		p.changed = !sameEntries(p.cur, p.base.entries)
+		if !p.changed && cached {
+			// Nothing to write, and the file is what this Store wrote
+			// or read last: a state it really had.
+			return true, nil
 		}
 	}
+	if p.baseErr == nil && p.changed {
+		if p.data, err = encode(p.cur); err != nil {
+			return false, err
+		}
+		if p.tmp, err = s.writeTemp(p.data); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
 
+// takeBatchPythonLock takes the Python broker's lock for batch, giving up
+// when none of its ops waits any more.
+func (s *Store) takeBatchPythonLock(h *lockHeld, batch []*op) (*pythonLock, error) {
 	// The Python broker's lock, after the gap that leaves it room.
 	for _, o := range batch {
 		o.phase.Store(phasePython)
@@ -812,9 +851,15 @@ func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err e
 	if wait := time.Since(start); wait > lockWaitLogged {
 		s.log().Debug("inventory: waited for the Python broker's lock", "file", s.path, "wait", wait.Round(time.Millisecond), "err", err)
 	}
-	if err != nil {
-		return fail(err)
-	}
+	return pl, err
+}
+
+// publish runs under the Python broker's lock pl, which it releases: it
+// takes the ops of batch still waiting, checks the file is still what p
+// was prepared from (preparing again if not), renames the temp file over
+// it, releases the lock, and keeps the previous version. Its results are
+// commit's.
+func (s *Store) publish(h *lockHeld, pl *pythonLock, p *prepared, batch []*op) (taken []*op, wrote bool, err error) {
 	released := false
 	release := func() {
 		if released {
@@ -835,56 +880,21 @@ func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err e
 	if len(taken) == 0 {
 		return nil, false, nil
 	}
-	// Is the file still what was read? If not (the Python broker wrote
-	// it in place, or it was torn and could not be read, or a Python
-	// broker died holding its lock), read it again and apply the ops
-	// again: their functions may be run again.
-	nowData, nowID, err := s.readFile()
-	if err != nil {
-		return fail(err)
+	if err = s.recheck(p, pl, taken); err != nil {
+		return failBatch(taken, batch, err)
 	}
-	same := baseErr == nil && nowID == base.ident && bytes.Equal(nowData, base.data)
-	if !same || pl.tookOver || len(taken) != len(applied) {
-		if !same {
-			if base, err = s.decode(base, nowData, nowID); err != nil {
-				if pl.tookOver {
-					err = fmt.Errorf("%w; a Python broker died while holding its lock, perhaps in the middle of rewriting it", err)
-				}
-				return fail(err)
-			}
-		}
-		entries := base.entries
-		restored := false
-		if pl.tookOver {
-			entries, restored = s.restoreVanished(entries, nowData)
-		}
-		cur, _ = apply(entries, taken)
-		changed = restored || !sameEntries(cur, base.entries)
-		if tmp != "" {
-			os.Remove(tmp)
-			tmp = ""
-		}
-		if changed {
-			if data, err = encode(cur); err != nil {
-				return fail(err)
-			}
-			if tmp, err = s.writeTemp(data); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	if !changed {
+	if !p.changed {
 		// Verified under the Python lock: the file was what was read.
-		s.cache = base
+		s.cache = p.base
 		return taken, false, nil
 	}
 	if s.beforeRename != nil {
 		s.beforeRename()
 	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fail(fmt.Errorf("inventory: replace %s: %w", s.path, err))
+	if err := os.Rename(p.tmp, s.path); err != nil {
+		return failBatch(taken, batch, fmt.Errorf("inventory: replace %s: %w", s.path, err))
 	}
-	tmp = ""
+	p.tmp = ""
 	release()
 	// The identity is taken after the release: should the Python broker
 	// have rewritten the file in the meantime, the cache's bytes no longer
@@ -892,13 +902,58 @@ func (s *Store) commit(h *lockHeld, batch []*op) (taken []*op, wrote bool, err e
 	var st syscall.Stat_t
 	statErr := syscall.Stat(s.path, &st)
 	s.writes.Add(1)
-	s.keepPrevious(data)
+	s.keepPrevious(p.data)
 	if statErr == nil {
-		s.cache = &snapshot{entries: cur, data: data, ident: identOf(&st)}
+		s.cache = &snapshot{entries: p.cur, data: p.data, ident: identOf(&st)}
 	} else {
 		s.cache = nil
 	}
 	return taken, true, err
+}
+
+// recheck runs under the Python broker's lock pl, before the rename: it
+// makes p hold the records to write for the ops taken, applied to the
+// file as it is now.
+func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
+	// Is the file still what was read? If not (the Python broker wrote
+	// it in place, or it was torn and could not be read, or a Python
+	// broker died holding its lock), read it again and apply the ops
+	// again: their functions may be run again.
+	nowData, nowID, err := s.readFile()
+	if err != nil {
+		return err
+	}
+	same := p.baseErr == nil && nowID == p.base.ident && bytes.Equal(nowData, p.base.data)
+	if !same || pl.tookOver || len(taken) != len(p.applied) {
+		if !same {
+			if p.base, err = s.decode(p.base, nowData, nowID); err != nil {
+				if pl.tookOver {
+					err = fmt.Errorf("%w; a Python broker died while holding its lock, perhaps in the middle of rewriting it", err)
+				}
+				return err
+			}
+		}
+		entries := p.base.entries
+		restored := false
+		if pl.tookOver {
+			entries, restored = s.restoreVanished(entries, nowData)
+		}
+		p.cur, _ = apply(entries, taken)
+		p.changed = restored || !sameEntries(p.cur, p.base.entries)
+		if p.tmp != "" {
+			os.Remove(p.tmp)
+			p.tmp = ""
+		}
+		if p.changed {
+			if p.data, err = encode(p.cur); err != nil {
+				return err
+			}
+			if p.tmp, err = s.writeTemp(p.data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // writeTemp writes data to a new temp file beside the inventory (0600)
