@@ -280,8 +280,8 @@ func sshSettings(s settings.SSH) providers.SSHSettings {
 		Password:       s.Password,
 		Port:           s.Port,
 		KeyFilename:    s.KeyFilename,
-		ConnectTimeout: s.ConnectTimeout.Seconds(),
-		CommandTimeout: s.CommandTimeout.Seconds(),
+		ConnectTimeout: s.ConnectTimeout,
+		CommandTimeout: s.CommandTimeout,
 		Insecure:       s.Insecure,
 		KnownHosts:     s.KnownHosts,
 	}

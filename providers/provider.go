@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/onregister"
@@ -47,10 +48,10 @@ type SSHSettings struct {
 	Username       string
 	Password       string // secret: never logged or stored
 	Port           int
-	KeyFilename    string  // a leading ~/ already expanded by the settings loader
-	ConnectTimeout float64 // seconds
-	CommandTimeout float64 // seconds
-	Insecure       bool    // accept any host key (explicit setting only)
+	KeyFilename    string        // a leading ~/ already expanded by the settings loader
+	ConnectTimeout time.Duration // each dial+handshake attempt; 0: hostkit's default
+	CommandTimeout time.Duration // default bound on a command; 0: none
+	Insecure       bool          // accept any host key (explicit setting only)
 	KnownHosts     []string
 }
 

@@ -399,10 +399,10 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	cfg.KnownHostsFiles = append(cfg.KnownHostsFiles, s.KnownHosts...)
 	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || s.Insecure
 	if s.ConnectTimeout > 0 {
-		cfg.ConnectTimeout = time.Duration(s.ConnectTimeout * float64(time.Second))
+		cfg.ConnectTimeout = s.ConnectTimeout
 	}
 	if s.CommandTimeout > 0 {
-		cfg.CommandTimeout = time.Duration(s.CommandTimeout * float64(time.Second))
+		cfg.CommandTimeout = s.CommandTimeout
 	}
 	cfg.Logger = p.log
 	h := hostkit.New(host, cfg, hostkit.WithRecord(rec))

@@ -499,10 +499,10 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.User = p.settings.username
 		}
 		if t := p.cfg.SSH.ConnectTimeout; t > 0 {
-			cfg.ConnectTimeout = time.Duration(t * float64(time.Second))
+			cfg.ConnectTimeout = t
 		}
 		if t := p.cfg.SSH.CommandTimeout; t > 0 {
-			cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+			cfg.CommandTimeout = t
 		}
 		// sshd's sessions do not inherit the container's environment, which
 		// the engine's exec gives: each command gets the env argument.
@@ -525,7 +525,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	t := p.transport(rec)
 	cfg := hostkit.Config{Logger: p.log}
 	if t := p.cfg.SSH.CommandTimeout; t > 0 {
-		cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+		cfg.CommandTimeout = t
 	}
 	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithTransport(t))
 	h.Name = rec.Name

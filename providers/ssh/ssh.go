@@ -137,8 +137,7 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if p.keyFile == "" && p.password == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
 		return nil, &providers.SettingError{Key: "key_file", Err: errors.New("no key_file, password or ssh agent to log in with")}
 	}
-	p.connect = time.Duration(g.ConnectTimeout * float64(time.Second))
-	p.command = time.Duration(g.CommandTimeout * float64(time.Second))
+	p.connect, p.command = g.ConnectTimeout, g.CommandTimeout
 	if cfg.Dir == "" {
 		return nil, errors.New("ssh: no broker directory to keep leases in")
 	}

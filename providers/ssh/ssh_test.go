@@ -54,7 +54,7 @@ func lab(t *testing.T, n int) (providers.Config, []*sshtest.Server) {
 		Provider: Name,
 		Instance: "lab",
 		Settings: map[string]any{"hosts": hosts, "known_hosts": []any{knownFile}},
-		SSH:      providers.SSHSettings{Username: servers[0].User, KeyFilename: servers[0].KeyFile, ConnectTimeout: 10},
+		SSH:      providers.SSHSettings{Username: servers[0].User, KeyFilename: servers[0].KeyFile, ConnectTimeout: 10 * time.Second},
 		Dir:      dir,
 		Logger:   slog.New(slog.DiscardHandler),
 	}, servers
