@@ -40,6 +40,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -203,7 +204,9 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 // Close stops the background reaper New started (it cancels it and waits
 // for it to return: what it had not checked in yet stays for the next
 // Broker), waits for the second looks after checkouts cut short (a few
-// seconds at most) and releases the log file. Hosts stay checked out:
+// seconds at most), closes the providers it opened (providers.Provider's
+// Close: Local's servers stop) and releases the log file. Other hosts
+// stay checked out:
 // after Close a SIGINT or SIGTERM no longer checks them in, but the
 // process's watcher still does when the process ends without checking
 // them in.
@@ -214,10 +217,27 @@ func (b *Broker) Close() error {
 	}
 	b.reaping.Wait()
 	b.late.Wait()
+	errs := []error{b.closeProviders()}
 	if b.logFile != nil {
-		return b.logFile.Close()
+		errs = append(errs, b.logFile.Close())
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// closeProviders closes every provider instance opened so far. A later
+// check-in (a test's cleanup after a deferred Close) opens a new one.
+func (b *Broker) closeProviders() error {
+	b.mu.Lock()
+	opened := b.opened
+	b.opened = map[string]providers.Provider{}
+	b.mu.Unlock()
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(opened)) {
+		if err := opened[key].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("broker: close provider %s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Dir returns the broker directory.

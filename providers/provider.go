@@ -83,6 +83,12 @@ type Provider interface {
 	Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error)
 	// Checkin removes the host. A host that is already gone is not an error.
 	Checkin(ctx context.Context, rec *inventory.Record) error
+	// Close releases what the instance holds for itself (connections,
+	// clients). Broker.Close calls it once, after which the broker opens a
+	// new instance if it needs one. Hosts stay checked out, except hosts
+	// that live only as long as their provider (Local's servers, which
+	// Close stops as check-in would).
+	Close() error
 }
 
 // Extender is a provider that can extend a host's lease.

@@ -12,7 +12,7 @@
 //			if err != nil {
 //				t.Fatal(err)
 //			}
-//			t.Cleanup(func() { p.(io.Closer).Close() })
+//			t.Cleanup(func() { p.Close() })
 //			return p
 //		}, providertest.Options{Args: map[string]any{"image": "x"}, Driver: driver, Config: cfg})
 //	}
@@ -51,7 +51,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"path/filepath"
 	"reflect"
@@ -147,7 +146,7 @@ var errSkip = errors.New("not applicable")
 
 // Run runs the conformance checks as subtests of t, each on a fresh
 // provider from open. open should register the provider's Close with
-// t.Cleanup when it has one.
+// t.Cleanup.
 func Run(t *testing.T, open func(*testing.T) providers.Provider, opts Options) {
 	opts.defaults()
 	for _, c := range checks {
@@ -171,7 +170,7 @@ func Run(t *testing.T, open func(*testing.T) providers.Provider, opts Options) {
 }
 
 // Check runs the conformance checks, each on a fresh provider from open
-// (closed afterwards when it is an io.Closer), and returns every failure
+// (closed afterwards), and returns every failure
 // joined, each naming its check; nil when the provider keeps the contract.
 func Check(ctx context.Context, open func() (providers.Provider, error), opts Options) error {
 	opts.defaults()
@@ -194,9 +193,7 @@ func runCheck(ctx context.Context, c check, open func() (providers.Provider, err
 		if p == nil {
 			return fmt.Errorf("%s: open returned a nil provider", c.name)
 		}
-		if cl, ok := p.(io.Closer); ok {
-			defer cl.Close()
-		}
+		defer p.Close()
 		s.p = p
 	}
 	if err := c.run(s, ctx); err != nil && !errors.Is(err, errSkip) {
@@ -382,10 +379,8 @@ func (s *suite) driver(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("Open with good settings: %w", err))
 	} else if p == nil {
 		errs = append(errs, errors.New("Open returned a nil provider and no error"))
-	} else if cl, ok := p.(io.Closer); ok {
-		if err := cl.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("Close: %w", err))
-		}
+	} else if err := p.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("Close: %w", err))
 	}
 	if s.o.BadSettings != nil {
 		cfg := s.o.Config
@@ -394,9 +389,7 @@ func (s *suite) driver(ctx context.Context) error {
 		p, err := d.Open(ctx, cfg)
 		switch {
 		case err == nil:
-			if cl, ok := p.(io.Closer); ok {
-				cl.Close()
-			}
+			p.Close()
 			errs = append(errs, fmt.Errorf("Open with bad settings %v succeeded", s.o.BadSettings))
 		case err.Error() == "":
 			errs = append(errs, errors.New("Open with bad settings: empty error text"))

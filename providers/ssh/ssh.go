@@ -190,6 +190,10 @@ func address(v any, port int) (string, error) {
 	return s, nil
 }
 
+// Close does nothing: leases live in files, and the provider holds no
+// connection of its own.
+func (p *Provider) Close() error { return nil }
+
 // Checkout leases a free address of the pool (or the one ssh_host names).
 func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
 	cands := p.hosts
