@@ -379,7 +379,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			b.logger.Warn("record checkout progress", "id", meta.ID, "err", err)
 		}
 	}
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
+	res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
 	if err != nil {
 		actx, cancel := afterwards(ctx)
 		defer cancel()
@@ -397,15 +397,13 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 		}
 		return nil, err
 	}
-	rec.Provider, rec.Instance = provName, instName
+	meta.SSH, meta.Data = res.SSH, res.Data
+	meta.State = inventory.StateReady
+	rec := res.Record(meta.ID)
+	rec.Provider, rec.Instance, rec.Broker = provName, instName, meta
 	if rec.Args == nil {
 		rec.Args = args
 	}
-	if rec.Broker != nil {
-		meta.SSH, meta.Data = rec.Broker.SSH, rec.Broker.Data
-	}
-	meta.State = inventory.StateReady
-	rec.Broker = meta
 	if err := b.store.PutContext(ctx, rec); err != nil {
 		actx, cancel := afterwards(ctx)
 		defer cancel()

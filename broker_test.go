@@ -77,11 +77,11 @@ func (s *spy) reset(failing ...int32) {
 	}
 }
 
-func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	n := s.calls.Add(1)
 	recs, err := s.store.Load()
 	if err != nil {
-		return nil, err
+		return providers.CheckoutResult{}, err
 	}
 	intent := false
 	for _, r := range recs {
@@ -95,7 +95,7 @@ func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inv
 	fail := s.failCalls[n]
 	s.mu.Unlock()
 	if fail {
-		return nil, fmt.Errorf("spy: refused checkout call %d", n)
+		return providers.CheckoutResult{}, fmt.Errorf("spy: refused checkout call %d", n)
 	}
 	// Local refuses arguments it does not take: pass on its own.
 	local := map[string]any{}
@@ -106,11 +106,11 @@ func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inv
 	}
 	all := req.Args
 	req.Args = local
-	rec, err := s.local.Checkout(ctx, req)
-	if rec != nil {
-		rec.Args = all // the spy's record holds what it was asked
+	res, err := s.local.Checkout(ctx, req)
+	if err == nil {
+		res.Args = all // the spy's record holds what it was asked
 	}
-	return rec, err
+	return res, err
 }
 
 func (s *spy) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {

@@ -243,7 +243,16 @@ func versionAtLeast(v string, major, minor int) bool {
 // and returns the host its artifacts describe. When the workflow fails, the
 // hosts it made on the way are checked in (dangling_behavior: checkin) and
 // the error says which nodes failed and why.
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout, giving the host's record.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
 	args := maps.Clone(req.Args)
 	if args == nil {
 		args = map[string]any{}

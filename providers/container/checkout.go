@@ -59,7 +59,16 @@ type runSpec struct {
 // the image's exposed ports besides ports), ssh (force or disable the SSH
 // setup), labels (or provider_labels: container labels). Any other argument
 // is an error, except other tools' marks, whose names start with "_".
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout, giving the container's record.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
 	defer p.tidy(&err)
 	image, err := argString(req.Args, "container_host")
 	if err != nil {

@@ -148,7 +148,7 @@ func connect(t *testing.T, ctx context.Context, p *container.Provider, rec *inve
 func checkout(t *testing.T, ctx context.Context, p *container.Provider, args map[string]any, labels map[string]string) *inventory.Record {
 	t.Helper()
 	id := inventory.NewID()
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: args, Labels: labels})
+	res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: args, Labels: labels})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -160,7 +160,7 @@ func checkout(t *testing.T, ctx context.Context, p *container.Provider, args map
 	if err != nil {
 		t.Fatalf("Checkout %v: %v", args, err)
 	}
-	return rec
+	return res.Record(id)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -438,10 +438,11 @@ func TestCountConcurrent(t *testing.T) {
 		var g errgroup.Group
 		for i := range n {
 			g.Go(func() error {
-				rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": sshdImage}})
+				made, err := p.Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": sshdImage}})
 				if err != nil {
 					return err
 				}
+				rec := made.Record(ids[i])
 				recs[i] = rec
 				h, err := p.Connect(ctx, rec)
 				if err != nil {

@@ -229,14 +229,15 @@ func childCheckout() int {
 	}
 	defer p.Close()
 	host, _ := os.Hostname()
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(),
+	id := inventory.NewID()
+	_, err = p.Checkout(ctx, providers.CheckoutRequest{ID: id,
 		Args:   map[string]any{"container_host": busyboxImage, "command": "sleep 3600"},
 		Labels: map[string]string{"run": "deadrun", "user": os.Getenv(childEnv + "_USER"), "machine": host, "test": "TestChild"}})
 	if err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		return 1
 	}
-	os.Stdout.WriteString(rec.ID() + "\n")
+	os.Stdout.WriteString(id + "\n")
 	return 0
 }
 
@@ -442,9 +443,9 @@ func TestExitedHost(t *testing.T) {
 		ctx := testCtx(t)
 		id := inventory.NewID()
 		t.Cleanup(func() { p.Checkin(context.WithoutCancel(ctx), &inventory.Record{Broker: &inventory.Meta{ID: id}}) })
-		rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": "echo bye; sleep 0.3; exit 3"}})
+		res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": "echo bye; sleep 0.3; exit 3"}})
 		if err == nil { // it had not exited yet: its commands fail
-			h := connect(t, ctx, p, rec)
+			h := connect(t, ctx, p, res.Record(id))
 			for range 50 {
 				if _, err = h.Execute(ctx, "true"); err != nil {
 					break

@@ -158,7 +158,16 @@ type hostInfo struct {
 }
 
 // Checkout starts a host: its directory, keys and SSH server.
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (rec *inventory.Record, err error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout; the record it returns is also the host file's.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (rec *inventory.Record, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("local: checkout: %w", err)
 	}

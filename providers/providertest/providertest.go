@@ -260,7 +260,7 @@ func (s *suite) try(ctx context.Context, args map[string]any, label string) (*at
 		Provider: s.o.Config.Provider, Instance: s.o.Config.Instance, Args: clone(args),
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateCreating, CheckedOut: time.Now().UTC().Truncate(time.Second)},
 	}}
-	rec, err := s.p.Checkout(ctx, providers.CheckoutRequest{
+	res, err := s.p.Checkout(ctx, providers.CheckoutRequest{
 		ID:       a.intent.Broker.ID,
 		Args:     clone(args),
 		Labels:   map[string]string{"run": "providertest", "test": label},
@@ -272,19 +272,15 @@ func (s *suite) try(ctx context.Context, args map[string]any, label string) (*at
 	if err != nil {
 		return a, err
 	}
-	if rec == nil {
-		return a, errors.New("Checkout returned a nil record and no error")
-	}
-	rec.Provider, rec.Instance = a.intent.Provider, a.intent.Instance
+	// The record as the broker stores it.
+	meta := *a.intent.Broker
+	meta.SSH, meta.Data = res.SSH, res.Data
+	meta.State = inventory.StateReady
+	rec := res.Record(meta.ID)
+	rec.Provider, rec.Instance, rec.Broker = a.intent.Provider, a.intent.Instance, &meta
 	if rec.Args == nil {
 		rec.Args = clone(args)
 	}
-	meta := *a.intent.Broker
-	if rec.Broker != nil {
-		meta.SSH, meta.Data = rec.Broker.SSH, rec.Broker.Data
-	}
-	meta.State = inventory.StateReady
-	rec.Broker = &meta
 	a.rec = rec
 	return a, nil
 }

@@ -22,16 +22,16 @@ type broken struct {
 	leakPassword bool // the record holds a secret
 }
 
-func (b *broken) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (b *broken) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	if b.pointerData && req.Progress != nil {
 		n := 1
 		req.Progress(map[string]any{"n": &n})
 	}
-	rec, err := b.Provider.Checkout(ctx, req)
+	res, err := b.Provider.Checkout(ctx, req)
 	if err == nil && b.leakPassword {
-		rec.Broker.Data["password"] = "hunter2-secret"
+		res.Data["password"] = "hunter2-secret"
 	}
-	return rec, err
+	return res, err
 }
 
 func (b *broken) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {

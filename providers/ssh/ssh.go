@@ -195,27 +195,27 @@ func address(v any, port int) (string, error) {
 func (p *Provider) Close() error { return nil }
 
 // Checkout leases a free address of the pool (or the one ssh_host names).
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	cands := p.hosts
 	switch v := req.Args[ArgKey]; v {
 	case nil, true, "any", "":
 	default:
 		addr, err := address(v, p.port)
 		if err != nil || !contains(p.hosts, addr) {
-			return nil, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
+			return providers.CheckoutResult{}, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
 		}
 		cands = []string{addr}
 	}
 	for _, addr := range cands {
 		ok, err := p.lease(ctx, addr, req)
 		if err != nil {
-			return nil, err
+			return providers.CheckoutResult{}, err
 		}
 		if ok {
-			return p.record(addr, req.ID), nil
+			return p.result(addr), nil
 		}
 	}
-	return nil, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
+	return providers.CheckoutResult{}, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
 }
 
 // lease takes addr for req if it is free, under its lock.
@@ -330,19 +330,21 @@ func (p *Provider) busy(addr, id string) (bool, error) {
 	return false, nil
 }
 
-// record describes the host of addr, leased to id.
-func (p *Provider) record(addr, id string) *inventory.Record {
+// result describes the host of addr.
+func (p *Provider) result(addr string) providers.CheckoutResult {
 	host, ps, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(ps)
-	return &inventory.Record{
+	return providers.CheckoutResult{
 		Hostname: host,
 		Name:     addr,
-		Broker: &inventory.Meta{
-			ID:   id,
-			SSH:  &inventory.SSH{Port: port, User: p.user, KeyFile: p.keyFile, Insecure: p.insecure},
-			Data: map[string]any{"address": addr},
-		},
+		SSH:      &inventory.SSH{Port: port, User: p.user, KeyFile: p.keyFile, Insecure: p.insecure},
+		Data:     map[string]any{"address": addr},
 	}
+}
+
+// record is the inventory record of the host of addr, leased to id.
+func (p *Provider) record(addr, id string) *inventory.Record {
+	return p.result(addr).Record(id)
 }
 
 // addr returns the address rec leases.

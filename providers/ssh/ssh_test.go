@@ -110,7 +110,11 @@ func TestConformance(t *testing.T) {
 
 // checkout leases a host for id with args.
 func checkout(p *Provider, id string, args map[string]any) (*inventory.Record, error) {
-	return p.Checkout(context.Background(), providers.CheckoutRequest{ID: id, Args: args})
+	res, err := p.Checkout(context.Background(), providers.CheckoutRequest{ID: id, Args: args})
+	if err != nil {
+		return nil, err
+	}
+	return res.Record(id), nil
 }
 
 // Two providers on the same directory (as two processes would be) never
