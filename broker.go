@@ -91,6 +91,12 @@ type Broker struct {
 	mu     sync.Mutex
 	opened map[string]providers.Provider // by "Provider::instance"
 
+	// records holds the inventory record of each host this Broker checked
+	// out or connected, until its check-in: the host→record relation that
+	// Checkin, Keep and the pools need (hostkit knows nothing of records).
+	recMu   sync.Mutex
+	records map[*hostkit.Host]*inventory.Record
+
 	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
 
 	stopReaper context.CancelFunc // nil when New started no reapOrphans
@@ -158,6 +164,7 @@ func New(opts ...Option) (*Broker, error) {
 	b := &Broker{
 		settings: s,
 		opened:   map[string]providers.Provider{},
+		records:  map[*hostkit.Host]*inventory.Record{},
 		watcher:  !c.noReaper,
 	}
 	if c.runID == "" {
@@ -420,8 +427,29 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 		}
 		return nil, err
 	}
+	b.attach(h, rec)
 	b.logger.Info("checked out", "id", meta.ID, "name", rec.Name, "hostname", rec.Hostname, "provider", describe(provName, instName), "test", test)
 	return h, nil
+}
+
+// attach makes rec the record of h, until h is checked in.
+func (b *Broker) attach(h *hostkit.Host, rec *inventory.Record) {
+	b.recMu.Lock()
+	defer b.recMu.Unlock()
+	b.records[h] = rec
+}
+
+// Record returns a copy of the inventory record of h, a host this Broker
+// checked out (or rebuilt with Connect) and has not checked in; nil for
+// any other host. The copy is the record as of the call: Keep and the
+// pools change the Broker's own.
+func (b *Broker) Record(h *hostkit.Host) *inventory.Record {
+	b.recMu.Lock()
+	defer b.recMu.Unlock()
+	if rec := b.records[h]; rec != nil {
+		return rec.Clone()
+	}
+	return nil
 }
 
 // KeptKnownHosts is the known_hosts file written for the host id when it
@@ -479,13 +507,19 @@ func (b *Broker) labels(test string) map[string]string {
 	return l
 }
 
-// Connect rebuilds a host from its inventory record.
+// Connect rebuilds a host from its inventory record; the Broker keeps rec
+// as the host's record (Record, Checkin, Keep).
 func (b *Broker) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
 	p, _, _, err := b.provider(ctx, providerOf(rec), rec.Instance)
 	if err != nil {
 		return nil, err
 	}
-	return p.Connect(ctx, rec)
+	h, err := p.Connect(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	b.attach(h, rec)
+	return h, nil
 }
 
 func providerOf(rec *inventory.Record) string {
@@ -495,22 +529,45 @@ func providerOf(rec *inventory.Record) string {
 	return DefaultProvider
 }
 
-// Checkin checks hosts in concurrently and drops them from the inventory. A
-// host that fails to check in stays in the inventory; the error names it.
+// Checkin checks hosts in concurrently and drops them from the inventory.
+// Each must be a host this Broker checked out (or rebuilt with Connect). A
+// host that fails to check in stays in the inventory, and with this
+// Broker for another Checkin; the error names it.
 func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
 	recs := make([]*inventory.Record, 0, len(hosts))
+	held := make([]*hostkit.Host, 0, len(hosts))
+	b.recMu.Lock()
 	for _, h := range hosts {
 		if h == nil {
 			continue
 		}
-		_ = h.Close()
-		if rec := h.Record(); rec != nil {
-			recs = append(recs, rec)
-		} else {
-			return fmt.Errorf("broker: checkin %s: host has no inventory record", h.Hostname)
+		rec := b.records[h]
+		if rec == nil {
+			b.recMu.Unlock()
+			return fmt.Errorf("broker: checkin %s: host has no inventory record (not checked out by this Broker, or checked in already)", h.Hostname)
 		}
+		recs = append(recs, rec)
+		held = append(held, h)
 	}
-	return b.CheckinRecords(ctx, recs...)
+	b.recMu.Unlock()
+	for _, h := range held {
+		_ = h.Close()
+	}
+	errs := make([]error, len(recs))
+	var g errgroup.Group
+	g.SetLimit(maxParallel)
+	for i, rec := range recs {
+		g.Go(func() error {
+			if errs[i] = b.checkinRecord(ctx, rec); errs[i] == nil {
+				b.recMu.Lock()
+				delete(b.records, held[i])
+				b.recMu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
 }
 
 // CheckinRecords checks in the hosts of inventory records concurrently (the

@@ -233,7 +233,7 @@ func TestRequestMerging(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
 
-	rec := hosts[0].Record()
+	rec := b.Record(hosts[0])
 	assert.Equal(t, "Spy", rec.Provider, "inferred from the nick's spy_image")
 	assert.Equal(t, "beta", rec.Instance, "the default instance")
 	theSpy.mu.Lock()
@@ -251,7 +251,7 @@ func TestInstanceChoice(t *testing.T) {
 	hosts, err := b.Checkout(t.Context(), broker.Request{Args: map[string]any{"spy_image": "x", "Spy": "alpha"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
-	assert.Equal(t, "alpha", hosts[0].Record().Instance, "an argument named after the provider picks the instance")
+	assert.Equal(t, "alpha", b.Record(hosts[0]).Instance, "an argument named after the provider picks the instance")
 	theSpy.mu.Lock()
 	_, leaked := theSpy.args[0]["Spy"]
 	theSpy.mu.Unlock()
@@ -298,7 +298,7 @@ func TestSyncReconciles(t *testing.T) {
 	// The provider reports the first host and one the inventory lacks.
 	theSpy.mu.Lock()
 	theSpy.synced = []*inventory.Record{
-		{Hostname: hosts[0].Record().Hostname, Name: hosts[0].Record().Name, Broker: &inventory.Meta{ID: hosts[0].Record().ID()}},
+		{Hostname: b.Record(hosts[0]).Hostname, Name: b.Record(hosts[0]).Name, Broker: &inventory.Meta{ID: b.Record(hosts[0]).ID()}},
 		{Hostname: "found.example.com", Name: "found"},
 	}
 	theSpy.mu.Unlock()
@@ -310,7 +310,7 @@ func TestSyncReconciles(t *testing.T) {
 	require.Len(t, res.Added, 1)
 	assert.Equal(t, "found", res.Added[0].Name)
 	require.Len(t, res.Dropped, 1)
-	assert.Equal(t, hosts[1].Record().ID(), res.Dropped[0].ID())
+	assert.Equal(t, b.Record(hosts[1]).ID(), res.Dropped[0].ID())
 
 	recs, err := b.Inventory(ctx)
 	require.NoError(t, err)
@@ -318,7 +318,7 @@ func TestSyncReconciles(t *testing.T) {
 	for _, r := range recs {
 		names = append(names, r.Name)
 	}
-	assert.ElementsMatch(t, []string{hosts[0].Record().Name, other[0].Record().Name, "found"}, names)
+	assert.ElementsMatch(t, []string{b.Record(hosts[0]).Name, b.Record(other[0]).Name, "found"}, names)
 
 	_, _, _, err = broker.ParseSyncSpec("::x")
 	assert.Error(t, err)
@@ -348,13 +348,13 @@ func TestDuplicate(t *testing.T) {
 	ctx := t.Context()
 	hosts, err := b.Checkout(ctx, broker.Request{Provider: "Spy", Args: map[string]any{"flavour": "x"}})
 	require.NoError(t, err)
-	dups, err := b.Duplicate(ctx, hosts[0].Record(), 2)
+	dups, err := b.Duplicate(ctx, b.Record(hosts[0]), 2)
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), append(hosts, dups...)...) })
 	require.Len(t, dups, 2)
 	for _, d := range dups {
-		assert.Equal(t, "Spy", d.Record().Provider)
-		assert.Equal(t, "x", d.Record().Args["flavour"])
+		assert.Equal(t, "Spy", b.Record(d).Provider)
+		assert.Equal(t, "x", b.Record(d).Args["flavour"])
 	}
 }
 

@@ -388,7 +388,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	var cfg hostkit.Config
 	if rec.Broker != nil && rec.Broker.SSH != nil {
 		var err error
-		if cfg, err = hostkit.ConfigFromRecord(rec); err != nil {
+		if cfg, err = providers.ConfigFromRecord(rec); err != nil {
 			return nil, fmt.Errorf("ansibletower: connect %s: %w", rec.Name, err)
 		}
 	} else {
@@ -414,7 +414,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		cfg.CommandTimeout = s.CommandTimeout
 	}
 	cfg.Logger = p.log
-	h := hostkit.New(host, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(host, cfg)
 	h.Name = rec.Name
 	return h, nil
 }

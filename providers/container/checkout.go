@@ -497,7 +497,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		return nil, fmt.Errorf("container: connect: nil record")
 	}
 	if rec.Broker != nil && rec.Broker.SSH != nil && rec.Broker.SSH.Port != 0 {
-		cfg, err := hostkit.ConfigFromRecord(rec)
+		cfg, err := providers.ConfigFromRecord(rec)
 		if err != nil {
 			return nil, fmt.Errorf("container: connect %s: %w", rec.Name, err)
 		}
@@ -527,7 +527,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.Env[k] = v
 		}
 		cfg.Logger = p.log
-		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithDialer(p.handovers.dialer(rec.ID())))
+		h := hostkit.New(rec.Hostname, cfg, hostkit.WithDialer(p.handovers.dialer(rec.ID())))
 		h.Name = rec.Name
 		return h, nil
 	}
@@ -536,7 +536,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if t := p.cfg.SSH.CommandTimeout; t > 0 {
 		cfg.CommandTimeout = t
 	}
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithTransport(t))
+	h := hostkit.New(rec.Hostname, cfg, hostkit.WithTransport(t))
 	h.Name = rec.Name
 	return h, nil
 }

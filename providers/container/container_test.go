@@ -700,12 +700,12 @@ func TestMappedPort(t *testing.T) {
 		}
 		defer h.Close()
 		for _, port := range []string{"22", "22/tcp", "8080", "53/udp"} {
-			addr, err := container.MappedPort(h, port)
+			addr, err := container.MappedPort(rec, port)
 			if err != nil || !strings.HasPrefix(addr, "127.0.0.1:") {
 				t.Errorf("MappedPort(%s) = %q, %v; want an address on 127.0.0.1", port, addr, err)
 			}
 		}
-		addr, _ := container.MappedPort(h, "22")
+		addr, _ := container.MappedPort(rec, "22")
 		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -716,7 +716,7 @@ func TestMappedPort(t *testing.T) {
 		if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-" {
 			t.Errorf("through %s: %q, %v; want sshd's banner", addr, banner, err)
 		}
-		_, err = container.MappedPort(h, "9999")
+		_, err = container.MappedPort(rec, "9999")
 		if err == nil || !strings.Contains(err.Error(), "22/tcp, 53/udp, 8080/tcp") {
 			t.Errorf("MappedPort(9999): %v; want an error listing the published ports", err)
 		}

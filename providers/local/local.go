@@ -294,14 +294,14 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if rec == nil || rec.Broker == nil || rec.Broker.SSH == nil {
 		return nil, errors.New("local: connect: the record has no ssh block (_brokertest.ssh)")
 	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
+	cfg, err := providers.ConfigFromRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("local: connect %s: %w", rec.Name, err)
 	}
 	// The server listens before Checkout returns and never restarts: a
 	// refused connection means the host is gone, so retrying only delays.
 	cfg.ConnectRetries = -1
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(rec.Hostname, cfg)
 	h.Name = rec.Name
 	return h, nil
 }

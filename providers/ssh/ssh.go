@@ -370,7 +370,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if l == nil || l.ID != rec.ID() {
 		return nil, fmt.Errorf("ssh: connect: %s is not leased to %s (checked in?)", a, rec.ID())
 	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
+	cfg, err := providers.ConfigFromRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("ssh: connect %s: %w", a, err)
 	}
@@ -382,7 +382,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	cfg.KnownHostsFiles = p.known
 	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || p.insecure
 	cfg.ConnectTimeout, cfg.CommandTimeout = p.connect, p.command
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(rec.Hostname, cfg)
 	h.Name = rec.Name
 	return h, nil
 }
