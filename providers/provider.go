@@ -115,8 +115,10 @@ type Provider interface {
 	// findable by req.ID (for Checkin from a record holding only the id)
 	// from the moment it exists.
 	Checkout(ctx context.Context, req CheckoutRequest) (CheckoutResult, error)
-	// Connect builds a usable host from a record, adding credentials from
-	// settings. It does not dial; the host connects on first use.
+	// Connect builds a usable host from a record (as stored: after a YAML
+	// round trip), adding credentials from settings. It does not dial; the
+	// host connects on first use. The broker keeps which record is the
+	// host's (Broker.Record).
 	Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error)
 	// Checkin removes the host. A host that is already gone is not an error.
 	Checkin(ctx context.Context, rec *inventory.Record) error
