@@ -40,10 +40,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"golang.org/x/sync/errgroup"
 
@@ -92,10 +94,13 @@ type Broker struct {
 	opened map[string]providers.Provider // by "Provider::instance"
 
 	// records holds the inventory record of each host this Broker checked
-	// out or connected, until its check-in: the host→record relation that
-	// Checkin, Keep and the pools need (hostkit knows nothing of records).
+	// out or connected: the host→record relation that Checkin, Keep and the
+	// pools need (hostkit knows nothing of records). Weak keys: an entry
+	// goes when its host is garbage, so a long-lived Broker holds no
+	// record of hosts its users dropped, and a host checked in keeps its
+	// record (a second Checkin is as harmless as before).
 	recMu   sync.Mutex
-	records map[*hostkit.Host]*inventory.Record
+	records map[weak.Pointer[hostkit.Host]]*inventory.Record
 
 	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
 
@@ -164,7 +169,7 @@ func New(opts ...Option) (*Broker, error) {
 	b := &Broker{
 		settings: s,
 		opened:   map[string]providers.Provider{},
-		records:  map[*hostkit.Host]*inventory.Record{},
+		records:  map[weak.Pointer[hostkit.Host]]*inventory.Record{},
 		watcher:  !c.noReaper,
 	}
 	if c.runID == "" {
@@ -432,21 +437,41 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	return h, nil
 }
 
-// attach makes rec the record of h, until h is checked in.
+// attach makes rec the record of h for as long as h lives.
 func (b *Broker) attach(h *hostkit.Host, rec *inventory.Record) {
+	wp := weak.Make(h)
+	b.recMu.Lock()
+	_, had := b.records[wp]
+	b.records[wp] = rec
+	b.recMu.Unlock()
+	if !had {
+		runtime.AddCleanup(h, b.forget, wp)
+	}
+}
+
+// forget drops the record of a host that is garbage.
+func (b *Broker) forget(wp weak.Pointer[hostkit.Host]) {
 	b.recMu.Lock()
 	defer b.recMu.Unlock()
-	b.records[h] = rec
+	delete(b.records, wp)
+}
+
+// recordLocked returns the Broker's own record of h, or nil.
+func (b *Broker) recordLocked(h *hostkit.Host) *inventory.Record {
+	return b.records[weak.Make(h)]
 }
 
 // Record returns a copy of the inventory record of h, a host this Broker
-// checked out (or rebuilt with Connect) and has not checked in; nil for
-// any other host. The copy is the record as of the call: Keep and the
-// pools change the Broker's own.
+// checked out (or rebuilt with Connect); nil for any other host. The copy
+// is the record as of the call: Keep and the pools change the Broker's
+// own. After check-in it is the record the host had.
 func (b *Broker) Record(h *hostkit.Host) *inventory.Record {
+	if h == nil {
+		return nil
+	}
 	b.recMu.Lock()
 	defer b.recMu.Unlock()
-	if rec := b.records[h]; rec != nil {
+	if rec := b.recordLocked(h); rec != nil {
 		return rec.Clone()
 	}
 	return nil
@@ -531,43 +556,23 @@ func providerOf(rec *inventory.Record) string {
 
 // Checkin checks hosts in concurrently and drops them from the inventory.
 // Each must be a host this Broker checked out (or rebuilt with Connect). A
-// host that fails to check in stays in the inventory, and with this
-// Broker for another Checkin; the error names it.
+// host that fails to check in stays in the inventory; the error names it.
 func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
 	recs := make([]*inventory.Record, 0, len(hosts))
-	held := make([]*hostkit.Host, 0, len(hosts))
-	b.recMu.Lock()
 	for _, h := range hosts {
 		if h == nil {
 			continue
 		}
-		rec := b.records[h]
+		_ = h.Close()
+		b.recMu.Lock()
+		rec := b.recordLocked(h)
+		b.recMu.Unlock()
 		if rec == nil {
-			b.recMu.Unlock()
-			return fmt.Errorf("broker: checkin %s: host has no inventory record (not checked out by this Broker, or checked in already)", h.Hostname)
+			return fmt.Errorf("broker: checkin %s: host has no inventory record (not a host of this Broker)", h.Hostname)
 		}
 		recs = append(recs, rec)
-		held = append(held, h)
 	}
-	b.recMu.Unlock()
-	for _, h := range held {
-		_ = h.Close()
-	}
-	errs := make([]error, len(recs))
-	var g errgroup.Group
-	g.SetLimit(maxParallel)
-	for i, rec := range recs {
-		g.Go(func() error {
-			if errs[i] = b.checkinRecord(ctx, rec); errs[i] == nil {
-				b.recMu.Lock()
-				delete(b.records, held[i])
-				b.recMu.Unlock()
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return errors.Join(errs...)
+	return b.CheckinRecords(ctx, recs...)
 }
 
 // CheckinRecords checks in the hosts of inventory records concurrently (the

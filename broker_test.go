@@ -35,6 +35,7 @@ type spy struct {
 	calls     atomic.Int32
 	failCalls map[int32]bool
 	synced    []*inventory.Record
+	closes    atomic.Int32
 }
 
 type spyDriver struct{ s *spy }
@@ -59,9 +60,10 @@ func (d spyDriver) Open(ctx context.Context, cfg providers.Config) (providers.Pr
 
 var theSpy = &spy{}
 
-// Close leaves the Local provider's servers running: the spy is shared by
-// the brokers of this test binary, and each test checks its hosts in.
-func (s *spy) Close() error { return nil }
+// Close counts its calls and leaves the Local provider's servers running:
+// the spy is shared by the brokers of this test binary, and each test checks
+// its hosts in.
+func (s *spy) Close() error { s.closes.Add(1); return nil }
 
 func init() { providers.Register("Spy", spyDriver{theSpy}) }
 
@@ -446,6 +448,47 @@ func TestUnknownArgumentsDoNotRunLocally(t *testing.T) {
 		}
 	}
 	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs)
+}
+
+// The Broker, not the provider, keeps each host's record: Record gives a
+// copy; a host of another Broker has none here and its check-in fails
+// naming it; Close closes each provider instance the Broker opened, once.
+func TestBrokerKeepsRecords(t *testing.T) {
+	theSpy.reset()
+	ctx := t.Context()
+	b := newBroker(t, spySettings)
+	hosts, err := b.Checkout(ctx, broker.Request{Provider: "Spy", Instance: "alpha", Count: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
+	rec := b.Record(hosts[0])
+	require.NotNil(t, rec)
+	assert.Equal(t, "Spy", rec.Provider)
+	assert.Equal(t, "alpha", rec.Instance)
+	assert.Equal(t, inventory.StateReady, rec.Broker.State)
+	assert.NotEqual(t, rec.ID(), b.Record(hosts[1]).ID())
+	rec.Name = "changed"
+	assert.NotEqual(t, "changed", b.Record(hosts[0]).Name, "Record gives a copy")
+
+	other := newBroker(t, "")
+	assert.Nil(t, other.Record(hosts[0]))
+	err = other.Checkin(ctx, hosts[0])
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), hosts[0].Hostname)
+
+	// A host rebuilt with Connect has its record too.
+	h, err := b.Connect(ctx, b.Record(hosts[1]))
+	require.NoError(t, err)
+	assert.Equal(t, b.Record(hosts[1]).ID(), b.Record(h).ID())
+	h.Close()
+
+	before := theSpy.closes.Load()
+	require.NoError(t, b.Close())
+	assert.Equal(t, before+1, theSpy.closes.Load(), "Close closes the one Spy instance opened")
+	// Check-in after Close opens the provider again.
+	require.NoError(t, b.Checkin(ctx, hosts...))
+	recs, err := b.Inventory(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, recs)
 }

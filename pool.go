@@ -354,7 +354,7 @@ func (b *Broker) updateRecords(hosts []*hostkit.Host, fn func(*inventory.Meta)) 
 		b.recMu.Lock()
 		defer b.recMu.Unlock()
 		for _, h := range hosts {
-			hr := b.records[h]
+			hr := b.recordLocked(h)
 			if hr == nil || hr.Broker == nil {
 				continue
 			}
