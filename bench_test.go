@@ -31,7 +31,7 @@ func leak(b *testing.B, dir, image string, n int) []*inventory.Record {
 	}
 	recs := make([]*inventory.Record, len(hosts))
 	for i, h := range hosts {
-		recs[i] = h.Record()
+		recs[i] = br.Record(h)
 		h.Close()
 	}
 	return recs

@@ -40,9 +40,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"golang.org/x/sync/errgroup"
 
@@ -89,6 +92,15 @@ type Broker struct {
 
 	mu     sync.Mutex
 	opened map[string]providers.Provider // by "Provider::instance"
+
+	// records holds the inventory record of each host this Broker checked
+	// out or connected: the host→record relation that Checkin, Keep and the
+	// pools need (hostkit knows nothing of records). Weak keys: an entry
+	// goes when its host is garbage, so a long-lived Broker holds no
+	// record of hosts its users dropped, and a host checked in keeps its
+	// record (a second Checkin is as harmless as before).
+	recMu   sync.Mutex
+	records map[weak.Pointer[hostkit.Host]]*inventory.Record
 
 	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
 
@@ -157,6 +169,7 @@ func New(opts ...Option) (*Broker, error) {
 	b := &Broker{
 		settings: s,
 		opened:   map[string]providers.Provider{},
+		records:  map[weak.Pointer[hostkit.Host]]*inventory.Record{},
 		watcher:  !c.noReaper,
 	}
 	if c.runID == "" {
@@ -203,7 +216,9 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 // Close stops the background reaper New started (it cancels it and waits
 // for it to return: what it had not checked in yet stays for the next
 // Broker), waits for the second looks after checkouts cut short (a few
-// seconds at most) and releases the log file. Hosts stay checked out:
+// seconds at most), closes the providers it opened (providers.Provider's
+// Close: Local's servers stop) and releases the log file. Other hosts
+// stay checked out:
 // after Close a SIGINT or SIGTERM no longer checks them in, but the
 // process's watcher still does when the process ends without checking
 // them in.
@@ -214,10 +229,27 @@ func (b *Broker) Close() error {
 	}
 	b.reaping.Wait()
 	b.late.Wait()
+	errs := []error{b.closeProviders()}
 	if b.logFile != nil {
-		return b.logFile.Close()
+		errs = append(errs, b.logFile.Close())
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// closeProviders closes every provider instance opened so far. A later
+// check-in (a test's cleanup after a deferred Close) opens a new one.
+func (b *Broker) closeProviders() error {
+	b.mu.Lock()
+	opened := b.opened
+	b.opened = map[string]providers.Provider{}
+	b.mu.Unlock()
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(opened)) {
+		if err := opened[key].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("broker: close provider %s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Dir returns the broker directory.
@@ -280,8 +312,8 @@ func sshSettings(s settings.SSH) providers.SSHSettings {
 		Password:       s.Password,
 		Port:           s.Port,
 		KeyFilename:    s.KeyFilename,
-		ConnectTimeout: s.ConnectTimeout.Seconds(),
-		CommandTimeout: s.CommandTimeout.Seconds(),
+		ConnectTimeout: s.ConnectTimeout,
+		CommandTimeout: s.CommandTimeout,
 		Insecure:       s.Insecure,
 		KnownHosts:     s.KnownHosts,
 	}
@@ -359,7 +391,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			b.logger.Warn("record checkout progress", "id", meta.ID, "err", err)
 		}
 	}
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
+	res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
 	if err != nil {
 		actx, cancel := afterwards(ctx)
 		defer cancel()
@@ -377,15 +409,13 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 		}
 		return nil, err
 	}
-	rec.Provider, rec.Instance = provName, instName
+	meta.SSH, meta.Data = res.SSH, res.Data
+	meta.State = inventory.StateReady
+	rec := res.Record(meta.ID)
+	rec.Provider, rec.Instance, rec.Broker = provName, instName, meta
 	if rec.Args == nil {
 		rec.Args = args
 	}
-	if rec.Broker != nil {
-		meta.SSH, meta.Data = rec.Broker.SSH, rec.Broker.Data
-	}
-	meta.State = inventory.StateReady
-	rec.Broker = meta
 	if err := b.store.PutContext(ctx, rec); err != nil {
 		actx, cancel := afterwards(ctx)
 		defer cancel()
@@ -402,8 +432,49 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 		}
 		return nil, err
 	}
+	b.attach(h, rec)
 	b.logger.Info("checked out", "id", meta.ID, "name", rec.Name, "hostname", rec.Hostname, "provider", describe(provName, instName), "test", test)
 	return h, nil
+}
+
+// attach makes rec the record of h for as long as h lives.
+func (b *Broker) attach(h *hostkit.Host, rec *inventory.Record) {
+	wp := weak.Make(h)
+	b.recMu.Lock()
+	_, had := b.records[wp]
+	b.records[wp] = rec
+	b.recMu.Unlock()
+	if !had {
+		runtime.AddCleanup(h, b.forget, wp)
+	}
+}
+
+// forget drops the record of a host that is garbage.
+func (b *Broker) forget(wp weak.Pointer[hostkit.Host]) {
+	b.recMu.Lock()
+	defer b.recMu.Unlock()
+	delete(b.records, wp)
+}
+
+// recordLocked returns the Broker's own record of h, or nil.
+func (b *Broker) recordLocked(h *hostkit.Host) *inventory.Record {
+	return b.records[weak.Make(h)]
+}
+
+// Record returns a copy of the inventory record of h, a host this Broker
+// checked out (or rebuilt with Connect); nil for any other host. The copy
+// is the record as of the call: Keep and the pools change the Broker's
+// own. After check-in it is the record the host had.
+func (b *Broker) Record(h *hostkit.Host) *inventory.Record {
+	if h == nil {
+		return nil
+	}
+	b.recMu.Lock()
+	defer b.recMu.Unlock()
+	if rec := b.recordLocked(h); rec != nil {
+		return rec.Clone()
+	}
+	return nil
 }
 
 // KeptKnownHosts is the known_hosts file written for the host id when it
@@ -461,13 +532,19 @@ func (b *Broker) labels(test string) map[string]string {
 	return l
 }
 
-// Connect rebuilds a host from its inventory record.
+// Connect rebuilds a host from its inventory record; the Broker keeps rec
+// as the host's record (Record, Checkin, Keep).
 func (b *Broker) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
 	p, _, _, err := b.provider(ctx, providerOf(rec), rec.Instance)
 	if err != nil {
 		return nil, err
 	}
-	return p.Connect(ctx, rec)
+	h, err := p.Connect(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	b.attach(h, rec)
+	return h, nil
 }
 
 func providerOf(rec *inventory.Record) string {
@@ -477,7 +554,8 @@ func providerOf(rec *inventory.Record) string {
 	return DefaultProvider
 }
 
-// Checkin checks hosts in concurrently and drops them from the inventory. A
+// Checkin checks hosts in concurrently and drops them from the inventory.
+// Each must be a host this Broker checked out (or rebuilt with Connect). A
 // host that fails to check in stays in the inventory; the error names it.
 func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
 	recs := make([]*inventory.Record, 0, len(hosts))
@@ -486,11 +564,13 @@ func (b *Broker) Checkin(ctx context.Context, hosts ...*hostkit.Host) error {
 			continue
 		}
 		_ = h.Close()
-		if rec := h.Record(); rec != nil {
-			recs = append(recs, rec)
-		} else {
-			return fmt.Errorf("broker: checkin %s: host has no inventory record", h.Hostname)
+		b.recMu.Lock()
+		rec := b.recordLocked(h)
+		b.recMu.Unlock()
+		if rec == nil {
+			return fmt.Errorf("broker: checkin %s: host has no inventory record (not a host of this Broker)", h.Hostname)
 		}
+		recs = append(recs, rec)
 	}
 	return b.CheckinRecords(ctx, recs...)
 }

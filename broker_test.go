@@ -35,6 +35,7 @@ type spy struct {
 	calls     atomic.Int32
 	failCalls map[int32]bool
 	synced    []*inventory.Record
+	closes    atomic.Int32
 }
 
 type spyDriver struct{ s *spy }
@@ -59,6 +60,11 @@ func (d spyDriver) Open(ctx context.Context, cfg providers.Config) (providers.Pr
 
 var theSpy = &spy{}
 
+// Close counts its calls and leaves the Local provider's servers running:
+// the spy is shared by the brokers of this test binary, and each test checks
+// its hosts in.
+func (s *spy) Close() error { s.closes.Add(1); return nil }
+
 func init() { providers.Register("Spy", spyDriver{theSpy}) }
 
 // reset readies the spy for one test; failing lists which calls (1-based) fail.
@@ -73,11 +79,11 @@ func (s *spy) reset(failing ...int32) {
 	}
 }
 
-func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	n := s.calls.Add(1)
 	recs, err := s.store.Load()
 	if err != nil {
-		return nil, err
+		return providers.CheckoutResult{}, err
 	}
 	intent := false
 	for _, r := range recs {
@@ -91,7 +97,7 @@ func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inv
 	fail := s.failCalls[n]
 	s.mu.Unlock()
 	if fail {
-		return nil, fmt.Errorf("spy: refused checkout call %d", n)
+		return providers.CheckoutResult{}, fmt.Errorf("spy: refused checkout call %d", n)
 	}
 	// Local refuses arguments it does not take: pass on its own.
 	local := map[string]any{}
@@ -102,11 +108,11 @@ func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inv
 	}
 	all := req.Args
 	req.Args = local
-	rec, err := s.local.Checkout(ctx, req)
-	if rec != nil {
-		rec.Args = all // the spy's record holds what it was asked
+	res, err := s.local.Checkout(ctx, req)
+	if err == nil {
+		res.Args = all // the spy's record holds what it was asked
 	}
-	return rec, err
+	return res, err
 }
 
 func (s *spy) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
@@ -229,7 +235,7 @@ func TestRequestMerging(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
 
-	rec := hosts[0].Record()
+	rec := b.Record(hosts[0])
 	assert.Equal(t, "Spy", rec.Provider, "inferred from the nick's spy_image")
 	assert.Equal(t, "beta", rec.Instance, "the default instance")
 	theSpy.mu.Lock()
@@ -247,7 +253,7 @@ func TestInstanceChoice(t *testing.T) {
 	hosts, err := b.Checkout(t.Context(), broker.Request{Args: map[string]any{"spy_image": "x", "Spy": "alpha"}})
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
-	assert.Equal(t, "alpha", hosts[0].Record().Instance, "an argument named after the provider picks the instance")
+	assert.Equal(t, "alpha", b.Record(hosts[0]).Instance, "an argument named after the provider picks the instance")
 	theSpy.mu.Lock()
 	_, leaked := theSpy.args[0]["Spy"]
 	theSpy.mu.Unlock()
@@ -294,7 +300,7 @@ func TestSyncReconciles(t *testing.T) {
 	// The provider reports the first host and one the inventory lacks.
 	theSpy.mu.Lock()
 	theSpy.synced = []*inventory.Record{
-		{Hostname: hosts[0].Record().Hostname, Name: hosts[0].Record().Name, Broker: &inventory.Meta{ID: hosts[0].Record().ID()}},
+		{Hostname: b.Record(hosts[0]).Hostname, Name: b.Record(hosts[0]).Name, Broker: &inventory.Meta{ID: b.Record(hosts[0]).ID()}},
 		{Hostname: "found.example.com", Name: "found"},
 	}
 	theSpy.mu.Unlock()
@@ -306,7 +312,7 @@ func TestSyncReconciles(t *testing.T) {
 	require.Len(t, res.Added, 1)
 	assert.Equal(t, "found", res.Added[0].Name)
 	require.Len(t, res.Dropped, 1)
-	assert.Equal(t, hosts[1].Record().ID(), res.Dropped[0].ID())
+	assert.Equal(t, b.Record(hosts[1]).ID(), res.Dropped[0].ID())
 
 	recs, err := b.Inventory(ctx)
 	require.NoError(t, err)
@@ -314,7 +320,7 @@ func TestSyncReconciles(t *testing.T) {
 	for _, r := range recs {
 		names = append(names, r.Name)
 	}
-	assert.ElementsMatch(t, []string{hosts[0].Record().Name, other[0].Record().Name, "found"}, names)
+	assert.ElementsMatch(t, []string{b.Record(hosts[0]).Name, b.Record(other[0]).Name, "found"}, names)
 
 	_, _, _, err = broker.ParseSyncSpec("::x")
 	assert.Error(t, err)
@@ -344,13 +350,13 @@ func TestDuplicate(t *testing.T) {
 	ctx := t.Context()
 	hosts, err := b.Checkout(ctx, broker.Request{Provider: "Spy", Args: map[string]any{"flavour": "x"}})
 	require.NoError(t, err)
-	dups, err := b.Duplicate(ctx, hosts[0].Record(), 2)
+	dups, err := b.Duplicate(ctx, b.Record(hosts[0]), 2)
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Checkin(context.Background(), append(hosts, dups...)...) })
 	require.Len(t, dups, 2)
 	for _, d := range dups {
-		assert.Equal(t, "Spy", d.Record().Provider)
-		assert.Equal(t, "x", d.Record().Args["flavour"])
+		assert.Equal(t, "Spy", b.Record(d).Provider)
+		assert.Equal(t, "x", b.Record(d).Args["flavour"])
 	}
 }
 
@@ -442,6 +448,47 @@ func TestUnknownArgumentsDoNotRunLocally(t *testing.T) {
 		}
 	}
 	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs)
+}
+
+// The Broker, not the provider, keeps each host's record: Record gives a
+// copy; a host of another Broker has none here and its check-in fails
+// naming it; Close closes each provider instance the Broker opened, once.
+func TestBrokerKeepsRecords(t *testing.T) {
+	theSpy.reset()
+	ctx := t.Context()
+	b := newBroker(t, spySettings)
+	hosts, err := b.Checkout(ctx, broker.Request{Provider: "Spy", Instance: "alpha", Count: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Checkin(context.Background(), hosts...) })
+	rec := b.Record(hosts[0])
+	require.NotNil(t, rec)
+	assert.Equal(t, "Spy", rec.Provider)
+	assert.Equal(t, "alpha", rec.Instance)
+	assert.Equal(t, inventory.StateReady, rec.Broker.State)
+	assert.NotEqual(t, rec.ID(), b.Record(hosts[1]).ID())
+	rec.Name = "changed"
+	assert.NotEqual(t, "changed", b.Record(hosts[0]).Name, "Record gives a copy")
+
+	other := newBroker(t, "")
+	assert.Nil(t, other.Record(hosts[0]))
+	err = other.Checkin(ctx, hosts[0])
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), hosts[0].Hostname)
+
+	// A host rebuilt with Connect has its record too.
+	h, err := b.Connect(ctx, b.Record(hosts[1]))
+	require.NoError(t, err)
+	assert.Equal(t, b.Record(hosts[1]).ID(), b.Record(h).ID())
+	h.Close()
+
+	before := theSpy.closes.Load()
+	require.NoError(t, b.Close())
+	assert.Equal(t, before+1, theSpy.closes.Load(), "Close closes the one Spy instance opened")
+	// Check-in after Close opens the provider again.
+	require.NoError(t, b.Checkin(ctx, hosts...))
+	recs, err := b.Inventory(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, recs)
 }

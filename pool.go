@@ -344,14 +344,17 @@ func (b *Broker) Keep(hosts []*hostkit.Host, until time.Time) error {
 }
 
 // updateRecords applies fn to the stored records of hosts (and to the
-// hosts' own copies) under the inventory lock.
+// Broker's own copies) under the inventory lock.
 func (b *Broker) updateRecords(hosts []*hostkit.Host, fn func(*inventory.Meta)) error {
 	if len(hosts) == 0 {
 		return nil
 	}
 	return b.store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		// Taken once the inventory's lock is held, not while waiting for it.
+		b.recMu.Lock()
+		defer b.recMu.Unlock()
 		for _, h := range hosts {
-			hr := h.Record()
+			hr := b.recordLocked(h)
 			if hr == nil || hr.Broker == nil {
 				continue
 			}

@@ -141,7 +141,7 @@ func childChurn(t *testing.T) {
 			if i%2 == 0 {
 				require.NoError(t, b.Checkin(ctx, h))
 			} else {
-				kept = append(kept, h.Record().ID())
+				kept = append(kept, b.Record(h).ID())
 			}
 		}
 	}
@@ -751,7 +751,7 @@ func childLease(t *testing.T) {
 	}
 	var ids []string
 	for _, h := range hosts {
-		ids = append(ids, h.Record().ID())
+		ids = append(ids, b.Record(h).ID())
 	}
 	fmt.Println("leased", strings.Join(ids, " "))
 	// Hold them until the sibling has had its chance, so that no host

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
 )
 
 // Option configures Host, Hosts, HostAs and NewPool.
@@ -96,6 +97,10 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
 	}
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = hostName(b, h)
+	}
 	t.Cleanup(func() {
 		if t.Failed() && o.keepsOnFailure() {
 			keep(t, b, hosts)
@@ -107,46 +112,78 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 			t.Errorf("brokertest: %v", err)
 			return
 		}
-		for _, h := range hosts {
-			t.Logf("brokertest: checked in %s", hostName(h))
+		for _, name := range names {
+			t.Logf("brokertest: checked in %s", name)
 		}
 	})
-	for _, h := range hosts {
-		t.Logf("brokertest: checked out %s", hostName(h))
+	for _, name := range names {
+		t.Logf("brokertest: checked out %s", name)
 	}
 	return hosts
 }
 
-func hostName(h *hostkit.Host) string {
-	rec := h.Record()
+// Record returns a copy of the inventory record of h, a host checked out
+// for a test that has not ended, from the default Broker or the one
+// WithBroker names. It fails t (t.Fatal) for a host that Broker does not
+// hold.
+func Record(t testing.TB, h *hostkit.Host, opts ...Option) *inventory.Record {
+	t.Helper()
+	o := collect(opts)
+	rec := o.brokerFor(t).Record(h)
+	if rec == nil {
+		t.Fatalf("brokertest: %s is no host of this Broker (checked in, or checked out with another: pass WithBroker)", h)
+	}
+	return rec
+}
+
+func hostName(b *broker.Broker, h *hostkit.Host) string {
+	rec := b.Record(h)
 	if rec == nil {
 		return h.Hostname
 	}
 	return fmt.Sprintf("%s (%s, %s, id %s)", rec.Name, rec.Hostname, rec.Provider, rec.ID())
 }
 
+// Setupper is a host type (a struct embedding *hostkit.Host) that prepares
+// itself after check-out: HostAs and pools of NewPoolAs call Setup.
+type Setupper interface {
+	Setup(ctx context.Context) error
+}
+
+// Teardowner is a host type that cleans up before check-in.
+type Teardowner interface {
+	Teardown(ctx context.Context) error
+}
+
+// Resetter is a host type that can be made clean for the next lease of a
+// pool (NewPoolAs).
+type Resetter interface {
+	Reset(ctx context.Context) error
+}
+
 // HostAs checks out one host as a custom host type T, a struct embedding
-// *hostkit.Host. When *T has Setup(ctx) error (hostkit.Setupper) it runs after
+// *hostkit.Host. When *T has Setup(ctx) error (Setupper) it runs after
 // checkout, and a failing Setup fails t, the host still being checked in.
-// When *T has Teardown(ctx) error it runs before check-in.
+// When *T has Teardown(ctx) error (Teardowner) it runs before check-in.
 func HostAs[T any](t testing.TB, req broker.Request, opts ...Option) *T {
 	t.Helper()
 	o := collect(opts)
 	h := Host(t, req, opts...)
+	name := hostName(o.brokerFor(t), h)
 	v, err := wrap[T](h)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
 	}
 	if err := setup(t.Context(), v); err != nil {
-		t.Fatalf("brokertest: setup of %s: %v", hostName(h), err)
+		t.Fatalf("brokertest: setup of %s: %v", name, err)
 	}
-	if td, ok := any(v).(hostkit.Teardowner); ok {
+	if td, ok := any(v).(Teardowner); ok {
 		// Cleanups run last-in first-out: this runs before the check-in.
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), o.checkinTimeout)
 			defer cancel()
 			if err := td.Teardown(ctx); err != nil {
-				t.Errorf("brokertest: teardown of %s: %v", hostName(h), err)
+				t.Errorf("brokertest: teardown of %s: %v", name, err)
 			}
 		})
 	}
@@ -173,7 +210,7 @@ func wrap[T any](h *hostkit.Host) (*T, error) {
 }
 
 func setup(ctx context.Context, v any) error {
-	if s, ok := v.(hostkit.Setupper); ok {
+	if s, ok := v.(Setupper); ok {
 		return s.Setup(ctx)
 	}
 	return nil

@@ -36,8 +36,7 @@ func TestHostOnEmbeddedDefault(t *testing.T) {
 	res, err := h.Execute(t.Context(), "echo out; echo err >&2; exit 7")
 	require.NoError(t, err)
 	assert.Equal(t, hostkit.Result{Status: 7, Stdout: "out\n", Stderr: "err\n"}, res)
-	rec := h.Record()
-	require.NotNil(t, rec)
+	rec := brokertest.Record(t, h)
 	assert.Equal(t, "Local", rec.Provider)
 	assert.Equal(t, t.Name(), rec.Broker.Test)
 }
@@ -136,7 +135,7 @@ func TestHostAsRunsSetupAndTeardown(t *testing.T) {
 		data, err := h.ReadFile(tb.Context(), "marker")
 		require.NoError(t, err)
 		assert.Equal(t, "ready\n", string(data), "Setup ran before HostAs returned")
-		dir = h.Record().Broker.Data["dir"].(string)
+		dir = brokertest.Record(tb, h.Host).Broker.Data["dir"].(string)
 	})
 	assert.Empty(t, r.errors)
 	assert.Equal(t, []string{"setup", "teardown:ready"}, seen.list, "Teardown runs before check-in, while the host still answers")

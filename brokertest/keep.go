@@ -45,14 +45,14 @@ func keep(t testing.TB, b *broker.Broker, hosts []*hostkit.Host) {
 		return
 	}
 	for _, h := range hosts {
-		t.Logf("brokertest: kept %s for inspection: %s", hostName(h), sshCommand(b, h))
+		t.Logf("brokertest: kept %s for inspection: %s", hostName(b, h), sshCommand(b, h))
 	}
 	t.Logf("brokertest: check kept hosts in with: brokertest cleanup --filter '_brokertest.state=kept' --all")
 }
 
 // sshCommand is an ssh command line that reaches h with its pinned host key.
 func sshCommand(b *broker.Broker, h *hostkit.Host) string {
-	rec := h.Record()
+	rec := b.Record(h)
 	if rec == nil || rec.Broker == nil || rec.Broker.SSH == nil {
 		return "(no SSH; reach it through its provider)"
 	}

@@ -74,7 +74,7 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 func (p *Pool) Stats() (checkouts, reused int) { return p.p.Stats() }
 
 // PoolAs is a pool of custom host types T (structs embedding *hostkit.Host).
-// Setup runs once per host, Reset (hostkit.Resetter) after every healthy
+// Setup runs once per host, Reset (Resetter) after every healthy
 // lease, Teardown before check-in.
 type PoolAs[T any] struct {
 	*Pool
@@ -101,7 +101,7 @@ func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...Option
 		return nil
 	}
 	o.pool.Reset = func(ctx context.Context, h *hostkit.Host) error {
-		if r, ok := any(pa.get(h)).(hostkit.Resetter); ok {
+		if r, ok := any(pa.get(h)).(Resetter); ok {
 			return r.Reset(ctx)
 		}
 		return nil
@@ -111,7 +111,7 @@ func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...Option
 		pa.mu.Lock()
 		delete(pa.typed, h)
 		pa.mu.Unlock()
-		if td, ok := any(v).(hostkit.Teardowner); ok {
+		if td, ok := any(v).(Teardowner); ok {
 			return td.Teardown(ctx)
 		}
 		return nil

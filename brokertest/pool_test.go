@@ -70,17 +70,17 @@ func TestPoolReplacesFailedHost(t *testing.T) {
 	var first string
 	r.run(func(tb testing.TB) {
 		h := pool.Lease(tb)
-		first = h.Record().ID()
+		first = b.Record(h).ID()
 		tb.Errorf("this subtest fails")
 	})
 	h := pool.Lease(t)
-	assert.NotEqual(t, first, h.Record().ID(), "the failed subtest's host was replaced")
+	assert.NotEqual(t, first, b.Record(h).ID(), "the failed subtest's host was replaced")
 	checkouts, _ := pool.Stats()
 	assert.Equal(t, 2, checkouts)
 	recs, err := b.Inventory(t.Context())
 	require.NoError(t, err)
 	require.Len(t, recs, 1, "the failed host was checked in")
-	assert.Equal(t, h.Record().ID(), recs[0].ID())
+	assert.Equal(t, b.Record(h).ID(), recs[0].ID())
 }
 
 func TestPoolKeepFailed(t *testing.T) {
@@ -89,10 +89,10 @@ func TestPoolKeepFailed(t *testing.T) {
 	r := newRecorder(t)
 	var first string
 	r.run(func(tb testing.TB) {
-		first = pool.Lease(tb).Record().ID()
+		first = b.Record(pool.Lease(tb)).ID()
 		tb.Errorf("fails")
 	})
-	assert.Equal(t, first, pool.Lease(t).Record().ID())
+	assert.Equal(t, first, b.Record(pool.Lease(t)).ID())
 }
 
 func TestPoolLeaseWaitHonoursContext(t *testing.T) {
@@ -149,17 +149,17 @@ func TestPoolAsHooks(t *testing.T) {
 		var firstID string
 		t.Run("clean", func(t *testing.T) {
 			h := pool.Lease(t)
-			firstID = h.Record().ID()
+			firstID = b.Record(h.Host).ID()
 		})
 		t.Run("dirties", func(t *testing.T) {
 			h := pool.Lease(t)
-			assert.Equal(t, firstID, h.Record().ID(), "a clean host is reused")
+			assert.Equal(t, firstID, b.Record(h.Host).ID(), "a clean host is reused")
 			_, err := h.Execute(t.Context(), "touch dirty")
 			require.NoError(t, err)
 		})
 		t.Run("replaced", func(t *testing.T) {
 			h := pool.Lease(t)
-			assert.NotEqual(t, firstID, h.Record().ID(), "a host whose Reset failed is replaced")
+			assert.NotEqual(t, firstID, b.Record(h.Host).ID(), "a host whose Reset failed is replaced")
 		})
 	})
 	assert.Equal(t, int32(2), setups.Load())
@@ -218,7 +218,7 @@ func TestPoolKeepReuse(t *testing.T) {
 				}
 				hosts = append(hosts, h)
 				mu.Lock()
-				leased[h.Record().ID()]++
+				leased[b.Record(h).ID()]++
 				mu.Unlock()
 			}
 			_, reused := p.Stats()

@@ -17,8 +17,6 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
-
-	"github.com/hostbroker/broker/inventory"
 )
 
 // Defaults for the zero values of Config.
@@ -68,7 +66,6 @@ type Host struct {
 	Name     string // the provider's name for it
 
 	cfg       Config
-	rec       *inventory.Record
 	transport Transport
 	dial      DialFunc
 	log       *slog.Logger
@@ -100,9 +97,6 @@ func New(hostname string, cfg Config, opts ...Option) *Host {
 	}
 	for _, o := range opts {
 		o(h)
-	}
-	if h.Name == "" && h.rec != nil {
-		h.Name = h.rec.Name
 	}
 	h.log = cfg.Logger
 	if h.log == nil {

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-
-	"github.com/hostbroker/broker/inventory"
 )
 
 // Result is what a command left: its exit status and its output.
@@ -88,30 +86,9 @@ type Transport interface {
 	Close() error
 }
 
-// Setupper is a host type that prepares itself after check-out.
-type Setupper interface {
-	Setup(ctx context.Context) error
-}
-
-// Teardowner is a host type that cleans up before check-in.
-type Teardowner interface {
-	Teardown(ctx context.Context) error
-}
-
-// Resetter is a host type that can be made clean for the next lease of a pool.
-type Resetter interface {
-	Reset(ctx context.Context) error
-}
-
 // Option configures a Host.
 type Option func(*Host)
-
-// WithRecord attaches the host's inventory record.
-func WithRecord(rec *inventory.Record) Option { return func(h *Host) { h.rec = rec } }
 
 // WithTransport drives the host through t when it has no SSH address
 // (Config.Addr empty).
 func WithTransport(t Transport) Option { return func(h *Host) { h.transport = t } }
-
-// Record returns the host's inventory record, or nil.
-func (h *Host) Record() *inventory.Record { return h.rec }

@@ -33,7 +33,6 @@ import (
 	"github.com/hostbroker/broker/internal/leakcheck"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/internal/testenv"
-	"github.com/hostbroker/broker/inventory"
 )
 
 func testCtx(t testing.TB) context.Context {
@@ -827,56 +826,6 @@ func TestTransportFallback(t *testing.T) {
 	assert.ErrorIs(t, none.CopyTo(ctx, hs, "/x", "/y"), hostkit.ErrNoSSH)
 	_, err = none.FS(ctx)
 	assert.ErrorIs(t, err, hostkit.ErrNoSSH)
-}
-
-func TestConfigFromRecord(t *testing.T) {
-	srv := sshtest.Start(t)
-	host, port, err := net.SplitHostPort(srv.Addr)
-	require.NoError(t, err)
-	var portN int
-	fmt.Sscan(port, &portN)
-	rec := &inventory.Record{
-		Hostname: "myhost.example",
-		Name:     "brokertest-x",
-		Broker: &inventory.Meta{ID: "id1", SSH: &inventory.SSH{
-			Host: host, Port: portN, User: srv.User, HostKey: srv.HostKeyLine, KeyFile: srv.KeyFile,
-		}},
-	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
-	require.NoError(t, err)
-	assert.Equal(t, srv.Addr, cfg.Addr)
-	assert.Equal(t, srv.User, cfg.User)
-	assert.Equal(t, []string{srv.KeyFile}, cfg.KeyFiles)
-	require.Len(t, cfg.HostKeys, 1)
-	assert.Equal(t, srv.HostKey.Marshal(), cfg.HostKeys[0].Marshal())
-	h := newHost(t, cfg, hostkit.WithRecord(rec))
-	assert.Equal(t, rec, h.Record())
-	assert.Equal(t, "brokertest-x", h.Name)
-	assert.Equal(t, srv.User+"\n", run(t, h, "id -un"))
-
-	t.Run("defaults", func(t *testing.T) {
-		cfg, err := hostkit.ConfigFromRecord(&inventory.Record{Hostname: "h1", Broker: &inventory.Meta{SSH: &inventory.SSH{Insecure: true}}})
-		require.NoError(t, err)
-		assert.Equal(t, "h1:22", cfg.Addr)
-		assert.Equal(t, "root", cfg.User)
-		assert.True(t, cfg.InsecureIgnoreHostKey)
-		assert.Empty(t, cfg.HostKeys)
-		cfg, err = hostkit.ConfigFromRecord(&inventory.Record{Hostname: "h1", Broker: &inventory.Meta{SSH: &inventory.SSH{Host: "::1", Port: 2222}}})
-		require.NoError(t, err)
-		assert.Equal(t, "[::1]:2222", cfg.Addr)
-	})
-	t.Run("errors", func(t *testing.T) {
-		_, err := hostkit.ConfigFromRecord(nil)
-		assert.ErrorIs(t, err, hostkit.ErrNoSSH)
-		_, err = hostkit.ConfigFromRecord(&inventory.Record{Hostname: "h"})
-		assert.ErrorIs(t, err, hostkit.ErrNoSSH)
-		_, err = hostkit.ConfigFromRecord(&inventory.Record{Hostname: "h", Broker: &inventory.Meta{ID: "x"}})
-		assert.ErrorIs(t, err, hostkit.ErrNoSSH)
-		_, err = hostkit.ConfigFromRecord(&inventory.Record{Hostname: "h", Name: "bad-rec", Broker: &inventory.Meta{SSH: &inventory.SSH{HostKey: "ssh-ed25519 notbase64"}}})
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "bad-rec")
-		assert.NotErrorIs(t, err, hostkit.ErrNoSSH)
-	})
 }
 
 func TestAddrString(t *testing.T) {

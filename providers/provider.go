@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/onregister"
@@ -47,10 +48,10 @@ type SSHSettings struct {
 	Username       string
 	Password       string // secret: never logged or stored
 	Port           int
-	KeyFilename    string  // a leading ~/ already expanded by the settings loader
-	ConnectTimeout float64 // seconds
-	CommandTimeout float64 // seconds
-	Insecure       bool    // accept any host key (explicit setting only)
+	KeyFilename    string        // a leading ~/ already expanded by the settings loader
+	ConnectTimeout time.Duration // each dial+handshake attempt; 0: hostkit's default
+	CommandTimeout time.Duration // default bound on a command; 0: none
+	Insecure       bool          // accept any host key (explicit setting only)
 	KnownHosts     []string
 }
 
@@ -71,17 +72,62 @@ type CheckoutRequest struct {
 	Progress func(data map[string]any)
 }
 
+// CheckoutResult is what a checkout made: the provider's part of the host's
+// inventory record. The broker adds the rest (id, owner, state, provider
+// and instance names) and stores it; Connect, Checkin and the optional
+// interfaces get the stored record back. Everything here is plain data and
+// never a secret.
+type CheckoutResult struct {
+	Hostname string         // the host's address or DNS name (required)
+	Name     string         // its name at the provider, e.g. a container's (required)
+	IP       string         // its IP address, when the provider knows it apart from Hostname
+	Args     map[string]any // the arguments as the provider completed them; nil keeps the request's
+	Facts    map[string]any // what the provider learnt of the host (the record's _broker_facts)
+	Extra    map[string]any // other top-level keys of the record, as the Python broker writes them
+	SSH      *inventory.SSH // how to reach the host over SSH; nil for hosts driven otherwise
+	Data     map[string]any // what the provider needs later (Connect, Checkin, Sync) to find the host
+}
+
+// ResultOf returns the provider's part of rec, for providers that describe
+// their hosts as inventory records (as Sync does).
+func ResultOf(rec *inventory.Record) CheckoutResult {
+	r := CheckoutResult{Hostname: rec.Hostname, Name: rec.Name, IP: rec.IP, Args: rec.Args, Facts: rec.Facts, Extra: rec.Extra}
+	if rec.Broker != nil {
+		r.SSH, r.Data = rec.Broker.SSH, rec.Broker.Data
+	}
+	return r
+}
+
+// Record returns the inventory record of r's host with the broker's id, as
+// Connect and Checkin get it back less the fields only the broker knows
+// (state, owner, provider and instance names): the broker starts from it,
+// and tests that drive a provider without a broker use it.
+func (r CheckoutResult) Record(id string) *inventory.Record {
+	return &inventory.Record{
+		Hostname: r.Hostname, Name: r.Name, IP: r.IP, Args: r.Args, Facts: r.Facts, Extra: r.Extra,
+		Broker: &inventory.Meta{ID: id, SSH: r.SSH, Data: r.Data},
+	}
+}
+
 // Provider makes and removes hosts for one configured instance.
 type Provider interface {
-	// Checkout creates one host and returns its inventory record (Hostname,
-	// Name, Args, Broker.SSH, Broker.Data filled in). The broker fills owner
-	// fields, provider and instance names.
-	Checkout(ctx context.Context, req CheckoutRequest) (*inventory.Record, error)
-	// Connect builds a usable host from a record, adding credentials from
-	// settings. It does not dial; the host connects on first use.
+	// Checkout creates one host and says what it made. The host must be
+	// findable by req.ID (for Checkin from a record holding only the id)
+	// from the moment it exists.
+	Checkout(ctx context.Context, req CheckoutRequest) (CheckoutResult, error)
+	// Connect builds a usable host from a record (as stored: after a YAML
+	// round trip), adding credentials from settings. It does not dial; the
+	// host connects on first use. The broker keeps which record is the
+	// host's (Broker.Record).
 	Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error)
 	// Checkin removes the host. A host that is already gone is not an error.
 	Checkin(ctx context.Context, rec *inventory.Record) error
+	// Close releases what the instance holds for itself (connections,
+	// clients). Broker.Close calls it once, after which the broker opens a
+	// new instance if it needs one. Hosts stay checked out, except hosts
+	// that live only as long as their provider (Local's servers, which
+	// Close stops as check-in would).
+	Close() error
 }
 
 // Extender is a provider that can extend a host's lease.

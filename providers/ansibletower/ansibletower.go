@@ -243,7 +243,16 @@ func versionAtLeast(v string, major, minor int) bool {
 // and returns the host its artifacts describe. When the workflow fails, the
 // hosts it made on the way are checked in (dangling_behavior: checkin) and
 // the error says which nodes failed and why.
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout, giving the host's record.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
 	args := maps.Clone(req.Args)
 	if args == nil {
 		args = map[string]any{}
@@ -379,7 +388,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	var cfg hostkit.Config
 	if rec.Broker != nil && rec.Broker.SSH != nil {
 		var err error
-		if cfg, err = hostkit.ConfigFromRecord(rec); err != nil {
+		if cfg, err = providers.ConfigFromRecord(rec); err != nil {
 			return nil, fmt.Errorf("ansibletower: connect %s: %w", rec.Name, err)
 		}
 	} else {
@@ -399,13 +408,13 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	cfg.KnownHostsFiles = append(cfg.KnownHostsFiles, s.KnownHosts...)
 	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || s.Insecure
 	if s.ConnectTimeout > 0 {
-		cfg.ConnectTimeout = time.Duration(s.ConnectTimeout * float64(time.Second))
+		cfg.ConnectTimeout = s.ConnectTimeout
 	}
 	if s.CommandTimeout > 0 {
-		cfg.CommandTimeout = time.Duration(s.CommandTimeout * float64(time.Second))
+		cfg.CommandTimeout = s.CommandTimeout
 	}
 	cfg.Logger = p.log
-	h := hostkit.New(host, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(host, cfg)
 	h.Name = rec.Name
 	return h, nil
 }

@@ -26,9 +26,10 @@ import (
 
 func checkout(t *testing.T, p *ansibletower.Provider, args map[string]any) *inventory.Record {
 	t.Helper()
-	rec, err := p.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: args})
+	id := inventory.NewID()
+	res, err := p.Checkout(ctxFor(t, time.Minute), providers.CheckoutRequest{ID: id, Args: args})
 	require.NoError(t, err)
-	return rec
+	return res.Record(id)
 }
 
 // A checked-out VM is reachable over SSH with the user's key and a
@@ -404,7 +405,12 @@ func checkoutManyB(t testing.TB, p *ansibletower.Provider, n int) []*inventory.R
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			recs[i], errs[i] = p.Checkout(ctxFor(t, 2*time.Minute), providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"workflow": "deploy-vm"}})
+			id := inventory.NewID()
+			var res providers.CheckoutResult
+			res, errs[i] = p.Checkout(ctxFor(t, 2*time.Minute), providers.CheckoutRequest{ID: id, Args: map[string]any{"workflow": "deploy-vm"}})
+			if errs[i] == nil {
+				recs[i] = res.Record(id)
+			}
 		})
 	}
 	wg.Wait()

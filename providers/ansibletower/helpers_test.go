@@ -44,7 +44,7 @@ func (e *env) config(t testing.TB, settings map[string]any) providers.Config {
 		Provider: ansibletower.Name,
 		Instance: "test",
 		Settings: s,
-		SSH:      providers.SSHSettings{Username: "root", KeyFilename: e.KeyFile, KnownHosts: []string{e.KnownHosts}, ConnectTimeout: 5},
+		SSH:      providers.SSHSettings{Username: "root", KeyFilename: e.KeyFile, KnownHosts: []string{e.KnownHosts}, ConnectTimeout: 5 * time.Second},
 		Dir:      t.TempDir(),
 		Logger:   slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -47,11 +47,12 @@ func benchCycle(b *testing.B, p *pcontainer.Provider, image string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	id := inventory.NewID()
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": image}})
+	made, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": image}})
 	if err != nil {
 		_ = p.Checkin(ctx, &inventory.Record{Broker: &inventory.Meta{ID: id}})
 		b.Fatal(err)
 	}
+	rec := made.Record(id)
 	h, err := p.Connect(ctx, rec)
 	if err != nil {
 		b.Fatal(err)

@@ -59,7 +59,16 @@ type runSpec struct {
 // the image's exposed ports besides ports), ssh (force or disable the SSH
 // setup), labels (or provider_labels: container labels). Any other argument
 // is an error, except other tools' marks, whose names start with "_".
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout, giving the container's record.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (_ *inventory.Record, err error) {
 	defer p.tidy(&err)
 	image, err := argString(req.Args, "container_host")
 	if err != nil {
@@ -488,7 +497,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		return nil, fmt.Errorf("container: connect: nil record")
 	}
 	if rec.Broker != nil && rec.Broker.SSH != nil && rec.Broker.SSH.Port != 0 {
-		cfg, err := hostkit.ConfigFromRecord(rec)
+		cfg, err := providers.ConfigFromRecord(rec)
 		if err != nil {
 			return nil, fmt.Errorf("container: connect %s: %w", rec.Name, err)
 		}
@@ -499,10 +508,10 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.User = p.settings.username
 		}
 		if t := p.cfg.SSH.ConnectTimeout; t > 0 {
-			cfg.ConnectTimeout = time.Duration(t * float64(time.Second))
+			cfg.ConnectTimeout = t
 		}
 		if t := p.cfg.SSH.CommandTimeout; t > 0 {
-			cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+			cfg.CommandTimeout = t
 		}
 		// sshd's sessions do not inherit the container's environment, which
 		// the engine's exec gives: each command gets the env argument.
@@ -518,16 +527,16 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.Env[k] = v
 		}
 		cfg.Logger = p.log
-		h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithDialer(p.handovers.dialer(rec.ID())))
+		h := hostkit.New(rec.Hostname, cfg, hostkit.WithDialer(p.handovers.dialer(rec.ID())))
 		h.Name = rec.Name
 		return h, nil
 	}
 	t := p.transport(rec)
 	cfg := hostkit.Config{Logger: p.log}
 	if t := p.cfg.SSH.CommandTimeout; t > 0 {
-		cfg.CommandTimeout = time.Duration(t * float64(time.Second))
+		cfg.CommandTimeout = t
 	}
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec), hostkit.WithTransport(t))
+	h := hostkit.New(rec.Hostname, cfg, hostkit.WithTransport(t))
 	h.Name = rec.Name
 	return h, nil
 }

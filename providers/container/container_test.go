@@ -148,7 +148,7 @@ func connect(t *testing.T, ctx context.Context, p *container.Provider, rec *inve
 func checkout(t *testing.T, ctx context.Context, p *container.Provider, args map[string]any, labels map[string]string) *inventory.Record {
 	t.Helper()
 	id := inventory.NewID()
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: args, Labels: labels})
+	res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: args, Labels: labels})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -160,7 +160,7 @@ func checkout(t *testing.T, ctx context.Context, p *container.Provider, args map
 	if err != nil {
 		t.Fatalf("Checkout %v: %v", args, err)
 	}
-	return rec
+	return res.Record(id)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -438,10 +438,11 @@ func TestCountConcurrent(t *testing.T) {
 		var g errgroup.Group
 		for i := range n {
 			g.Go(func() error {
-				rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": sshdImage}})
+				made, err := p.Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": sshdImage}})
 				if err != nil {
 					return err
 				}
+				rec := made.Record(ids[i])
 				recs[i] = rec
 				h, err := p.Connect(ctx, rec)
 				if err != nil {
@@ -699,12 +700,12 @@ func TestMappedPort(t *testing.T) {
 		}
 		defer h.Close()
 		for _, port := range []string{"22", "22/tcp", "8080", "53/udp"} {
-			addr, err := container.MappedPort(h, port)
+			addr, err := container.MappedPort(rec, port)
 			if err != nil || !strings.HasPrefix(addr, "127.0.0.1:") {
 				t.Errorf("MappedPort(%s) = %q, %v; want an address on 127.0.0.1", port, addr, err)
 			}
 		}
-		addr, _ := container.MappedPort(h, "22")
+		addr, _ := container.MappedPort(rec, "22")
 		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -715,7 +716,7 @@ func TestMappedPort(t *testing.T) {
 		if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-" {
 			t.Errorf("through %s: %q, %v; want sshd's banner", addr, banner, err)
 		}
-		_, err = container.MappedPort(h, "9999")
+		_, err = container.MappedPort(rec, "9999")
 		if err == nil || !strings.Contains(err.Error(), "22/tcp, 53/udp, 8080/tcp") {
 			t.Errorf("MappedPort(9999): %v; want an error listing the published ports", err)
 		}

@@ -229,14 +229,15 @@ func childCheckout() int {
 	}
 	defer p.Close()
 	host, _ := os.Hostname()
-	rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(),
+	id := inventory.NewID()
+	_, err = p.Checkout(ctx, providers.CheckoutRequest{ID: id,
 		Args:   map[string]any{"container_host": busyboxImage, "command": "sleep 3600"},
 		Labels: map[string]string{"run": "deadrun", "user": os.Getenv(childEnv + "_USER"), "machine": host, "test": "TestChild"}})
 	if err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		return 1
 	}
-	os.Stdout.WriteString(rec.ID() + "\n")
+	os.Stdout.WriteString(id + "\n")
 	return 0
 }
 
@@ -401,15 +402,13 @@ func TestPortsWithAutoMap(t *testing.T) {
 		p := open(t, e, nil)
 		ctx := testCtx(t)
 		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ssh": false, "ports": "8080"}, nil)
-		h := connect(t, ctx, p, rec)
 		for _, port := range []string{"8080", "22"} {
-			if _, err := container.MappedPort(h, port); err != nil {
+			if _, err := container.MappedPort(rec, port); err != nil {
 				t.Errorf("MappedPort(%s): %v", port, err)
 			}
 		}
 		rec = checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ssh": false, "ports": "8080", "auto_map_ports": false}, nil)
-		h = connect(t, ctx, p, rec)
-		if _, err := container.MappedPort(h, "22"); err == nil {
+		if _, err := container.MappedPort(rec, "22"); err == nil {
 			t.Error("auto_map_ports: false published the exposed port 22")
 		}
 	})
@@ -442,9 +441,9 @@ func TestExitedHost(t *testing.T) {
 		ctx := testCtx(t)
 		id := inventory.NewID()
 		t.Cleanup(func() { p.Checkin(context.WithoutCancel(ctx), &inventory.Record{Broker: &inventory.Meta{ID: id}}) })
-		rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": "echo bye; sleep 0.3; exit 3"}})
+		res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": "echo bye; sleep 0.3; exit 3"}})
 		if err == nil { // it had not exited yet: its commands fail
-			h := connect(t, ctx, p, rec)
+			h := connect(t, ctx, p, res.Record(id))
 			for range 50 {
 				if _, err = h.Execute(ctx, "true"); err != nil {
 					break

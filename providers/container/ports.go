@@ -5,29 +5,19 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 )
 
 // MappedPort returns the address on 127.0.0.1, such as "127.0.0.1:32770",
-// on which the container behind h publishes port: "8080" (TCP), "8080/tcp"
-// or "53/udp". It is what testcontainers-go's MappedPort gives, read from
-// the host's inventory record. An error names the ports that are published.
+// on which the container of the inventory record rec publishes port:
+// "8080" (TCP), "8080/tcp" or "53/udp". It is what testcontainers-go's
+// MappedPort gives. An error names the ports that are published.
 //
 //	h := brokertest.Host(t, broker.Request{Args: map[string]any{
 //		"container_host": "example/web:1", "ports": "8080"}})
-//	addr, err := container.MappedPort(h, "8080")
+//	addr, err := container.MappedPort(brokertest.Record(t, h), "8080")
 //	resp, err := http.Get("http://" + addr + "/health")
-func MappedPort(h *hostkit.Host, port string) (string, error) {
-	if h == nil {
-		return "", fmt.Errorf("container: MappedPort: nil host")
-	}
-	return RecordPort(h.Record(), port)
-}
-
-// RecordPort is MappedPort for an inventory record, such as one the
-// brokertest CLI lists.
-func RecordPort(rec *inventory.Record, port string) (string, error) {
+func MappedPort(rec *inventory.Record, port string) (string, error) {
 	if !strings.Contains(port, "/") {
 		port += "/tcp"
 	}

@@ -31,8 +31,10 @@ func openProvider(tb testing.TB, settings map[string]any) *Provider {
 // checkout checks a host out and checks it in at the end.
 func checkout(tb testing.TB, p *Provider, args map[string]any) *inventory.Record {
 	tb.Helper()
-	rec, err := p.Checkout(context.Background(), providers.CheckoutRequest{ID: inventory.NewID(), Args: args})
+	id := inventory.NewID()
+	res, err := p.Checkout(context.Background(), providers.CheckoutRequest{ID: id, Args: args})
 	require.NoError(tb, err)
+	rec := res.Record(id)
 	tb.Cleanup(func() { _ = p.Checkin(context.Background(), rec) })
 	return rec
 }

@@ -158,7 +158,16 @@ type hostInfo struct {
 }
 
 // Checkout starts a host: its directory, keys and SSH server.
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (rec *inventory.Record, err error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
+	rec, err := p.checkout(ctx, req)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	return providers.ResultOf(rec), nil
+}
+
+// checkout is Checkout; the record it returns is also the host file's.
+func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (rec *inventory.Record, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("local: checkout: %w", err)
 	}
@@ -285,14 +294,14 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if rec == nil || rec.Broker == nil || rec.Broker.SSH == nil {
 		return nil, errors.New("local: connect: the record has no ssh block (_brokertest.ssh)")
 	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
+	cfg, err := providers.ConfigFromRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("local: connect %s: %w", rec.Name, err)
 	}
 	// The server listens before Checkout returns and never restarts: a
 	// refused connection means the host is gone, so retrying only delays.
 	cfg.ConnectRetries = -1
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(rec.Hostname, cfg)
 	h.Name = rec.Name
 	return h, nil
 }

@@ -102,8 +102,9 @@ func TestRecord(t *testing.T) {
 	p := openProvider(t, nil)
 	id := inventory.NewID()
 	args := map[string]any{"local": map[string]any{"whatever": 1}}
-	rec, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: id, Args: args})
+	res, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: id, Args: args})
 	require.NoError(t, err)
+	rec := res.Record(id)
 	t.Cleanup(func() { _ = p.Checkin(context.Background(), rec) })
 	assert.Equal(t, "127.0.0.1", rec.Hostname)
 	assert.Equal(t, "local-"+id, rec.Name)
@@ -419,9 +420,10 @@ func TestChildHolder(t *testing.T) {
 	}
 	p, err := Open(providers.Config{Dir: dir})
 	require.NoError(t, err)
-	rec, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: inventory.NewID()})
+	id := inventory.NewID()
+	res, err := p.Checkout(t.Context(), providers.CheckoutRequest{ID: id})
 	require.NoError(t, err)
-	js, err := json.Marshal(rec)
+	js, err := json.Marshal(res.Record(id))
 	require.NoError(t, err)
 	fmt.Println("record", string(js))
 	time.Sleep(2 * time.Minute)
@@ -453,11 +455,12 @@ func BenchmarkCheckoutCheckin(b *testing.B) {
 	p := openProvider(b, nil)
 	ctx := context.Background()
 	for b.Loop() {
-		rec, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID()})
+		id := inventory.NewID()
+		res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := p.Checkin(ctx, rec); err != nil {
+		if err := p.Checkin(ctx, res.Record(id)); err != nil {
 			b.Fatal(err)
 		}
 	}

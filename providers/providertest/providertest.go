@@ -12,7 +12,7 @@
 //			if err != nil {
 //				t.Fatal(err)
 //			}
-//			t.Cleanup(func() { p.(io.Closer).Close() })
+//			t.Cleanup(func() { p.Close() })
 //			return p
 //		}, providertest.Options{Args: map[string]any{"image": "x"}, Driver: driver, Config: cfg})
 //	}
@@ -25,8 +25,7 @@
 //   - Driver: Open succeeds with good settings and fails, with an error
 //     naming the setting, with bad ones; ArgKeys are non-empty and distinct.
 //   - Checkout gives a record with a name and a hostname whose host runs
-//     commands (status, stdout and stderr apart); Connect's host carries the
-//     record (Host.Record is the same host); the record alone, after a YAML
+//     commands (status, stdout and stderr apart); the record alone, after a YAML
 //     round trip through an inventory file, rebuilds the host.
 //   - Checkin removes the host (Options.Exists, and the host no longer runs
 //     commands through the provider), is idempotent, and accepts a record of
@@ -51,7 +50,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"path/filepath"
 	"reflect"
@@ -147,7 +145,7 @@ var errSkip = errors.New("not applicable")
 
 // Run runs the conformance checks as subtests of t, each on a fresh
 // provider from open. open should register the provider's Close with
-// t.Cleanup when it has one.
+// t.Cleanup.
 func Run(t *testing.T, open func(*testing.T) providers.Provider, opts Options) {
 	opts.defaults()
 	for _, c := range checks {
@@ -171,7 +169,7 @@ func Run(t *testing.T, open func(*testing.T) providers.Provider, opts Options) {
 }
 
 // Check runs the conformance checks, each on a fresh provider from open
-// (closed afterwards when it is an io.Closer), and returns every failure
+// (closed afterwards), and returns every failure
 // joined, each naming its check; nil when the provider keeps the contract.
 func Check(ctx context.Context, open func() (providers.Provider, error), opts Options) error {
 	opts.defaults()
@@ -194,9 +192,7 @@ func runCheck(ctx context.Context, c check, open func() (providers.Provider, err
 		if p == nil {
 			return fmt.Errorf("%s: open returned a nil provider", c.name)
 		}
-		if cl, ok := p.(io.Closer); ok {
-			defer cl.Close()
-		}
+		defer p.Close()
 		s.p = p
 	}
 	if err := c.run(s, ctx); err != nil && !errors.Is(err, errSkip) {
@@ -263,7 +259,7 @@ func (s *suite) try(ctx context.Context, args map[string]any, label string) (*at
 		Provider: s.o.Config.Provider, Instance: s.o.Config.Instance, Args: clone(args),
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateCreating, CheckedOut: time.Now().UTC().Truncate(time.Second)},
 	}}
-	rec, err := s.p.Checkout(ctx, providers.CheckoutRequest{
+	res, err := s.p.Checkout(ctx, providers.CheckoutRequest{
 		ID:       a.intent.Broker.ID,
 		Args:     clone(args),
 		Labels:   map[string]string{"run": "providertest", "test": label},
@@ -275,19 +271,15 @@ func (s *suite) try(ctx context.Context, args map[string]any, label string) (*at
 	if err != nil {
 		return a, err
 	}
-	if rec == nil {
-		return a, errors.New("Checkout returned a nil record and no error")
-	}
-	rec.Provider, rec.Instance = a.intent.Provider, a.intent.Instance
+	// The record as the broker stores it.
+	meta := *a.intent.Broker
+	meta.SSH, meta.Data = res.SSH, res.Data
+	meta.State = inventory.StateReady
+	rec := res.Record(meta.ID)
+	rec.Provider, rec.Instance, rec.Broker = a.intent.Provider, a.intent.Instance, &meta
 	if rec.Args == nil {
 		rec.Args = clone(args)
 	}
-	meta := *a.intent.Broker
-	if rec.Broker != nil {
-		meta.SSH, meta.Data = rec.Broker.SSH, rec.Broker.Data
-	}
-	meta.State = inventory.StateReady
-	rec.Broker = &meta
 	a.rec = rec
 	return a, nil
 }
@@ -336,19 +328,14 @@ func (s *suite) checkout(ctx context.Context, label string) (*inventory.Record, 
 	return rec, checkin, nil
 }
 
-// echo runs a command on the host of rec and checks its result, and that
-// the host carries its record.
+// echo runs a command on the host of rec and checks its result. (The
+// broker, not the provider, keeps the host's record.)
 func (s *suite) echo(ctx context.Context, rec *inventory.Record, word string) error {
 	h, err := s.p.Connect(ctx, rec)
 	if err != nil {
 		return fmt.Errorf("Connect: %w", err)
 	}
 	defer h.Close()
-	if got := h.Record(); got == nil {
-		return errors.New("Connect: the host carries no record (Host.Record is nil)")
-	} else if !inventory.Same(got, rec) {
-		return fmt.Errorf("Connect: the host carries another record (id %q name %q, want id %q name %q)", got.ID(), got.Name, rec.ID(), rec.Name)
-	}
 	res, err := h.Execute(ctx, "echo "+word+"; echo err-"+word+" >&2; exit 3")
 	if err != nil {
 		return fmt.Errorf("Execute: %w", err)
@@ -382,10 +369,8 @@ func (s *suite) driver(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("Open with good settings: %w", err))
 	} else if p == nil {
 		errs = append(errs, errors.New("Open returned a nil provider and no error"))
-	} else if cl, ok := p.(io.Closer); ok {
-		if err := cl.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("Close: %w", err))
-		}
+	} else if err := p.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("Close: %w", err))
 	}
 	if s.o.BadSettings != nil {
 		cfg := s.o.Config
@@ -394,9 +379,7 @@ func (s *suite) driver(ctx context.Context) error {
 		p, err := d.Open(ctx, cfg)
 		switch {
 		case err == nil:
-			if cl, ok := p.(io.Closer); ok {
-				cl.Close()
-			}
+			p.Close()
 			errs = append(errs, fmt.Errorf("Open with bad settings %v succeeded", s.o.BadSettings))
 		case err.Error() == "":
 			errs = append(errs, errors.New("Open with bad settings: empty error text"))

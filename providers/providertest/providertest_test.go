@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 	"github.com/hostbroker/broker/providers/local"
@@ -16,33 +15,21 @@ import (
 // broken is the Local provider with one duty of the contract dropped.
 type broken struct {
 	*local.Provider
-	noRecord     bool // Connect's host carries no record
 	needsName    bool // Checkin ignores records without a name (intent records)
 	pointerData  bool // Progress gets a pointer
 	leakPassword bool // the record holds a secret
 }
 
-func (b *broken) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (b *broken) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	if b.pointerData && req.Progress != nil {
 		n := 1
 		req.Progress(map[string]any{"n": &n})
 	}
-	rec, err := b.Provider.Checkout(ctx, req)
+	res, err := b.Provider.Checkout(ctx, req)
 	if err == nil && b.leakPassword {
-		rec.Broker.Data["password"] = "hunter2-secret"
+		res.Data["password"] = "hunter2-secret"
 	}
-	return rec, err
-}
-
-func (b *broken) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
-	if !b.noRecord {
-		return b.Provider.Connect(ctx, rec)
-	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
-	if err != nil {
-		return nil, err
-	}
-	return hostkit.New(rec.Hostname, cfg), nil
+	return res, err
 }
 
 func (b *broken) Checkin(ctx context.Context, rec *inventory.Record) error {
@@ -92,7 +79,6 @@ func TestCheckFindsBreaches(t *testing.T) {
 		mod  func(*broken)
 		want []string
 	}{
-		{"no record", func(b *broken) { b.noRecord = true }, []string{"CheckoutReachable: Connect: the host carries no record"}},
 		{"intent record ignored", func(b *broken) { b.needsName = true }, []string{"CheckinFromIntentRecord: after Checkin of the intent record alone"}},
 		{"pointer progress", func(b *broken) { b.pointerData = true }, []string{"CheckoutReachable: Progress given data that is not plain: n: a *int"}},
 		{"secret in record", func(b *broken) { b.leakPassword = true }, []string{"CheckoutReachable: the record holds a secret (hun…)"}},

@@ -66,12 +66,12 @@ func TestThroughBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ha[0].Record().Name == hb[0].Record().Name {
-		t.Fatalf("both brokers got %s", ha[0].Record().Name)
+	if ha[0].Name == hb[0].Name {
+		t.Fatalf("both brokers got %s", ha[0].Name)
 	}
 	for _, h := range append(ha, hb...) {
 		if res, err := h.Execute(ctx, "echo hi"); err != nil || res.Stdout != "hi\n" {
-			t.Fatalf("%s: %+v, %v", h.Record().Name, res, err)
+			t.Fatalf("%s: %+v, %v", h.Name, res, err)
 		}
 	}
 	if _, err := a.Checkout(ctx, req); err == nil || !strings.Contains(err.Error(), "leased") {
@@ -84,8 +84,8 @@ func TestThroughBroker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("checkout after a check-in: %v", err)
 	}
-	if hc[0].Record().Name != hb[0].Record().Name {
-		t.Errorf("got %s, want the released %s", hc[0].Record().Name, hb[0].Record().Name)
+	if hc[0].Name != hb[0].Name {
+		t.Errorf("got %s, want the released %s", hc[0].Name, hb[0].Name)
 	}
 	if err := a.Checkin(ctx, append(ha, hc...)...); err != nil {
 		t.Fatal(err)

@@ -137,8 +137,7 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if p.keyFile == "" && p.password == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
 		return nil, &providers.SettingError{Key: "key_file", Err: errors.New("no key_file, password or ssh agent to log in with")}
 	}
-	p.connect = time.Duration(g.ConnectTimeout * float64(time.Second))
-	p.command = time.Duration(g.CommandTimeout * float64(time.Second))
+	p.connect, p.command = g.ConnectTimeout, g.CommandTimeout
 	if cfg.Dir == "" {
 		return nil, errors.New("ssh: no broker directory to keep leases in")
 	}
@@ -191,28 +190,32 @@ func address(v any, port int) (string, error) {
 	return s, nil
 }
 
+// Close does nothing: leases live in files, and the provider holds no
+// connection of its own.
+func (p *Provider) Close() error { return nil }
+
 // Checkout leases a free address of the pool (or the one ssh_host names).
-func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (*inventory.Record, error) {
+func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	cands := p.hosts
 	switch v := req.Args[ArgKey]; v {
 	case nil, true, "any", "":
 	default:
 		addr, err := address(v, p.port)
 		if err != nil || !contains(p.hosts, addr) {
-			return nil, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
+			return providers.CheckoutResult{}, fmt.Errorf("ssh: %s %v is not an address of the pool (%s)", ArgKey, v, strings.Join(p.hosts, ", "))
 		}
 		cands = []string{addr}
 	}
 	for _, addr := range cands {
 		ok, err := p.lease(ctx, addr, req)
 		if err != nil {
-			return nil, err
+			return providers.CheckoutResult{}, err
 		}
 		if ok {
-			return p.record(addr, req.ID), nil
+			return p.result(addr), nil
 		}
 	}
-	return nil, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
+	return providers.CheckoutResult{}, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
 }
 
 // lease takes addr for req if it is free, under its lock.
@@ -327,19 +330,21 @@ func (p *Provider) busy(addr, id string) (bool, error) {
 	return false, nil
 }
 
-// record describes the host of addr, leased to id.
-func (p *Provider) record(addr, id string) *inventory.Record {
+// result describes the host of addr.
+func (p *Provider) result(addr string) providers.CheckoutResult {
 	host, ps, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(ps)
-	return &inventory.Record{
+	return providers.CheckoutResult{
 		Hostname: host,
 		Name:     addr,
-		Broker: &inventory.Meta{
-			ID:   id,
-			SSH:  &inventory.SSH{Port: port, User: p.user, KeyFile: p.keyFile, Insecure: p.insecure},
-			Data: map[string]any{"address": addr},
-		},
+		SSH:      &inventory.SSH{Port: port, User: p.user, KeyFile: p.keyFile, Insecure: p.insecure},
+		Data:     map[string]any{"address": addr},
 	}
+}
+
+// record is the inventory record of the host of addr, leased to id.
+func (p *Provider) record(addr, id string) *inventory.Record {
+	return p.result(addr).Record(id)
 }
 
 // addr returns the address rec leases.
@@ -365,7 +370,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if l == nil || l.ID != rec.ID() {
 		return nil, fmt.Errorf("ssh: connect: %s is not leased to %s (checked in?)", a, rec.ID())
 	}
-	cfg, err := hostkit.ConfigFromRecord(rec)
+	cfg, err := providers.ConfigFromRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("ssh: connect %s: %w", a, err)
 	}
@@ -377,7 +382,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	cfg.KnownHostsFiles = p.known
 	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || p.insecure
 	cfg.ConnectTimeout, cfg.CommandTimeout = p.connect, p.command
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithRecord(rec))
+	h := hostkit.New(rec.Hostname, cfg)
 	h.Name = rec.Name
 	return h, nil
 }

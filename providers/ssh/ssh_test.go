@@ -54,7 +54,7 @@ func lab(t *testing.T, n int) (providers.Config, []*sshtest.Server) {
 		Provider: Name,
 		Instance: "lab",
 		Settings: map[string]any{"hosts": hosts, "known_hosts": []any{knownFile}},
-		SSH:      providers.SSHSettings{Username: servers[0].User, KeyFilename: servers[0].KeyFile, ConnectTimeout: 10},
+		SSH:      providers.SSHSettings{Username: servers[0].User, KeyFilename: servers[0].KeyFile, ConnectTimeout: 10 * time.Second},
 		Dir:      dir,
 		Logger:   slog.New(slog.DiscardHandler),
 	}, servers
@@ -110,7 +110,11 @@ func TestConformance(t *testing.T) {
 
 // checkout leases a host for id with args.
 func checkout(p *Provider, id string, args map[string]any) (*inventory.Record, error) {
-	return p.Checkout(context.Background(), providers.CheckoutRequest{ID: id, Args: args})
+	res, err := p.Checkout(context.Background(), providers.CheckoutRequest{ID: id, Args: args})
+	if err != nil {
+		return nil, err
+	}
+	return res.Record(id), nil
 }
 
 // Two providers on the same directory (as two processes would be) never

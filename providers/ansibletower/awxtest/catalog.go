@@ -81,11 +81,13 @@ func NewLocalVMs(dir, authorizedKey, knownHosts string) (*LocalVMs, error) {
 
 // Create starts an SSH server for name.
 func (f *LocalVMs) Create(ctx context.Context, name string, _ map[string]any) (VM, error) {
-	rec, err := f.p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"authorized_keys": f.authorizedKey}})
+	id := inventory.NewID()
+	res, err := f.p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"authorized_keys": f.authorizedKey}})
 	if err != nil {
 		return VM{}, err
 	}
-	ssh := rec.Broker.SSH
+	rec := res.Record(id)
+	ssh := res.SSH
 	if f.knownHosts != "" {
 		fh, err := os.OpenFile(f.knownHosts, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 		if err == nil {

@@ -1,4 +1,4 @@
-package hostkit
+package providers
 
 import (
 	"bytes"
@@ -8,21 +8,23 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
 )
 
-// ConfigFromRecord returns the SSH settings stored in an inventory record:
-// Addr from SSH.Host (else Hostname) and SSH.Port (default 22), User
-// (default "root"), the pinned host key(s), the key file and Insecure.
-// Secrets (passwords) are never in records: add them from settings.
-// A record without an SSH block gives an error wrapping ErrNoSSH.
-func ConfigFromRecord(rec *inventory.Record) (Config, error) {
+// ConfigFromRecord returns the SSH settings stored in an inventory record,
+// for a provider's Connect: Addr from SSH.Host (else Hostname) and SSH.Port
+// (default 22), User (default "root"), the pinned host key(s), the key file
+// and Insecure. Secrets (passwords) are never in records: add them from
+// settings. A record without an SSH block gives an error wrapping
+// hostkit.ErrNoSSH.
+func ConfigFromRecord(rec *inventory.Record) (hostkit.Config, error) {
 	if rec == nil {
-		return Config{}, fmt.Errorf("%w: nil inventory record", ErrNoSSH)
+		return hostkit.Config{}, fmt.Errorf("%w: nil inventory record", hostkit.ErrNoSSH)
 	}
 	label := recordLabel(rec)
 	if rec.Broker == nil || rec.Broker.SSH == nil {
-		return Config{}, fmt.Errorf("%w: inventory record %s has no ssh block", ErrNoSSH, label)
+		return hostkit.Config{}, fmt.Errorf("%w: inventory record %s has no ssh block", hostkit.ErrNoSSH, label)
 	}
 	s := rec.Broker.SSH
 	host := s.Host
@@ -30,16 +32,16 @@ func ConfigFromRecord(rec *inventory.Record) (Config, error) {
 		host = rec.Hostname
 	}
 	if host == "" {
-		return Config{}, fmt.Errorf("%w: inventory record %s has neither ssh.host nor hostname", ErrNoSSH, label)
+		return hostkit.Config{}, fmt.Errorf("%w: inventory record %s has neither ssh.host nor hostname", hostkit.ErrNoSSH, label)
 	}
 	port := s.Port
 	if port == 0 {
 		port = 22
 	}
 	if port < 0 || port > 65535 {
-		return Config{}, fmt.Errorf("hostkit: inventory record %s: invalid ssh port %d", label, port)
+		return hostkit.Config{}, fmt.Errorf("providers: inventory record %s: invalid ssh port %d", label, port)
 	}
-	cfg := Config{
+	cfg := hostkit.Config{
 		Addr:                  net.JoinHostPort(host, strconv.Itoa(port)),
 		User:                  s.User,
 		InsecureIgnoreHostKey: s.Insecure,
@@ -54,7 +56,7 @@ func ConfigFromRecord(rec *inventory.Record) (Config, error) {
 	for len(rest) > 0 {
 		k, _, _, r, err := ssh.ParseAuthorizedKey(rest)
 		if err != nil {
-			return Config{}, fmt.Errorf("hostkit: inventory record %s: ssh.host_key %q: %w", label, s.HostKey, err)
+			return hostkit.Config{}, fmt.Errorf("providers: inventory record %s: ssh.host_key %q: %w", label, s.HostKey, err)
 		}
 		cfg.HostKeys = append(cfg.HostKeys, k)
 		rest = bytes.TrimSpace(r)
