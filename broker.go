@@ -218,10 +218,9 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 // Broker), waits for the second looks after checkouts cut short (a few
 // seconds at most), closes the providers it opened (providers.Provider's
 // Close: Local's servers stop) and releases the log file. Other hosts
-// stay checked out:
-// after Close a SIGINT or SIGTERM no longer checks them in, but the
-// process's watcher still does when the process ends without checking
-// them in.
+// stay checked out: after Close a SIGINT or SIGTERM no longer checks them
+// in, but the process's watcher still does when the process ends without
+// checking them in.
 func (b *Broker) Close() error {
 	b.unwatch()
 	if b.stopReaper != nil {
