@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -702,27 +703,11 @@ func (b *Broker) Describe(ctx context.Context, provider, instance, topic string)
 	return d.Describe(ctx, topic)
 }
 
+// cloneMap returns a deep copy of m that callers may change; an empty
+// map for nil.
 func cloneMap(m map[string]any) map[string]any {
 	if m == nil {
 		return map[string]any{}
 	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
-	}
-	return out
-}
-
-func cloneValue(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		return cloneMap(v)
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = cloneValue(e)
-		}
-		return out
-	}
-	return v
+	return plain.CopyMap(m)
 }
