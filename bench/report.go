@@ -8,11 +8,12 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
 	"html"
 	"slices"
 	"strings"
+
+	"github.com/hostbroker/broker/bench/invload"
 )
 
 // Series is the samples of one contender in one case.
@@ -118,18 +119,7 @@ const (
 // ReplaceSection puts section between the markers of doc, keeping every
 // byte outside them; a doc without markers gets them appended.
 func ReplaceSection(doc, section string) (string, error) {
-	i := strings.Index(doc, BeginMarker)
-	j := strings.Index(doc, EndMarker)
-	switch {
-	case i < 0 && j < 0:
-		if doc != "" && !strings.HasSuffix(doc, "\n") {
-			doc += "\n"
-		}
-		return doc + "\n" + BeginMarker + "\n" + section + EndMarker + "\n", nil
-	case i < 0 || j < 0 || j < i:
-		return "", errors.New("bench: BENCHMARKS.md has a broken pair of bench markers")
-	}
-	return doc[:i+len(BeginMarker)] + "\n" + section + doc[j:], nil
+	return invload.ReplaceBetween(doc, BeginMarker, EndMarker, section)
 }
 
 // Markdown writes the generated section: machine, chart, and a table per case.

@@ -1,7 +1,6 @@
 package invload
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -56,21 +55,29 @@ const (
 	EndMarker   = "<!-- invbench:end -->"
 )
 
-// ReplaceSection puts section between the markers of doc, keeping every
-// byte outside them; a doc without markers gets them appended.
+// ReplaceSection puts section between the invbench markers of doc,
+// keeping every byte outside them; a doc without markers gets them
+// appended.
 func ReplaceSection(doc, section string) (string, error) {
-	i := strings.Index(doc, BeginMarker)
-	j := strings.Index(doc, EndMarker)
+	return ReplaceBetween(doc, BeginMarker, EndMarker, section)
+}
+
+// ReplaceBetween puts section between the markers begin and end of doc,
+// keeping every byte outside them; a doc without markers gets them
+// appended. The bench driver's section uses it too.
+func ReplaceBetween(doc, begin, end, section string) (string, error) {
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
 	switch {
 	case i < 0 && j < 0:
 		if doc != "" && !strings.HasSuffix(doc, "\n") {
 			doc += "\n"
 		}
-		return doc + "\n" + BeginMarker + "\n" + section + EndMarker + "\n", nil
+		return doc + "\n" + begin + "\n" + section + end + "\n", nil
 	case i < 0 || j < 0 || j < i:
-		return "", errors.New("invload: BENCHMARKS.md has a broken pair of invbench markers")
+		return "", fmt.Errorf("BENCHMARKS.md has a broken pair of markers %s … %s", begin, end)
 	}
-	return doc[:i+len(BeginMarker)] + "\n" + section + doc[j:], nil
+	return doc[:i+len(begin)] + "\n" + section + doc[j:], nil
 }
 
 func verdict(ok bool) string {
