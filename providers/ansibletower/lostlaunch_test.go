@@ -152,7 +152,14 @@ func TestLaunchAnswerLost(t *testing.T) {
 				assert.NotEmpty(t, j.ExtraVars[markerVar])
 			}
 			assert.Contains(t, e.log.String(), "the launch's answer was lost but it started a job")
-			assert.Contains(t, e.log.String(), tc.logged)
+			// The cleanup launches remove-vm (whose answer is lost too, and
+			// whose job is then waited for) only when the cancelled deploy
+			// job had made a VM by then: how far it got in its first second
+			// depends on the machine's load, so the log is checked when it
+			// did. Either way no VM is left (above).
+			if len(e.Server.Jobs("remove-vm")) > 0 {
+				assert.Contains(t, e.log.String(), tc.logged)
+			}
 
 			// The broker checks the intent record in; it is resolved.
 			for _, in := range intents {
