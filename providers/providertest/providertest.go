@@ -228,11 +228,11 @@ func (a *attempt) progress(secrets []string) func(map[string]any) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if a.done {
-			a.errs = append(a.errs, fmt.Errorf("Progress called after Checkout returned (data %v)", keys(data)))
+			a.errs = append(a.errs, fmt.Errorf("provider called Progress after Checkout returned (data %v)", keys(data)))
 			return
 		}
 		if err := plain(data); err != nil {
-			a.errs = append(a.errs, fmt.Errorf("Progress given data that is not plain: %w", err))
+			a.errs = append(a.errs, fmt.Errorf("provider gave Progress data that is not plain: %w", err))
 			return
 		}
 		if err := noSecrets("Progress data", data, secrets); err != nil {
@@ -293,31 +293,31 @@ func (s *suite) checkout(ctx context.Context, label string) (*inventory.Record, 
 		// Clean up as the broker does after a failed checkout.
 		actx, cancel := s.afterwards()
 		defer cancel()
-		return nil, nil, errors.Join(fmt.Errorf("Checkout: %w", err), a.misuse(), s.p.Checkin(actx, a.intent))
+		return nil, nil, errors.Join(fmt.Errorf("provider's Checkout: %w", err), a.misuse(), s.p.Checkin(actx, a.intent))
 	}
 	rec := a.rec
 	checkin := func(errp *error) {
 		actx, cancel := s.afterwards()
 		defer cancel()
 		if err := s.p.Checkin(actx, rec); err != nil {
-			*errp = errors.Join(*errp, fmt.Errorf("Checkin at the end: %w", err))
+			*errp = errors.Join(*errp, fmt.Errorf("provider's Checkin at the end: %w", err))
 		}
 	}
 	var errs []error
 	errs = append(errs, a.misuse())
 	if rec.Hostname == "" {
-		errs = append(errs, errors.New("Checkout: record has no hostname"))
+		errs = append(errs, errors.New("provider's Checkout: record has no hostname"))
 	}
 	if rec.Name == "" {
-		errs = append(errs, errors.New("Checkout: record has no name"))
+		errs = append(errs, errors.New("provider's Checkout: record has no name"))
 	}
 	if rec.Broker.Data != nil {
 		if err := plain(rec.Broker.Data); err != nil {
-			errs = append(errs, fmt.Errorf("Checkout: record's data is not plain: %w", err))
+			errs = append(errs, fmt.Errorf("provider's Checkout: record's data is not plain: %w", err))
 		}
 	}
 	if b, err := inventory.Marshal([]*inventory.Record{rec}); err != nil {
-		errs = append(errs, fmt.Errorf("Checkout: record does not encode: %w", err))
+		errs = append(errs, fmt.Errorf("provider's Checkout: record does not encode: %w", err))
 	} else {
 		errs = append(errs, noSecrets("the record", string(b), s.o.Secrets))
 	}
@@ -333,15 +333,15 @@ func (s *suite) checkout(ctx context.Context, label string) (*inventory.Record, 
 func (s *suite) echo(ctx context.Context, rec *inventory.Record, word string) error {
 	h, err := s.p.Connect(ctx, rec)
 	if err != nil {
-		return fmt.Errorf("Connect: %w", err)
+		return fmt.Errorf("provider's Connect: %w", err)
 	}
 	defer h.Close()
 	res, err := h.Execute(ctx, "echo "+word+"; echo err-"+word+" >&2; exit 3")
 	if err != nil {
-		return fmt.Errorf("Execute: %w", err)
+		return fmt.Errorf("provider's Execute: %w", err)
 	}
 	if res.Status != 3 || res.Stdout != word+"\n" || res.Stderr != "err-"+word+"\n" {
-		return fmt.Errorf("Execute: got %+v, want Status 3, Stdout %q, Stderr %q", res, word+"\n", "err-"+word+"\n")
+		return fmt.Errorf("provider's Execute: got %+v, want Status 3, Stdout %q, Stderr %q", res, word+"\n", "err-"+word+"\n")
 	}
 	return nil
 }
@@ -366,11 +366,11 @@ func (s *suite) driver(ctx context.Context) error {
 	}
 	p, err := d.Open(ctx, s.o.Config)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("Open with good settings: %w", err))
+		errs = append(errs, fmt.Errorf("driver's Open with good settings: %w", err))
 	} else if p == nil {
-		errs = append(errs, errors.New("Open returned a nil provider and no error"))
+		errs = append(errs, errors.New("driver's Open returned a nil provider and no error"))
 	} else if err := p.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("Close: %w", err))
+		errs = append(errs, fmt.Errorf("provider's Close: %w", err))
 	}
 	if s.o.BadSettings != nil {
 		cfg := s.o.Config
@@ -380,11 +380,11 @@ func (s *suite) driver(ctx context.Context) error {
 		switch {
 		case err == nil:
 			p.Close()
-			errs = append(errs, fmt.Errorf("Open with bad settings %v succeeded", s.o.BadSettings))
+			errs = append(errs, fmt.Errorf("driver's Open with bad settings %v succeeded", s.o.BadSettings))
 		case err.Error() == "":
-			errs = append(errs, errors.New("Open with bad settings: empty error text"))
+			errs = append(errs, errors.New("driver's Open with bad settings: empty error text"))
 		case s.o.BadSettingsMention != "" && !strings.Contains(err.Error(), s.o.BadSettingsMention):
-			errs = append(errs, fmt.Errorf("Open with bad settings: error %q does not mention %q", err, s.o.BadSettingsMention))
+			errs = append(errs, fmt.Errorf("driver's Open with bad settings: error %q does not mention %q", err, s.o.BadSettingsMention))
 		}
 	}
 	return errors.Join(errs...)
@@ -426,7 +426,7 @@ func (s *suite) gone(ctx context.Context, rec *inventory.Record, full bool) erro
 	if s.o.Exists != nil {
 		ok, err := s.o.Exists(ctx, rec)
 		if err != nil {
-			return fmt.Errorf("Exists: %w", err)
+			return fmt.Errorf("options' Exists: %w", err)
 		}
 		if ok {
 			return fmt.Errorf("host %s (id %s) still exists after Checkin", rec.Name, rec.ID())
@@ -435,10 +435,10 @@ func (s *suite) gone(ctx context.Context, rec *inventory.Record, full bool) erro
 	if sy, ok := s.p.(providers.Syncer); ok {
 		recs, err := sy.Sync(ctx, "")
 		if err != nil {
-			return fmt.Errorf("Sync: %w", err)
+			return fmt.Errorf("provider's Sync: %w", err)
 		}
 		if slices.ContainsFunc(recs, func(r *inventory.Record) bool { return listed(r, rec) }) {
-			return fmt.Errorf("Sync still lists host %s (id %s) after Checkin", rec.Name, rec.ID())
+			return fmt.Errorf("provider's Sync still lists host %s (id %s) after Checkin", rec.Name, rec.ID())
 		}
 	}
 	if !full {
@@ -463,16 +463,16 @@ func (s *suite) checkinRemoves(ctx context.Context) (err error) {
 	h, err := s.p.Connect(ctx, rec)
 	if err != nil {
 		checkin(&err)
-		return fmt.Errorf("Connect: %w", err)
+		return fmt.Errorf("provider's Connect: %w", err)
 	}
 	if _, err := h.Execute(ctx, "true"); err != nil {
 		h.Close()
 		checkin(&err)
-		return fmt.Errorf("Execute before Checkin: %w", err)
+		return fmt.Errorf("provider's Execute before Checkin: %w", err)
 	}
 	h.Close()
 	if err := s.p.Checkin(ctx, rec); err != nil {
-		return fmt.Errorf("Checkin: %w", err)
+		return fmt.Errorf("provider's Checkin: %w", err)
 	}
 	if err := s.p.Checkin(ctx, rec); err != nil {
 		return fmt.Errorf("second Checkin of the same host: %w (must be idempotent)", err)
@@ -485,14 +485,14 @@ func (s *suite) checkinFromIntent(ctx context.Context) error {
 	if err != nil {
 		actx, cancel := s.afterwards()
 		defer cancel()
-		return errors.Join(fmt.Errorf("Checkout: %w", err), s.p.Checkin(actx, a.intent))
+		return errors.Join(fmt.Errorf("provider's Checkout: %w", err), s.p.Checkin(actx, a.intent))
 	}
 	// The broker crashed before writing the provider's answer: only the
 	// intent record is left, and the reaper checks that in.
 	if err := s.p.Checkin(ctx, a.intent); err != nil {
 		actx, cancel := s.afterwards()
 		defer cancel()
-		return errors.Join(fmt.Errorf("Checkin of the intent record (what a crash leaves): %w", err), s.p.Checkin(actx, a.rec))
+		return errors.Join(fmt.Errorf("provider's Checkin of the intent record (what a crash leaves): %w", err), s.p.Checkin(actx, a.rec))
 	}
 	if err := s.gone(ctx, a.rec, true); err != nil {
 		actx, cancel := s.afterwards()
@@ -517,7 +517,7 @@ func (s *suite) cancelledCheckout(ctx context.Context) error {
 		if after == 0 {
 			what = "checkout with a cancelled context"
 			if err == nil {
-				errs = append(errs, errors.New("Checkout with a cancelled context succeeded (want the context's error)"))
+				errs = append(errs, errors.New("provider's Checkout with a cancelled context succeeded (want the context's error)"))
 			}
 		}
 		errs = append(errs, a.misuse())
@@ -585,7 +585,7 @@ func (s *suite) concurrentCommands(ctx context.Context) (err error) {
 	defer checkin(&err)
 	h, err := s.p.Connect(ctx, rec)
 	if err != nil {
-		return fmt.Errorf("Connect: %w", err)
+		return fmt.Errorf("provider's Connect: %w", err)
 	}
 	defer h.Close()
 	var g errgroup.Group
@@ -615,7 +615,7 @@ func (s *suite) clearErrors(ctx context.Context) error {
 		Broker: &inventory.Meta{ID: inventory.NewID(), Data: map[string]any{}},
 	}
 	if err := s.p.Checkin(ctx, ghost); err != nil {
-		errs = append(errs, fmt.Errorf("Checkin of a host that does not exist: %w (want nil: check-in is idempotent)", err))
+		errs = append(errs, fmt.Errorf("provider's Checkin of a host that does not exist: %w (want nil: check-in is idempotent)", err))
 	}
 	if s.o.BadArgs == nil {
 		return errors.Join(errs...)
@@ -625,11 +625,11 @@ func (s *suite) clearErrors(ctx context.Context) error {
 	defer cancel()
 	switch {
 	case err == nil:
-		errs = append(errs, fmt.Errorf("Checkout with bad args %v succeeded", s.o.BadArgs), s.p.Checkin(actx, a.rec))
+		errs = append(errs, fmt.Errorf("provider's Checkout with bad args %v succeeded", s.o.BadArgs), s.p.Checkin(actx, a.rec))
 	case err.Error() == "":
-		errs = append(errs, errors.New("Checkout with bad args: empty error text"))
+		errs = append(errs, errors.New("provider's Checkout with bad args: empty error text"))
 	case s.o.BadArgsMention != "" && !strings.Contains(err.Error(), s.o.BadArgsMention):
-		errs = append(errs, fmt.Errorf("Checkout with bad args: error %q does not mention %q", err, s.o.BadArgsMention))
+		errs = append(errs, fmt.Errorf("provider's Checkout with bad args: error %q does not mention %q", err, s.o.BadArgsMention))
 	}
 	if err != nil {
 		errs = append(errs, s.p.Checkin(actx, a.intent))
@@ -648,7 +648,7 @@ func (s *suite) extender(ctx context.Context) (err error) {
 	}
 	defer checkin(&err)
 	if err := x.Extend(ctx, rec, clone(s.o.ExtendArgs)); err != nil {
-		return fmt.Errorf("Extend of a live host: %w", err)
+		return fmt.Errorf("provider's Extend of a live host: %w", err)
 	}
 	if err := s.echo(ctx, rec, "extended"); err != nil {
 		return fmt.Errorf("after Extend: %w", err)
@@ -668,22 +668,22 @@ func (s *suite) syncer(ctx context.Context) error {
 	recs, err := sy.Sync(ctx, "")
 	if err != nil {
 		checkin(&err)
-		return fmt.Errorf("Sync: %w", err)
+		return fmt.Errorf("provider's Sync: %w", err)
 	}
 	if !slices.ContainsFunc(recs, func(r *inventory.Record) bool { return listed(r, rec) }) {
-		err := fmt.Errorf("Sync does not list the checked-out host %s (id %s) among %d records", rec.Name, rec.ID(), len(recs))
+		err := fmt.Errorf("provider's Sync does not list the checked-out host %s (id %s) among %d records", rec.Name, rec.ID(), len(recs))
 		checkin(&err)
 		return err
 	}
 	if err := s.p.Checkin(ctx, rec); err != nil {
-		return fmt.Errorf("Checkin: %w", err)
+		return fmt.Errorf("provider's Checkin: %w", err)
 	}
 	recs, err = sy.Sync(ctx, "")
 	if err != nil {
-		return fmt.Errorf("Sync after Checkin: %w", err)
+		return fmt.Errorf("provider's Sync after Checkin: %w", err)
 	}
 	if slices.ContainsFunc(recs, func(r *inventory.Record) bool { return listed(r, rec) }) {
-		return fmt.Errorf("Sync still lists host %s (id %s) after Checkin", rec.Name, rec.ID())
+		return fmt.Errorf("provider's Sync still lists host %s (id %s) after Checkin", rec.Name, rec.ID())
 	}
 	return nil
 }
@@ -704,10 +704,10 @@ func (s *suite) describer(ctx context.Context) error {
 	}
 	text, err := d.Describe(ctx, "")
 	if err != nil {
-		return fmt.Errorf("Describe overview: %w", err)
+		return fmt.Errorf("provider's Describe overview: %w", err)
 	}
 	if strings.TrimSpace(text) == "" {
-		return errors.New("Describe overview is empty")
+		return errors.New("provider's Describe overview is empty")
 	}
 	return noSecrets("Describe overview", text, s.o.Secrets)
 }

@@ -80,7 +80,7 @@ func TestCheckFindsBreaches(t *testing.T) {
 		want []string
 	}{
 		{"intent record ignored", func(b *broken) { b.needsName = true }, []string{"CheckinFromIntentRecord: after Checkin of the intent record alone"}},
-		{"pointer progress", func(b *broken) { b.pointerData = true }, []string{"CheckoutReachable: Progress given data that is not plain: n: a *int"}},
+		{"pointer progress", func(b *broken) { b.pointerData = true }, []string{"CheckoutReachable: provider gave Progress data that is not plain: n: a *int"}},
 		{"secret in record", func(b *broken) { b.leakPassword = true }, []string{"CheckoutReachable: the record holds a secret (hun…)"}},
 	} {
 		err := providertest.Check(t.Context(), open(c.mod), opts)
