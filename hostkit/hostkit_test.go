@@ -452,8 +452,14 @@ func TestReconnect(t *testing.T) {
 	}, time.Minute, 20*time.Millisecond, "%q never ran", marker)
 	require.NoError(t, srv.Kill())
 	r := <-done
-	require.Error(t, r.err)
-	assert.Equal(t, -1, r.res.Status)
+	if r.err == nil {
+		// Under load the session may report its command killed (with
+		// the rest of sshd's process group) before the connection drops:
+		// it ended, not hung, and not successfully.
+		assert.NotEqual(t, 0, r.res.Status, "the killed command reported success")
+	} else {
+		assert.Equal(t, -1, r.res.Status)
+	}
 
 	require.NoError(t, srv.Restart())
 
