@@ -480,14 +480,7 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 		t.Skip("-short")
 	}
 	cli := buildCLI(t)
-	cases := []struct {
-		name, image string
-		left        func(dir, runID string) func() int
-	}{
-		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
-		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
-	}
-	for _, c := range cases {
+	for _, c := range orphanCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			if c.image != "" {
 				requireImage(t, c.image)
@@ -505,6 +498,21 @@ func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
 			assert.Equal(t, 5, strings.Count(string(out), "checked in"), "%s", out)
 			waitEmpty(t, dir, runID, left)
 		})
+	}
+}
+
+// orphanCase is a provider whose hosts the reaper tests leave behind:
+// left counts what remains of a run's hosts.
+type orphanCase struct {
+	name, image string
+	left        func(dir, runID string) func() int
+}
+
+// orphanCases are the providers the reaper tests run against.
+func orphanCases(t *testing.T) []orphanCase {
+	return []orphanCase{
+		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
+		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
 	}
 }
 
@@ -533,14 +541,7 @@ func TestReaperNextRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	cases := []struct {
-		name, image string
-		left        func(dir, runID string) func() int
-	}{
-		{"Local", "", func(dir, _ string) func() int { return localDirs(dir) }},
-		{"Container", sshdImage, func(_, runID string) func() int { return containersOfRun(t, runID) }},
-	}
-	for _, c := range cases {
+	for _, c := range orphanCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			if c.image != "" {
 				requireImage(t, c.image)
