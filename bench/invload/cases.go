@@ -64,12 +64,8 @@ func (d *driver) pairsRun(ctx context.Context, b Build, procs, round int) (Pairs
 	for i := range argv {
 		argv[i] = []string{"pairs", "-dir", dir, "-n", strconv.Itoa(d.sizes.Pairs)}
 	}
-	g, err := startGroup(ctx, b.Bin, argv)
+	g, err := startReleased(ctx, b.Bin, argv)
 	if err != nil {
-		return run, err
-	}
-	if err := g.release(time.Minute); err != nil {
-		g.kill()
 		return run, err
 	}
 	wall, killed, errs := g.wait(d.sizes.PairTimeout)
@@ -178,12 +174,8 @@ func (d *driver) writesRun(ctx context.Context, b Build, round int) (WritesRun, 
 	for i := range argv {
 		argv[i] = []string{"writer", "-path", inv, "-n", strconv.Itoa(d.sizes.Writes), "-prefix", fmt.Sprintf("w%d", i)}
 	}
-	g, err := startGroup(ctx, b.Bin, argv)
+	g, err := startReleased(ctx, b.Bin, argv)
 	if err != nil {
-		return run, err
-	}
-	if err := g.release(time.Minute); err != nil {
-		g.kill()
 		return run, err
 	}
 	wall, killed, errs := g.wait(d.sizes.WriteTimeout)
@@ -343,12 +335,8 @@ func (d *driver) pythonRun(ctx context.Context, b Build, round int, py, script s
 	for i := range argv {
 		argv[i] = []string{"writer", "-path", inv, "-n", "0", "-hold", "4", "-prefix", fmt.Sprintf("g%d", i)}
 	}
-	g, err := startGroup(ctx, b.Bin, argv)
+	g, err := startReleased(ctx, b.Bin, argv)
 	if err != nil {
-		return run, err
-	}
-	if err := g.release(time.Minute); err != nil {
-		g.kill()
 		return run, err
 	}
 	// Let the Go writers get going before the Python broker arrives.

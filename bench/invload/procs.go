@@ -67,6 +67,21 @@ func startGroup(ctx context.Context, bin string, argv [][]string) (*group, error
 	return g, nil
 }
 
+// startReleased starts a group (startGroup) and lets it go once every
+// child is ready; a group that does not get ready within a minute is
+// killed.
+func startReleased(ctx context.Context, bin string, argv [][]string) (*group, error) {
+	g, err := startGroup(ctx, bin, argv)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.release(time.Minute); err != nil {
+		g.kill()
+		return nil, err
+	}
+	return g, nil
+}
+
 func (c *child) read(stdout io.Reader) {
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
