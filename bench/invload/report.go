@@ -367,8 +367,9 @@ func mb(v []float64, i int) string {
 	return fmt.Sprintf("%.1f MB", v[i])
 }
 
-// describeMachine names what the figures were measured on.
-func describeMachine() []string {
+// Hardware names this machine's cores, CPU model and memory, the first
+// words of both benchmark reports' machine line.
+func Hardware() []string {
 	out := []string{fmt.Sprintf("%d cores", runtime.NumCPU())}
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {
@@ -383,6 +384,12 @@ func describeMachine() []string {
 		fmt.Sscanf(string(data), "MemTotal: %d kB", &kb)
 		out = append(out, fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20)))
 	}
+	return out
+}
+
+// describeMachine names what the figures were measured on.
+func describeMachine() []string {
+	out := Hardware()
 	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		out = append(out, "Linux "+strings.TrimSpace(string(data)))
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/hostbroker/broker/bench"
+	"github.com/hostbroker/broker/bench/invload"
 )
 
 // command is how the driver is run, printed in the report.
@@ -133,20 +134,7 @@ func main() {
 
 // describeMachine names what the figures were measured on.
 func describeMachine(ctx context.Context, cli *client.Client) []string {
-	out := []string{fmt.Sprintf("%d cores", runtime.NumCPU())}
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				out = append(out, strings.TrimSpace(v))
-				break
-			}
-		}
-	}
-	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb int64
-		fmt.Sscanf(string(data), "MemTotal: %d kB", &kb)
-		out = append(out, fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20)))
-	}
+	out := invload.Hardware()
 	if v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{}); err == nil {
 		out = append(out, fmt.Sprintf("Docker Engine %s (API %s)", v.Version, v.APIVersion))
 	}
