@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -839,4 +840,29 @@ func TestAddrString(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:22", h.Addr())
 	assert.Equal(t, "name", h.String())
 	assert.Equal(t, "name", fmt.Sprint(h))
+}
+
+func TestCredentials(t *testing.T) {
+	const secret = "s3cret-pw"
+	h := hostkit.New("name", hostkit.Config{Addr: "127.0.0.1:22", KeyFiles: []string{"/k/id"}, Password: secret, UseAgent: true})
+	c := h.Credentials()
+	assert.Equal(t, "root", c.User, "an empty Config.User logs in as root")
+	assert.Equal(t, []string{"/k/id"}, c.KeyFiles)
+	assert.Equal(t, secret, c.Password)
+	assert.True(t, c.UseAgent)
+	assert.Equal(t, "user root, key files [/k/id], password set, ssh agent", c.String())
+	c.KeyFiles[0] = "/changed"
+	assert.Equal(t, []string{"/k/id"}, h.Credentials().KeyFiles, "Credentials returns a copy")
+
+	var text, js bytes.Buffer
+	slog.New(slog.NewTextHandler(&text, nil)).Info("creds", "c", c)
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("creds", "c", c)
+	raw, err := json.Marshal(c)
+	require.NoError(t, err)
+	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%v", &c), text.String(), js.String(), string(raw)} {
+		assert.NotContains(t, out, secret)
+	}
+
+	u := hostkit.New("name", hostkit.Config{User: "alice"}).Credentials()
+	assert.Equal(t, "user alice", u.String())
 }
