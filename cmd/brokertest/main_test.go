@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/internal/proclive"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -44,7 +45,7 @@ func deadOwner(t *testing.T) inventory.Owner {
 	require.NoError(t, cmd.Start())
 	o := inventory.CurrentOwner("deadrun")
 	o.PID = cmd.Process.Pid
-	o.Started, _ = inventory.ProcessStart(o.PID)
+	o.Started, _ = proclive.Start(o.PID)
 	require.NoError(t, cmd.Wait())
 	require.True(t, o.Dead())
 	return o

@@ -18,6 +18,7 @@ import (
 
 	xssh "golang.org/x/crypto/ssh"
 
+	"github.com/hostbroker/broker/internal/proclive"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -219,7 +220,7 @@ func deadOwner(t *testing.T) inventory.Owner {
 	}
 	o := inventory.CurrentOwner("dead")
 	o.PID = cmd.Process.Pid
-	o.Started, _ = inventory.ProcessStart(o.PID)
+	o.Started, _ = proclive.Start(o.PID)
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
