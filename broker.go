@@ -266,7 +266,7 @@ func (b *Broker) Logger() *slog.Logger { return b.logger }
 
 // Inventory returns the records of the inventory.
 func (b *Broker) Inventory(ctx context.Context) ([]*inventory.Record, error) {
-	return b.store.Load()
+	return b.store.Load(ctx)
 }
 
 // provider opens (once) the provider instance named.
@@ -379,7 +379,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	}
 	intent := &inventory.Record{Provider: provName, Instance: instName, Args: args, Broker: meta}
 	b.watch()
-	if err := b.store.PutContext(ctx, intent); err != nil {
+	if err := b.store.Put(ctx, intent); err != nil {
 		return nil, err
 	}
 	progress := func(data map[string]any) {
@@ -387,7 +387,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			meta.Data = map[string]any{}
 		}
 		maps.Copy(meta.Data, data)
-		if err := b.store.PutContext(ctx, intent); err != nil {
+		if err := b.store.Put(ctx, intent); err != nil {
 			b.logger.Warn("record checkout progress", "id", meta.ID, "err", err)
 		}
 	}
@@ -404,7 +404,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 			b.lookAgain(intent)
 			return nil, err
 		}
-		if rerr := b.store.RemoveContext(actx, intent); rerr != nil {
+		if rerr := b.store.Remove(actx, intent); rerr != nil {
 			return nil, errors.Join(err, rerr)
 		}
 		return nil, err
@@ -416,13 +416,13 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	if rec.Args == nil {
 		rec.Args = args
 	}
-	if err := b.store.PutContext(ctx, rec); err != nil {
+	if err := b.store.Put(ctx, rec); err != nil {
 		actx, cancel := afterwards(ctx)
 		defer cancel()
 		if cerr := p.Checkin(actx, rec); cerr != nil {
 			return nil, errors.Join(err, fmt.Errorf("checking in %s: %w (left in the inventory for brokertest cleanup)", meta.ID, cerr))
 		}
-		return nil, errors.Join(err, b.store.RemoveContext(actx, rec))
+		return nil, errors.Join(err, b.store.Remove(actx, rec))
 	}
 	h, err := p.Connect(ctx, rec)
 	if err != nil {
@@ -607,7 +607,7 @@ func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) error
 	}
 	actx, cancel := afterwards(ctx)
 	defer cancel()
-	if err := b.store.RemoveContext(actx, rec); err != nil {
+	if err := b.store.Remove(actx, rec); err != nil {
 		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
 	}
 	if id := rec.ID(); id != "" {

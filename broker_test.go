@@ -81,7 +81,7 @@ func (s *spy) reset(failing ...int32) {
 
 func (s *spy) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	n := s.calls.Add(1)
-	recs, err := s.store.Load()
+	recs, err := s.store.Load(context.Background())
 	if err != nil {
 		return providers.CheckoutResult{}, err
 	}

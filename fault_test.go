@@ -152,7 +152,7 @@ func TestCheckoutCutShortLeavesNothing(t *testing.T) {
 			require.Error(t, err)
 			require.NoError(t, b.Close())
 			assert.Zero(t, left(), "containers left")
-			recs, err := b.Store().Load()
+			recs, err := b.Store().Load(context.Background())
 			require.NoError(t, err)
 			assert.Empty(t, recs)
 		})

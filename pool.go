@@ -264,7 +264,7 @@ func (p *Pool) Close(ctx context.Context) error {
 func (b *Broker) leaseKept(ctx context.Context, key string, n int) ([]*hostkit.Host, error) {
 	var taken, expired []*inventory.Record
 	now := time.Now()
-	err := b.store.UpdateContext(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
+	err := b.store.Update(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		taken, expired = nil, nil
 		for _, r := range recs {
 			m := r.Broker
@@ -349,7 +349,7 @@ func (b *Broker) updateRecords(hosts []*hostkit.Host, fn func(*inventory.Meta)) 
 	if len(hosts) == 0 {
 		return nil
 	}
-	return b.store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+	return b.store.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		// Taken once the inventory's lock is held, not while waiting for it.
 		b.recMu.Lock()
 		defer b.recMu.Unlock()

@@ -64,7 +64,7 @@ func childWriter(t *testing.T) {
 	out := bufio.NewWriter(os.Stdout)
 	for i := 0; ; i++ {
 		rec := &inventory.Record{Hostname: fmt.Sprintf("h%d.example.com", i), Name: fmt.Sprintf("h%d", i), Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}}
-		if err := store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		if err := store.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 			if len(recs) > 50 { // keep the file small: drop the oldest
 				recs = recs[1:]
 			}
@@ -111,7 +111,7 @@ func TestCrashConsistency(t *testing.T) {
 		require.NoError(t, cmd.Process.Kill())
 		<-done
 		_ = cmd.Wait()
-		recs, err := store.Load()
+		recs, err := store.Load(context.Background())
 		require.NoError(t, err, "round %d: the inventory must always parse", i)
 		mu.Lock()
 		if last != "" {
@@ -160,7 +160,7 @@ func TestConcurrentProcesses(t *testing.T) {
 	for _, id := range childIDs(t, 8, "churn", "kept", "BROKER_DIRECTORY="+dir) {
 		truth[id] = true
 	}
-	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(context.Background())
 	require.NoError(t, err)
 	got := map[string]bool{}
 	for _, r := range recs {
@@ -286,7 +286,7 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 	start := time.Now()
 	deadline := start.Add(waitBound)
 	for {
-		recs, err := store.Load()
+		recs, err := store.Load(context.Background())
 		require.NoError(t, err)
 		n := 0
 		for _, r := range recs {
@@ -445,7 +445,7 @@ func TestReaperMidCheckout(t *testing.T) {
 				if !tc.early {
 					return left() > 0
 				}
-				recs, _ := store.Load()
+				recs, _ := store.Load(context.Background())
 				return len(recs) > 0
 			}
 			deadline := time.Now().Add(waitBound)
@@ -453,7 +453,7 @@ func TestReaperMidCheckout(t *testing.T) {
 				require.True(t, time.Now().Before(deadline), "the checkout did not start")
 				time.Sleep(5 * time.Millisecond)
 			}
-			recs, err := store.Load()
+			recs, err := store.Load(context.Background())
 			require.NoError(t, err)
 			creating := 0
 			for _, r := range recs {
@@ -527,7 +527,7 @@ func orphanHosts(t *testing.T, dir, runID, image string, count int) int {
 	waitWatcherGone(t, cmd.Process.Pid)
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
-	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(context.Background())
 	require.NoError(t, err)
 	require.Len(t, recs, count, "with its watcher dead, nothing reaped the run")
 	return cmd.Process.Pid
@@ -596,7 +596,7 @@ func TestReaperNextRunSparesLiveWatcher(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	waitLog(t, &logs, fmt.Sprintf(`its hosts are left to it" owner_pid=%d`, cmd.Process.Pid))
 	require.NoError(t, b.Close())
-	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(context.Background())
 	require.NoError(t, err)
 	assert.Len(t, recs, 5, "the new Broker took none of the watcher's hosts")
 	assert.Equal(t, 5, localDirs(dir)())

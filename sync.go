@@ -59,7 +59,7 @@ func (b *Broker) Sync(ctx context.Context, spec string) (SyncResult, error) {
 	for _, r := range found {
 		r.Provider, r.Instance = provName, instName
 	}
-	err = b.store.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+	err = b.store.Update(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		res.Added, res.Dropped, res.Kept = nil, nil, 0
 		out := recs[:0:0]
 		for _, rec := range recs {

@@ -209,10 +209,10 @@ func reapDir(dir, file string, owner inventory.Owner, lock *ownerLock) error {
 	if err == nil {
 		// A Python broker must not wait on the lock file the owner may
 		// have died holding (the kernel freed its flock, not that file).
-		if _, cerr := b.store.ClearAbandonedLock(); cerr != nil {
+		if _, cerr := b.store.ClearAbandonedLock(ctx); cerr != nil {
 			b.logger.Warn("clear the lock file left by the dead owner", "err", cerr)
 		}
-		left, err = leftBy(b, owner)
+		left, err = leftBy(ctx, b, owner)
 	}
 	if err == nil && len(left) == 0 {
 		return nil
@@ -227,7 +227,7 @@ func reapDir(dir, file string, owner inventory.Owner, lock *ownerLock) error {
 		case lockErr == nil && !held:
 			return nil
 		case lockErr == nil:
-			if left, err = leftBy(b, owner); err == nil && len(left) == 0 {
+			if left, err = leftBy(ctx, b, owner); err == nil && len(left) == 0 {
 				return nil
 			}
 		}
@@ -252,8 +252,8 @@ func reapDir(dir, file string, owner inventory.Owner, lock *ownerLock) error {
 }
 
 // leftBy returns the records of the hosts owner still holds in b's inventory.
-func leftBy(b *Broker, owner inventory.Owner) ([]*inventory.Record, error) {
-	recs, err := b.store.Load()
+func leftBy(ctx context.Context, b *Broker, owner inventory.Owner) ([]*inventory.Record, error) {
+	recs, err := b.store.Load(ctx)
 	return ownedBy(recs, owner), err
 }
 
@@ -271,7 +271,7 @@ func (b *Broker) checkinLeft(ctx context.Context, left []*inventory.Record, who 
 	}
 	again := creatingOnly(left)
 	if firstErr != nil {
-		again = append(again, stillRecorded(b.store, left, again)...)
+		again = append(again, stillRecorded(ctx, b.store, left, again)...)
 	}
 	if len(again) == 0 {
 		return firstErr
@@ -291,8 +291,8 @@ func (b *Broker) checkinLeft(ctx context.Context, left []*inventory.Record, who 
 
 // stillRecorded returns the records of left that the inventory still
 // holds, as it holds them, leaving out those in skip.
-func stillRecorded(store *inventory.Store, left, skip []*inventory.Record) []*inventory.Record {
-	recs, err := store.Load()
+func stillRecorded(ctx context.Context, store *inventory.Store, left, skip []*inventory.Record) []*inventory.Record {
+	recs, err := store.Load(ctx)
 	if err != nil {
 		return nil
 	}
@@ -527,9 +527,11 @@ func (b *Broker) reapOrphans(ctx context.Context) {
 
 	ctx, cancel := context.WithTimeout(ctx, reapTimeout)
 	defer cancel()
-	recs, err := b.store.Load()
+	recs, err := b.store.Load(ctx)
 	if err != nil {
-		b.logger.Warn("reaper: read the inventory", "err", err)
+		if ctx.Err() == nil { // not Close
+			b.logger.Warn("reaper: read the inventory", "err", err)
+		}
 		return
 	}
 	owners := map[string]inventory.Owner{} // by lock file
@@ -555,8 +557,10 @@ func (b *Broker) reapOrphans(ctx context.Context) {
 	}
 	// Read again under the locks: a watcher that has just finished, or
 	// another reaper, may have checked hosts in since.
-	if recs, err = b.store.Load(); err != nil {
-		b.logger.Warn("reaper: read the inventory", "err", err)
+	if recs, err = b.store.Load(ctx); err != nil {
+		if ctx.Err() == nil { // not Close
+			b.logger.Warn("reaper: read the inventory", "err", err)
+		}
 		return
 	}
 	var left []*inventory.Record

@@ -32,6 +32,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/inventory/filter"
 	_ "github.com/hostbroker/broker/providers/container"
 )
 
@@ -678,13 +679,13 @@ func InventoryWriter(path string, ops int, out io.Writer) error {
 	removed := map[*inventory.Record]bool{}
 	for k, done := 0, 0; done < ops; k++ {
 		rec := &inventory.Record{Hostname: fmt.Sprintf("p%d-%d.example.test", os.Getpid(), k), Name: fmt.Sprintf("p%d-%d", os.Getpid(), k), Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}}
-		if err := s.Put(rec); err != nil {
+		if err := s.Put(context.Background(), rec); err != nil {
 			return err
 		}
 		recs = append(recs, rec)
 		done++
 		if k%2 == 1 && done < ops {
-			if err := s.Remove(recs[k-1]); err != nil {
+			if err := s.Remove(context.Background(), recs[k-1]); err != nil {
 				return err
 			}
 			removed[recs[k-1]] = true
@@ -716,10 +717,10 @@ func (e *Env) Inventory(ctx context.Context, self string) (Case, error) {
 			Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady, SSH: &inventory.SSH{Port: 2000 + i%1000}},
 		}
 	}
-	if err := inventory.Open(big).Update(func([]*inventory.Record) ([]*inventory.Record, error) { return recs, nil }); err != nil {
+	if err := inventory.Open(big).Update(ctx, func([]*inventory.Record) ([]*inventory.Record, error) { return recs, nil }); err != nil {
 		return Case{}, err
 	}
-	flt, err := inventory.ParseFilter("name<host-99,_broker_args.container_host{brokertest")
+	flt, err := filter.Parse("name<host-99,_broker_args.container_host{brokertest")
 	if err != nil {
 		return Case{}, err
 	}
@@ -729,7 +730,7 @@ func (e *Env) Inventory(ctx context.Context, self string) (Case, error) {
 	out := make([][]float64, 2)
 	for r := range e.Rounds {
 		start := time.Now()
-		got, err := inventory.Open(big).Load()
+		got, err := inventory.Open(big).Load(ctx)
 		if err != nil {
 			return Case{}, err
 		}
@@ -761,7 +762,7 @@ func (e *Env) Inventory(ctx context.Context, self string) (Case, error) {
 			return Case{}, err
 		}
 		out[1] = append(out[1], procs*ops/seconds(start))
-		final, err := inventory.Open(path).Load()
+		final, err := inventory.Open(path).Load(ctx)
 		if err != nil {
 			return Case{}, err
 		}

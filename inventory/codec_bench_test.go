@@ -1,9 +1,6 @@
 package inventory
 
-import (
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // BenchmarkParse10k decodes 10,000 records shaped like the providers'
 // (Container and AnsibleTower hosts with _broker_args and _brokertest).
@@ -25,59 +22,6 @@ func benchParse10k(b *testing.B, parse func(name string, data []byte) ([]*Record
 		if err != nil || len(recs) != 10000 {
 			b.Fatal(len(recs), err)
 		}
-	}
-}
-
-// BenchmarkLoadFilter10kRealistic is the CLI's "inventory --filter" over
-// 10,000 provider-shaped records: a Store.Load and a seed-DSL filter.
-func BenchmarkLoadFilter10kRealistic(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "inventory.yaml")
-	recs := sampleRecords(10000)
-	if err := Open(path).Update(func([]*Record) ([]*Record, error) { return recs, nil }); err != nil {
-		b.Fatal(err)
-	}
-	flt, err := ParseFilter("name<host-99,_broker_args.container_host{brokertest")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := Open(path)
-	b.ReportAllocs()
-	for b.Loop() {
-		got, err := s.Load()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if n := len(flt.Apply(got)); n != 55 {
-			b.Fatalf("matched %d", n)
-		}
-	}
-}
-
-// BenchmarkFilter10k applies filters of both forms to 10,000 records.
-func BenchmarkFilter10k(b *testing.B) {
-	recs := sampleRecords(10000)
-	for _, c := range []struct{ name, filter string }{
-		{"dsl", "name<host-99,_broker_args.container_host{brokertest"},
-		{"dsl-extra", "tower_inventory=ci-inventory"},
-		{"dsl-brokertest", "_brokertest.state=ready"},
-		{"inv-name", `"host-99" in @inv.name`},
-		{"inv-args", `@inv._broker_args.n > 5000 and @inv._broker_provider == "Container"`},
-		{"inv-extra", `@inv.tower_inventory == "ci-inventory"`},
-		{"inv-brokertest", `@inv._brokertest.state == "ready"`},
-		{"inv-slice", `@inv._broker_provider == "AnsibleTower" | @inv[-10:]`},
-	} {
-		flt, err := ParseFilter(c.filter)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := flt.ApplyErr(recs); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
 

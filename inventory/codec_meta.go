@@ -9,12 +9,12 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// brokerMap returns the _brokertest block as the file holds it, decoded as
-// any other key is (what Map holds): m written as YAML and read back into
-// an interface{}. That round trip is done directly for the values
-// providers store; anything else goes through yaml.v3. ok is false when
-// yaml.v3 cannot write m.
-func brokerMap(m *Meta) (out map[string]any, ok bool) {
+// Map returns the _brokertest block as the file holds it, decoded as any
+// other key is (what Record.Map holds under "_brokertest"): m written as
+// YAML and read back into an interface{}. That round trip is done directly
+// for the values providers store; anything else goes through yaml.v3. ok is
+// false when yaml.v3 cannot write m.
+func (m *Meta) Map() (out map[string]any, ok bool) {
 	if out, ok := metaMap(m); ok {
 		return out, true
 	}
@@ -31,12 +31,12 @@ func brokerMap(m *Meta) (out map[string]any, ok bool) {
 // metaKeys are the keys of the _brokertest block, in the order written.
 var metaKeys = []string{"id", "state", "owner", "test", "checked_out", "keep_until", "request_key", "ssh", "data"}
 
-// metaMap is brokerMap's direct path; ok is false when m holds a value it
+// metaMap is Map's direct path; ok is false when m holds a value it
 // does not know how yaml.v3 writes.
 func metaMap(m *Meta) (map[string]any, bool) {
 	out := make(map[string]any, len(metaKeys))
 	for _, k := range metaKeys {
-		v, present, ok := metaField(m, k)
+		v, present, ok := m.Field(k)
 		if !ok {
 			return nil, false
 		}
@@ -47,10 +47,11 @@ func metaMap(m *Meta) (map[string]any, bool) {
 	return out, true
 }
 
-// metaField is metaMap(m)[key] without building the rest of the map:
-// present is false for a key the block does not hold, ok is false for a
-// value metaMap does not know how yaml.v3 writes.
-func metaField(m *Meta, key string) (v any, present, ok bool) {
+// Field is m.Map()[key] without building the rest of the map, for readers
+// of one key (filters): present is false for a key the block does not
+// hold; ok is false for a value whose YAML round trip only Map knows (then
+// ask Map).
+func (m *Meta) Field(key string) (v any, present, ok bool) {
 	text := func(s string, always bool) (any, bool, bool) { return s, s != "" || always, true }
 	switch key {
 	case "id":

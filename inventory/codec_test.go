@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -131,10 +132,10 @@ func TestStoreRefusesBombAndKeepsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := Open(path)
-	if _, err := s.Load(); !errors.Is(err, ErrLimit) {
+	if _, err := s.Load(context.Background()); !errors.Is(err, ErrLimit) {
 		t.Fatalf("Load: %v", err)
 	}
-	err := s.Put(&Record{Hostname: "new", Broker: &Meta{ID: "n"}})
+	err := s.Put(context.Background(), &Record{Hostname: "new", Broker: &Meta{ID: "n"}})
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Put: %v", err)
 	}

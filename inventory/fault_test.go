@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,7 +56,7 @@ func TestDiskFull(t *testing.T) {
 	dir := smallDisk(t)
 	path := filepath.Join(dir, "inventory.yaml")
 	store := inventory.Open(path)
-	require.NoError(t, store.Put(records(20)...))
+	require.NoError(t, store.Put(context.Background(), records(20)...))
 	before, err := os.ReadFile(path)
 	require.NoError(t, err)
 
@@ -67,7 +68,7 @@ func TestDiskFull(t *testing.T) {
 	f.Close()
 	big := records(1)[0]
 	big.Extra = map[string]any{"notes": strings.Repeat("x", 16<<10)}
-	err = store.Put(big)
+	err = store.Put(context.Background(), big)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, syscall.ENOSPC)
 	assert.Contains(t, err.Error(), path, "the error names the inventory")
@@ -75,13 +76,13 @@ func TestDiskFull(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(before, after), "the old inventory is intact")
 	assert.Empty(t, tempFiles(t, dir), "no temp file left on the full disk")
-	recs, err := store.Load()
+	recs, err := store.Load(context.Background())
 	require.NoError(t, err)
 	assert.Len(t, recs, 20)
 
 	require.NoError(t, os.Remove(filler))
-	require.NoError(t, store.Put(big), "writes work again once there is room")
-	recs, err = store.Load()
+	require.NoError(t, store.Put(context.Background(), big), "writes work again once there is room")
+	recs, err = store.Load(context.Background())
 	require.NoError(t, err)
 	assert.Len(t, recs, 21)
 }
@@ -93,24 +94,24 @@ func TestReadOnlyDirectory(t *testing.T) {
 	dir := smallDisk(t)
 	path := filepath.Join(dir, "inventory.yaml")
 	store := inventory.Open(path)
-	require.NoError(t, store.Put(records(3)...))
+	require.NoError(t, store.Put(context.Background(), records(3)...))
 	before, err := os.ReadFile(path)
 	require.NoError(t, err)
 	out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	t.Cleanup(func() { _ = exec.Command("mount", "-o", "remount,rw", dir).Run() })
 
-	recs, err := store.Load()
+	recs, err := store.Load(context.Background())
 	require.NoError(t, err, "a read-only inventory can still be read")
 	assert.Len(t, recs, 3)
-	err = store.Put(records(1)...)
+	err = store.Put(context.Background(), records(1)...)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, syscall.EROFS)
 	assert.Contains(t, err.Error(), path)
 	after, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(before, after))
-	err = store.Remove(recs[0])
+	err = store.Remove(context.Background(), recs[0])
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), path)
 }

@@ -40,11 +40,11 @@ func TestChildProcess(t *testing.T) {
 	}
 	switch mode {
 	case "put": // one Put
-		if err := s.Put(testRecord(os.Getenv("INVENTORY_NAME"))); err != nil {
+		if err := s.Put(context.Background(), testRecord(os.Getenv("INVENTORY_NAME"))); err != nil {
 			fail(err)
 		}
 	case "hold": // hold the inventory lock until killed
-		_ = s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		_ = s.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 			fmt.Println("held")
 			time.Sleep(time.Hour)
 			return recs, nil
@@ -54,19 +54,19 @@ func TestChildProcess(t *testing.T) {
 			fmt.Println("held")
 			time.Sleep(time.Hour)
 		})
-		_ = s.Put(testRecord("pyhold"))
+		_ = s.Put(context.Background(), testRecord("pyhold"))
 	case "writer": // Put and Remove until the stop file exists; print what is kept
 		name, stop := os.Getenv("INVENTORY_NAME"), os.Getenv("INVENTORY_STOP")
 		for i := 0; ; i++ {
 			r := testRecord(fmt.Sprintf("%s-%d", name, i))
-			if err := s.Put(r); err != nil {
+			if err := s.Put(context.Background(), r); err != nil {
 				fail(err)
 			}
 			if i == 0 {
 				fmt.Println("started")
 			}
 			if i%5 != 0 {
-				if err := s.Remove(r); err != nil {
+				if err := s.Remove(context.Background(), r); err != nil {
 					fail(err)
 				}
 			} else {
@@ -154,7 +154,7 @@ func holdLock(t *testing.T, s *inventory.Store) (release func()) {
 	held, let := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+		done <- s.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 			close(held)
 			<-let
 			return recs, nil
@@ -193,7 +193,7 @@ func TestLockFIFO(t *testing.T) {
 	for i, cmd := range cmds {
 		require.NoError(t, cmd.Wait(), "child %d", i)
 	}
-	recs, err := holder.Load()
+	recs, err := holder.Load(context.Background())
 	require.NoError(t, err)
 	var got []string
 	for _, r := range recs {
@@ -222,7 +222,7 @@ func TestLockHolderKilled(t *testing.T) {
 
 	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
 	defer cancel()
-	err := s.PutContext(ctx, testRecord("late"))
+	err := s.Put(ctx, testRecord("late"))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "wait for lock")
@@ -233,13 +233,13 @@ func TestLockHolderKilled(t *testing.T) {
 	go func() {
 		ctx, cancel := contextWithTimeout(5 * time.Minute)
 		defer cancel()
-		errc <- s.PutContext(ctx, testRecord("next"))
+		errc <- s.Put(ctx, testRecord("next"))
 	}()
 	waitFor(t, "the next waiter in line", func() bool { return tickets(t, s) == 2 })
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	require.NoError(t, <-errc)
-	recs, err := s.Load()
+	recs, err := s.Load(context.Background())
 	require.NoError(t, err)
 	require.Len(t, recs, 1, "the waiter that gave up wrote nothing")
 	assert.Equal(t, "next", recs[0].Name)
@@ -255,7 +255,7 @@ func TestGroupCommit(t *testing.T) {
 	const n = 20
 	errs := make(chan error, n)
 	for i := range n {
-		go func() { errs <- s.Put(testRecord(fmt.Sprint("r", i))) }()
+		go func() { errs <- s.Put(context.Background(), testRecord(fmt.Sprint("r", i))) }()
 	}
 	waitFor(t, "20 pending puts", func() bool { return inventory.Pending(s) == n })
 	release()
@@ -263,7 +263,7 @@ func TestGroupCommit(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	assert.EqualValues(t, 1, inventory.Writes(s), "one write for the 20 puts")
-	recs, err := s.Load()
+	recs, err := s.Load(context.Background())
 	require.NoError(t, err)
 	assert.Len(t, recs, n)
 }
@@ -274,7 +274,7 @@ func TestGroupCommit(t *testing.T) {
 func TestBatchFailureLeavesOthers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	s := inventory.Open(path)
-	require.NoError(t, s.Put(testRecord("a")))
+	require.NoError(t, s.Put(context.Background(), testRecord("a")))
 	release := holdLock(t, inventory.Open(path))
 	boom := errors.New("boom")
 	type result struct {
@@ -283,9 +283,9 @@ func TestBatchFailureLeavesOthers(t *testing.T) {
 	}
 	results := make(chan result, 4)
 	ops := []func() error{
-		func() error { return s.Put(testRecord("b")) },
+		func() error { return s.Put(context.Background(), testRecord("b")) },
 		func() error {
-			return s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+			return s.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 				for _, r := range recs {
 					r.Hostname = "BAD"
 				}
@@ -293,7 +293,7 @@ func TestBatchFailureLeavesOthers(t *testing.T) {
 			})
 		},
 		func() error {
-			return s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+			return s.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 				for _, r := range recs {
 					if r.Name == "a" {
 						r.Extra = map[string]any{"seen": len(recs)}
@@ -305,7 +305,7 @@ func TestBatchFailureLeavesOthers(t *testing.T) {
 		func() error {
 			b2 := testRecord("b")
 			b2.IP = "10.0.0.2"
-			return s.Put(b2)
+			return s.Put(context.Background(), b2)
 		},
 	}
 	for i, op := range ops {
@@ -323,7 +323,7 @@ func TestBatchFailureLeavesOthers(t *testing.T) {
 		}
 	}
 	assert.Equal(t, writes+1, inventory.Writes(s), "one write for the batch")
-	recs, err := s.Load()
+	recs, err := s.Load(context.Background())
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
 	assert.Equal(t, "a.example.test", recs[0].Hostname, "the failed update changed nothing")
@@ -340,21 +340,21 @@ func TestStoreKeepsItsOwnCopies(t *testing.T) {
 	s := inventory.Open(path)
 	r := testRecord("a")
 	r.Broker.Data = map[string]any{"progress": []any{"created"}}
-	require.NoError(t, s.Put(r))
+	require.NoError(t, s.Put(context.Background(), r))
 	r.Name = "changed"
 	r.Broker.Data["progress"] = append(r.Broker.Data["progress"].([]any), "started")
 	var kept []*inventory.Record
-	require.NoError(t, s.Update(func(recs []*inventory.Record) ([]*inventory.Record, error) {
+	require.NoError(t, s.Update(context.Background(), func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		kept = recs
 		return append(recs, testRecord("b")), nil
 	}))
 	kept[0].Hostname = "changed"
-	require.NoError(t, s.Put(testRecord("c")))
+	require.NoError(t, s.Put(context.Background(), testRecord("c")))
 	parses := inventory.Parses(s)
-	require.NoError(t, s.Remove(testRecord("c")))
+	require.NoError(t, s.Remove(context.Background(), testRecord("c")))
 	assert.Equal(t, parses, inventory.Parses(s), "a file this Store wrote is not parsed again")
 
-	recs, err := s.Load()
+	recs, err := s.Load(context.Background())
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
 	assert.Equal(t, "a", recs[0].Name)
@@ -362,10 +362,10 @@ func TestStoreKeepsItsOwnCopies(t *testing.T) {
 	assert.Equal(t, []any{"created"}, recs[0].Broker.Data["progress"])
 
 	// Another writer: its record is seen.
-	require.NoError(t, inventory.Open(path).Put(testRecord("d")))
-	require.NoError(t, s.Put(testRecord("e")))
+	require.NoError(t, inventory.Open(path).Put(context.Background(), testRecord("d")))
+	require.NoError(t, s.Put(context.Background(), testRecord("e")))
 	assert.Equal(t, parses+1, inventory.Parses(s))
-	recs, err = s.Load()
+	recs, err = s.Load(context.Background())
 	require.NoError(t, err)
 	assert.Len(t, recs, 4)
 }
@@ -416,14 +416,14 @@ func TestClearAbandonedLock(t *testing.T) {
 	mark, err := os.ReadFile(lock)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(string(mark), fmt.Sprintf("brokertest %d ", cmd.Process.Pid)), "%q", mark)
-	removed, err := s.ClearAbandonedLock()
+	removed, err := s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.False(t, removed, "the holder lives")
 	assert.FileExists(t, lock)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	require.NoError(t, os.WriteFile(lock+".new-123", []byte("brokertest\n"), 0o600))
-	removed, err = s.ClearAbandonedLock()
+	removed, err = s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.True(t, removed, "the holder is dead")
 	assert.NoFileExists(t, lock)
@@ -433,7 +433,7 @@ func TestClearAbandonedLock(t *testing.T) {
 	// empty lock; an older version's bare mark with no Go writer about
 	// goes.
 	require.NoError(t, os.WriteFile(lock, []byte(inventory.OurMark()), 0o600))
-	removed, err = s.ClearAbandonedLock()
+	removed, err = s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.False(t, removed)
 	// The same process with another start time is a later process that
@@ -443,16 +443,16 @@ func TestClearAbandonedLock(t *testing.T) {
 	require.NoError(t, err)
 	f[2] = strconv.FormatUint(started+1, 10)
 	require.NoError(t, os.WriteFile(lock, []byte(strings.Join(f, " ")+"\n"), 0o600))
-	removed, err = s.ClearAbandonedLock()
+	removed, err = s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.True(t, removed)
 
 	require.NoError(t, os.WriteFile(lock, nil, 0o600))
-	removed, err = s.ClearAbandonedLock()
+	removed, err = s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.False(t, removed, "the Python broker's lock is left alone")
 	require.NoError(t, os.WriteFile(lock, []byte("brokertest\n"), 0o600))
-	removed, err = s.ClearAbandonedLock()
+	removed, err = s.ClearAbandonedLock(context.Background())
 	require.NoError(t, err)
 	assert.True(t, removed)
 }
@@ -471,7 +471,7 @@ func TestTornTakeoverRestores(t *testing.T) {
 	for i := range 5 {
 		five = append(five, testRecord(fmt.Sprint("r", i)))
 	}
-	require.NoError(t, s.Put(five...))
+	require.NoError(t, s.Put(context.Background(), five...))
 
 	torn, err := inventory.Marshal(five[:3])
 	require.NoError(t, err)
@@ -487,8 +487,8 @@ func TestTornTakeoverRestores(t *testing.T) {
 		require.NoError(t, os.Chtimes(path+".lock", old, old))
 	}
 	dieMidRewrite(torn)
-	require.NoError(t, s.Put(testRecord("r5")))
-	recs, err := s.Load()
+	require.NoError(t, s.Put(context.Background(), testRecord("r5")))
+	recs, err := s.Load(context.Background())
 	require.NoError(t, err)
 	var names []string
 	for _, r := range recs {
@@ -511,7 +511,7 @@ func TestTornTakeoverRestores(t *testing.T) {
 	require.NoError(t, err)
 	bad := append(good[:len(good)/2:len(good)/2], "\n  - [unclosed\n"...)
 	dieMidRewrite(bad)
-	err = s.Put(testRecord("r6"))
+	err = s.Put(context.Background(), testRecord("r6"))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, inventory.ErrCorrupt)
 	assert.Contains(t, err.Error(), inventory.PrevPath(s))
@@ -654,7 +654,7 @@ func TestPythonBrokerBesideGoWriters(t *testing.T) {
 	for i := range attempts {
 		want[fmt.Sprint("py-", i)] = true
 	}
-	recs, err := inventory.Open(path).Load()
+	recs, err := inventory.Open(path).Load(context.Background())
 	require.NoError(t, err)
 	got := map[string]bool{}
 	for _, r := range recs {
@@ -675,7 +675,7 @@ func TestLongLockWaitLogged(t *testing.T) {
 	var logs testenv.LogBuffer
 	s := inventory.Open(path, inventory.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	errc := make(chan error, 1)
-	go func() { errc <- s.Put(testRecord("a")) }()
+	go func() { errc <- s.Put(context.Background(), testRecord("a")) }()
 	waitFor(t, "the put in line", func() bool { return tickets(t, s) == 2 })
 	time.Sleep(1100 * time.Millisecond) // the wait is at least this long
 	release()
@@ -692,7 +692,7 @@ func TestLeftoversRemoved(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "inventory.yaml")
 	s := inventory.Open(path)
-	require.NoError(t, s.Put(testRecord("a")))
+	require.NoError(t, s.Put(context.Background(), testRecord("a")))
 	old := time.Now().Add(-time.Minute)
 	left := []string{
 		filepath.Join(inventory.QueueDir(s), "tmp-0123456789abcdef"),
@@ -703,7 +703,7 @@ func TestLeftoversRemoved(t *testing.T) {
 		require.NoError(t, os.WriteFile(f, []byte("x"), 0o600))
 		require.NoError(t, os.Chtimes(f, old, old))
 	}
-	require.NoError(t, s.Put(testRecord("b")))
+	require.NoError(t, s.Put(context.Background(), testRecord("b")))
 	for _, f := range left {
 		assert.NoFileExists(t, f)
 	}

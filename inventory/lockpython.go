@@ -225,8 +225,9 @@ func staleLock(path string) (stale, python bool) {
 // Python broker is not kept waiting for the next Go writer. It also
 // removes the temporary files that killed processes leave beside the
 // lock. It reports whether it removed the lock; a lock of a live process,
-// or of the Python broker, is left alone.
-func (s *Store) ClearAbandonedLock() (bool, error) {
+// or of the Python broker, is left alone. ctx bounds its wait for the
+// inventory lock (and so does clearAbandonedWait).
+func (s *Store) ClearAbandonedLock(ctx context.Context) (bool, error) {
 	path := s.pythonLockPath()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -242,7 +243,7 @@ func (s *Store) ClearAbandonedLock() (bool, error) {
 	// A Go process takes and removes the lock only with the flock held:
 	// holding it, the lock cannot change under us. A live holder would
 	// have removed a dead process's lock itself, so this wait is short.
-	ctx, cancel := context.WithTimeout(context.Background(), clearAbandonedWait)
+	ctx, cancel := context.WithTimeout(ctx, clearAbandonedWait)
 	defer cancel()
 	h, err := s.acquire(ctx)
 	if err != nil {

@@ -1,6 +1,8 @@
 // Package inventory is the local record of every host checked out and not yet
 // checked in: a YAML list shared by all processes of a user, in the Python
-// broker's format, so its inventory files and filters carry over.
+// broker's format, so its inventory files carry over. Store reads and writes
+// the file; Record is one host. The Python broker's filters over records
+// are package inventory/filter.
 package inventory
 
 import (
@@ -149,4 +151,38 @@ func Same(a, b *Record) bool {
 		return a.ID() == b.ID()
 	}
 	return a.Hostname != "" && a.Hostname == b.Hostname && a.Name == b.Name
+}
+
+// Map returns the record as the inventory file holds it: every key,
+// foreign ones included, with _brokertest as a nested map.
+func (r *Record) Map() map[string]any {
+	m := make(map[string]any, len(r.Extra)+8)
+	for k, v := range r.Extra {
+		m[k] = v
+	}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	m["hostname"] = r.Hostname
+	set("name", r.Name)
+	if r.nameNull {
+		m["name"] = nil
+	}
+	set("ip", r.IP)
+	set("_broker_provider", r.Provider)
+	set("_broker_provider_instance", r.Instance)
+	if r.Args != nil {
+		m["_broker_args"] = r.Args
+	}
+	if r.Facts != nil {
+		m["_broker_facts"] = r.Facts
+	}
+	if r.Broker != nil {
+		if meta, ok := r.Broker.Map(); ok {
+			m["_brokertest"] = meta
+		}
+	}
+	return m
 }

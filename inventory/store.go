@@ -104,8 +104,13 @@ func (s *Store) tempPattern() string { return "." + filepath.Base(s.path) + ".tm
 // Load returns the records; none when the file does not exist. It takes no
 // lock, since this library replaces the file atomically; but the Python
 // broker rewrites it in place under its lock, so a file missing, empty or
-// corrupt while that lock is held is read again once it is released.
-func (s *Store) Load() ([]*Record, error) {
+// corrupt while that lock is held is read again once it is released (a
+// wait of at most pythonLockWait). When ctx ends first, Load returns an
+// error wrapping ctx's.
+func (s *Store) Load(ctx context.Context) ([]*Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("inventory: load %s: %w", s.path, err)
+	}
 	recs, err := s.load()
 	if err == nil && len(recs) > 0 {
 		return recs, nil
@@ -116,12 +121,15 @@ func (s *Store) Load() ([]*Record, error) {
 		return recs, nil // an empty inventory, or none yet
 	}
 	if _, _, ours := parseMark(data); rerr == nil && !ours {
-		ctx, cancel := context.WithTimeout(context.Background(), pythonLockWait)
+		wctx, cancel := context.WithTimeout(ctx, pythonLockWait)
 		defer cancel()
-		_ = poll(ctx, func() (bool, error) {
+		werr := poll(wctx, func() (bool, error) {
 			_, err := os.Stat(py)
 			return errors.Is(err, fs.ErrNotExist), nil
 		})
+		if werr != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("inventory: load %s: wait for the Python broker's lock %s: %w", s.path, py, werr)
+		}
 	}
 	// Read again even when no lock is seen: it may have been released
 	// between the first read and the look.
@@ -171,27 +179,19 @@ func poll(ctx context.Context, try func() (done bool, err error)) error {
 // records. It gets records of its own: changing them changes nothing
 // until it returns them, and records it keeps after Update returns are
 // not the store's.
-func (s *Store) Update(fn func([]*Record) ([]*Record, error)) error {
-	return s.UpdateContext(context.Background(), fn)
-}
-
-// UpdateContext is Update with a deadline on waiting for the lock. When ctx
-// ends before the update is taken into a write, it returns an error
-// wrapping ctx's and the update is never applied; once taken, it waits for
-// the write's outcome.
-func (s *Store) UpdateContext(ctx context.Context, fn func([]*Record) ([]*Record, error)) error {
+//
+// ctx bounds the wait for the lock. When ctx ends before the update is
+// taken into a write, Update returns an error wrapping ctx's and the update
+// is never applied; once taken, it waits for the write's outcome.
+func (s *Store) Update(ctx context.Context, fn func([]*Record) ([]*Record, error)) error {
 	return s.submit(&op{ctx: ctx, kind: opUpdate, fn: fn})
 }
 
-// Put adds each record, or replaces the record Same as it.
-func (s *Store) Put(recs ...*Record) error {
-	return s.PutContext(context.Background(), recs...)
-}
-
-// PutContext is Put with a deadline on waiting for the lock. What is
-// written is each record as it is when PutContext is called (a deep copy):
-// the caller may go on changing its records.
-func (s *Store) PutContext(ctx context.Context, recs ...*Record) error {
+// Put adds each record, or replaces the record Same as it. What is written
+// is each record as it is when Put is called (a deep copy): the caller may
+// go on changing its records. ctx bounds the wait for the lock, as for
+// Update.
+func (s *Store) Put(ctx context.Context, recs ...*Record) error {
 	o := &op{ctx: ctx, kind: opPut}
 	for _, r := range recs {
 		if r == nil {
@@ -210,13 +210,9 @@ func (s *Store) PutContext(ctx context.Context, recs ...*Record) error {
 	return s.submit(o)
 }
 
-// Remove drops every record Same as any of recs.
-func (s *Store) Remove(recs ...*Record) error {
-	return s.RemoveContext(context.Background(), recs...)
-}
-
-// RemoveContext is Remove with a deadline on waiting for the lock.
-func (s *Store) RemoveContext(ctx context.Context, recs ...*Record) error {
+// Remove drops every record Same as any of recs. ctx bounds the wait for
+// the lock, as for Update.
+func (s *Store) Remove(ctx context.Context, recs ...*Record) error {
 	o := &op{ctx: ctx, kind: opRemove}
 	for _, r := range recs {
 		if r == nil {
@@ -1063,48 +1059,4 @@ func recordLabel(r *Record) string {
 		return r.Hostname
 	}
 	return strconv.Quote("")
-}
-
-// Select chooses records as the CLI does: every record with all, else those
-// named by ids. An id is a local id (a position in the filtered list, as
-// the inventory command prints), a _brokertest id, a name or a hostname.
-// The filter narrows first; it never widens the selection. An id that
-// matches nothing is an error naming it, and so is a filter that fails on a
-// record (ApplyErr): a selection to check in is never a guess.
-func Select(recs []*Record, ids []string, all bool, f Filter) ([]*Record, error) {
-	filtered, err := f.ApplyErr(recs)
-	if err != nil {
-		return nil, err
-	}
-	if all {
-		return filtered, nil
-	}
-	var out []*Record
-	seen := map[*Record]bool{}
-	add := func(r *Record) {
-		if !seen[r] {
-			seen[r] = true
-			out = append(out, r)
-		}
-	}
-	for _, id := range ids {
-		if n, err := strconv.Atoi(id); err == nil {
-			if n < 0 || n >= len(filtered) {
-				return nil, fmt.Errorf("inventory: local id %d out of range (0..%d)", n, len(filtered)-1)
-			}
-			add(filtered[n])
-			continue
-		}
-		found := false
-		for _, r := range filtered {
-			if id != "" && (r.ID() == id || r.Name == id || r.Hostname == id) {
-				add(r)
-				found = true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("inventory: no host %q in the inventory%s", id, f.describe())
-		}
-	}
-	return out, nil
 }

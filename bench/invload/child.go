@@ -6,7 +6,9 @@
 // children interleaved on the same machine.
 //
 // Everything here uses only broker's public API as it stood at the baseline,
-// so that one source builds against both trees.
+// so that one source builds against both trees; where that API changed since
+// (the inventory's), api.go and api_base.go (the build tag invbase) hold the
+// two forms.
 package invload
 
 import (
@@ -71,7 +73,7 @@ func Child(args []string) int {
 	case "list":
 		var recs []*inventory.Record
 		start := time.Now()
-		recs, err = inventory.Open(*path).Load()
+		recs, err = loadFile(*path)
 		if err == nil {
 			o := op{Op: "list", Secs: since(start), Hosts: []string{}}
 			for _, r := range recs {
@@ -175,7 +177,7 @@ func writer(path, prefix string, n, hold int, out *json.Encoder) error {
 	for k := 0; n == 0 && !stop.Load() || n > 0 && k < n; k++ {
 		rec := WriterRecord(fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), k))
 		start := time.Now()
-		err := s.Put(rec)
+		err := put(s, rec)
 		if err := out.Encode(op{Op: "put", Host: rec.Hostname, Secs: since(start), Err: errText(err)}); err != nil {
 			return err
 		}
@@ -187,7 +189,7 @@ func writer(path, prefix string, n, hold int, out *json.Encoder) error {
 			old := held[0]
 			held = held[1:]
 			start := time.Now()
-			err := s.Remove(old)
+			err := remove(s, old)
 			if err := out.Encode(op{Op: "remove", Host: old.Hostname, Secs: since(start), Err: errText(err)}); err != nil {
 				return err
 			}
@@ -234,13 +236,10 @@ func loadFilter(path, filter string, n int, out *json.Encoder) error {
 	}
 	for _, c := range copies {
 		start := time.Now()
-		recs, err := inventory.Open(c).Load()
+		recs, err := loadFile(c)
 		var matched int
 		if err == nil {
-			var f inventory.Filter
-			if f, err = inventory.ParseFilter(filter); err == nil {
-				matched = len(f.Apply(recs))
-			}
+			matched, err = applyFilter(filter, recs)
 		}
 		if err := out.Encode(op{Op: "load", Secs: since(start), Err: errText(err), N: matched}); err != nil {
 			return err

@@ -168,6 +168,10 @@ func (d *driver) order(r, k int) []Build {
 	return []Build{b[0], b[1]}
 }
 
+// BaseTag is the build tag of the baseline's build: it selects the
+// baseline's form of the API that changed since (api_base.go).
+const BaseTag = "invbase"
+
 var replaceLine = regexp.MustCompile(`(?m)^replace github\.com/hostbroker/broker => .*$`)
 
 // build makes the baseline worktree if needed and builds the program twice.
@@ -190,6 +194,9 @@ func (d *driver) build(ctx context.Context) error {
 	for _, b := range []struct{ name, tree string }{{"baseline", base}, {"current", cur}} {
 		bin := filepath.Join(d.tmp, "invbench-"+b.name)
 		args := []string{"build", "-o", bin}
+		if b.name == "baseline" {
+			args = append(args, "-tags", BaseTag)
+		}
 		if b.tree != repo {
 			mod, err := d.modfile(bench, b.name, b.tree)
 			if err != nil {

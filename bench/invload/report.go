@@ -181,7 +181,7 @@ func (r *Results) Markdown(command string) string {
 	}
 	if len(r.Writes) > 0 {
 		fmt.Fprintf(&b, "### %d processes × %d inventory writes\n\n", s.Writers, s.Writes)
-		fmt.Fprintf(&b, "Each process does %d × `inventory.Open(path).Put(record)` of a distinct Container-shaped record, one at a time, all on one file (growing to %d records); then the file must hold every acknowledged record. Writes/s is acknowledged writes over the time from go to the last exit; %d run(s) per build; CPUs not loaded by the program. Goal: 0 lost.\n\n", s.Writes, s.Writers*s.Writes, s.WriteRounds)
+		fmt.Fprintf(&b, "Each process does %d × `inventory.Open(path).Put(ctx, record)` (at the baseline `Put(record)`) of a distinct Container-shaped record, one at a time, all on one file (growing to %d records); then the file must hold every acknowledged record. Writes/s is acknowledged writes over the time from go to the last exit; %d run(s) per build; CPUs not loaded by the program. Goal: 0 lost.\n\n", s.Writes, s.Writers*s.Writes, s.WriteRounds)
 		b.WriteString("| build | writes/s, median | min – max | acknowledged | failed | lost | goal |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, bl := range r.Builds {
 			var rates []float64
@@ -222,7 +222,7 @@ func (r *Results) Markdown(command string) string {
 	}
 	if len(r.Loads) > 0 {
 		fmt.Fprintf(&b, "### Load + filter of a %d-record inventory\n\n", s.Records)
-		fmt.Fprintf(&b, "One operation is `inventory.Open(p).Load()` of a fresh copy of the file (so nothing cached by path answers it), then `inventory.ParseFilter(f)` and `.Apply`. Two files: the records of inventory's `BenchmarkLoadFilter10k`, the issue's 231 ms figure (%s), and realistic records (%s): two of three Container hosts and one of three AnsibleTower hosts shaped as broker writes them (`_broker_args`, `_broker_facts`, the `_brokertest` block with owner, pinned host key, key file and provider data). Both are written as text, so both builds read the same bytes. %d loads per row per child, %d child(ren) per row per build; CPUs not loaded by the program. Goal: ≤ %d ms.\n\n", mb(r.FileMB, 0), mb(r.FileMB, 1), s.LoadOps, s.LoadRounds, loadGoalMS)
+		fmt.Fprintf(&b, "One operation is `inventory.Open(p).Load(ctx)` of a fresh copy of the file (so nothing cached by path answers it), then `filter.Parse(f)` and `.Apply` (at the baseline `Load()` and `inventory.ParseFilter(f)`). Two files: the records of `BenchmarkLoadFilter10k` (`inventory/filter`; `inventory` at the baseline), the issue's 231 ms figure (%s), and realistic records (%s): two of three Container hosts and one of three AnsibleTower hosts shaped as broker writes them (`_broker_args`, `_broker_facts`, the `_brokertest` block with owner, pinned host key, key file and provider data). Both are written as text, so both builds read the same bytes. %d loads per row per child, %d child(ren) per row per build; CPUs not loaded by the program. Goal: ≤ %d ms.\n\n", mb(r.FileMB, 0), mb(r.FileMB, 1), s.LoadOps, s.LoadRounds, loadGoalMS)
 		b.WriteString("| build | filter | median | min – max | loads | goal |\n| --- | --- | --- | --- | --- | --- |\n")
 		for k, f := range loadFilters {
 			for _, bl := range r.Builds {

@@ -33,6 +33,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/inventory/filter"
 
 	// A program imports the providers it uses; this one cleans up after any.
 	_ "github.com/hostbroker/broker/providers/ansibletower"
@@ -184,8 +185,8 @@ func (c *cli) open() error {
 	return nil
 }
 
-func parseFilter(s string) (inventory.Filter, error) {
-	f, err := inventory.ParseFilter(s)
+func parseFilter(s string) (filter.Filter, error) {
+	f, err := filter.Parse(s)
 	if err != nil {
 		return f, usageError{err.Error()}
 	}
@@ -260,7 +261,7 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 	}
 	var selected []*inventory.Record
 	if fs.NArg() > 0 || all {
-		selected, err = inventory.Select(recs, fs.Args(), all, f)
+		selected, err = selectRecords(recs, fs.Args(), all, f)
 		if err != nil {
 			return usageError{err.Error()}
 		}

@@ -89,7 +89,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 	code, out, _ = runCLI(t, "cleanup", "--all", "--dry-run")
 	require.Equal(t, 0, code)
 	assert.Equal(t, 3, strings.Count(out, "would check in"))
-	recs, _ := store.Load()
+	recs, _ := store.Load(context.Background())
 	assert.Len(t, recs, 3)
 
 	// By local id (the position shown by "inventory"), then by hostname/name.
@@ -97,7 +97,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 	code, out, stderr = runCLI(t, "cleanup", "0")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "checked in "+first.Name)
-	recs, _ = store.Load()
+	recs, _ = store.Load(context.Background())
 	require.Len(t, recs, 2)
 
 	outFile := filepath.Join(t.TempDir(), "out.json")
@@ -111,7 +111,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 
 	code, _, _ = runCLI(t, "cleanup", "--all")
 	require.Equal(t, 0, code)
-	recs, _ = store.Load()
+	recs, _ = store.Load(context.Background())
 	assert.Empty(t, recs)
 }
 
@@ -131,7 +131,7 @@ func TestCleanupStaleAndFailures(t *testing.T) {
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateKept, Owner: dead}}
 	expiredRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-kept-expired", Provider: "Local",
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateKept, Owner: dead, KeepUntil: &past}}
-	require.NoError(t, store.Put(staleRec, liveRec, foreign, keptRec, expiredRec))
+	require.NoError(t, store.Put(context.Background(), staleRec, liveRec, foreign, keptRec, expiredRec))
 
 	code, out, stderr := runCLI(t, "cleanup", "--stale")
 	require.Equal(t, 0, code, stderr)
@@ -139,12 +139,12 @@ func TestCleanupStaleAndFailures(t *testing.T) {
 	assert.Contains(t, out, "local-kept-expired")
 	assert.NotContains(t, out, "local-live")
 	assert.NotContains(t, out, "local-kept ")
-	recs, _ := store.Load()
+	recs, _ := store.Load(context.Background())
 	require.Len(t, recs, 3)
 	assert.Equal(t, "local-kept", recs[2].Name)
 	code, _, stderr = runCLI(t, "cleanup", "local-kept")
 	require.Equal(t, 0, code, stderr)
-	recs, _ = store.Load()
+	recs, _ = store.Load(context.Background())
 	require.Len(t, recs, 2)
 
 	// A host that fails to check in stays and is named; exit status 1.
@@ -152,7 +152,7 @@ func TestCleanupStaleAndFailures(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "vm1")
 	assert.Contains(t, stderr, "NoSuchProvider")
-	recs, _ = store.Load()
+	recs, _ = store.Load(context.Background())
 	assert.Len(t, recs, 2)
 	_ = b
 }
@@ -187,6 +187,6 @@ func TestSyncLocal(t *testing.T) {
 	var res map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &res))
 	assert.Equal(t, "Local", res["provider"])
-	recs, _ := store.Load()
+	recs, _ := store.Load(context.Background())
 	assert.Len(t, recs, 1, "the live host stays")
 }

@@ -225,7 +225,7 @@ func (p *Provider) lease(ctx context.Context, addr string, req providers.Checkou
 		return false, err
 	}
 	defer unlock()
-	busy, err := p.busy(addr, req.ID)
+	busy, err := p.busy(ctx, addr, req.ID)
 	if err != nil || busy {
 		return false, err
 	}
@@ -300,7 +300,7 @@ func (p *Provider) holder(addr string) (*leaseFile, error) {
 
 // busy reports whether addr is held by another than id: by a lease of a
 // live owner, or by an inventory record that holds it.
-func (p *Provider) busy(addr, id string) (bool, error) {
+func (p *Provider) busy(ctx context.Context, addr, id string) (bool, error) {
 	l, err := p.holder(addr)
 	if err != nil {
 		return false, err
@@ -308,7 +308,7 @@ func (p *Provider) busy(addr, id string) (bool, error) {
 	if l != nil && l.ID != id && !l.Owner.Dead() {
 		return true, nil
 	}
-	recs, err := inventory.Open(p.inventory).Load()
+	recs, err := inventory.Open(p.inventory).Load(ctx)
 	if err != nil {
 		return false, fmt.Errorf("ssh: read the inventory: %w", err)
 	}

@@ -177,14 +177,14 @@ func TestInventoryHolds(t *testing.T) {
 	store := inventory.Open(p.inventory)
 	kept := &inventory.Record{Hostname: "127.0.0.1", Name: a, Provider: Name,
 		Broker: &inventory.Meta{ID: "deadbeef0001", State: inventory.StateKept, Owner: dead}}
-	if err := store.Put(kept); err != nil {
+	if err := store.Put(context.Background(), kept); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := checkout(p, inventory.NewID(), nil); err == nil {
 		t.Fatal("a kept host was leased")
 	}
 	kept.Broker.State = inventory.StateReady // stale now: its owner is dead
-	if err := store.Put(kept); err != nil {
+	if err := store.Put(context.Background(), kept); err != nil {
 		t.Fatal(err)
 	}
 	rec, err := checkout(p, inventory.NewID(), nil)
@@ -204,7 +204,7 @@ func TestInventoryHolds(t *testing.T) {
 	// An intent record of a live owner holds the address.
 	live := &inventory.Record{Provider: Name, Broker: &inventory.Meta{ID: "0123456789ab", State: inventory.StateCreating,
 		Owner: inventory.CurrentOwner("r"), Data: map[string]any{"address": a}}}
-	if err := store.Put(live); err != nil {
+	if err := store.Put(context.Background(), live); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := checkout(p, inventory.NewID(), nil); err == nil {

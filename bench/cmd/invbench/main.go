@@ -7,8 +7,9 @@
 //	cd bench && go run ./cmd/invbench -render results.json   # the report again, measuring nothing
 //
 // It builds itself twice: against ../ (this module's replace) and against
-// the baseline, checked out with "git worktree add" at -base-dir when that
-// does not exist yet. Both builds run as child processes of this one.
+// the baseline (with the build tag invbase: invload/api_base.go), checked
+// out with "git worktree add" at -base-dir when that does not exist yet.
+// Both builds run as child processes of this one.
 // It needs git, the Go toolchain and, for the Python case, python3.
 package main
 

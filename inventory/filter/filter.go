@@ -1,4 +1,8 @@
-package inventory
+// Package filter is the inventory's filter language: the Python broker's
+// filters over inventory records, in both of its forms (the "@inv"
+// expressions of 0.3+ and the older comma-separated terms). Parse reads one;
+// a Filter selects records. docs/filters.md describes the grammar.
+package filter
 
 import (
 	"fmt"
@@ -7,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hostbroker/broker/inventory"
 )
 
 // Filter is a parsed inventory filter in one of two forms. The zero Filter
@@ -39,12 +45,12 @@ type term struct {
 	value string
 }
 
-// ParseFilter parses a filter such as "name<test,_broker_args.provider!=RHEV"
+// Parse parses a filter such as "name<test,_broker_args.provider!=RHEV"
 // or, when s contains "@inv", an expression such as
 // `"test" in @inv.name | @inv._broker_args.provider != "RHV"`. Syntax errors
 // quote the offending text; those of expressions also give its column. An
 // empty string is the filter that matches everything.
-func ParseFilter(s string) (Filter, error) {
+func Parse(s string) (Filter, error) {
 	if strings.Contains(s, "@inv") {
 		return parseExpr(s)
 	}
@@ -92,17 +98,10 @@ func (f Filter) String() string { return f.src }
 // Empty reports whether the filter matches every record.
 func (f Filter) Empty() bool { return len(f.terms) == 0 && len(f.stages) == 0 }
 
-func (f Filter) describe() string {
-	if f.Empty() {
-		return ""
-	}
-	return fmt.Sprintf(" matching filter %q", f.src)
-}
-
 // Match reports whether rec passes every term. For an expression filter it
 // evaluates the per-record stages only: list selections need the list, and
 // are ignored. A record whose evaluation fails does not match.
-func (f Filter) Match(rec *Record) bool {
+func (f Filter) Match(rec *inventory.Record) bool {
 	for _, st := range f.stages {
 		if st.cond == nil {
 			continue
@@ -118,12 +117,12 @@ func (f Filter) Match(rec *Record) bool {
 	for _, t := range f.terms {
 		v, ok := lookupFast(rec, t.path)
 		if !ok && !knownTop(t.path[0]) {
-			if w, present, done := rec.brokerField(t.path); done {
+			if w, present, done := brokerField(rec, t.path); done {
 				v, ok = w, present
 				if ok {
 					v, ok = lookup(v, t.path[2:])
 				}
-			} else if v, ok = rec.topValue(t.path[0], &bm); ok {
+			} else if v, ok = topValue(rec, t.path[0], &bm); ok {
 				v, ok = lookup(v, t.path[1:])
 			}
 		}
@@ -138,7 +137,7 @@ func (f Filter) Match(rec *Record) bool {
 // drops a record whose evaluation fails (a type error Python would raise,
 // such as "a" < 3) and selects nothing with an index out of range;
 // ApplyErr reports those errors.
-func (f Filter) Apply(recs []*Record) []*Record {
+func (f Filter) Apply(recs []*inventory.Record) []*inventory.Record {
 	out, _ := f.ApplyErr(recs)
 	return out
 }
@@ -146,14 +145,14 @@ func (f Filter) Apply(recs []*Record) []*Record {
 // ApplyErr is Apply that also returns the first run-time error of an
 // expression filter, naming the expression and the host's hostname (or
 // name), or the out-of-range index. The records are those Apply returns.
-func (f Filter) ApplyErr(recs []*Record) ([]*Record, error) {
+func (f Filter) ApplyErr(recs []*inventory.Record) ([]*inventory.Record, error) {
 	if len(f.stages) > 0 {
 		return f.applyExpr(recs)
 	}
 	if f.Empty() {
 		return recs, nil
 	}
-	var out []*Record
+	var out []*inventory.Record
 	for _, r := range recs {
 		if f.Match(r) {
 			out = append(out, r)
@@ -201,7 +200,7 @@ func knownTop(k string) bool {
 }
 
 // lookupFast resolves the typed fields without building a map.
-func lookupFast(r *Record, path []string) (any, bool) {
+func lookupFast(r *inventory.Record, path []string) (any, bool) {
 	str := func(s string) (any, bool) {
 		if s == "" || len(path) > 1 {
 			return nil, false
@@ -295,62 +294,27 @@ func setFlow(n *yaml.Node) {
 	}
 }
 
-// Map returns the record as the inventory file holds it: every key,
-// foreign ones included, with _brokertest as a nested map.
-func (r *Record) Map() map[string]any {
-	m := make(map[string]any, len(r.Extra)+8)
-	for k, v := range r.Extra {
-		m[k] = v
-	}
-	set := func(k, v string) {
-		if v != "" {
-			m[k] = v
-		}
-	}
-	m["hostname"] = r.Hostname
-	set("name", r.Name)
-	if r.nameNull {
-		m["name"] = nil
-	}
-	set("ip", r.IP)
-	set("_broker_provider", r.Provider)
-	set("_broker_provider_instance", r.Instance)
-	if r.Args != nil {
-		m["_broker_args"] = r.Args
-	}
-	if r.Facts != nil {
-		m["_broker_facts"] = r.Facts
-	}
-	if r.Broker != nil {
-		if meta, ok := brokerMap(r.Broker); ok {
-			m["_brokertest"] = meta
-		}
-	}
-	return m
-}
-
-// brokerField is r.Map()["_brokertest"][path[1]] for a path into the
+// brokerField is rec.Map()["_brokertest"][path[1]] for a path into the
 // _brokertest block, without building the block; done is false for other
 // paths and for values only yaml.v3 can write.
-func (r *Record) brokerField(path []string) (v any, present, done bool) {
-	if len(path) < 2 || path[0] != "_brokertest" || r.Broker == nil {
+func brokerField(rec *inventory.Record, path []string) (v any, present, done bool) {
+	if len(path) < 2 || path[0] != "_brokertest" || rec.Broker == nil {
 		return nil, false, false
 	}
-	v, present, ok := metaField(r.Broker, path[1])
-	return v, present, ok
+	return rec.Broker.Field(path[1])
 }
 
-// topValue is r.Map()[key] for a key of no typed field (not knownTop),
+// topValue is rec.Map()[key] for a key of no typed field (not knownTop),
 // without building the map; bm caches the _brokertest block.
-func (r *Record) topValue(key string, bm *map[string]any) (any, bool) {
-	if key == "_brokertest" && r.Broker != nil {
+func topValue(rec *inventory.Record, key string, bm *map[string]any) (any, bool) {
+	if key == "_brokertest" && rec.Broker != nil {
 		if *bm == nil {
-			*bm, _ = brokerMap(r.Broker)
+			*bm, _ = rec.Broker.Map()
 		}
 		if *bm != nil {
 			return *bm, true
 		}
 	}
-	v, ok := r.Extra[key]
+	v, ok := rec.Extra[key]
 	return v, ok
 }

@@ -1,4 +1,4 @@
-package inventory
+package filter
 
 import (
 	"cmp"
@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/hostbroker/broker/inventory"
 )
 
 // This file implements the @inv expression form of Filter, the Python
@@ -87,7 +89,7 @@ func splitStages(s string) [][2]int {
 
 // applyExpr runs the stages left to right; a record whose evaluation fails
 // is dropped, and the first such error is returned.
-func (f Filter) applyExpr(recs []*Record) ([]*Record, error) {
+func (f Filter) applyExpr(recs []*inventory.Record) ([]*inventory.Record, error) {
 	var first error
 	for _, st := range f.stages {
 		if st.sel != nil {
@@ -97,7 +99,7 @@ func (f Filter) applyExpr(recs []*Record) ([]*Record, error) {
 			}
 			continue
 		}
-		out := []*Record{}
+		out := []*inventory.Record{}
 		for _, r := range recs {
 			ok, err := st.match(r)
 			if err != nil && first == nil {
@@ -116,12 +118,12 @@ func (f Filter) applyExpr(recs []*Record) ([]*Record, error) {
 	return recs, first
 }
 
-func (st stage) match(r *Record) (bool, error) {
+func (st stage) match(r *inventory.Record) (bool, error) {
 	v, err := st.cond.eval(&env{rec: r})
 	return err == nil && truthy(v), err
 }
 
-func (s *selection) apply(recs []*Record) ([]*Record, error) {
+func (s *selection) apply(recs []*inventory.Record) ([]*inventory.Record, error) {
 	n := len(recs)
 	if s.one {
 		i := s.i
@@ -129,9 +131,9 @@ func (s *selection) apply(recs []*Record) ([]*Record, error) {
 			i += n
 		}
 		if i < 0 || i >= n {
-			return []*Record{}, fmt.Errorf("index %d out of range for %d hosts", s.i, n)
+			return []*inventory.Record{}, fmt.Errorf("index %d out of range for %d hosts", s.i, n)
 		}
-		return []*Record{recs[i]}, nil
+		return []*inventory.Record{recs[i]}, nil
 	}
 	step := 1
 	if s.step != nil {
@@ -168,7 +170,7 @@ func (s *selection) apply(recs []*Record) ([]*Record, error) {
 	} else if lo, hi = adj(s.lo, n-1), adj(s.hi, -1); lo > hi {
 		cnt = (lo-hi-1)/(-step) + 1
 	}
-	out := make([]*Record, cnt)
+	out := make([]*inventory.Record, cnt)
 	for k := range out {
 		out[k] = recs[lo+k*step]
 	}
@@ -619,7 +621,7 @@ func (p *parser) selection() (*selection, error) {
 // ---- evaluation ----
 
 type env struct {
-	rec *Record
+	rec *inventory.Record
 	m   map[string]any // the record as a map, built if needed
 	bm  map[string]any // its _brokertest block, built if needed
 }
@@ -634,7 +636,7 @@ func (e *env) all() map[string]any {
 func (e *env) top(key string) any {
 	v, ok := lookupFast(e.rec, []string{key})
 	if !ok && !knownTop(key) {
-		v, ok = e.rec.topValue(key, &e.bm)
+		v, ok = topValue(e.rec, key, &e.bm)
 	}
 	if !ok {
 		return missing
@@ -695,7 +697,7 @@ func (n attrNode) eval(e *env) (any, error) {
 	// @inv._brokertest.key, without building the whole block.
 	if a, ok := n.x.(attrNode); ok && a.key == "_brokertest" {
 		if _, inv := a.x.(invNode); inv && e.bm == nil {
-			if v, present, done := e.rec.brokerField([]string{a.key, n.key}); done {
+			if v, present, done := brokerField(e.rec, []string{a.key, n.key}); done {
 				if !present {
 					return missing, nil
 				}

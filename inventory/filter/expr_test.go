@@ -1,4 +1,4 @@
-package inventory_test
+package filter_test
 
 import (
 	"strings"
@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/inventory/filter"
 )
 
 // exprInventory is shaped like the Python broker's: AnsibleTower hosts with
@@ -218,7 +219,7 @@ func TestExprFilter(t *testing.T) {
 		{`@inv[10] | @inv.name`, ""},
 	}
 	for _, c := range cases {
-		f, err := inventory.ParseFilter(c.filter)
+		f, err := filter.Parse(c.filter)
 		require.NoError(t, err, c.filter)
 		assert.Equal(t, c.want, labels(f.Apply(recs)), "filter %s", c.filter)
 		assert.False(t, f.Empty(), c.filter)
@@ -229,17 +230,17 @@ func TestExprFilter(t *testing.T) {
 // The seed DSL compares text; the expression form compares like Python.
 func TestExprVersusSeedEquality(t *testing.T) {
 	recs := exprRecords(t)
-	seed, err := inventory.ParseFilter("os_distribution_version=8.6")
+	seed, err := filter.Parse("os_distribution_version=8.6")
 	require.NoError(t, err)
 	assert.Equal(t, "rhel sat", labels(seed.Apply(recs)))
-	expr, err := inventory.ParseFilter(`@inv.os_distribution_version == '8.6'`)
+	expr, err := filter.Parse(`@inv.os_distribution_version == '8.6'`)
 	require.NoError(t, err)
 	assert.Equal(t, "sat", labels(expr.Apply(recs)))
 }
 
 func TestExprRuntimeErrors(t *testing.T) {
 	recs := exprRecords(t)
-	for filter, want := range map[string][]string{
+	for src, want := range map[string][]string{
 		`@inv.name < 3`:                            {`@inv.name < 3`, `"dhcp-1-2.example.com"`, "'<' not supported between str and int"},
 		`not (@inv.hostname < 3)`:                  {`@inv.hostname < 3`, `"dhcp-1-2.example.com"`},
 		`3 in @inv.name`:                           {`3 in @inv.name`, "requires string as left operand, not int"},
@@ -251,26 +252,26 @@ func TestExprRuntimeErrors(t *testing.T) {
 		`@inv[10]`: {"index 10 out of range for 6 hosts"},
 		`@inv[-7]`: {"index -7 out of range for 6 hosts"},
 	} {
-		f, err := inventory.ParseFilter(filter)
-		require.NoError(t, err, filter)
+		f, err := filter.Parse(src)
+		require.NoError(t, err, src)
 		got, err := f.ApplyErr(recs)
-		require.Error(t, err, filter)
+		require.Error(t, err, src)
 		for _, w := range want {
-			assert.Contains(t, err.Error(), w, filter)
+			assert.Contains(t, err.Error(), w, src)
 		}
 		// A record whose evaluation fails is dropped, even under "not".
-		assert.Empty(t, got, filter)
-		assert.Empty(t, f.Apply(recs), filter)
+		assert.Empty(t, got, src)
+		assert.Empty(t, f.Apply(recs), src)
 	}
 	// No hostname: the error names the record's name.
-	f, err := inventory.ParseFilter(`@inv.name > 1`)
+	f, err := filter.Parse(`@inv.name > 1`)
 	require.NoError(t, err)
 	_, err = f.ApplyErr([]*inventory.Record{{Name: "only-a-name"}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"only-a-name"`)
 
 	// Errors on some records do not hide the others' matches.
-	f, err = inventory.ParseFilter(`@inv.os_distribution_version > 8`)
+	f, err = filter.Parse(`@inv.os_distribution_version > 8`)
 	require.NoError(t, err)
 	got, err := f.ApplyErr(recs)
 	require.Error(t, err)
@@ -278,16 +279,16 @@ func TestExprRuntimeErrors(t *testing.T) {
 	assert.Equal(t, "rhel", labels(got))
 
 	// Well-typed filters report nothing.
-	f, err = inventory.ParseFilter(`@inv._broker_args.cpu > 1 | @inv[0]`)
+	f, err = filter.Parse(`@inv._broker_args.cpu > 1 | @inv[0]`)
 	require.NoError(t, err)
 	got, err = f.ApplyErr(recs)
 	require.NoError(t, err)
 	assert.Equal(t, "rhel", labels(got))
 }
 
-func TestExprMatchAndSelect(t *testing.T) {
+func TestExprMatchAndApply(t *testing.T) {
 	recs := exprRecords(t)
-	f, err := inventory.ParseFilter(`@inv._broker_provider == "Container" | @inv[0]`)
+	f, err := filter.Parse(`@inv._broker_provider == "Container" | @inv[0]`)
 	require.NoError(t, err)
 	// Match evaluates the per-record stages only.
 	assert.True(t, f.Match(recs[2]))
@@ -295,32 +296,19 @@ func TestExprMatchAndSelect(t *testing.T) {
 	assert.False(t, f.Match(recs[0]))
 	assert.Equal(t, "ctr", labels(f.Apply(recs)))
 
-	sel, err := inventory.ParseFilter(`@inv[-1]`)
+	sel, err := filter.Parse(`@inv[-1]`)
 	require.NoError(t, err)
 	assert.True(t, sel.Match(recs[0]))
 
-	got, err := inventory.Select(recs, nil, true, f)
-	require.NoError(t, err)
-	assert.Equal(t, "ctr", labels(got))
-
-	ctr, err := inventory.ParseFilter(`@inv._broker_provider == "Container"`)
-	require.NoError(t, err)
-	got, err = inventory.Select(recs, []string{"1"}, false, ctr)
-	require.NoError(t, err)
-	assert.Equal(t, "noname", labels(got))
-	_, err = inventory.Select(recs, []string{"sat-6.14"}, false, ctr)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), `matching filter "@inv._broker_provider == \"Container\""`)
-
 	// A slice is a new list: appending to it leaves the input alone.
-	tail, err := inventory.ParseFilter(`@inv[:1]`)
+	tail, err := filter.Parse(`@inv[:1]`)
 	require.NoError(t, err)
 	_ = append(tail.Apply(recs), recs[5])
 	assert.Equal(t, "sat", exprLabel[recs[1].Hostname])
 }
 
 func TestExprSyntaxErrors(t *testing.T) {
-	for filter, mention := range map[string]string{
+	for src, mention := range map[string]string{
 		`@inv.name == "abc`:                `unterminated string "\"abc" at column 14`,
 		`@inv.name == 'abc\'`:              `unterminated string "'abc\\'"`,
 		`@inv.name =~ "x"`:                 `unknown operator "=~" at column 11`,
@@ -361,9 +349,9 @@ func TestExprSyntaxErrors(t *testing.T) {
 		strings.Repeat("(", 60) + "@inv.a" + strings.Repeat(")", 60): `nested too deeply`,
 		strings.Repeat("not ", 60) + "@inv.a":                        `nested too deeply`,
 	} {
-		f, err := inventory.ParseFilter(filter)
-		require.Error(t, err, "%s parsed as %v", filter, f)
-		assert.Contains(t, err.Error(), mention, filter)
-		assert.Contains(t, err.Error(), "inventory: filter expression", filter)
+		f, err := filter.Parse(src)
+		require.Error(t, err, "%s parsed as %v", src, f)
+		assert.Contains(t, err.Error(), mention, src)
+		assert.Contains(t, err.Error(), "inventory: filter expression", src)
 	}
 }
