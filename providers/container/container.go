@@ -20,11 +20,20 @@
 //
 // Settings (the Container: section or one of its instances):
 //
-//	host_uri (or host)  engine address: unix:///path, /path, tcp://h:p, ssh://user@h
-//	                    (ssh runs `ssh -- HOST docker system dial-stdio`).
+//	host_uri (or host)  engine address: unix:///path, /path, tcp://h:p (TLS as
+//	                    below), https://h:p, ssh://[user@]h[:port][/socket]
+//	                    (docs/settings.md says what ssh runs on the engine host).
+//	                    The Python broker's bare host name h is
+//	                    ssh://host_username@h[:host_port], with
+//	                    /run/podman/podman.sock for the podman runtime.
 //	                    Unset: DOCKER_HOST, CONTAINER_HOST,
 //	                    $XDG_RUNTIME_DIR/podman/podman.sock, /run/podman/podman.sock,
 //	                    /var/run/docker.sock; the first that answers a ping.
+//	tls, tls_verify,    TLS to a tcp:// engine, as the docker CLI's DOCKER_TLS,
+//	tls_cert_path       DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (ca.pem, cert.pem,
+//	                    key.pem), which they override
+//	engine_ssh_config   ssh_config file for ssh:// engines (ssh -F; default the
+//	                    user's ~/.ssh/config)
 //	runtime             docker | podman (recorded; podman sockets tried first)
 //	network             network to attach containers to
 //	name_prefix         container name prefix (default: the local user name)
@@ -46,9 +55,12 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -124,6 +136,11 @@ type settings struct {
 	callTimeout  time.Duration
 	sshWait      time.Duration
 	dir          string // where client keys live
+
+	// How to reach the engine (see engineOptions).
+	engineSSHConfig string
+	tls, tlsVerify  *bool // nil: unset
+	tlsCertPath     string
 }
 
 // Open returns a Provider for cfg, connected to its engine.
@@ -248,6 +265,21 @@ func parseSettings(cfg providers.Config) (settings, error) {
 	if s.sshWait, err = secondsSetting(m, 60*time.Second, "ssh_wait"); err != nil {
 		return s, err
 	}
+	if s.engineSSHConfig, err = stringSetting(m, "engine_ssh_config"); err != nil {
+		return s, err
+	}
+	if s.tls, err = optionalBool(m, "tls"); err != nil {
+		return s, err
+	}
+	if s.tlsVerify, err = optionalBool(m, "tls_verify"); err != nil {
+		return s, err
+	}
+	if s.tlsCertPath, err = stringSetting(m, "tls_cert_path"); err != nil {
+		return s, err
+	}
+	if s.hostURI, err = pythonHost(m, s); err != nil {
+		return s, err
+	}
 	s.dir = cfg.Dir
 	if s.dir == "" {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -257,6 +289,43 @@ func parseSettings(cfg providers.Config) (settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// optionalBool reads a boolean setting that may be unset (nil).
+func optionalBool(m map[string]any, key string) (*bool, error) {
+	v, k, ok := providers.Setting(m, key)
+	if !ok {
+		return nil, nil
+	}
+	b, err := parseBool(v)
+	if err != nil {
+		return nil, settingError(k, err)
+	}
+	return &b, nil
+}
+
+// pythonHost turns the Python broker's host setting, a bare host name
+// (not localhost, not an address), into the engine address it reaches:
+// ssh://host_username@host[:host_port] for Docker (the remote user's
+// `docker system dial-stdio`), with /run/podman/podman.sock for Podman.
+// host_username defaults to root there, as in the Python broker.
+func pythonHost(m map[string]any, s settings) (string, error) {
+	h := s.hostURI
+	if h == "" || strings.Contains(h, "://") || strings.HasPrefix(h, "/") {
+		return h, nil
+	}
+	u := &url.URL{Scheme: "ssh", Host: h, User: url.User(cmp.Or(s.username, "root"))}
+	if v, k, ok := providers.Setting(m, "host_port"); ok {
+		port, err := strconv.Atoi(strings.TrimSpace(fmt.Sprint(v)))
+		if err != nil || port < 1 || port > 65535 {
+			return "", settingError(k, fmt.Errorf("%v is not a port number", v))
+		}
+		u.Host = net.JoinHostPort(h, strconv.Itoa(port))
+	}
+	if s.runtime == "podman" {
+		u.Path = podmanRootSocket
+	}
+	return u.String(), nil
 }
 
 func localUser() string {

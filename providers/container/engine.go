@@ -2,13 +2,14 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,9 @@ import (
 // engine is a connected engine client and the address it came from.
 type engine struct {
 	cli *client.Client
-	uri string
+	uri string // without a password
+	// failures explains the moby client's bare "cannot connect" (ssh://).
+	failures *dialFailures
 
 	podmanOnce sync.Once
 	podman     bool
@@ -48,8 +51,13 @@ func (e *engine) createsDirs(ctx context.Context) bool {
 	return e.podman
 }
 
-// pingTimeout bounds the ping that proves an engine answers.
-const pingTimeout = 5 * time.Second
+// pingTimeout bounds the ping that proves a local engine answers;
+// remotePingTimeout one reached over the network (ssh:// also starts ssh
+// and a program on the engine host).
+const (
+	pingTimeout       = 5 * time.Second
+	remotePingTimeout = 30 * time.Second
+)
 
 // candidate is one engine address to try and where it came from.
 type candidate struct {
@@ -91,6 +99,34 @@ func normalizeURI(u string) string {
 	return u
 }
 
+// redactURI is uri with any password replaced, for logs, errors and
+// records.
+func redactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri
+	}
+	return u.Redacted()
+}
+
+// engineOptions are the settings that say how to reach an engine.
+type engineOptions struct {
+	runtime   string     // "podman" puts podman first for ssh:// sockets
+	sshConfig string     // ssh -F file for ssh:// engines (setting engine_ssh_config)
+	sshKey    string     // ssh -i file (CONTAINER_SSHKEY, for CONTAINER_HOST)
+	tls       tlsOptions // for tcp:// and https://
+}
+
+// engineOptionsFor gives the options for candidate c.
+func engineOptionsFor(s settings, c candidate) engineOptions {
+	o := engineOptions{runtime: s.runtime, sshConfig: s.engineSSHConfig, tls: resolveTLS(s)}
+	if c.from == "CONTAINER_HOST" {
+		// Podman's companion of CONTAINER_HOST.
+		o.sshKey = os.Getenv("CONTAINER_SSHKEY")
+	}
+	return o
+}
+
 // connect returns a client for the first candidate engine that answers. An
 // engine named by DOCKER_HOST or CONTAINER_HOST that did not answer, when a
 // later one did, is warned about on log: the user asked for it.
@@ -98,7 +134,7 @@ func connect(ctx context.Context, s settings, log *slog.Logger) (*engine, error)
 	var tried []string
 	askedFor := false // a candidate from the environment did not answer
 	for _, c := range candidates(s) {
-		eng, err := dialEngine(ctx, c.uri)
+		eng, err := dialEngine(ctx, c.uri, engineOptionsFor(s, c))
 		if err == nil {
 			if askedFor {
 				log.Warn("container: an engine named in the environment did not answer; using the next one", "using", eng.uri, "tried", strings.Join(tried, "; "))
@@ -106,7 +142,7 @@ func connect(ctx context.Context, s settings, log *slog.Logger) (*engine, error)
 			return eng, nil
 		}
 		askedFor = askedFor || c.from == "DOCKER_HOST" || c.from == "CONTAINER_HOST"
-		tried = append(tried, fmt.Sprintf("%s (%s): %v", c.uri, c.from, err))
+		tried = append(tried, fmt.Sprintf("%s (%s): %v", redactURI(c.uri), c.from, err))
 		if ctx.Err() != nil {
 			break
 		}
@@ -115,108 +151,96 @@ func connect(ctx context.Context, s settings, log *slog.Logger) (*engine, error)
 }
 
 // dialEngine makes a client for uri and pings it (negotiating the API
-// version) within pingTimeout.
-func dialEngine(ctx context.Context, uri string) (*engine, error) {
+// version) within pingTimeout (remotePingTimeout for a network address).
+//
+//   - unix:///path: the socket.
+//   - tcp://host:port, http://…: plain HTTP, or TLS as o.tls says;
+//     https://…: TLS. The dialer does the TLS handshake, bounded by the
+//     request's context (so does every hijacked connection's).
+//   - ssh://[user@]host[:port][/socket]: through the ssh client (see
+//     sshTarget): the user's ssh configuration, keys and agent, or
+//     o.sshConfig; BatchMode, so nothing prompts.
+func dialEngine(ctx context.Context, uri string, o engineOptions) (*engine, error) {
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme == "" {
-		return nil, fmt.Errorf("bad engine address %q (want unix:///path, tcp://host:port or ssh://[user@]host)", uri)
+		return nil, fmt.Errorf("bad engine address %q (want unix:///path, tcp://host:port or ssh://[user@]host[:port][/socket])", redactURI(uri))
 	}
+	timeout := remotePingTimeout
 	var opts []client.Opt
+	var failures *dialFailures
 	switch u.Scheme {
 	case "unix":
 		if _, err := os.Stat(u.Path); err != nil {
 			return nil, fmt.Errorf("socket: %w", err)
 		}
+		timeout = pingTimeout
 		opts = append(opts, client.WithHost(uri))
 	case "tcp", "http", "https":
-		opts = append(opts, client.WithHost(uri), client.WithTLSClientConfigFromEnv())
+		if u.Host == "" {
+			return nil, fmt.Errorf("engine address %s: no host", redactURI(uri))
+		}
+		tlsOn := o.tls.enabled || u.Scheme == "https"
+		addr := u.Host
+		if u.Port() == "" { // the docker CLI's default ports
+			port := "2375"
+			if tlsOn {
+				port = "2376"
+			}
+			addr = net.JoinHostPort(u.Hostname(), port)
+		}
+		if !tlsOn {
+			opts = append(opts, client.WithHost("tcp://"+addr))
+			break
+		}
+		cfg, trust, err := o.tls.config(u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		// The request URL's scheme stays http: the TLS is the dialer's.
+		opts = append(opts, client.WithHost("tcp://"+addr), client.WithHTTPClient(engineHTTPClient(tlsDial(addr, cfg, trust))))
 	case "ssh":
-		opts = append(opts, client.WithHost("http://"+sshDummyHost), client.WithDialContext(sshDialer(u)))
+		t, err := newSSHTarget(u, o)
+		if err != nil {
+			return nil, fmt.Errorf("engine address %s: %w", redactURI(uri), err)
+		}
+		failures = t.failures
+		opts = append(opts, client.WithHost("http://"+sshDummyHost), client.WithHTTPClient(engineHTTPClient(func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return t.dial(ctx)
+		})))
 	default:
-		return nil, fmt.Errorf("engine address %q: unsupported scheme %q", uri, u.Scheme)
+		return nil, fmt.Errorf("engine address %q: unsupported scheme %q", redactURI(uri), u.Scheme)
 	}
 	cli, err := client.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("ping: %w", err)
+		err = failures.explain(err)
+		if u.Scheme == "tcp" && !o.tls.enabled && errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w (a TLS engine? set DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, or tls_verify and tls_cert_path)", err)
+		}
+		return nil, fmt.Errorf("ping: %w", readable(err, redactURI(uri)))
 	}
-	return &engine{cli: cli, uri: uri}, nil
+	return &engine{cli: cli, uri: redactURI(uri), failures: failures}, nil
+}
+
+// engineHTTPClient is the HTTP client of an engine reached through dial:
+// no proxy (dial reaches the engine whatever the address), and the moby
+// client's limits on idle connections and redirects.
+func engineHTTPClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext:     dial,
+			MaxIdleConns:    6,
+			IdleConnTimeout: 30 * time.Second,
+		},
+		CheckRedirect: client.CheckRedirect,
+	}
 }
 
 // sshDummyHost is the host of an ssh engine's request URLs (the dialer
 // ignores it).
 const sshDummyHost = "docker.example.invalid"
-
-// sshDialer reaches a remote engine as the docker CLI does: through
-// `ssh -- HOST docker system dial-stdio`, the command's stdio as the
-// connection.
-func sshDialer(u *url.URL) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, _, _ string) (net.Conn, error) {
-		args := []string{"-o", "ConnectTimeout=30", "-o", "BatchMode=yes"}
-		if u.Port() != "" {
-			args = append(args, "-p", u.Port())
-		}
-		host := u.Hostname()
-		if u.User != nil && u.User.Username() != "" {
-			args = append(args, "-l", u.User.Username())
-		}
-		args = append(args, "--", host, "docker", "system", "dial-stdio")
-		// Not CommandContext: the connection outlives the dial's context.
-		cmd := exec.Command("ssh", args...)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("ssh to engine host %s: %w", host, err)
-		}
-		return &cmdConn{cmd: cmd, w: stdin, r: stdout, host: host}, nil
-	}
-}
-
-// cmdConn is a net.Conn over a command's stdin and stdout.
-type cmdConn struct {
-	cmd  *exec.Cmd
-	w    io.WriteCloser
-	r    io.ReadCloser
-	host string
-	once sync.Once
-}
-
-func (c *cmdConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *cmdConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-
-// CloseWrite closes the command's stdin (half-close, for exec stdin EOF).
-func (c *cmdConn) CloseWrite() error { return c.w.Close() }
-
-func (c *cmdConn) Close() error {
-	c.once.Do(func() {
-		c.w.Close()
-		if c.cmd.Process != nil {
-			_ = c.cmd.Process.Kill()
-		}
-		_ = c.cmd.Wait()
-	})
-	return nil
-}
-
-func (c *cmdConn) LocalAddr() net.Addr                { return cmdAddr("local") }
-func (c *cmdConn) RemoteAddr() net.Addr               { return cmdAddr(c.host) }
-func (c *cmdConn) SetDeadline(t time.Time) error      { return nil } // not supported; bounded by the ssh process
-func (c *cmdConn) SetReadDeadline(t time.Time) error  { return nil } // not supported; bounded by the ssh process
-func (c *cmdConn) SetWriteDeadline(t time.Time) error { return nil } // not supported; bounded by the ssh process
-
-type cmdAddr string
-
-func (a cmdAddr) Network() string { return "ssh" }
-func (a cmdAddr) String() string  { return string(a) }

@@ -32,20 +32,26 @@ func (e *textError) Unwrap() error { return e.err }
 
 // requestURL matches a request as net/http quotes it in errors: for a
 // unix socket engine Post "http://%2Fvar%2Frun%2Fdocker.sock/v1.41/…", for
-// an ssh one the placeholder host sshDummyHost.
+// an ssh one the placeholder host sshDummyHost, for a tcp one (TLS too)
+// http://host:port.
 var requestURL = regexp.MustCompile(`([A-Za-z]+) "https?://([^/"\s]+)([^"\s]*)"`)
 
 // readable names the engine readably in err's text ("POST
 // /v1.41/containers/create on unix:///var/run/docker.sock"), where
-// net/http quoted the request's URL with an escaped socket path or the
-// placeholder host of an ssh engine (uri, when known, names it); err stays
+// net/http quoted the request's URL with an escaped socket path, the
+// placeholder host of an ssh engine or, for a TLS engine, http:// (uri,
+// when known, names the last two); err stays
 // in the chain.
 func readable(err error, uri string) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
-	if !strings.Contains(msg, "%2F") && !strings.Contains(msg, sshDummyHost) {
+	tcpHost := "" // a tcp:// engine's host:port, as its request URLs hold it
+	if u, uerr := url.Parse(uri); uerr == nil && (u.Scheme == "tcp" || u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		tcpHost = u.Host
+	}
+	if !strings.Contains(msg, "%2F") && !strings.Contains(msg, sshDummyHost) && (tcpHost == "" || !strings.Contains(msg, "://"+tcpHost+"/")) {
 		return err
 	}
 	text := requestURL.ReplaceAllStringFunc(msg, func(m string) string {
@@ -58,7 +64,7 @@ func readable(err error, uri string) error {
 				return m
 			}
 			engine = "unix://" + sock
-		case sub[2] == sshDummyHost && uri != "":
+		case sub[2] == sshDummyHost && uri != "", sub[2] == tcpHost && tcpHost != "":
 			engine = uri
 		default:
 			return m
@@ -69,6 +75,11 @@ func readable(err error, uri string) error {
 		}
 		return strings.ToUpper(sub[1]) + " " + path + " on " + engine
 	})
+	if uri != "" {
+		// The moby client's "Cannot connect to the Docker daemon at
+		// http://docker.example.invalid."
+		text = strings.ReplaceAll(text, "http://"+sshDummyHost, uri)
+	}
 	if text == msg {
 		return err
 	}
@@ -79,6 +90,6 @@ func readable(err error, uri string) error {
 // provider's entry points.
 func (p *Provider) tidy(err *error) {
 	if *err != nil {
-		*err = readable(*err, p.eng.uri)
+		*err = readable(p.eng.failures.explain(*err), p.eng.uri)
 	}
 }
