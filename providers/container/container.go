@@ -277,6 +277,7 @@ func parseSettings(cfg providers.Config) (settings, error) {
 	if s.tlsCertPath, err = stringSetting(m, "tls_cert_path"); err != nil {
 		return s, err
 	}
+	s.engineSSHConfig, s.tlsCertPath = expandHome(s.engineSSHConfig), expandHome(s.tlsCertPath)
 	if s.hostURI, err = pythonHost(m, s); err != nil {
 		return s, err
 	}
@@ -289,6 +290,19 @@ func parseSettings(cfg providers.Config) (settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// expandHome expands a path's leading ~/ (a settings file's paths are
+// written so).
+func expandHome(p string) string {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return p
+	}
+	return filepath.Join(home, strings.TrimPrefix(p, "~"))
 }
 
 // optionalBool reads a boolean setting that may be unset (nil).

@@ -166,7 +166,12 @@ func TestEngineSettingsPythonHost(t *testing.T) {
 			t.Errorf("%v: host %q, %v; want %q", tc.settings, s.hostURI, err, tc.want)
 		}
 	}
-	_, err := parseSettings(providers.Config{Settings: map[string]any{"host": "bighost", "host_port": "ssh"}})
+	t.Setenv("HOME", "/home/qa")
+	s, err := parseSettings(providers.Config{Settings: map[string]any{"engine_ssh_config": "~/.ssh/broker", "tls_cert_path": "~/certs"}})
+	if err != nil || s.engineSSHConfig != "/home/qa/.ssh/broker" || s.tlsCertPath != "/home/qa/certs" {
+		t.Errorf("~/ paths: %q, %q, %v", s.engineSSHConfig, s.tlsCertPath, err)
+	}
+	_, err = parseSettings(providers.Config{Settings: map[string]any{"host": "bighost", "host_port": "ssh"}})
 	if se, ok := errors.AsType[*providers.SettingError](err); !ok || se.Key != "host_port" {
 		t.Errorf("host_port ssh: %v; want a SettingError for host_port", err)
 	}
