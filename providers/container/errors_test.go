@@ -12,7 +12,11 @@ func TestReadable(t *testing.T) {
 			`create x: error during connect: POST /v1.41/containers/create on unix:///var/run/docker.sock: EOF`},
 		{`error during connect: Get "http://docker.example.invalid/v1.44/images/a/json": EOF`, "ssh://me@box",
 			`error during connect: GET /v1.44/images/a/json on ssh://me@box: EOF`},
-		{`Get "http://localhost:2375/v1.44/_ping": EOF`, "tcp://localhost:2375", `Get "http://localhost:2375/v1.44/_ping": EOF`},
+		// A tcp engine's URL says http:// also under TLS (the dialer's).
+		{`Get "http://localhost:2376/v1.44/_ping": EOF`, "tcp://localhost:2376", `GET /v1.44/_ping on tcp://localhost:2376: EOF`},
+		{`Get "http://elsewhere:2376/v1.44/_ping": EOF`, "tcp://localhost:2376", `Get "http://elsewhere:2376/v1.44/_ping": EOF`},
+		{`Cannot connect to the Docker daemon at http://docker.example.invalid. Is the docker daemon running?`, "ssh://me@box",
+			`Cannot connect to the Docker daemon at ssh://me@box. Is the docker daemon running?`},
 		{`plain`, "", `plain`},
 	} {
 		base := errors.New(c.in)
