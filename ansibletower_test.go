@@ -53,7 +53,7 @@ nicks:
 	bdir := filepath.Join(dir, "broker")
 	require.NoError(t, os.MkdirAll(bdir, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(bdir, "broker_settings.yaml"), []byte(settingsYAML), 0o600))
-	b, err := broker.New(broker.WithDirectory(bdir), broker.WithEnviron([]string{"BROKER_AnsibleTower__token=" + srv.Token}), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(bdir), broker.WithSettingsEnv([]string{"BROKER_AnsibleTower__token=" + srv.Token}), broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 
@@ -119,7 +119,7 @@ func TestAnsibleTowerBrokertest(t *testing.T) {
 ssh: {host_username: root, host_ssh_key_filename: %s, known_hosts: [%s]}
 AnsibleTower: {base_url: %s, username: %s, password: %s}
 `, awx.KeyFile, awx.KnownHosts, srv.URL, srv.Username, srv.Password), 0o600))
-	b, err := broker.New(broker.WithDirectory(bdir), broker.WithEnviron([]string{}), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(bdir), broker.WithSettingsEnv([]string{}), broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 

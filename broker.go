@@ -14,19 +14,37 @@
 // fails with an error naming the import (providers.ErrNotImported); their
 // settings sections load all the same.
 //
-// # Crashes and signals
+// # Crashes: the reaper
 //
 // A test process can die without running its cleanups (SIGKILL, go test's
-// -timeout, os.Exit). So that its hosts are not left behind, the first
-// checkout of a process starts a watcher: this same executable, re-run with
-// BROKER_WATCH_OWNER set, which checks in what the process still holds when
-// it dies. The same checkout installs a process-wide SIGINT/SIGTERM handler
-// that checks this process's hosts in (two minutes at most) and then
-// re-raises the signal, so the process still ends as the signal says; a
-// program with its own handler for these signals should use
-// WithReaper(false) (or BROKER_NO_WATCHER=1) and check in itself. New also
-// checks in, in the background, the hosts of dead owners whose watcher died
-// too. See WithReaper.
+// -timeout, os.Exit). So that its hosts are not left behind, broker has a
+// reaper, in two parts. The watcher: the first checkout of a process starts
+// this same executable again, detached, with BROKER_REAPER_WATCH set (an
+// init of this package makes that process the watcher before main runs);
+// it waits for the process to end and checks in what it still holds. The
+// sweep: New checks in, in the background, the hosts of dead processes
+// whose watcher died too. WithReaper(false), or BROKER_NO_REAPER=1 in the
+// environment, turns the reaper off; hosts left behind then wait for
+// "brokertest cleanup --stale". What the watcher costs (time at the first
+// checkout, memory) is measured in BENCHMARKS.md.
+//
+// # Signals
+//
+// By default the first checkout also installs a handler for SIGINT and
+// SIGTERM (signal.Notify), for the whole process. When one of them arrives,
+// the handler checks in the hosts this process holds with every Broker not
+// yet closed (hosts kept on purpose stay), for two minutes at most, then
+// restores the signals' default action and raises the signal again: the
+// process ends as that signal says, its other cleanups (deferred calls,
+// t.Cleanup) not run, as without the handler. A Ctrl-C in "go test" thus
+// returns once the hosts are checked in. Close removes the Broker from the
+// handler, and the handler goes with the last Broker that had one.
+//
+// WithSignalHandling(false) installs no handler for a Broker: the signal
+// then ends the process at once (Go's default) and the watcher checks the
+// hosts in afterwards, in the background. A program with its own handler
+// for these signals should use it and call Checkin or Close itself; tests
+// using package brokertest pass it to brokertest.Main from TestMain.
 //
 // A Broker is safe for concurrent use.
 package broker
@@ -51,6 +69,7 @@ import (
 
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/plain"
+	"github.com/hostbroker/broker/internal/reaper"
 	"github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -89,7 +108,11 @@ type Broker struct {
 	logger   *slog.Logger
 	owner    inventory.Owner
 	logFile  io.Closer
-	watcher  bool // start the reaper on first checkout
+	reaper   bool // WithReaper: the watcher at the first checkout, the sweep in New
+	signals  bool // WithSignalHandling
+
+	sigMu    sync.Mutex
+	unsignal func() // removes b from the signal check-in; nil when not in it
 
 	mu     sync.Mutex
 	opened map[string]providers.Provider // by "Provider::instance"
@@ -105,15 +128,16 @@ type Broker struct {
 
 	late sync.WaitGroup // second looks after cut-short checkouts (lookAgain)
 
-	stopReaper context.CancelFunc // nil when New started no reapOrphans
-	reaping    sync.WaitGroup
+	stopSweep context.CancelFunc // nil when New started no sweep
+	sweeping  sync.WaitGroup
 }
 
 type config struct {
 	settings settings.Options
 	logger   *slog.Logger
-	runID    string
-	noReaper bool
+	runID     string
+	noReaper  bool
+	noSignals bool
 }
 
 // Option configures New.
@@ -127,9 +151,10 @@ func WithDirectory(dir string) Option { return func(c *config) { c.settings.Dir 
 // <directory>/broker_settings.yaml.
 func WithSettingsFile(path string) Option { return func(c *config) { c.settings.File = path } }
 
-// WithEnviron makes New read BROKER_* settings overrides from env instead of
-// the process environment.
-func WithEnviron(env []string) Option { return func(c *config) { c.settings.Environ = env } }
+// WithSettingsEnv makes New read the BROKER_* settings overrides from env
+// ("KEY=value" entries) instead of the process environment. It is not the
+// environment of commands run on hosts (hostkit.WithEnv).
+func WithSettingsEnv(env []string) Option { return func(c *config) { c.settings.Environ = env } }
 
 // WithLogger sends the broker's log to l instead of <directory>/logs/broker.log.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -138,18 +163,27 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // out; by default each Broker gets a new one.
 func WithRunID(id string) Option { return func(c *config) { c.runID = id } }
 
-// WithReaper(false) starts no reaper: hosts of a process killed before its
-// check-ins ran are then left for "brokertest cleanup --stale" (or a later
-// Broker with a reaper). By default the first checkout starts one detached
-// watcher per process that checks in what the process still holds when it
-// dies, SIGINT or SIGTERM check this process's hosts in before the process
-// ends, and New starts a background check-in of the hosts whose owner died
-// when its watcher was already gone (see Orphaned; at most 8 check-ins at a
-// time, for 5 minutes at most, logged; Close stops it). The environment
-// variable BROKER_NO_WATCHER=1 turns all of this off as WithReaper(false).
+// WithReaper(false) turns the reaper off (see the package documentation):
+// no watcher starts at the first checkout, and New starts no sweep. Hosts
+// of a process killed before its check-ins ran are then left for
+// "brokertest cleanup --stale" (or a later Broker with a reaper). By default
+// the first checkout starts one detached watcher per process, which checks
+// in what the process still holds when it dies, and New starts a background
+// check-in of the hosts whose owner died when its watcher was already gone
+// (see Orphaned; at most 8 check-ins at a time, for 5 minutes at most,
+// logged; Close stops it). The environment variable BROKER_NO_REAPER=1 (or
+// its old name BROKER_NO_WATCHER=1) turns the reaper off for every Broker.
+// It does not change signal handling: see WithSignalHandling.
 func WithReaper(enabled bool) Option { return func(c *config) { c.noReaper = !enabled } }
 
-func withoutWatcher() Option { return WithReaper(false) }
+// WithSignalHandling(false) makes this Broker install no SIGINT/SIGTERM
+// handler and its hosts no part of another Broker's: a signal then ends the
+// process at once (Go's default, unless the program handles it), and the
+// watcher, unless WithReaper(false), checks the hosts in afterwards. By
+// default the first checkout installs a process-wide handler that checks in
+// this process's hosts before the signal ends the process (see the package
+// documentation, Signals).
+func WithSignalHandling(enabled bool) Option { return func(c *config) { c.noSignals = !enabled } }
 
 // New loads settings and opens the inventory. With no settings file it works
 // on the embedded Local provider.
@@ -171,7 +205,8 @@ func New(opts ...Option) (*Broker, error) {
 		settings: s,
 		opened:   map[string]providers.Provider{},
 		records:  map[weak.Pointer[hostkit.Host]]*inventory.Record{},
-		watcher:  !c.noReaper,
+		reaper:   !c.noReaper,
+		signals:  !c.noSignals,
 	}
 	if c.runID == "" {
 		c.runID = inventory.NewRunID()
@@ -188,8 +223,8 @@ func New(opts ...Option) (*Broker, error) {
 	for _, w := range s.Warnings() {
 		b.logger.Warn(w)
 	}
-	if b.watcher && os.Getenv(watchDisabled) == "" {
-		b.startReaper()
+	if b.reaper && !reaper.Disabled() {
+		b.startSweep()
 	}
 	return b, nil
 }
@@ -214,20 +249,21 @@ func openLog(dir string) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewTextHandler(f, nil)).With("pid", os.Getpid()), f, nil
 }
 
-// Close stops the background reaper New started (it cancels it and waits
-// for it to return: what it had not checked in yet stays for the next
-// Broker), waits for the second looks after checkouts cut short (a few
-// seconds at most), closes the providers it opened (providers.Provider's
-// Close: Local's servers stop) and releases the log file. Other hosts
-// stay checked out: after Close a SIGINT or SIGTERM no longer checks them
-// in, but the process's watcher still does when the process ends without
-// checking them in.
+// Close stops the reaper's sweep New started (it cancels it and waits for
+// it to return: what it had not checked in yet stays for the next Broker),
+// removes this Broker from the signal check-in (with the handler, if it was
+// the last Broker in it), waits for the second looks after checkouts cut
+// short (a few seconds at most), closes the providers it opened
+// (providers.Provider's Close: Local's servers stop) and releases the log
+// file. Other hosts stay checked out: after Close a SIGINT or SIGTERM no
+// longer checks them in, but the process's watcher still does when the
+// process ends without checking them in.
 func (b *Broker) Close() error {
 	b.unwatch()
-	if b.stopReaper != nil {
-		b.stopReaper()
+	if b.stopSweep != nil {
+		b.stopSweep()
 	}
-	b.reaping.Wait()
+	b.sweeping.Wait()
 	b.late.Wait()
 	errs := []error{b.closeProviders()}
 	if b.logFile != nil {
@@ -505,11 +541,11 @@ func cutShort(ctx context.Context, err error) bool {
 // lookAgain checks in, after a grace period, what a cut-short checkout may
 // still have made: the provider looked for it by id at once, but a create
 // call in flight can complete after that look. The record stays (state
-// creating) until then, so if this process ends first its reaper, or
+// creating) until then, so if this process ends first its watcher, or
 // brokertest cleanup --stale, makes the same second look.
 func (b *Broker) lookAgain(rec *inventory.Record) {
 	b.late.Go(func() {
-		time.Sleep(watchGrace)
+		time.Sleep(reaper.Grace)
 		ctx, cancel := context.WithTimeout(context.Background(), lockWait)
 		defer cancel()
 		// On failure the record stays, for brokertest cleanup.

@@ -138,7 +138,7 @@ func newBroker(t *testing.T, settingsYAML string) *broker.Broker {
 	if settingsYAML != "" {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settingsYAML), 0o600))
 	}
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron([]string{}))
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv([]string{}))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 	return b
@@ -418,7 +418,7 @@ func TestProviderSettingErrorNamesWhere(t *testing.T) {
 		{nil, []string{"broker_settings.yaml:5: Spy.instances", "flavor", `"sour" is not a flavor`}},
 		{[]string{"BROKER_Spy__instances__one__flavor=bitter"}, []string{"(from env BROKER_Spy__instances__one__flavor)", `"bitter" is not a flavor`}},
 	} {
-		b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron(tc.env), broker.WithReaper(false))
+		b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv(tc.env), broker.WithReaper(false))
 		require.NoError(t, err)
 		_, err = b.Checkout(t.Context(), req)
 		require.Error(t, err)

@@ -100,7 +100,7 @@ func TestEngineFreezesMidCheckout(t *testing.T) {
 		"Container: {host_uri: %q, timeout: 2, ssh_wait: 3}\n", "tcp://"+strings.TrimPrefix(engine.URL, "http://")), 0o600))
 	runID := inventory.NewRunID()
 	t.Cleanup(func() { removeContainersOfRun(runID) })
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron([]string{}), broker.WithRunID(runID), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv([]string{}), broker.WithRunID(runID), broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 

@@ -558,7 +558,7 @@ func TestReaperNextRun(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { b.Close() })
 			waitEmpty(t, dir, runID, left)
-			waitLog(t, &logs, "reaper: done")
+			waitLog(t, &logs, "reaper sweep: done")
 			require.NoError(t, b.Close())
 			assert.Contains(t, logs.String(), "hosts=10")
 			assert.Empty(t, ownerFiles(t, dir), "the dead owner's lock file is removed")
@@ -623,7 +623,7 @@ func TestCloseStopsReaper(t *testing.T) {
 		assert.False(t, flockedBy(t, f, os.Getpid()), "%s still locked by this process after Close", f)
 	}
 	buf := make([]byte, 1<<20)
-	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reapOrphans"), "a reaper still runs after Close")
+	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reaper.Sweep"), "a sweep still runs after Close")
 
 	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
 	require.NoError(t, err)
@@ -674,7 +674,7 @@ func flockedBy(t *testing.T, path string, pid int) bool {
 // findWatcher returns the pid of the watcher process of owner pid, found
 // by its environment, or 0.
 func findWatcher(pid int) int {
-	want := []byte(fmt.Sprintf("%s=%d:", "BROKER_WATCH_OWNER", pid))
+	want := []byte(fmt.Sprintf("%s=%d:", "BROKER_REAPER_WATCH", pid))
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())

@@ -66,7 +66,7 @@ AnsibleTower:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron(env), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv(env), broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 

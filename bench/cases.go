@@ -80,7 +80,7 @@ func (e *Env) newBroker() (*broker.Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return broker.New(broker.WithDirectory(dir), broker.WithEnviron([]string{}), broker.WithReaper(false))
+	return broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv([]string{}), broker.WithReaper(false))
 }
 
 // Lifecycle: checkout → one command → check-in, three ways.

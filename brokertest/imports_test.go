@@ -62,7 +62,7 @@ Foreman:
 nicks:
   rhel9: {workflow: deploy-rhel, rhel_version: "9"}
 `), 0o600))
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron([]string{}), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv([]string{}), broker.WithReaper(false))
 	require.NoError(t, err, "sections of providers nobody imported load")
 	t.Cleanup(func() { b.Close() })
 	ctx := t.Context()
