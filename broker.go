@@ -133,8 +133,8 @@ type Broker struct {
 }
 
 type config struct {
-	settings settings.Options
-	logger   *slog.Logger
+	settings  settings.Options
+	logger    *slog.Logger
 	runID     string
 	noReaper  bool
 	noSignals bool
