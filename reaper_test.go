@@ -45,13 +45,17 @@ func TestChild(t *testing.T) {
 		childHold(t)
 	case "lease":
 		childLease(t)
+	case "signal":
+		childSignal(t)
+	case "first":
+		childFirst(t)
 	default:
 		t.Fatalf("unknown role %q", role)
 	}
 }
 
 // child starts this test binary in a role.
-func child(t *testing.T, role string, env []string, args ...string) *exec.Cmd {
+func child(t testing.TB, role string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestChild$", "-test.v"}, args...)...)
 	cmd.Env = append(os.Environ(), append([]string{childRole + "=" + role}, env...)...)
 	return cmd
@@ -266,7 +270,7 @@ const waitBound = 2 * time.Minute
 
 // waitWatcherGone waits up to waitBound for the reaper watcher of the
 // process pid to exit.
-func waitWatcherGone(t *testing.T, pid int) {
+func waitWatcherGone(t testing.TB, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(waitBound)
 	for findWatcher(pid) != 0 {
@@ -473,6 +477,87 @@ func TestReaperMidCheckout(t *testing.T) {
 	}
 }
 
+// childSignal checks out COUNT Local hosts with no reaper (only a signal
+// handler could check them in), signal handling as SIGNALS says ("on",
+// "off", or "closed": on, but the Broker closed before the signal), prints
+// "ready" and waits for a signal.
+func childSignal(t *testing.T) {
+	mode := os.Getenv("SIGNALS")
+	b, err := broker.New(broker.WithRunID(os.Getenv("RUN_ID")), broker.WithReaper(false), broker.WithSignalHandling(mode != "off"))
+	require.NoError(t, err)
+	n, _ := strconv.Atoi(os.Getenv("COUNT"))
+	_, err = b.Checkout(context.Background(), broker.Request{Count: n})
+	require.NoError(t, err)
+	if mode == "closed" {
+		require.NoError(t, b.Close())
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Hour)
+}
+
+// TestSignalHandling: a process holding hosts gets SIGTERM. With signal
+// handling (the default) its hosts are checked in before it dies, and it
+// dies of the signal; with WithSignalHandling(false), or once its Broker is
+// closed, it dies of the signal at once, its hosts still recorded (the
+// child has no reaper, so nothing else checks them in), until a new
+// Broker's sweep checks them in.
+func TestSignalHandling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	for _, mode := range []string{"on", "off", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			runID := inventory.NewRunID()
+			cmd := child(t, "signal", []string{"BROKER_DIRECTORY=" + dir, "RUN_ID=" + runID, "SIGNALS=" + mode, "COUNT=3"})
+			stdout, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			ready, eof := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(eof)
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					if sc.Text() == "ready" {
+						close(ready)
+					}
+				}
+			}()
+			select {
+			case <-ready:
+			case <-eof:
+				_ = cmd.Wait()
+				t.Fatalf("the child ended before its hosts were ready:\n%s", stderr.String())
+			}
+			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+			<-eof
+			_ = cmd.Wait()
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			require.True(t, ws.Signaled(), "the child ends as SIGTERM says: %v", cmd.ProcessState)
+			assert.Equal(t, syscall.SIGTERM, ws.Signal())
+
+			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+			require.NoError(t, err)
+			if mode == "on" {
+				assert.Empty(t, recs, "the handler checked the hosts in before the process ended")
+				assert.Zero(t, localDirs(dir)())
+				logs, err := os.ReadFile(filepath.Join(dir, "logs", "broker.log"))
+				require.NoError(t, err)
+				assert.Regexp(t, `"signal: checking in this process's hosts" .*signal=terminated hosts=3`, string(logs))
+				return
+			}
+			assert.Len(t, recs, 3, "no handler: the hosts are left as they were")
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+			require.NoError(t, err)
+			t.Cleanup(func() { b.Close() })
+			waitEmpty(t, dir, runID, localDirs(dir))
+		})
+	}
+}
+
 // TestCleanupStaleAfterWatcherKilled: the owner and its watcher are both
 // SIGKILLed; "brokertest cleanup --stale" then checks every host in.
 func TestCleanupStaleAfterWatcherKilled(t *testing.T) {
@@ -644,7 +729,7 @@ func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 }
 
 // ownerFiles lists the owners' lock files of the broker directory dir.
-func ownerFiles(t *testing.T, dir string) []string {
+func ownerFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, ".owners", "*.lock"))
 	require.NoError(t, err)
@@ -653,7 +738,7 @@ func ownerFiles(t *testing.T, dir string) []string {
 
 // flockedBy reports whether process pid holds an flock on path, as
 // /proc/locks says (without taking the lock, which would disturb it).
-func flockedBy(t *testing.T, path string, pid int) bool {
+func flockedBy(t testing.TB, path string, pid int) bool {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
@@ -690,7 +775,7 @@ func findWatcher(pid int) int {
 }
 
 // watcherOf waits up to waitBound for the watcher process of owner pid.
-func watcherOf(t *testing.T, pid int) int {
+func watcherOf(t testing.TB, pid int) int {
 	t.Helper()
 	deadline := time.Now().Add(waitBound)
 	for time.Now().Before(deadline) {
