@@ -19,20 +19,21 @@ type PoolOptions struct {
 	// Eager checks out all hosts at once (concurrently) when the pool is
 	// made, instead of one by one as leases need them.
 	Eager bool
-	// Keep, when positive, keeps the pool's hosts at Close instead of
-	// checking them in: they are marked free in the inventory until now+Keep,
-	// and a later pool with the same request (in this process or another)
-	// leases them instead of checking out new hosts.
-	Keep time.Duration
-	// KeepFailed keeps a host whose lease ended unhealthy in the pool
-	// instead of checking it in and replacing it.
-	KeepFailed bool
+	// ReuseFor, when positive, leaves the pool's hosts for reuse at Close
+	// instead of checking them in: they are marked free in the inventory
+	// until now+ReuseFor, and a later pool with the same request (in this
+	// process or another) leases them instead of checking out new hosts.
+	ReuseFor time.Duration
+	// ReuseFailed hands a host whose lease ended unhealthy to the next
+	// holder instead of checking it in and replacing it.
+	ReuseFailed bool
 	// Prepare runs once on each new host (e.g. a custom type's Setup);
 	// a host it fails on is checked in and the error returned.
 	Prepare func(ctx context.Context, h *hostkit.Host) error
 	// Reset runs when a lease ends healthy; a host it fails on is replaced.
 	Reset func(ctx context.Context, h *hostkit.Host) error
-	// Teardown runs before a host is checked in or kept.
+	// Teardown runs before a host leaves the pool: checked in, left for
+	// reuse (ReuseFor) or kept for inspection (Pool.Keep).
 	Teardown func(ctx context.Context, h *hostkit.Host) error
 }
 
@@ -143,11 +144,11 @@ func (p *Pool) Acquire(ctx context.Context) (*hostkit.Host, error) {
 	}
 }
 
-// obtain gets n hosts: free ones kept by earlier runs first (with Keep),
-// then new checkouts; each is prepared.
+// obtain gets n hosts: free ones left by earlier runs first (with
+// ReuseFor), then new checkouts; each is prepared.
 func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 	var hosts []*hostkit.Host
-	if p.opts.Keep > 0 {
+	if p.opts.ReuseFor > 0 {
 		reused, err := p.b.leaseKept(ctx, p.key, n)
 		if err != nil {
 			return nil, err
@@ -165,7 +166,7 @@ func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 			_ = p.b.Checkin(context.WithoutCancel(ctx), hosts...)
 			return nil, err
 		}
-		if p.opts.Keep > 0 {
+		if p.opts.ReuseFor > 0 {
 			if err := p.b.setRequestKey(fresh, p.key); err != nil {
 				_ = p.b.Checkin(context.WithoutCancel(ctx), append(hosts, fresh...)...)
 				return nil, err
@@ -189,7 +190,7 @@ func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 
 // Release ends the lease of h. A healthy host is reset (PoolOptions.Reset)
 // and handed to the next holder; an unhealthy one, or one whose reset fails,
-// is checked in and replaced on demand, unless KeepFailed.
+// is checked in and replaced on demand, unless ReuseFailed.
 func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error {
 	p.mu.Lock()
 	if !p.leased[h] {
@@ -207,7 +208,7 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 			healthy = false
 		}
 	}
-	if !healthy && !p.opts.KeepFailed {
+	if !healthy && !p.opts.ReuseFailed {
 		err := p.retire(ctx, h)
 		p.mu.Lock()
 		p.count--
@@ -225,6 +226,33 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 	return nil
 }
 
+// Keep ends the lease of h and takes it out of the pool, kept for a person
+// to inspect (Broker.Keep, with no end) instead of checked in or handed to
+// the next holder; the pool checks out another when a lease needs one.
+// Teardown runs first, as for any host that leaves the pool.
+// "brokertest cleanup" checks kept hosts in.
+func (p *Pool) Keep(ctx context.Context, h *hostkit.Host) error {
+	p.mu.Lock()
+	if !p.leased[h] {
+		p.mu.Unlock()
+		return fmt.Errorf("broker: keep %s: not leased from this pool", h.Hostname)
+	}
+	delete(p.leased, h)
+	p.mu.Unlock()
+	var err error
+	if p.opts.Teardown != nil {
+		if terr := p.opts.Teardown(ctx, h); terr != nil {
+			err = fmt.Errorf("teardown of %s: %w", h.Hostname, terr)
+		}
+	}
+	err = errors.Join(err, p.b.Keep([]*hostkit.Host{h}, time.Time{}))
+	p.mu.Lock()
+	p.count--
+	p.signal()
+	p.mu.Unlock()
+	return err
+}
+
 func (p *Pool) retire(ctx context.Context, h *hostkit.Host) error {
 	var err error
 	if p.opts.Teardown != nil {
@@ -233,8 +261,8 @@ func (p *Pool) retire(ctx context.Context, h *hostkit.Host) error {
 	return errors.Join(err, p.b.Checkin(ctx, h))
 }
 
-// Close checks in (or, with Keep, marks free for later runs) every idle
-// host. Hosts still leased are checked in when released.
+// Close checks in (or, with ReuseFor, marks free for later runs) every
+// idle host. Hosts still leased are checked in when released.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
@@ -250,8 +278,8 @@ func (p *Pool) Close(ctx context.Context) error {
 			}
 		}
 	}
-	if p.opts.Keep > 0 {
-		errs = append(errs, p.b.markFree(free, time.Now().Add(p.opts.Keep)))
+	if p.opts.ReuseFor > 0 {
+		errs = append(errs, p.b.markFree(free, time.Now().Add(p.opts.ReuseFor)))
 	} else {
 		errs = append(errs, p.b.Checkin(ctx, free...))
 	}

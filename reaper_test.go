@@ -824,7 +824,7 @@ func childLease(t *testing.T) {
 	b, err := broker.New(broker.WithReaper(false))
 	require.NoError(t, err)
 	ctx := context.Background()
-	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Keep: time.Minute})
+	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{ReuseFor: time.Minute})
 	require.NoError(t, err)
 	var hosts []*hostkit.Host
 	for range 4 {
@@ -862,7 +862,7 @@ func TestPoolReuseAcrossProcesses(t *testing.T) {
 	b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false))
 	require.NoError(t, err)
 	defer b.Close()
-	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Eager: true, Keep: time.Minute})
+	p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Eager: true, ReuseFor: time.Minute})
 	require.NoError(t, err)
 	require.NoError(t, p.Close(ctx))
 	kept := map[string]bool{}

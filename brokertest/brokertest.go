@@ -10,11 +10,51 @@
 //
 // Hosts are checked out with the process's default Broker (settings from
 // BROKER_DIRECTORY) unless WithBroker names another.
+//
+// # Options
+//
+// An Option (WithBroker, WithCheckinTimeout, WithKeepOnFailure) applies to
+// Host, Hosts, HostAs, Record, NewPool and NewPoolAs alike. A PoolOption
+// (WithEager, WithReuseFor, WithReuseFailed) says how a pool shares its
+// hosts, and only NewPool and NewPoolAs take it: Host does not compile with
+// one.
+//
+// "Keep" means one thing here: keep a failed test's hosts for a person to
+// inspect (WithKeepOnFailure, or -brokertest.keep for every test, pools'
+// leases included), instead of checking them in; "brokertest cleanup"
+// checks them in later. Sharing hosts with later runs is "reuse"
+// (WithReuseFor).
+//
+// # Signals and crashes
+//
+// The default Broker is made with broker.New's defaults, so the first
+// checkout of a test binary does two things for the whole process:
+//
+//   - It starts the reaper's watcher, the test binary re-run (it runs no
+//     test), which checks in what the binary still holds if it dies without
+//     running its cleanups: go test's -timeout panic, SIGKILL, os.Exit.
+//   - It installs a handler for SIGINT and SIGTERM (signal.Notify). On
+//     Ctrl-C, or a SIGTERM from CI, the handler checks in the hosts this
+//     test binary holds (not those kept on purpose), for two minutes at
+//     most, then restores the signals' default action and raises the signal
+//     again: the binary ends as the signal says, the tests and cleanups
+//     still to come not run, as without the handler.
+//
+// To choose otherwise, give the default Broker its options from TestMain
+// with Main, e.g. for a test binary that handles these signals itself:
+//
+//	func TestMain(m *testing.M) {
+//		// Ctrl-C ends the binary at once; the watcher checks in afterwards.
+//		brokertest.Main(m, broker.WithSignalHandling(false))
+//	}
+//
+// See package broker's documentation (Crashes, Signals) for the details.
 package brokertest
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
@@ -25,42 +65,125 @@ import (
 	"github.com/hostbroker/broker/inventory"
 )
 
-// Option configures Host, Hosts, HostAs and NewPool.
-type Option func(*options)
+// Option configures Host, Hosts, HostAs, Record, NewPool and NewPoolAs,
+// and applies to each of them. Every Option is also a PoolOption.
+type Option interface {
+	PoolOption
+	applyHost(*options)
+}
+
+// PoolOption configures NewPool and NewPoolAs: an Option, or one of the
+// options that say how a pool shares its hosts (WithEager, WithReuseFor,
+// WithReuseFailed), which Host and Hosts do not take.
+type PoolOption interface {
+	applyPool(*poolOptions)
+}
 
 type options struct {
 	broker         *broker.Broker
 	checkinTimeout time.Duration
 	keepOnFailure  bool
-	pool           broker.PoolOptions
 }
 
-// WithBroker checks hosts out with b instead of the default Broker.
-func WithBroker(b *broker.Broker) Option { return func(o *options) { o.broker = b } }
+type poolOptions struct {
+	options
+	pool broker.PoolOptions
+}
 
-// WithCheckinTimeout bounds the check-in at the test's end (default 5 min).
-func WithCheckinTimeout(d time.Duration) Option { return func(o *options) { o.checkinTimeout = d } }
+// hostOption is an Option.
+type hostOption func(*options)
+
+func (f hostOption) applyHost(o *options)     { f(o) }
+func (f hostOption) applyPool(o *poolOptions) { f(&o.options) }
+
+// poolOnly is a PoolOption that is no Option.
+type poolOnly func(*broker.PoolOptions)
+
+func (f poolOnly) applyPool(o *poolOptions) { f(&o.pool) }
+
+// WithBroker checks hosts out with b instead of the default Broker.
+func WithBroker(b *broker.Broker) Option { return hostOption(func(o *options) { o.broker = b }) }
+
+// WithCheckinTimeout bounds the check-in at the test's end (default 5 min),
+// and a pool's at its end.
+func WithCheckinTimeout(d time.Duration) Option {
+	return hostOption(func(o *options) { o.checkinTimeout = d })
+}
+
+const defaultCheckinTimeout = 5 * time.Minute
 
 func collect(opts []Option) options {
-	o := options{checkinTimeout: 5 * time.Minute}
+	o := options{checkinTimeout: defaultCheckinTimeout}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyHost(&o)
+	}
+	return o
+}
+
+func collectPool(opts []PoolOption) poolOptions {
+	o := poolOptions{options: options{checkinTimeout: defaultCheckinTimeout}}
+	for _, opt := range opts {
+		opt.applyPool(&o)
 	}
 	return o
 }
 
 var (
-	defaultOnce   sync.Once
+	defaultMu     sync.Mutex
+	defaultMade   bool
+	defaultOpts   []broker.Option
 	defaultBroker *broker.Broker
 	defaultErr    error
 )
 
 // Default returns the process's shared Broker, made on first use with
-// broker.New() (settings from BROKER_DIRECTORY), as http.DefaultClient is
-// shared.
+// broker.New (settings from BROKER_DIRECTORY, and the options given to
+// Main), as http.DefaultClient is shared.
 func Default() (*broker.Broker, error) {
-	defaultOnce.Do(func() { defaultBroker, defaultErr = broker.New() })
+	defaultMu.Lock()
+	defer defaultMu.Unlock()
+	if !defaultMade {
+		defaultMade = true
+		defaultBroker, defaultErr = broker.New(defaultOpts...)
+	}
 	return defaultBroker, defaultErr
+}
+
+// Main runs the tests of m, from TestMain, with the default Broker (Default)
+// made with opts: broker.WithSignalHandling(false), broker.WithReaper(false),
+// broker.WithLogger… Once the tests have run it closes the default Broker
+// (its hosts are checked in by then, or kept), then exits with the tests'
+// status (1 if they passed but Close failed).
+//
+//	func TestMain(m *testing.M) {
+//		brokertest.Main(m, broker.WithSignalHandling(false))
+//	}
+//
+// The default Broker must not have been made before Main (by a package
+// variable's initialiser, say): Main then exits with status 2, since opts
+// would not apply.
+func Main(m *testing.M, opts ...broker.Option) {
+	defaultMu.Lock()
+	if defaultMade {
+		defaultMu.Unlock()
+		fmt.Fprintln(os.Stderr, "brokertest.Main: the default Broker was made before Main; its options would not apply")
+		os.Exit(2)
+	}
+	defaultOpts = opts
+	defaultMu.Unlock()
+	code := m.Run()
+	defaultMu.Lock()
+	b := defaultBroker
+	defaultMu.Unlock()
+	if b != nil {
+		if err := b.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "brokertest.Main: closing the default Broker: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
 }
 
 func (o *options) brokerFor(t testing.TB) *broker.Broker {
@@ -103,7 +226,11 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 	}
 	t.Cleanup(func() {
 		if t.Failed() && o.keepsOnFailure() {
-			keep(t, b, hosts)
+			if err := b.Keep(hosts, time.Time{}); err != nil {
+				t.Errorf("brokertest: keeping hosts of a failed test: %v", err)
+				return
+			}
+			logKept(t, b, hosts)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), o.checkinTimeout)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,7 +22,14 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 )
 
+// mainChild, set in the environment, makes this test binary a child of
+// TestMainOptions: its default Broker has no signal handling and no reaper.
+const mainChild = "BROKERTEST_MAIN_CHILD"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(mainChild) != "" {
+		brokertest.Main(m, broker.WithSignalHandling(false), broker.WithReaper(false))
+	}
 	dir, err := os.MkdirTemp("", "brokertest-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -29,6 +39,37 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// TestMainOptions: Main gives the default Broker its options. A child whose
+// TestMain is Main(m, WithSignalHandling(false), WithReaper(false)) checks a
+// host out and gets SIGTERM: it dies of it at once, the host still in the
+// inventory (with the default options the handler would have checked it in).
+func TestMainOptions(t *testing.T) {
+	if os.Getenv(mainChild) != "" {
+		brokertest.Host(t, broker.Request{})
+		fmt.Println("ready")
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		time.Sleep(time.Minute)
+		t.Fatal("SIGTERM did not end the process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMainOptions$", "-test.v")
+	cmd.Env = append(os.Environ(), mainChild+"=1", "BROKER_DIRECTORY="+dir)
+	out, _ := cmd.CombinedOutput()
+	require.Contains(t, string(out), "ready", "the child checked a host out")
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	require.True(t, ws.Signaled(), "the child dies of SIGTERM: %v\n%s", cmd.ProcessState, out)
+	assert.Equal(t, syscall.SIGTERM, ws.Signal())
+
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false))
+	require.NoError(t, err)
+	defer b.Close()
+	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	require.Len(t, recs, 1, "nothing checked the child's host in")
+	assert.Equal(t, "TestMainOptions", recs[0].Broker.Test)
+	require.NoError(t, b.CheckinRecords(t.Context(), recs...))
 }
 
 func TestHostOnEmbeddedDefault(t *testing.T) {

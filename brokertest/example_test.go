@@ -39,7 +39,8 @@ func TestWebHost(t *testing.T) {
 }
 
 func TestParallelOnAPool(t *testing.T) {
-	pool := brokertest.NewPool(t, broker.Request{}, 2)
+	// Host's options (WithKeepOnFailure) and pool-only ones (WithEager) mix.
+	pool := brokertest.NewPool(t, broker.Request{}, 2, brokertest.WithKeepOnFailure(), brokertest.WithEager())
 	for _, name := range []string{"a", "b", "c", "d"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

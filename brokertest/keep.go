@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
@@ -20,30 +19,25 @@ var keepFlag bool
 func init() {
 	for _, arg := range os.Args {
 		if arg == "-brokertest.keep" || arg == "--brokertest.keep" || strings.HasPrefix(arg, "-brokertest.keep=") || strings.HasPrefix(arg, "--brokertest.keep=") {
-			flag.BoolVar(&keepFlag, "brokertest.keep", false, "keep the hosts of failed tests for inspection (check them in later with brokertest cleanup)")
+			flag.BoolVar(&keepFlag, "brokertest.keep", false, "keep the hosts of failed tests, pools' leases included, for inspection (check them in later with brokertest cleanup)")
 			return
 		}
 	}
 }
 
-// WithKeepOnFailure keeps the hosts of a failed test instead of checking them
-// in; the log says how to reach each, and "brokertest cleanup" removes them.
-// The -brokertest.keep flag does the same for every test.
-func WithKeepOnFailure() Option { return func(o *options) { o.keepOnFailure = true } }
-
-// WithKeep keeps a pool's hosts for d after the test instead of checking
-// them in, for later runs (and other test binaries) with the same request to
-// lease.
-func WithKeep(d time.Duration) Option { return func(o *options) { o.pool.Keep = d } }
+// WithKeepOnFailure keeps the hosts of a failed test for a person to
+// inspect instead of checking them in (Broker.Keep): the log says how to
+// reach each, and "brokertest cleanup" checks them in later. In a pool
+// (NewPool), the host of a lease whose test failed is kept so, and the pool
+// checks out another when a lease needs it. The -brokertest.keep flag does
+// the same for every test, pools included.
+func WithKeepOnFailure() Option { return hostOption(func(o *options) { o.keepOnFailure = true }) }
 
 func (o *options) keepsOnFailure() bool { return o.keepOnFailure || keepFlag }
 
-// keep marks hosts kept and logs how to reach each.
-func keep(t testing.TB, b *broker.Broker, hosts []*hostkit.Host) {
-	if err := b.Keep(hosts, time.Time{}); err != nil {
-		t.Errorf("brokertest: keeping hosts of a failed test: %v", err)
-		return
-	}
+// logKept logs how to reach each of hosts, kept for inspection.
+func logKept(t testing.TB, b *broker.Broker, hosts []*hostkit.Host) {
+	t.Helper()
 	for _, h := range hosts {
 		t.Logf("brokertest: kept %s for inspection: %s", hostName(b, h), sshCommand(b, h))
 	}

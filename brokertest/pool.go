@@ -4,33 +4,48 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
 )
 
 // WithEager makes NewPool check out all its hosts at once, concurrently.
-func WithEager() Option { return func(o *options) { o.pool.Eager = true } }
+func WithEager() PoolOption { return poolOnly(func(p *broker.PoolOptions) { p.Eager = true }) }
 
-// WithKeepFailed keeps a host whose lease ended in a failed subtest in the
-// pool instead of checking it in and replacing it.
-func WithKeepFailed() Option { return func(o *options) { o.pool.KeepFailed = true } }
+// WithReuseFor makes a pool leave its hosts, at its end, free for reuse for
+// d instead of checking them in: a later pool with the same request, in
+// this test binary or another, leases them instead of checking out new
+// hosts (broker.PoolOptions.ReuseFor).
+func WithReuseFor(d time.Duration) PoolOption {
+	return poolOnly(func(p *broker.PoolOptions) { p.ReuseFor = d })
+}
+
+// WithReuseFailed makes a pool hand a host whose lease ended in a failed
+// subtest to the next lease, instead of checking it in and replacing it
+// (broker.PoolOptions.ReuseFailed). WithKeepOnFailure, or -brokertest.keep,
+// wins: the host is then kept for inspection.
+func WithReuseFailed() PoolOption {
+	return poolOnly(func(p *broker.PoolOptions) { p.ReuseFailed = true })
+}
 
 // Pool shares up to size hosts among the parallel subtests of a test.
 type Pool struct {
 	p    *broker.Pool
+	b    *broker.Broker
 	opts options
 }
 
 // NewPool makes a pool of up to size hosts of req for t's subtests. Hosts are
 // checked out as leases need them (all at once WithEager) and checked in when
-// t and all its subtests end (or kept for later runs WithKeep).
-func NewPool(t testing.TB, req broker.Request, size int, opts ...Option) *Pool {
+// t and all its subtests end (or left for later runs WithReuseFor). It takes
+// every Option, and the PoolOptions.
+func NewPool(t testing.TB, req broker.Request, size int, opts ...PoolOption) *Pool {
 	t.Helper()
-	return newPool(t, req, size, collect(opts))
+	return newPool(t, req, size, collectPool(opts))
 }
 
-func newPool(t testing.TB, req broker.Request, size int, o options) *Pool {
+func newPool(t testing.TB, req broker.Request, size int, o poolOptions) *Pool {
 	t.Helper()
 	b := o.brokerFor(t)
 	if req.Test == "" {
@@ -47,12 +62,13 @@ func newPool(t testing.TB, req broker.Request, size int, o options) *Pool {
 			t.Errorf("brokertest: closing pool: %v", err)
 		}
 	})
-	return &Pool{p: p, opts: o}
+	return &Pool{p: p, b: b, opts: o.options}
 }
 
 // Lease gives a host to t alone, waiting (as long as t's context lives) until
-// one is free, and takes it back when t ends. A host whose subtest failed is
-// checked in and replaced.
+// one is free, and takes it back when t ends. A host whose test failed is
+// checked in and replaced (WithReuseFailed: handed to the next lease), or,
+// WithKeepOnFailure or -brokertest.keep, kept for inspection and replaced.
 func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 	t.Helper()
 	h, err := p.p.Acquire(t.Context())
@@ -62,6 +78,14 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.opts.checkinTimeout)
 		defer cancel()
+		if t.Failed() && p.opts.keepsOnFailure() {
+			if err := p.p.Keep(ctx, h); err != nil {
+				t.Errorf("brokertest: keeping the pool host of a failed test: %v", err)
+				return
+			}
+			logKept(t, p.b, []*hostkit.Host{h})
+			return
+		}
 		if err := p.p.Release(ctx, h, !t.Failed()); err != nil {
 			t.Errorf("brokertest: %v", err)
 		}
@@ -83,10 +107,10 @@ type PoolAs[T any] struct {
 }
 
 // NewPoolAs makes a pool of custom host types, like NewPool.
-func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...Option) *PoolAs[T] {
+func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...PoolOption) *PoolAs[T] {
 	t.Helper()
 	pa := &PoolAs[T]{typed: map[*hostkit.Host]*T{}}
-	o := collect(opts)
+	o := collectPool(opts)
 	o.pool.Prepare = func(ctx context.Context, h *hostkit.Host) error {
 		v, err := wrap[T](h)
 		if err != nil {

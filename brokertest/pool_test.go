@@ -83,9 +83,9 @@ func TestPoolReplacesFailedHost(t *testing.T) {
 	assert.Equal(t, b.Record(h).ID(), recs[0].ID())
 }
 
-func TestPoolKeepFailed(t *testing.T) {
+func TestPoolReuseFailed(t *testing.T) {
 	b := newTestBroker(t)
-	pool := brokertest.NewPool(t, broker.Request{}, 1, brokertest.WithBroker(b), brokertest.WithKeepFailed())
+	pool := brokertest.NewPool(t, broker.Request{}, 1, brokertest.WithBroker(b), brokertest.WithReuseFailed())
 	r := newRecorder(t)
 	var first string
 	r.run(func(tb testing.TB) {
@@ -180,7 +180,7 @@ func TestPoolKeepReuse(t *testing.T) {
 	}
 	ctx := t.Context()
 	first := newB()
-	p, err := first.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Eager: true, Keep: time.Minute})
+	p, err := first.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Eager: true, ReuseFor: time.Minute})
 	require.NoError(t, err)
 	require.NoError(t, p.Close(ctx))
 	recs, err := first.Inventory(ctx)
@@ -206,7 +206,7 @@ func TestPoolKeepReuse(t *testing.T) {
 			held := sync.OnceFunc(holding.Done)
 			defer held()
 			b := newB()
-			p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{Keep: time.Minute})
+			p, err := b.NewPool(ctx, broker.Request{}, 4, broker.PoolOptions{ReuseFor: time.Minute})
 			if !assert.NoError(t, err) {
 				return
 			}
@@ -267,4 +267,74 @@ func TestKeepOnFailureLogsSSHCommand(t *testing.T) {
 	assert.FileExists(t, kh)
 	require.NoError(t, b.CheckinRecords(t.Context(), recs...))
 	assert.NoFileExists(t, kh, "check-in removes the kept host's known_hosts file")
+}
+
+// TestPoolKeepsFailedLease: with WithKeepOnFailure, or -brokertest.keep, a
+// pool keeps the host of a failed lease for inspection (state kept, the
+// log saying how to reach it) and leases a new one next; a lease that
+// passed hands its host on as before.
+func TestPoolKeepsFailedLease(t *testing.T) {
+	for _, how := range []string{"option", "flag"} {
+		t.Run(how, func(t *testing.T) {
+			b := newTestBroker(t)
+			opts := []brokertest.PoolOption{brokertest.WithBroker(b)}
+			if how == "option" {
+				opts = append(opts, brokertest.WithKeepOnFailure())
+			} else {
+				*brokertest.KeepFlag = true
+				t.Cleanup(func() { *brokertest.KeepFlag = false })
+			}
+			pool := brokertest.NewPoolAs[resettable](t, broker.Request{}, 1, opts...)
+			teardowns.Store(0)
+
+			var passed string
+			newRecorder(t).run(func(tb testing.TB) { passed = b.Record(pool.Lease(tb).Host).ID() })
+			r := newRecorder(t)
+			var logs []string
+			r.logf = func(s string) { logs = append(logs, s) }
+			var failed string
+			r.run(func(tb testing.TB) {
+				failed = b.Record(pool.Lease(tb).Host).ID()
+				tb.Errorf("fails")
+			})
+			assert.Equal(t, passed, failed, "a passing lease hands its host on")
+			assert.Equal(t, []string{"fails"}, r.errors, "keeping raised no error")
+			assert.Equal(t, int32(1), teardowns.Load(), "Teardown ran before the host left the pool")
+
+			next := b.Record(pool.Lease(t).Host).ID()
+			assert.NotEqual(t, failed, next, "the kept host is not leased again")
+			recs, err := b.Inventory(t.Context())
+			require.NoError(t, err)
+			states := map[string]string{}
+			for _, rec := range recs {
+				states[rec.ID()] = rec.Broker.State
+			}
+			assert.Equal(t, map[string]string{failed: "kept", next: "ready"}, states)
+			assert.Contains(t, strings.Join(logs, "\n"), "for inspection: ssh -p ")
+			checkouts, _ := pool.Stats()
+			assert.Equal(t, 2, checkouts)
+			t.Cleanup(func() {
+				for _, rec := range recs {
+					if rec.ID() == failed {
+						assert.NoError(t, b.CheckinRecords(context.Background(), rec))
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestOptionKinds: every Option is a PoolOption; the pool-only options are
+// not Options, so Host and Hosts do not compile with them.
+func TestOptionKinds(t *testing.T) {
+	var _ []brokertest.PoolOption = []brokertest.PoolOption{
+		brokertest.WithBroker(nil), brokertest.WithCheckinTimeout(time.Second), brokertest.WithKeepOnFailure(),
+		brokertest.WithEager(), brokertest.WithReuseFor(time.Minute), brokertest.WithReuseFailed(),
+	}
+	for name, o := range map[string]brokertest.PoolOption{
+		"WithEager": brokertest.WithEager(), "WithReuseFor": brokertest.WithReuseFor(time.Minute), "WithReuseFailed": brokertest.WithReuseFailed(),
+	} {
+		_, ok := o.(brokertest.Option)
+		assert.False(t, ok, "%s is an Option: Host would take it and ignore it", name)
+	}
 }
