@@ -55,10 +55,6 @@ func (e *HostKeyError) Error() string {
 // DialFunc opens the network connection an SSH client runs over.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// WithDialer makes the host open its connections with dial instead of a
-// net.Dialer, e.g. to go through a jump host or to observe connections.
-func WithDialer(dial DialFunc) Option { return func(h *Host) { h.dial = dial } }
-
 // Host is a machine reached over SSH (or a Transport). Its methods are safe
 // for concurrent use.
 type Host struct {
@@ -84,19 +80,20 @@ type Host struct {
 	sftpOwner *ssh.Client // the connection sftp runs over
 }
 
-// New returns a host that dials cfg on first use; it does not connect.
-func New(hostname string, cfg Config, opts ...Option) *Host {
+// New returns a host that dials cfg on first use (or drives
+// cfg.Transport); it does not connect. Everything about reaching the host
+// is in cfg.
+func New(hostname string, cfg Config) *Host {
 	h := &Host{
-		Hostname: hostname,
-		cfg:      cfg,
-		dialSem:  make(chan struct{}, 1),
-		sftpSem:  make(chan struct{}, 1),
-		sessSem:  make(chan struct{}, maxSessions),
+		Hostname:  hostname,
+		cfg:       cfg,
+		transport: cfg.Transport,
+		dial:      cfg.Dial,
+		dialSem:   make(chan struct{}, 1),
+		sftpSem:   make(chan struct{}, 1),
+		sessSem:   make(chan struct{}, maxSessions),
 
 		stuckAfter: stuckAfter,
-	}
-	for _, o := range opts {
-		o(h)
 	}
 	h.log = cfg.Logger
 	if h.log == nil {

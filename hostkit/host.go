@@ -25,7 +25,7 @@ type Result struct {
 	Stderr string
 }
 
-// Config says how to reach a host over SSH.
+// Config says how to reach a host: over SSH, or through a Transport.
 type Config struct {
 	Addr string // "host:port" to dial
 	User string
@@ -53,6 +53,14 @@ type Config struct {
 	Env map[string]string
 
 	Logger *slog.Logger // nil: discard
+
+	// Dial opens the network connection the SSH client runs over; nil: a
+	// net.Dialer. E.g. to go through a jump host or to observe connections.
+	Dial DialFunc
+	// Transport drives the host when it has no SSH address (Addr empty):
+	// the engine's exec and archive API of a container without sshd. New
+	// takes it over: Close closes it.
+	Transport Transport
 }
 
 // ExecOptions are the settings of one Execute call.
@@ -85,10 +93,3 @@ type Transport interface {
 	Create(ctx context.Context, path string, perm fs.FileMode, r io.Reader) error
 	Close() error
 }
-
-// Option configures a Host.
-type Option func(*Host)
-
-// WithTransport drives the host through t when it has no SSH address
-// (Config.Addr empty).
-func WithTransport(t Transport) Option { return func(h *Host) { h.transport = t } }

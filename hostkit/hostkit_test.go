@@ -51,10 +51,16 @@ func (d *countingDialer) dial(ctx context.Context, network, addr string) (net.Co
 	return nd.DialContext(ctx, network, addr)
 }
 
-func newHost(t testing.TB, cfg hostkit.Config, opts ...hostkit.Option) *hostkit.Host {
-	h := hostkit.New("test-host", cfg, opts...)
+func newHost(t testing.TB, cfg hostkit.Config) *hostkit.Host {
+	h := hostkit.New("test-host", cfg)
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// withDial is cfg dialing with dial.
+func withDial(cfg hostkit.Config, dial hostkit.DialFunc) hostkit.Config {
+	cfg.Dial = dial
+	return cfg
 }
 
 // remoteTempDir makes a directory on the host (as the remote user) and
@@ -189,7 +195,7 @@ func TestExecuteTimeout(t *testing.T) {
 func TestConcurrentExecuteOneConnection(t *testing.T) {
 	srv := sshtest.Start(t)
 	var d countingDialer
-	h := newHost(t, srv.Config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(srv.Config(), d.dial))
 	ctx := testCtx(t)
 
 	const n = 32 // more than sshd's MaxSessions (10)
@@ -228,7 +234,7 @@ func TestAuth(t *testing.T) {
 		cfg := srv.Config()
 		cfg.KeyFiles = []string{writeNewKey(t)}
 		var d countingDialer
-		h := newHost(t, cfg, hostkit.WithDialer(d.dial))
+		h := newHost(t, withDial(cfg, d.dial))
 		_, err := h.Execute(ctx, "true")
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "authentication as \""+srv.User+"\" failed")
@@ -313,7 +319,7 @@ func TestAuthPassword(t *testing.T) {
 
 	cfg.Password = "wrong-Pa55word"
 	var d countingDialer
-	_, err := newHost(t, cfg, hostkit.WithDialer(d.dial)).Execute(ctx, "true")
+	_, err := newHost(t, withDial(cfg, d.dial)).Execute(ctx, "true")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "authentication")
 	assert.NotContains(t, err.Error(), "wrong-Pa55word")
@@ -342,7 +348,7 @@ func TestHostKeys(t *testing.T) {
 		cfg := srv.Config()
 		cfg.HostKeys = []ssh.PublicKey{other}
 		var d countingDialer
-		_, err = newHost(t, cfg, hostkit.WithDialer(d.dial)).Execute(ctx, "true")
+		_, err = newHost(t, withDial(cfg, d.dial)).Execute(ctx, "true")
 		require.Error(t, err)
 		var hke *hostkit.HostKeyError
 		require.ErrorAs(t, err, &hke)
@@ -382,7 +388,7 @@ func TestHostKeys(t *testing.T) {
 			var nd net.Dialer
 			return nd.DialContext(ctx, network, target.Load().(string))
 		}
-		h := newHost(t, first.Config(), hostkit.WithDialer(dial))
+		h := newHost(t, withDial(first.Config(), dial))
 		assert.Equal(t, "1\n", run(t, h, "echo 1"))
 		target.Store(impostor.Addr)
 		require.NoError(t, first.Kill())
@@ -426,7 +432,7 @@ func TestReconnect(t *testing.T) {
 	leakcheck.Check(t)
 	srv := sshtest.Start(t)
 	var d countingDialer
-	h := newHost(t, srv.Config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(srv.Config(), d.dial))
 	ctx := testCtx(t)
 
 	assert.Equal(t, "1\n", run(t, h, "echo 1"))
@@ -514,7 +520,7 @@ func TestDialDeadline(t *testing.T) {
 		var d countingDialer
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, err := newHost(t, cfg, hostkit.WithDialer(d.dial)).Execute(ctx, "true")
+		_, err := newHost(t, withDial(cfg, d.dial)).Execute(ctx, "true")
 		require.Error(t, err)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.NoError(t, ctx.Err(), "gave up on ConnectTimeout, not on the caller's deadline")
@@ -771,7 +777,7 @@ func (f *fakeTransport) Close() error {
 func TestTransportFallback(t *testing.T) {
 	ctx := testCtx(t)
 	ft := newFakeTransport()
-	h := hostkit.New("container", hostkit.Config{}, hostkit.WithTransport(ft))
+	h := hostkit.New("container", hostkit.Config{Transport: ft})
 
 	res, err := h.Execute(ctx, "fail")
 	require.NoError(t, err)

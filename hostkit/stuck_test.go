@@ -453,7 +453,7 @@ func TestStuckPeerConnectionClosed(t *testing.T) {
 		return answer
 	})
 	var d countingDialer
-	h := newHost(t, p.config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(p.config(), d.dial))
 	hostkit.SetStuckAfter(h, 300*time.Millisecond)
 
 	_, err := runOne(t, func(ctx context.Context) (hostkit.Result, error) { return h.Execute(ctx, "true") })
@@ -480,7 +480,7 @@ func TestLateOpenClosed(t *testing.T) {
 	leakcheck.Check(t)
 	p := newFakePeer(t, func(int) stall { return lateOpen })
 	var d countingDialer
-	h := newHost(t, p.config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(p.config(), d.dial))
 
 	_, err := runOne(t, func(ctx context.Context) (hostkit.Result, error) { return h.Execute(ctx, "true") })
 	require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -507,7 +507,7 @@ func TestLateOpenClosed(t *testing.T) {
 func TestCancelKeepsConnection(t *testing.T) {
 	srv := sshtest.Start(t)
 	var d countingDialer
-	h := newHost(t, srv.Config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(srv.Config(), d.dial))
 	hostkit.SetStuckAfter(h, 100*time.Millisecond)
 	ctx := testCtx(t)
 	run(t, h, "true")
@@ -581,7 +581,7 @@ func TestStuckSSHD(t *testing.T) {
 	leakcheck.Check(t)
 	srv := sshtest.Start(t)
 	var d countingDialer
-	h := newHost(t, srv.Config(), hostkit.WithDialer(d.dial))
+	h := newHost(t, withDial(srv.Config(), d.dial))
 	hostkit.SetStuckAfter(h, 300*time.Millisecond)
 	h2 := newHost(t, srv.Config())
 	ctx := testCtx(t)

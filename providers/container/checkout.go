@@ -527,16 +527,16 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.Env[k] = v
 		}
 		cfg.Logger = p.log
-		h := hostkit.New(rec.Hostname, cfg, hostkit.WithDialer(p.handovers.dialer(rec.ID())))
+		cfg.Dial = p.handovers.dialer(rec.ID())
+		h := hostkit.New(rec.Hostname, cfg)
 		h.Name = rec.Name
 		return h, nil
 	}
-	t := p.transport(rec)
-	cfg := hostkit.Config{Logger: p.log}
+	cfg := hostkit.Config{Logger: p.log, Transport: p.transport(rec)}
 	if t := p.cfg.SSH.CommandTimeout; t > 0 {
 		cfg.CommandTimeout = t
 	}
-	h := hostkit.New(rec.Hostname, cfg, hostkit.WithTransport(t))
+	h := hostkit.New(rec.Hostname, cfg)
 	h.Name = rec.Name
 	return h, nil
 }
