@@ -1,7 +1,8 @@
 // Package broker checks hosts out from providers (local SSH servers,
 // containers, VMs), records them in a local inventory and checks them back in:
-// one interface over services that provision hosts, in the manner of the
-// Python broker. Tests use it through package brokertest.
+// one interface over services that provision hosts, in the manner of
+// [the Python broker], whose settings and inventory files it shares. Tests
+// use it through package brokertest.
 //
 // The embedded Local provider is always there. The others register
 // themselves when imported, as database/sql drivers do, so that a program
@@ -47,6 +48,8 @@
 // using package brokertest pass it to brokertest.Main from TestMain.
 //
 // A Broker is safe for concurrent use.
+//
+// [the Python broker]: https://github.com/SatelliteQE/broker
 package broker
 
 import (
@@ -695,7 +698,7 @@ func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inven
 }
 
 // Duplicate checks out count new hosts (one when 0) with the same provider,
-// instance and arguments as rec — the Python broker's "broker duplicate" (https://github.com/SatelliteQE/broker).
+// instance and arguments as rec — the Python broker's "broker duplicate".
 func (b *Broker) Duplicate(ctx context.Context, rec *inventory.Record, count int) ([]*hostkit.Host, error) {
 	if rec.Provider == "" {
 		return nil, fmt.Errorf("broker: duplicate %s: record has no _broker_provider", hostLabel(rec))

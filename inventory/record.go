@@ -1,8 +1,10 @@
 // Package inventory is the local record of every host checked out and not yet
-// checked in: a YAML list shared by all processes of a user, in the Python
-// broker's format, so its inventory files carry over. Store reads and writes
-// the file; Record is one host. The Python broker's filters over records
-// are package inventory/filter.
+// checked in: a YAML list shared by all processes of a user, in
+// [the Python broker]'s format, so its inventory files carry over. Store
+// reads and writes the file; Record is one host. The Python broker's
+// filters over records are package inventory/filter.
+//
+// [the Python broker]: https://github.com/SatelliteQE/broker
 package inventory
 
 import (
