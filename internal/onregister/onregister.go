@@ -1,4 +1,5 @@
-// Package onregister tells the broker package when a provider registers.
+// Package onregister tells the reaper (internal/reaper) when a provider
+// registers.
 //
 // The reaper's watcher is the executable re-run; it starts in the broker
 // package's init, which runs before the inits of the providers that the
