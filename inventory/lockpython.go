@@ -221,7 +221,7 @@ func staleLock(path string) (stale, python bool) {
 // ClearAbandonedLock removes the Python broker's lock file when a process
 // of this library left it: its mark names a process that is dead (or it
 // is an older version's mark and no process of ours holds the inventory
-// lock). A reaper calls it when the process it watches dies, so that a
+// lock). The reaper's watcher calls it when its owner dies, so that a
 // Python broker is not kept waiting for the next Go writer. It also
 // removes the temporary files that killed processes leave beside the
 // lock. It reports whether it removed the lock; a lock of a live process,

@@ -30,7 +30,7 @@
 // refuses every new connection and session, and stops. If the owner dies
 // without checking in (SIGKILL), the leaders of its running commands die
 // with it (parent-death signal); what they left behind is killed when a
-// reaper checks the host in, or when Sync, in any process, finds the host
+// the reaper checks the host in, or when Sync, in any process, finds the host
 // stale. Only a process that both left its group and cleared its
 // environment can escape.
 //
@@ -149,7 +149,7 @@ type Provider struct {
 func (p *Provider) Dir() string { return p.base }
 
 // hostFile is the file in a host's directory that tells other processes
-// whose host it is (Sync, check-in by a reaper).
+// whose host it is (Sync, check-in by the reaper).
 const hostFile = "host.json"
 
 type hostInfo struct {
