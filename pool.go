@@ -149,7 +149,7 @@ func (p *Pool) Acquire(ctx context.Context) (*hostkit.Host, error) {
 func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 	var hosts []*hostkit.Host
 	if p.opts.ReuseFor > 0 {
-		reused, err := p.b.leaseKept(ctx, p.key, n)
+		reused, err := p.b.leaseReusable(ctx, p.key, n)
 		if err != nil {
 			return nil, err
 		}
@@ -286,10 +286,10 @@ func (p *Pool) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// leaseKept atomically takes up to n free hosts with the request key from
+// leaseReusable atomically takes up to n free hosts with the request key from
 // the inventory, making this Broker their owner; expired free hosts it sees
 // are checked in.
-func (b *Broker) leaseKept(ctx context.Context, key string, n int) ([]*hostkit.Host, error) {
+func (b *Broker) leaseReusable(ctx context.Context, key string, n int) ([]*hostkit.Host, error) {
 	var taken, expired []*inventory.Record
 	now := time.Now()
 	err := b.store.Update(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
@@ -318,7 +318,7 @@ func (b *Broker) leaseKept(ctx context.Context, key string, n int) ([]*hostkit.H
 	}
 	if len(expired) > 0 {
 		if err := b.CheckinRecords(ctx, expired...); err != nil {
-			b.logger.Warn("checking in expired kept hosts", "err", err)
+			b.logger.Warn("checking in reusable hosts whose time is up", "err", err)
 		}
 	}
 	if len(taken) > 0 {
@@ -331,7 +331,7 @@ func (b *Broker) leaseKept(ctx context.Context, key string, n int) ([]*hostkit.H
 			_, err = h.Execute(ctx, "true") // still there?
 		}
 		if err != nil {
-			b.logger.Warn("kept host unusable; checking it in", "host", hostLabel(r), "err", err)
+			b.logger.Warn("reusable host unusable; checking it in", "host", hostLabel(r), "err", err)
 			_ = b.CheckinRecords(context.WithoutCancel(ctx), r)
 			continue
 		}
