@@ -539,7 +539,7 @@ func TestSignalHandling(t *testing.T) {
 			require.True(t, ws.Signaled(), "the child ends as SIGTERM says: %v", cmd.ProcessState)
 			assert.Equal(t, syscall.SIGTERM, ws.Signal())
 
-			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load()
+			recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(t.Context())
 			require.NoError(t, err)
 			if mode == "on" {
 				assert.Empty(t, recs, "the handler checked the hosts in before the process ended")
