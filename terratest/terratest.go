@@ -31,7 +31,7 @@
 //     host with no published SSH port, driven over the engine's exec stream)
 //     cannot be handed over, and SSHHost says so; request a container host
 //     with the argument ports: "22" to publish its SSH port on 127.0.0.1. A
-//     dialer the provider gave the host (hostkit.WithDialer) is bypassed.
+//     dialer the provider gave the host (hostkit.Config.Dial) is bypassed.
 //   - The environment a provider sets for each command (hostkit.Config.Env,
 //     e.g. a container's env argument) is not set for terratest's commands.
 //   - terratest's timeouts (10s to connect, no retries) apply, not the host's.

@@ -236,7 +236,7 @@ func TestSSHHostMapping(t *testing.T) {
 		is   error
 	}{
 		{"nil host", nil, []string{"nil host"}, nil},
-		{"engine only", hostkit.New("box", hostkit.Config{}, hostkit.WithTransport(nullTransport{})),
+		{"engine only", hostkit.New("box", hostkit.Config{Transport: nullTransport{}}),
 			[]string{"host box", "no TCP SSH address", `ports: "22"`}, hostkit.ErrNoSSH},
 		{"bad address", hostkit.New("web", hostkit.Config{Addr: "127.0.0.1", Password: secret}), []string{"web", `"127.0.0.1"`}, nil},
 		{"bad port", hostkit.New("web", hostkit.Config{Addr: "127.0.0.1:ssh", Password: secret}), []string{"web", `port "ssh"`}, nil},
