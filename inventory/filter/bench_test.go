@@ -77,7 +77,7 @@ func BenchmarkLoadFilter10k(b *testing.B) {
 }
 
 // BenchmarkLoadFilter10kRealistic is the CLI's "inventory --filter" over
-// 10,000 provider-shaped records: a Store.Load and a seed-DSL filter.
+// 10,000 provider-shaped records: a Store.Load and a term filter.
 func BenchmarkLoadFilter10kRealistic(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "inventory.yaml")
 	recs := sampleRecords(10000)

@@ -108,7 +108,7 @@ func TestExprFilter(t *testing.T) {
 		{`@inv[3:7]`, "noname empty tctr"},
 		{`@inv[:2]`, "rhel sat"},
 		{`"test" in @inv.name | @inv._broker_args.provider != "RHV"`, "rhel ctr"},
-		// What the seed DSL got wrong: these matched none and all.
+		// What term filters got wrong: these matched none and all.
 		{`@inv._broker_provider == 'AnsibleTower'`, "rhel sat empty"},
 		{`@inv._broker_provider != 'Container'`, "rhel sat empty"},
 
@@ -227,12 +227,12 @@ func TestExprFilter(t *testing.T) {
 	}
 }
 
-// The seed DSL compares text; the expression form compares like Python.
-func TestExprVersusSeedEquality(t *testing.T) {
+// A term filter compares text; the expression form compares like Python.
+func TestExprVersusTermEquality(t *testing.T) {
 	recs := exprRecords(t)
-	seed, err := filter.Parse("os_distribution_version=8.6")
+	term, err := filter.Parse("os_distribution_version=8.6")
 	require.NoError(t, err)
-	assert.Equal(t, "rhel sat", labels(seed.Apply(recs)))
+	assert.Equal(t, "rhel sat", labels(term.Apply(recs)))
 	expr, err := filter.Parse(`@inv.os_distribution_version == '8.6'`)
 	require.NoError(t, err)
 	assert.Equal(t, "sat", labels(expr.Apply(recs)))
