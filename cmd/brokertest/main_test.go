@@ -24,7 +24,7 @@ func cliEnv(t *testing.T) (*broker.Broker, *inventory.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("BROKER_DIRECTORY", dir)
-	t.Setenv("BROKER_NO_WATCHER", "1")
+	t.Setenv("BROKER_NO_REAPER", "1")
 	b, err := broker.New(broker.WithReaper(false))
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
