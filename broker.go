@@ -291,6 +291,12 @@ func (b *Broker) closeProviders() error {
 	return errors.Join(errs...)
 }
 
+// Warnings returns the problems New found in the settings that did not
+// stop it (unknown keys, with the closest known one; a settings file with
+// secrets others can read; ignored overrides), each naming the file and
+// line or the variable. New also logs them.
+func (b *Broker) Warnings() []string { return b.settings.Warnings() }
+
 // Dir returns the broker directory.
 func (b *Broker) Dir() string { return b.settings.Dir }
 

@@ -54,8 +54,12 @@ package brokertest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,56 +132,161 @@ func collectPool(opts []PoolOption) poolOptions {
 	return o
 }
 
-var (
-	defaultMu     sync.Mutex
-	defaultMade   bool
-	defaultOpts   []broker.Option
-	defaultBroker *broker.Broker
-	defaultErr    error
-)
+// The default Brokers, one per environment (see Default).
+var defaults = struct {
+	mu   sync.Mutex
+	m    map[string]*shared
+	made bool            // a default Broker was made (Main comes too late)
+	opts []broker.Option // Main's options for broker.New
+}{m: map[string]*shared{}}
 
-// Default returns the process's shared Broker, made on first use with
-// broker.New (settings from BROKER_DIRECTORY, and the options given to
-// Main), as http.DefaultClient is shared.
-func Default() (*broker.Broker, error) {
-	defaultMu.Lock()
-	defer defaultMu.Unlock()
-	if !defaultMade {
-		defaultMade = true
-		defaultBroker, defaultErr = broker.New(defaultOpts...)
-	}
-	return defaultBroker, defaultErr
+// shared is a default Broker and the tests using it.
+type shared struct {
+	b     *broker.Broker
+	bound bool // made in a test's own environment: closed after its last user
+	users int  // tests that use it, while bound
 }
 
-// Main runs the tests of m, from TestMain, with the default Broker (Default)
-// made with opts: broker.WithSignalHandling(false), broker.WithReaper(false),
-// broker.WithLogger… Once the tests have run it closes the default Broker
-// (its hosts are checked in by then, or kept), then exits with the tests'
-// status (1 if they passed but Close failed).
+// processEnv is the environment key of the process as it started, or as
+// TestMain set it before Main: before any test's t.Setenv. It is read and
+// written under defaults.mu.
+var processEnv = envKey()
+
+// envVars are the variables besides BROKER_* that a Broker reads when it
+// is made: HOME for ~/.broker, the engine addresses of the Container
+// provider.
+var envVars = []string{"HOME", "DOCKER_HOST", "CONTAINER_HOST", "XDG_RUNTIME_DIR"}
+
+// envKey names the environment a Broker is made from: BROKER_DIRECTORY
+// made absolute (a test may also t.Chdir), every other BROKER_* variable
+// (settings overrides, BROKER_NO_REAPER) and envVars.
+func envKey() string {
+	dir := os.Getenv("BROKER_DIRECTORY")
+	if dir != "" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
+		}
+	}
+	parts := []string{"BROKER_DIRECTORY=" + dir}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != "BROKER_DIRECTORY" && (strings.HasPrefix(name, "BROKER_") || slices.Contains(envVars, name)) {
+			parts = append(parts, kv)
+		}
+	}
+	slices.Sort(parts[1:])
+	return strings.Join(parts, "\x00")
+}
+
+// Default returns the default Broker for the current environment, made on
+// first use with broker.New (and the options given to Main): settings from
+// BROKER_DIRECTORY's broker_settings.yaml (~/.broker when unset) and
+// BROKER_* overrides, read when it is made. Host, Hosts, HostAs, NewPool and
+// Record use it unless WithBroker names another.
+//
+// There is one default Broker per environment: BROKER_DIRECTORY (made
+// absolute), the other BROKER_* variables, HOME, DOCKER_HOST,
+// CONTAINER_HOST and XDG_RUNTIME_DIR. The one for the process's own
+// environment (as the process started, or as TestMain set it before Main)
+// is shared by every test, as http.DefaultClient is, until the process
+// ends (Main closes it). A test that sets its own, as Go tests isolate
+// themselves (t.Setenv("BROKER_DIRECTORY", t.TempDir())), gets a Broker on
+// its directory and settings; that Broker is closed when the last test
+// that used it through Host, Hosts, HostAs, NewPool or Record ends, after
+// their check-ins, so nothing (log, inventory, host directories) is
+// written into a directory its test has removed. A later use in the same
+// environment makes a new one. Default itself does not hold a test's
+// Broker open: call it from the test that uses it. Without Main, a
+// BROKER_DIRECTORY set in TestMain is a test's own environment: each test
+// then gets a Broker of its own.
+func Default() (*broker.Broker, error) {
+	return acquire(nil)
+}
+
+// acquire returns the default Broker for the current environment. With t
+// it counts t as a user of a Broker made for a test's own environment
+// and closes that Broker in t's cleanup when t is its last user; register
+// nothing that uses it with t.Cleanup before calling acquire (cleanups run
+// last first). The warnings of a new Broker's settings go to t's log.
+func acquire(t testing.TB) (*broker.Broker, error) {
+	key := envKey()
+	defaults.mu.Lock()
+	defer defaults.mu.Unlock()
+	s := defaults.m[key]
+	if s == nil {
+		defaults.made = true
+		b, err := broker.New(defaults.opts...)
+		if err != nil {
+			return nil, err
+		}
+		s = &shared{b: b, bound: key != processEnv}
+		defaults.m[key] = s
+		if t != nil {
+			for _, w := range b.Warnings() {
+				t.Logf("brokertest: %s", w)
+			}
+		}
+	}
+	if t != nil && s.bound {
+		s.users++
+		t.Cleanup(func() { release(t, key, s) })
+	}
+	return s.b, nil
+}
+
+// release ends t's use of s, closing it after its last user.
+func release(t testing.TB, key string, s *shared) {
+	defaults.mu.Lock()
+	s.users--
+	last := s.users == 0
+	if last && defaults.m[key] == s {
+		delete(defaults.m, key)
+	}
+	defaults.mu.Unlock()
+	if last {
+		if err := s.b.Close(); err != nil {
+			t.Errorf("brokertest: closing the Broker of %s: %v", s.b.Dir(), err)
+		}
+	}
+}
+
+// Main runs the tests of m, from TestMain, with the default Brokers
+// (Default) made with opts: broker.WithSignalHandling(false),
+// broker.WithReaper(false), broker.WithLogger… The environment as TestMain
+// leaves it (BROKER_DIRECTORY set with os.Setenv, say) is the process's:
+// its default Broker is shared by all tests. Once the tests have run Main
+// closes the default Brokers still open (their hosts are checked in by
+// then, or kept), then exits with the tests' status (1 if they passed but
+// a Close failed).
 //
 //	func TestMain(m *testing.M) {
 //		brokertest.Main(m, broker.WithSignalHandling(false))
 //	}
 //
-// The default Broker must not have been made before Main (by a package
+// No default Broker must have been made before Main (by a package
 // variable's initialiser, say): Main then exits with status 2, since opts
 // would not apply.
 func Main(m *testing.M, opts ...broker.Option) {
-	defaultMu.Lock()
-	if defaultMade {
-		defaultMu.Unlock()
+	defaults.mu.Lock()
+	if defaults.made {
+		defaults.mu.Unlock()
 		fmt.Fprintln(os.Stderr, "brokertest.Main: the default Broker was made before Main; its options would not apply")
 		os.Exit(2)
 	}
-	defaultOpts = opts
-	defaultMu.Unlock()
+	defaults.opts = opts
+	processEnv = envKey()
+	defaults.mu.Unlock()
 	code := m.Run()
-	defaultMu.Lock()
-	b := defaultBroker
-	defaultMu.Unlock()
-	if b != nil {
+	defaults.mu.Lock()
+	var open []*broker.Broker
+	for _, key := range slices.Sorted(maps.Keys(defaults.m)) {
+		open = append(open, defaults.m[key].b)
+	}
+	clear(defaults.m)
+	defaults.mu.Unlock()
+	for _, b := range open {
 		if err := b.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "brokertest.Main: closing the default Broker: %v\n", err)
+			fmt.Fprintf(os.Stderr, "brokertest.Main: closing the default Broker of %s: %v\n", b.Dir(), err)
 			if code == 0 {
 				code = 1
 			}
@@ -186,12 +295,14 @@ func Main(m *testing.M, opts ...broker.Option) {
 	os.Exit(code)
 }
 
+// brokerFor returns the Broker for t: WithBroker's, else the default one
+// (see acquire: call it before registering cleanups that use it).
 func (o *options) brokerFor(t testing.TB) *broker.Broker {
 	t.Helper()
 	if o.broker != nil {
 		return o.broker
 	}
-	b, err := Default()
+	b, err := acquire(t)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
 	}
@@ -289,11 +400,14 @@ type Resetter interface {
 }
 
 // HostAs checks out one host as a custom host type T, a struct embedding
-// *hostkit.Host. When *T has Setup(ctx) error (Setupper) it runs after
+// *hostkit.Host; a T that is not fails t before anything is checked out. When *T has Setup(ctx) error (Setupper) it runs after
 // checkout, and a failing Setup fails t, the host still being checked in.
 // When *T has Teardown(ctx) error (Teardowner) it runs before check-in.
 func HostAs[T any](t testing.TB, req broker.Request, opts ...Option) *T {
 	t.Helper()
+	if err := checkHostType[T](); err != nil {
+		t.Fatalf("brokertest: %v", err)
+	}
 	o := collect(opts)
 	h := Host(t, req, opts...)
 	name := hostName(o.brokerFor(t), h)
@@ -319,21 +433,36 @@ func HostAs[T any](t testing.TB, req broker.Request, opts ...Option) *T {
 
 var hostPtrType = reflect.TypeFor[*hostkit.Host]()
 
-// wrap makes a *T whose embedded *hostkit.Host is h.
-func wrap[T any](h *hostkit.Host) (*T, error) {
-	v := new(T)
-	rv := reflect.ValueOf(v).Elem()
-	if rv.Kind() != reflect.Struct {
-		return nil, fmt.Errorf("host type %s is not a struct embedding *hostkit.Host", rv.Type())
+// hostField returns the index of the embedded *hostkit.Host of T.
+func hostField[T any]() (int, error) {
+	rt := reflect.TypeFor[T]()
+	if rt.Kind() != reflect.Struct {
+		return 0, fmt.Errorf("host type %s is not a struct embedding *hostkit.Host", rt)
 	}
-	for i := range rv.NumField() {
-		f := rv.Type().Field(i)
-		if f.Anonymous && f.Type == hostPtrType {
-			rv.Field(i).Set(reflect.ValueOf(h))
-			return v, nil
+	for i := range rt.NumField() {
+		if f := rt.Field(i); f.Anonymous && f.Type == hostPtrType {
+			return i, nil
 		}
 	}
-	return nil, fmt.Errorf("host type %s does not embed *hostkit.Host", rv.Type())
+	return 0, fmt.Errorf("host type %s does not embed *hostkit.Host", rt)
+}
+
+// checkHostType reports whether T can be a host type, before any host
+// is checked out for it.
+func checkHostType[T any]() error {
+	_, err := hostField[T]()
+	return err
+}
+
+// wrap makes a *T whose embedded *hostkit.Host is h.
+func wrap[T any](h *hostkit.Host) (*T, error) {
+	i, err := hostField[T]()
+	if err != nil {
+		return nil, err
+	}
+	v := new(T)
+	reflect.ValueOf(v).Elem().Field(i).Set(reflect.ValueOf(h))
+	return v, nil
 }
 
 func setup(ctx context.Context, v any) error {

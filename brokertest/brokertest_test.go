@@ -233,3 +233,20 @@ func TestCheckoutFailureFailsTest(t *testing.T) {
 	require.True(t, r.fatal)
 	assert.Contains(t, strings.Join(r.errors, "\n"), "NoSuchProvider")
 }
+
+// TestHostAsChecksTypeFirst: a host type that embeds no *hostkit.Host fails
+// before anything is checked out: no record, no host.
+func TestHostAsChecksTypeFirst(t *testing.T) {
+	b, err := broker.New(broker.WithDirectory(t.TempDir()))
+	require.NoError(t, err)
+	defer b.Close()
+	r := newRecorder(t)
+	var logs []string
+	r.logf = func(s string) { logs = append(logs, s) }
+	r.run(func(tb testing.TB) { brokertest.HostAs[notAHost](tb, broker.Request{}, brokertest.WithBroker(b)) })
+	require.True(t, r.fatal)
+	assert.Contains(t, strings.Join(r.errors, "\n"), "does not embed *hostkit.Host")
+	assert.NotContains(t, strings.Join(logs, "\n"), "checked out")
+	assert.NoFileExists(t, filepath.Join(b.Dir(), "inventory.yaml"), "no record was written")
+	assert.NoDirExists(t, filepath.Join(b.Dir(), "local"), "no host was made")
+}

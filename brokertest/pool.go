@@ -106,9 +106,13 @@ type PoolAs[T any] struct {
 	typed map[*hostkit.Host]*T
 }
 
-// NewPoolAs makes a pool of custom host types, like NewPool.
+// NewPoolAs makes a pool of custom host types, like NewPool; a T that is
+// no struct embedding *hostkit.Host fails t before anything is checked out.
 func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...PoolOption) *PoolAs[T] {
 	t.Helper()
+	if err := checkHostType[T](); err != nil {
+		t.Fatalf("brokertest: %v", err)
+	}
 	pa := &PoolAs[T]{typed: map[*hostkit.Host]*T{}}
 	o := collectPool(opts)
 	o.pool.Prepare = func(ctx context.Context, h *hostkit.Host) error {
