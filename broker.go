@@ -200,8 +200,18 @@ func New(opts ...Option) (*Broker, error) {
 		// third-party ones included.
 		c.settings.Providers = providers.Names()
 	}
+	checkers := settingsCheckers(c.settings.Providers)
+	if c.settings.Keys == nil {
+		c.settings.Keys = map[string][]string{}
+		for name, sc := range checkers {
+			c.settings.Keys[name] = sc.SettingKeys()
+		}
+	}
 	s, err := settings.Load(c.settings)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSettings(s, checkers); err != nil {
 		return nil, err
 	}
 	b := &Broker{
@@ -230,6 +240,54 @@ func New(opts ...Option) (*Broker, error) {
 		b.startSweep()
 	}
 	return b, nil
+}
+
+// settingsCheckers returns the drivers of names that check their settings
+// (providers.SettingsChecker), by registered name.
+func settingsCheckers(names []string) map[string]providers.SettingsChecker {
+	out := map[string]providers.SettingsChecker{}
+	for _, name := range names {
+		d, regName, err := providers.Lookup(name)
+		if err != nil {
+			continue
+		}
+		if sc, ok := d.(providers.SettingsChecker); ok {
+			out[regName] = sc
+		}
+	}
+	return out
+}
+
+// checkSettings has each provider that can check the settings of its
+// instances do so, at load: a wrong value fails New, located in the file
+// or the environment, rather than the first checkout.
+func checkSettings(s *settings.Settings, checkers map[string]providers.SettingsChecker) error {
+	for _, name := range slices.Sorted(maps.Keys(checkers)) {
+		insts, err := s.Instances(name)
+		if err != nil {
+			return err
+		}
+		for _, inst := range insts {
+			err := checkers[name].CheckSettings(providers.Config{
+				Provider: name,
+				Instance: inst.Name,
+				Settings: inst.Values,
+				SSH:      sshSettings(s.SSH),
+				Dir:      s.Dir,
+				Logger:   slog.New(slog.DiscardHandler),
+			})
+			if err == nil {
+				continue
+			}
+			if se, ok := errors.AsType[*providers.SettingError](err); ok {
+				located := s.ErrorAt(inst.Provider, inst.Name, se.Key, se.Err.Error())
+				located.Err = err
+				err = located
+			}
+			return fmt.Errorf("broker: settings of %s: %w", describe(name, inst.Name), err)
+		}
+	}
+	return nil
 }
 
 // inventoryFile honours the Python broker's inventory_file setting.

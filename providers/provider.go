@@ -31,6 +31,26 @@ type Driver interface {
 	ArgKeys() []string
 }
 
+// SettingsChecker is a Driver that knows its settings, so that a mistake in
+// them shows when they load (broker.New), not at the first checkout: New
+// warns of each key of the provider's section and instances that
+// SettingKeys does not list, naming the closest listed one, and fails when
+// CheckSettings refuses the settings of an instance, saying where the key
+// was set. Optional: the sections of other drivers are only read by Open.
+type SettingsChecker interface {
+	// SettingKeys lists every key the provider's section and its
+	// instances may hold (matched ignoring case): those Open reads, and
+	// those of the Python broker's files it accepts and ignores; not
+	// instances, default or override_envars, which every section may hold.
+	SettingKeys() []string
+	// CheckSettings checks the values cfg.Settings sets (type, range,
+	// one of a set) as Open would, and reports a bad one as a
+	// *SettingError naming the key. It neither requires keys (a section
+	// the program never uses need not be complete) nor reaches out (no
+	// network, no files).
+	CheckSettings(cfg Config) error
+}
+
 // Config is what a provider instance is opened with.
 type Config struct {
 	Provider string         // registered name, e.g. "Container"

@@ -198,15 +198,12 @@ func (m *meta) defaultIndex(s *section) (int, error) {
 }
 
 // warning describes a default: marking the Python broker accepts but that is
-// likely a mistake: several instances marked (the first wins), none among
-// several (a request must name one), or a default: that is no boolean. ""
-// when there is nothing to say.
+// likely a mistake: several instances marked (the first wins), or none
+// among several (a request must name one). "" when there is nothing to
+// say. (A default: that is no boolean fails validate first.)
 func (m *meta) warning(s *section) string {
 	if len(s.instances) < 2 {
 		return ""
-	}
-	if s.badDef != nil {
-		return "settings: " + s.badDef.Error() + "; requests for " + s.name + " that name no instance will fail"
 	}
 	var where string
 	if _, line := m.where(s.raw); line > 0 {

@@ -31,9 +31,12 @@
 // several and none marked that request is an error (the Python broker would
 // use the section's keys alone). Load checks only the sections of the
 // providers in use (Options.Providers, BuiltinProviders by default): their
-// shape, never how default: is marked (a warning at most). Other sections
-// (the Python broker's Foreman, Beaker…) are kept unchecked. Keys are
-// matched ignoring case and unknown keys are kept in Data. Duplicate keys
+// shape and that default: is a boolean (how many instances say it is a
+// warning at most). Other sections (the Python broker's Foreman, Beaker…)
+// are kept unchecked and silent. Keys are matched ignoring case and
+// unknown keys are kept in Data; those of the sections whose keys are
+// known (Options.Keys, ssh:) and top-level keys close to a known name
+// (Contianer, nick) get a warning naming the closest known key. Duplicate keys
 // in one map are an error. A plain (unquoted) None reads as null: PyYAML,
 // and so the Python broker, reads the text "None", but its example files
 // wrote None to mean "unset", which is what null does here.
@@ -109,6 +112,13 @@ type Options struct {
 	// implements. Nil means BuiltinProviders. Other sections are kept
 	// unchecked; Instance checks whichever section it is asked for.
 	Providers []string
+	// Keys lists, by provider name, the keys the section of a provider in
+	// use and its instances may hold (besides instances:, default: and
+	// override_envars:), matched ignoring case. Any other key gets a
+	// warning naming the closest known one. A provider with no entry has
+	// its keys unchecked. The ssh: section and the top level are always
+	// checked.
+	Keys map[string][]string
 }
 
 // Instance is one provider instance's merged settings.
@@ -197,6 +207,7 @@ func Load(opts Options) (*Settings, error) {
 	if err := s.validate(used); err != nil {
 		return nil, err
 	}
+	s.checkKeys(used, opts.Keys)
 	return s, nil
 }
 
@@ -479,8 +490,9 @@ func toDuration(v any) (time.Duration, bool) {
 // providers in use and their instances, nicks and inventory_file. Sections
 // of other providers are left alone, as the Python broker checks a
 // provider's settings only when it uses the provider: a section this
-// program never reads must not stop it. How the instances say default: is
-// never an error here (see defaultIndex), at most a warning.
+// program never reads must not stop it. A default: that is not a boolean
+// is an error; how many instances say default: true is a warning at most
+// (see defaultIndex).
 func (s *Settings) validate(used []string) error {
 	m := s.meta
 	for _, name := range used {
@@ -491,6 +503,9 @@ func (s *Settings) validate(used []string) error {
 		sec, err := m.parseSection(k, s.Data[k])
 		if err != nil {
 			return err
+		}
+		if sec.badDef != nil {
+			return sec.badDef
 		}
 		if w := m.warning(sec); w != "" {
 			s.warnings = append(s.warnings, w)
@@ -526,7 +541,8 @@ func (s *Settings) Sections() []string {
 }
 
 // Warnings returns problems that did not stop Load: a settings file with
-// secrets that group or others can read, ignored override variables.
+// secrets that group or others can read, ignored override variables, keys
+// nobody reads (with the closest known key), how default: is marked.
 func (s *Settings) Warnings() []string {
 	return append([]string(nil), s.warnings...)
 }

@@ -288,7 +288,9 @@ func TestInstanceValidation(t *testing.T) {
 	}{
 		{name: "single instance without flag", yaml: "Container:\n  instances:\n    - only: {runtime: docker}\n", def: "only"},
 		{name: "single instance flag false", yaml: "Container:\n  instances: {only: {default: false}}\n", def: "only"},
-		{name: "single instance flag not bool", yaml: "Container:\n  instances: {only: {default: maybe}}\n", def: "only"},
+		// A default: that is no boolean fails Load in a section in use.
+		{name: "single instance flag not bool", yaml: "Container:\n  instances: {only: {default: maybe}}\n",
+			wantErr: `:2: Container.instances.only.default: "maybe" is not a boolean`},
 		{name: "default as string", yaml: "Container:\n  instances: {a: {default: 'True'}, b: {}}\n", def: "a"},
 		{name: "default yes", yaml: "Container:\n  instances: {a: {}, b: {default: yes}}\n", def: "b"},
 		{name: "empty instance", yaml: "Container:\n  instances:\n    - a:\n    - b: {default: true}\n", def: "b"},
@@ -312,8 +314,7 @@ func TestInstanceValidation(t *testing.T) {
 			env: []string{"BROKER_AnsibleTower__instances__production__default=true", "BROKER_AnsibleTower__instances__testing__default=false"},
 			def: "production"},
 		{name: "default not bool", yaml: "Container:\n  instances: {a: {default: maybe}, b: {}}\n",
-			selErr: `:2: Container.instances.a.default: "maybe" is not a boolean`,
-			warn:   `Container.instances.a.default: "maybe" is not a boolean; requests for Container that name no instance will fail`},
+			wantErr: `:2: Container.instances.a.default: "maybe" is not a boolean`},
 		{name: "override_envars not bool", yaml: "Container:\n  instances: {a: {override_envars: sometimes}}\n",
 			wantErr: `:2: Container.instances.a.override_envars: "sometimes" is not a boolean`},
 		{name: "instances a string", yaml: "Container:\n  instances: docker\n",

@@ -37,6 +37,12 @@
 //	dangling_behavior        checkin | store (hosts a failed workflow made)
 //	aap_version, api_path    force the API root (AAP ≥ 2.5: /api/controller/v2/)
 //	verify_ssl               true
+//	provider_labels          {team: qa}: AWX labels on every launch
+//	results_limit            the Python broker's; accepted and ignored
+//
+// Values are checked when the settings load (Driver.CheckSettings): a wrong
+// type fails broker.New, other keys get a warning; base_url and the
+// credentials are required only when the provider is opened.
 //
 // The API root is detected with GET /api/: AWX and AAP before 2.5 serve the
 // controller under /api/v2/, AAP 2.5+ behind its gateway under
@@ -74,6 +80,17 @@ func init() { providers.Register(Name, Driver{}) }
 
 // Driver opens AnsibleTower providers.
 type Driver struct{}
+
+// SettingKeys lists the keys the AnsibleTower section and its instances
+// take (see the package documentation).
+func (Driver) SettingKeys() []string { return slices.Clone(settingKeys) }
+
+// CheckSettings checks the values the settings set as Open does, without
+// requiring base_url or credentials, and without reaching the server.
+func (Driver) CheckSettings(cfg providers.Config) error {
+	_, _, err := readConfig(cfg)
+	return err
+}
 
 // ArgKeys returns the arguments that select AnsibleTower.
 func (Driver) ArgKeys() []string { return []string{"workflow", "job_template"} }

@@ -12,13 +12,39 @@ import (
 	"github.com/hostbroker/broker/providers"
 )
 
-// parseConfig reads an instance's settings. Errors name the key and the bad
+// settingKeys are the keys of the AnsibleTower section: those readConfig
+// reads, and the Python broker's results_limit, accepted and ignored.
+var settingKeys = []string{
+	"base_url", "token", "username", "password", "inventory",
+	"release_workflow", "extend_workflow", "new_expire_time", "error_scope", "dangling_behavior",
+	"aap_version", "api_path", "workflow_timeout", "workflow_poll_interval", "max_resilient_wait",
+	"request_timeout", "provider_labels", "verify_ssl", "results_limit",
+}
+
+// parseConfig reads an instance's settings: readConfig's checks, then what
+// Open needs (base_url, credentials). Errors name the key and the bad
 // value, never a secret's value.
 func parseConfig(cfg providers.Config) (config, error) {
-	r := configReader{s: cfg.Settings, where: Name}
-	if cfg.Instance != "" {
-		r.where += "::" + cfg.Instance
+	c, base, err := readConfig(cfg)
+	if err != nil {
+		return c, err
 	}
+	r := newConfigReader(cfg)
+	if c.baseURL, err = r.baseURL(base); err != nil {
+		return c, err
+	}
+	if c.creds.token == "" && (c.creds.username == "" || c.creds.password == "") {
+		return c, fmt.Errorf("ansibletower: settings of %s have no credentials: set token (BROKER_AnsibleTower__token), or username and password", r.where)
+	}
+	return c, nil
+}
+
+// readConfig reads and checks the values an instance's settings set, with
+// the defaults for the others, and returns base_url as written. It
+// requires nothing: what a section lacks is parseConfig's concern, so
+// that the settings of a program that never uses AnsibleTower load.
+func readConfig(cfg providers.Config) (config, string, error) {
+	r := newConfigReader(cfg)
 	c := config{
 		releaseWorkflow: "remove-vm",
 		extendWorkflow:  "extend-vm",
@@ -49,28 +75,33 @@ func parseConfig(cfg providers.Config) (config, error) {
 		r.boolean("verify_ssl", &c.verifySSL),
 	} {
 		if step != nil {
-			return c, step
+			return c, "", step
 		}
 	}
-	u, err := r.baseURL(base)
-	if err != nil {
-		return c, err
-	}
-	c.baseURL = u
-	if c.creds.token == "" && (c.creds.username == "" || c.creds.password == "") {
-		return c, fmt.Errorf("ansibletower: settings of %s have no credentials: set token (BROKER_AnsibleTower__token), or username and password", r.where)
+	if base != "" {
+		if _, err := r.baseURL(base); err != nil {
+			return c, "", err
+		}
 	}
 	switch c.errorScope {
 	case "last", "all":
 	default:
-		return c, r.bad("error_scope", strconv.Quote(c.errorScope), "last or all")
+		return c, "", r.bad("error_scope", strconv.Quote(c.errorScope), "last or all")
 	}
 	switch c.dangling {
 	case "checkin", "store":
 	default:
-		return c, r.bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
+		return c, "", r.bad("dangling_behavior", strconv.Quote(c.dangling), "checkin or store")
 	}
-	return c, nil
+	return c, base, nil
+}
+
+func newConfigReader(cfg providers.Config) configReader {
+	r := configReader{s: cfg.Settings, where: Name}
+	if cfg.Instance != "" {
+		r.where += "::" + cfg.Instance
+	}
+	return r
 }
 
 // configReader reads the settings of one instance, named by where

@@ -43,6 +43,10 @@
 //	host_password       SSH password, added by Connect when given (secret)
 //	timeout             seconds allowed to each engine call (default 60)
 //	ssh_wait            seconds to wait for sshd's banner after start (default 60)
+//	host_port, results_limit   the Python broker's; accepted and ignored
+//
+// Values are checked when the settings load (Driver.CheckSettings): a wrong
+// type or an unknown runtime fails broker.New; other keys get a warning.
 //
 // Every container gets the labels LabelPrefix+"id", "user", "version",
 // "instance", "args" (the checkout arguments as JSON) and each label of the
@@ -65,6 +69,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +112,26 @@ type Driver struct{}
 
 // ArgKeys are the request arguments that select this provider.
 func (Driver) ArgKeys() []string { return []string{"container_host", "container_app"} }
+
+// settingKeys are the keys of the Container section (see the package
+// documentation): those parseSettings reads, and the Python broker's
+// host_port and results_limit, accepted and ignored.
+var settingKeys = []string{
+	"host_uri", "host", "runtime", "network", "name_prefix", "auto_map_ports",
+	"host_username", "host_password", "timeout", "ssh_wait",
+	"host_port", "results_limit",
+}
+
+// SettingKeys lists the keys the Container section and its instances take.
+func (Driver) SettingKeys() []string { return slices.Clone(settingKeys) }
+
+// CheckSettings checks the settings' values as Open does, without
+// reaching the engine: a wrong type or an unknown runtime fails when the
+// settings load.
+func (Driver) CheckSettings(cfg providers.Config) error {
+	_, err := parseSettings(cfg)
+	return err
+}
 
 // Open connects to the instance's engine (see the package documentation for
 // the settings) and checks that it answers.

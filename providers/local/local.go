@@ -92,28 +92,62 @@ func (Driver) Open(ctx context.Context, cfg providers.Config) (providers.Provide
 	return Open(cfg)
 }
 
+// SettingKeys lists the keys of the Local section: shell and dir.
+func (Driver) SettingKeys() []string { return []string{"shell", "dir"} }
+
+// CheckSettings checks that shell and dir, when set, are non-empty
+// strings (Open also checks that shell exists).
+func (Driver) CheckSettings(cfg providers.Config) error {
+	_, _, err := readSettings(cfg)
+	return err
+}
+
+// readSettings reads the shell and dir settings ("" when unset).
+func readSettings(cfg providers.Config) (shell, dir string, err error) {
+	for _, s := range []struct {
+		key, want string
+		dst       *string
+	}{{"shell", "a path", &shell}, {"dir", "a directory", &dir}} {
+		v, k, ok := providers.Setting(cfg.Settings, s.key)
+		if !ok {
+			continue
+		}
+		str, isStr := v.(string)
+		if !isStr || str == "" {
+			return "", "", fmt.Errorf("local: %w", &providers.SettingError{Key: k, Err: fmt.Errorf("want %s, got %s", s.want, describeValue(v))})
+		}
+		*s.dst = str
+	}
+	return shell, dir, nil
+}
+
+// describeValue names a setting's value in an error: its text for a
+// string, else its kind.
+func describeValue(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("a %T", v)
+}
+
 // Open returns a Local provider for cfg; see Driver.Open.
 func Open(cfg providers.Config) (*Provider, error) {
 	p := &Provider{shell: "/bin/sh", log: cfg.Logger, servers: map[string]*server{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	if v, ok := cfg.Settings["shell"]; ok && v != nil {
-		s, ok := v.(string)
-		if !ok || s == "" {
-			return nil, fmt.Errorf("local: setting shell: want a path, got %T %v", v, v)
-		}
-		if _, err := os.Stat(s); err != nil {
-			return nil, fmt.Errorf("local: setting shell %q: %w", s, err)
-		}
-		p.shell = s
+	shell, dir, err := readSettings(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if v, ok := cfg.Settings["dir"]; ok && v != nil {
-		s, ok := v.(string)
-		if !ok || s == "" {
-			return nil, fmt.Errorf("local: setting dir: want a path, got %T %v", v, v)
+	if shell != "" {
+		if _, err := os.Stat(shell); err != nil {
+			return nil, fmt.Errorf("local: %w", &providers.SettingError{Key: "shell", Err: err})
 		}
-		p.base = s
+		p.shell = shell
+	}
+	if dir != "" {
+		p.base = dir
 	} else {
 		if cfg.Dir == "" {
 			return nil, errors.New("local: no directory for hosts: set the broker directory or the dir setting")

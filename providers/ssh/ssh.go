@@ -83,8 +83,23 @@ type Provider struct {
 	inventory string
 }
 
-// Open checks cfg's settings and returns a provider. It contacts no host.
-func Open(cfg providers.Config) (*Provider, error) {
+// settingKeys are the keys of the SSH section (see the package
+// documentation), with the aliases user and key_filename.
+var settingKeys = []string{"hosts", "username", "user", "key_file", "key_filename", "password", "known_hosts", "inventory_file"}
+
+// SettingKeys lists the keys the SSH section and its instances take.
+func (Driver) SettingKeys() []string { return append([]string(nil), settingKeys...) }
+
+// CheckSettings checks the values the settings set as Open does, without
+// requiring hosts or credentials and without touching a file.
+func (Driver) CheckSettings(cfg providers.Config) error {
+	_, err := readSettings(cfg)
+	return err
+}
+
+// readSettings reads the values cfg's settings set, over the global ssh:
+// settings; it requires nothing (Open does).
+func readSettings(cfg providers.Config) (*Provider, error) {
 	m, g := cfg.Settings, cfg.SSH
 	p := &Provider{user: g.Username, keyFile: g.KeyFilename, password: g.Password, known: g.KnownHosts, insecure: g.Insecure}
 	if p.user == "" {
@@ -95,17 +110,18 @@ func Open(cfg providers.Config) (*Provider, error) {
 		port = 22
 	}
 	p.port = port
-	v, key, ok := providers.Setting(m, "hosts")
-	list, isList := v.([]any)
-	if !ok || !isList || len(list) == 0 {
-		return nil, &providers.SettingError{Key: orKey(key, "hosts"), Err: fmt.Errorf("want a non-empty list of addresses, got %v", v)}
-	}
-	for i, h := range list {
-		addr, err := address(h, port)
-		if err != nil {
-			return nil, &providers.SettingError{Key: fmt.Sprintf("%s[%d]", key, i), Err: err}
+	if v, key, ok := providers.Setting(m, "hosts"); ok {
+		list, isList := v.([]any)
+		if !isList || len(list) == 0 {
+			return nil, &providers.SettingError{Key: key, Err: fmt.Errorf("want a non-empty list of addresses, got %v", v)}
 		}
-		p.hosts = append(p.hosts, addr)
+		for i, h := range list {
+			addr, err := address(h, port)
+			if err != nil {
+				return nil, &providers.SettingError{Key: fmt.Sprintf("%s[%d]", key, i), Err: err}
+			}
+			p.hosts = append(p.hosts, addr)
+		}
 	}
 	for _, s := range []struct {
 		keys []string
@@ -134,24 +150,36 @@ func Open(cfg providers.Config) (*Provider, error) {
 			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a list of file names, got %v", v)}
 		}
 	}
-	if p.keyFile == "" && p.password == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
-		return nil, &providers.SettingError{Key: "key_file", Err: errors.New("no key_file, password or ssh agent to log in with")}
-	}
 	p.connect, p.command = g.ConnectTimeout, g.CommandTimeout
-	if cfg.Dir == "" {
-		return nil, errors.New("ssh: no broker directory to keep leases in")
-	}
-	p.lockDir = filepath.Join(cfg.Dir, "ssh")
-	p.inventory = filepath.Join(cfg.Dir, "inventory.yaml")
+	p.inventory = "inventory.yaml"
 	if v, k, ok := providers.Setting(m, "inventory_file"); ok {
 		s, _ := v.(string)
 		if s == "" {
 			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a file name, got %v", v)}
 		}
 		p.inventory = s
-		if !filepath.IsAbs(s) {
-			p.inventory = filepath.Join(cfg.Dir, s)
-		}
+	}
+	return p, nil
+}
+
+// Open checks cfg's settings and returns a provider. It contacts no host.
+func Open(cfg providers.Config) (*Provider, error) {
+	p, err := readSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.hosts) == 0 {
+		return nil, &providers.SettingError{Key: "hosts", Err: errors.New("want a non-empty list of addresses, got none")}
+	}
+	if p.keyFile == "" && p.password == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
+		return nil, &providers.SettingError{Key: "key_file", Err: errors.New("no key_file, password or ssh agent to log in with")}
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("ssh: no broker directory to keep leases in")
+	}
+	p.lockDir = filepath.Join(cfg.Dir, "ssh")
+	if !filepath.IsAbs(p.inventory) {
+		p.inventory = filepath.Join(cfg.Dir, p.inventory)
 	}
 	if err := os.MkdirAll(p.lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ssh: lease directory: %w", err)
@@ -165,13 +193,6 @@ func expand(name string) string {
 		return filepath.Join(home, name[2:])
 	}
 	return name
-}
-
-func orKey(key, def string) string {
-	if key == "" {
-		return def
-	}
-	return key
 }
 
 // address normalises a pool entry to host:port.

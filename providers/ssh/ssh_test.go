@@ -358,3 +358,23 @@ func TestLeaseChild(t *testing.T) {
 	}
 	io.Copy(io.Discard, os.Stdin)
 }
+
+// Settings are checked at load without requiring the pool or credentials:
+// a wrong value is a SettingError naming the key.
+func TestCheckSettings(t *testing.T) {
+	var d Driver
+	var _ providers.SettingsChecker = d
+	if err := d.CheckSettings(providers.Config{Settings: map[string]any{}}); err != nil {
+		t.Fatalf("an empty section is no error at load: %v", err)
+	}
+	for key, v := range map[string]any{"hosts": "lab1", "username": 5, "known_hosts": "x", "inventory_file": ""} {
+		err := d.CheckSettings(providers.Config{Settings: map[string]any{key: v}})
+		var se *providers.SettingError
+		if !errors.As(err, &se) || se.Key != key {
+			t.Errorf("%s: %v: got %v, want a SettingError for %s", key, v, err, key)
+		}
+	}
+	if _, err := Open(providers.Config{Dir: t.TempDir(), Settings: map[string]any{"password": "x"}}); err == nil || !strings.Contains(err.Error(), "hosts") {
+		t.Errorf("Open without hosts: %v", err)
+	}
+}
