@@ -23,7 +23,9 @@
 // The contract checked:
 //
 //   - Driver: Open succeeds with good settings and fails, with an error
-//     naming the setting, with bad ones; ArgKeys are non-empty and distinct.
+//     naming the setting, with bad ones; ArgKeys are non-empty and distinct;
+//     a providers.SettingsChecker lists every key of the good settings and
+//     its CheckSettings accepts them.
 //   - Checkout gives a record with a name and a hostname whose host runs
 //     commands (status, stdout and stderr apart); the record alone, after a YAML
 //     round trip through an inventory file, rebuilds the host.
@@ -84,7 +86,8 @@ type Options struct {
 	// is proved by the host no longer answering, and by Sync for a Syncer.
 	Exists func(ctx context.Context, rec *inventory.Record) (bool, error)
 	// Driver, when set, is checked: Open with Config succeeds, Open with
-	// BadSettings merged over Config.Settings fails, ArgKeys are sound.
+	// BadSettings merged over Config.Settings fails, ArgKeys are sound, and
+	// a SettingsChecker takes Config.Settings.
 	Driver providers.Driver
 	// Config is what Driver is opened with. Its Provider and Instance also
 	// name the provider in the intent records the crash checks build.
@@ -362,6 +365,17 @@ func (s *suite) driver(ctx context.Context) error {
 		}
 		if slices.Index(ks, k) != i {
 			errs = append(errs, fmt.Errorf("ArgKeys lists %q twice", k))
+		}
+	}
+	if sc, ok := d.(providers.SettingsChecker); ok {
+		keys := sc.SettingKeys()
+		for k := range s.o.Config.Settings {
+			if !slices.ContainsFunc(keys, func(x string) bool { return strings.EqualFold(x, k) }) {
+				errs = append(errs, fmt.Errorf("SettingKeys %v does not list %q, a key of the good settings", keys, k))
+			}
+		}
+		if err := sc.CheckSettings(s.o.Config); err != nil {
+			errs = append(errs, fmt.Errorf("driver's CheckSettings with good settings: %w", err))
 		}
 	}
 	p, err := d.Open(ctx, s.o.Config)
