@@ -4,7 +4,16 @@
 // [the Python broker], whose settings and inventory files it shares. Tests
 // use it through package brokertest.
 //
-// The embedded Local provider is always there. The others register
+// The embedded Local provider is always there, and a Request that names no
+// provider and no argument that picks one gets a Local host: this machine,
+// as the current user (root in most CI jobs), reached over SSH on
+// 127.0.0.1. Its commands run here, unconfined, starting in a directory of
+// the host's own under the broker directory (also its HOME), removed at
+// check-in; "rm -rf /x" on a Local host removes this machine's /x. Its
+// Hostname is this machine's name, as hostname prints it. For a host of
+// its own, use a container (the Container provider, below).
+//
+// The others register
 // themselves when imported, as database/sql drivers do, so that a program
 // links only the providers it uses:
 //
@@ -91,14 +100,25 @@ const DefaultProvider = "Local"
 // maxParallel bounds concurrent provider calls of one Checkout or Checkin.
 const maxParallel = 32
 
-// Request says what to check out.
+// Request says what to check out. The zero Request gets one host of the
+// embedded Local provider: this machine, as the current user (root in most
+// CI jobs); its commands run here, in a directory of the host's own under
+// the broker directory (see the package documentation). Args that pick a
+// provider ("container_host": an image, for a container of its own;
+// "workflow" for a VM of AnsibleTower) or Provider choose another.
 type Request struct {
-	Nick     string         // a nick from settings; its arguments lie under Args
-	Provider string         // "Local", "Container", "AnsibleTower"; "" = inferred
-	Instance string         // provider instance; "" = its default
-	Count    int            // 0 or 1 means one host
-	Args     map[string]any // provider arguments, merged over the nick's
-	ArgsFile string         // JSON or YAML file; its top-level keys become Args
+	Nick     string // a nick from settings; its arguments lie under Args
+	Provider string // "Local", "Container", "AnsibleTower", "SSH"; "" = inferred from Args, else Local
+	Instance string // provider instance; "" = its default
+	Count    int    // 0 or 1 means one host; negative is an error
+
+	// Args are the provider's arguments, merged over the nick's and
+	// ArgsFile's. A string value naming an existing .json, .yaml or .yml
+	// file is replaced by the file's decoded contents, as the Python
+	// broker's --extra does: {"vars": "extra.yaml"} passes the map the file
+	// holds.
+	Args     map[string]any
+	ArgsFile string // JSON or YAML file; its top-level keys become Args (the nick's lie under, Args over)
 
 	// Test names who asked (a test's name); it is recorded in the inventory.
 	Test string
@@ -434,6 +454,9 @@ func describe(provider, instance string) string {
 // never leaves a host nobody knows of. If any checkout fails, the hosts that
 // succeeded are checked in again and the error names every failure.
 func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, error) {
+	if req.Count < 0 {
+		return nil, fmt.Errorf("broker: checkout: Request.Count %d: want 0 or 1 for one host, or more", req.Count)
+	}
 	plan, err := b.resolve(req)
 	if err != nil {
 		return nil, err

@@ -177,3 +177,15 @@ func TestBuiltinProvidersCheckSettings(t *testing.T) {
 		}
 	}
 }
+
+// A negative Count is an error naming Count, and checks nothing out.
+func TestNegativeCountIsAnError(t *testing.T) {
+	b := newBroker(t, "")
+	hosts, err := b.Checkout(t.Context(), broker.Request{Count: -1})
+	require.Error(t, err)
+	assert.Empty(t, hosts)
+	assert.Contains(t, err.Error(), "Count -1")
+	recs, err := b.Inventory(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, recs)
+}

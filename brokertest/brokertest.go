@@ -8,8 +8,18 @@
 //		...
 //	}
 //
-// Hosts are checked out with the process's default Broker (settings from
-// BROKER_DIRECTORY) unless WithBroker names another.
+// broker.Request{} is a Local host: this machine, as the current user (root
+// in most CI jobs). Its commands run here, unconfined, starting in a
+// directory of the host's own under the broker directory (also its HOME),
+// removed at check-in. For a host of its own, ask for a container:
+//
+//	import _ "github.com/hostbroker/broker/providers/container"
+//
+//	h := brokertest.Host(t, broker.Request{Args: map[string]any{"container_host": "brokertest/debian-sshd:12"}})
+//
+// Hosts are checked out with the default Broker for the test's environment
+// (settings from BROKER_DIRECTORY, which a test may set with t.Setenv; see
+// Default) unless WithBroker names another.
 //
 // # Options
 //
@@ -27,7 +37,7 @@
 //
 // # Signals and crashes
 //
-// The default Broker is made with broker.New's defaults, so the first
+// The default Brokers are made with broker.New's defaults, so the first
 // checkout of a test binary does two things for the whole process:
 //
 //   - It starts the reaper's watcher, the test binary re-run (it runs no
@@ -40,7 +50,7 @@
 //     again: the binary ends as the signal says, the tests and cleanups
 //     still to come not run, as without the handler.
 //
-// To choose otherwise, give the default Broker its options from TestMain
+// To choose otherwise, give the default Brokers their options from TestMain
 // with Main, e.g. for a test binary that handles these signals itself:
 //
 //	func TestMain(m *testing.M) {
@@ -310,7 +320,9 @@ func (o *options) brokerFor(t testing.TB) *broker.Broker {
 }
 
 // Host checks out one host for t and checks it in when t and its subtests
-// end. It fails t (t.Fatal) when the checkout fails.
+// end. It fails t (t.Fatal) when the checkout fails. broker.Request{} is a
+// Local host: this machine, as the current user (see the package
+// documentation).
 func Host(t testing.TB, req broker.Request, opts ...Option) *hostkit.Host {
 	t.Helper()
 	req.Count = 1

@@ -250,3 +250,25 @@ func TestHostAsChecksTypeFirst(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(b.Dir(), "inventory.yaml"), "no record was written")
 	assert.NoDirExists(t, filepath.Join(b.Dir(), "local"), "no host was made")
 }
+
+// TestLocalHostIsThisMachine: a Local host is this machine, as the current
+// user; its Hostname is what hostname prints there (the Python broker's
+// idiom `hostname in host.execute("hostname").stdout` holds), and each
+// host starts in a directory of its own under the broker directory, which
+// is also its HOME.
+func TestLocalHostIsThisMachine(t *testing.T) {
+	h := brokertest.Host(t, broker.Request{})
+	res, err := h.Execute(t.Context(), `hostname; pwd -P; echo "$HOME"; id -u`)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+	require.Len(t, lines, 4, res.Stdout)
+	assert.Contains(t, lines[0], h.Hostname, "Hostname is what hostname prints")
+	rec := brokertest.Record(t, h)
+	assert.Equal(t, h.Hostname, rec.Hostname)
+	assert.Equal(t, "127.0.0.1", rec.IP, "the address is in IP (and the ssh block)")
+	own, err := filepath.EvalSymlinks(filepath.Join(os.Getenv("BROKER_DIRECTORY"), "local", rec.ID()))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(own, "home"), lines[1], "commands start in the host's own directory")
+	assert.Equal(t, filepath.Join(filepath.Join(os.Getenv("BROKER_DIRECTORY"), "local", rec.ID()), "home"), lines[2], "HOME is that directory")
+	assert.Equal(t, fmt.Sprint(os.Getuid()), lines[3], "commands run as the current user")
+}

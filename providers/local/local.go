@@ -1,7 +1,17 @@
-// Package local is the embedded default provider, "Local": each host is an
+// Package local is the embedded default provider, "Local": a Local host is
+// this machine, as the current user (root in most CI jobs). Each host is an
 // SSH server started inside the test process, on 127.0.0.1 at a random port,
-// with its own host key, its own client key and its own directory as HOME.
-// Commands run as the current user through /bin/sh -c.
+// with its own host key, its own client key and its own directory as HOME
+// and working directory; commands run through /bin/sh -c, unconfined: a
+// test that runs "rm -rf ~/x" on a Local host runs it here, with HOME the
+// host's directory, and "rm -rf /x" is the machine's /x. Use a container
+// (providers/container) for a host of its own.
+//
+// A Local host's Hostname (the record's hostname) is this machine's name,
+// what hostname prints there (os.Hostname), so the Python broker's idiom
+// `hostname in host.execute("hostname").stdout` holds; its IP and the SSH
+// address are 127.0.0.1. Hosts are told apart by their name, local-<id>,
+// and their id.
 //
 // A request with no arguments and no settings gets a Local host, so tests
 // that need "a host" run anywhere, with no daemon, container or VM:
@@ -9,8 +19,11 @@
 //	h := brokertest.Host(t, broker.Request{})
 //
 // Each host lives in <dir>/<id>/ (dir defaults to <BROKER_DIRECTORY>/local):
-// home/ is its HOME and working directory, client_key the private key that
-// opens it, host.json what another process needs to judge it (owner pid).
+// home/ is its HOME and the working directory its commands (and SFTP's
+// relative paths) start in, client_key the private key that opens it,
+// host.json what another process needs to judge it (owner pid). Check-in
+// removes the directory (as does the reaper's or "brokertest cleanup"'s
+// check-in of a host whose process died, and Sync of a stale one).
 //
 // Sessions serve exec, shell (on a real pseudo-terminal when the client asks
 // for one), the sftp subsystem (relative paths from HOME), env requests and
@@ -243,7 +256,8 @@ func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) 
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	rec = &inventory.Record{
-		Hostname: "127.0.0.1",
+		Hostname: machineName(),
+		IP:       "127.0.0.1",
 		Name:     "local-" + req.ID,
 		Args:     maps.Clone(req.Args),
 		Broker: &inventory.Meta{
@@ -427,8 +441,9 @@ func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, 
 
 // Describe explains the provider's arguments and settings.
 func (p *Provider) Describe(ctx context.Context, topic string) (string, error) {
-	return `Local: each host is an SSH server in the test process, on 127.0.0.1,
-running commands as the current user with ` + p.shell + ` -c, HOME in its own directory.
+	return `Local: this machine, as the current user. Each host is an SSH server in the
+test process, on 127.0.0.1, running commands with ` + p.shell + ` -c in its own directory
+(also HOME) under ` + p.base + `; its hostname is this machine's.
 Arguments:
   local: true | "" | {…}   select this provider (options are ignored)
   env:   {NAME: value}     environment of every command on the host
@@ -607,6 +622,15 @@ func newSigner() (ssh.Signer, error) {
 		return nil, err
 	}
 	return ssh.NewSignerFromKey(priv)
+}
+
+// machineName is this machine's name, as hostname prints it: the
+// Hostname of every Local host ("localhost" when the kernel will not say).
+func machineName() string {
+	if name, err := os.Hostname(); err == nil && name != "" {
+		return name
+	}
+	return "localhost"
 }
 
 // currentUser is the name commands run as (informative: the server accepts

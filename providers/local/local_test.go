@@ -106,7 +106,9 @@ func TestRecord(t *testing.T) {
 	require.NoError(t, err)
 	rec := res.Record(id)
 	t.Cleanup(func() { _ = p.Checkin(context.Background(), rec) })
-	assert.Equal(t, "127.0.0.1", rec.Hostname)
+	name, _ := os.Hostname()
+	assert.Equal(t, name, rec.Hostname, "this machine's name")
+	assert.Equal(t, "127.0.0.1", rec.IP)
 	assert.Equal(t, "local-"+id, rec.Name)
 	assert.Equal(t, args, rec.Args)
 	args["changed"] = true
@@ -183,7 +185,7 @@ func TestExecuteThroughHostkit(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 	assert.Equal(t, rec.Name, h.Name)
-	assert.Equal(t, "127.0.0.1", h.Hostname)
+	assert.Equal(t, rec.Hostname, h.Hostname)
 
 	res, err = h.Execute(t.Context(), `echo "$GREETING $EXTRA"; echo oops >&2; exit 2`, hostkit.WithEnv(map[string]string{"EXTRA": "world"}))
 	require.NoError(t, err)
