@@ -145,6 +145,17 @@ func show(path string, v any) string {
 	}
 }
 
+// got describes a value for "expected X, got Y" messages: its kind, and
+// for a scalar its text as show renders it ("a string \"x\"", "a number 5";
+// "a list", "null").
+func got(path string, v any) string {
+	switch v.(type) {
+	case nil, map[string]any, []any:
+		return TypeName(v)
+	}
+	return TypeName(v) + " " + show(path, v)
+}
+
 // TypeName names a settings value's YAML kind ("a list", "a map", "a
 // number"…) for "expected X, got Y" messages, the providers' included.
 func TypeName(v any) string {

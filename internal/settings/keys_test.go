@@ -83,3 +83,28 @@ func TestInstances(t *testing.T) {
 	mustLen(t, insts, 1)
 	eq(t, settings.Instance{Provider: "Local", Values: map[string]any{"shell": "/bin/sh"}}, insts[0])
 }
+
+// "expected X, got Y" names a collection's kind once ("got a list", never
+// "got a list a list"), and null as null.
+func TestGotNamesTheKindOnce(t *testing.T) {
+	for yaml, want := range map[string]string{
+		"ssh: [a, b]\n":                                   "ssh: expected a map of SSH settings, got a list",
+		"ssh: {known_hosts: {a: 1}}\n":                    "ssh.known_hosts: expected a list of file paths, got a map",
+		"ssh: {known_hosts: [[a]]}\n":                     "ssh.known_hosts[0]: expected a file path, got a list",
+		"nicks: [a]\n":                                    "nicks: expected a map of nicks, got a list",
+		"nicks: {a: [x]}\n":                               "nicks.a: a nick must be a map of arguments, got a list",
+		"Container: [a]\n":                                "Container: expected a map of provider settings, got a list",
+		"Container: {instances: {a: [1]}}\n":              "Container.instances.a: expected a map of instance settings, got a list",
+		"Container: {instances: 5}\n":                     "got a number 5",
+		"inventory_file: [a]\n":                           "inventory_file: expected a file name, got a list",
+		"inventory_file: {a: 1}\n":                        "inventory_file: expected a file name, got a map",
+		"Container: {instances: {a: {b: 1}}}\nnicks: 7\n": "nicks: expected a map of nicks, got a number 7",
+	} {
+		_, err := load(t, yaml)
+		isErr(t, err, yaml)
+		contains(t, err.Error(), want, yaml)
+		for _, twice := range []string{"a list a list", "a map a map", "null null"} {
+			notContains(t, err.Error(), twice, yaml)
+		}
+	}
+}

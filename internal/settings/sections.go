@@ -55,7 +55,7 @@ func (m *meta) parseSection(name string, v any) (*section, error) {
 	}
 	sm, ok := v.(map[string]any)
 	if !ok {
-		return nil, m.errAt(name, name, "expected a map of provider settings, got %s %s", TypeName(v), show(name, v))
+		return nil, m.errAt(name, name, "expected a map of provider settings, got %s", got(name, v))
 	}
 	ik, hasInst := findKey(sm, "instances")
 	for k, x := range sm {
@@ -119,7 +119,7 @@ func (m *meta) parseInstances(raw, shown string, v any) ([]instRef, error) {
 			return li < lj
 		})
 	default:
-		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s %s", TypeName(x), show(shown, x))
+		return nil, m.errAt(raw, shown, "expected a list of `- name: {settings}` entries or a map of `name: {settings}`, got %s", got(shown, x))
 	}
 	return out, nil
 }
@@ -233,7 +233,7 @@ func (m *meta) instance(raw, shown, p, name string, v any) (instRef, error) {
 	case map[string]any:
 		ref.m = x
 	default:
-		return ref, m.errAt(p, ref.shown, "expected a map of instance settings, got %s %s", TypeName(v), show(ref.shown, v))
+		return ref, m.errAt(p, ref.shown, "expected a map of instance settings, got %s", got(ref.shown, v))
 	}
 	return ref, nil
 }

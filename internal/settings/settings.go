@@ -284,7 +284,7 @@ func (m *meta) parseSSH(data map[string]any, home func() (string, error)) (SSH, 
 		case map[string]any:
 			r.sec = x
 		default:
-			return out, m.errAt(k, k, "expected a map of SSH settings, got %s %s", TypeName(x), show(k, x))
+			return out, m.errAt(k, k, "expected a map of SSH settings, got %s", got(k, x))
 		}
 	}
 	var err error
@@ -408,14 +408,14 @@ func (r sshKeys) knownHosts(home func() (string, error)) ([]string, error) {
 	case []any:
 		list = x
 	default:
-		return nil, r.m.errAt(p, p, "expected a list of file paths, got %s %s", TypeName(v), show(p, v))
+		return nil, r.m.errAt(p, p, "expected a list of file paths, got %s", got(p, v))
 	}
 	var out []string
 	for i, e := range list {
 		f, ok := e.(string)
 		if !ok || f == "" {
 			ip := fmt.Sprintf("%s[%d]", p, i)
-			return nil, r.m.errAt(ip, ip, "expected a file path, got %s %s", TypeName(e), show(ip, e))
+			return nil, r.m.errAt(ip, ip, "expected a file path, got %s", got(ip, e))
 		}
 		f, err := expandHome(f, home)
 		if err != nil {
@@ -521,7 +521,7 @@ func (s *Settings) validate(used []string) error {
 	}
 	if v, ok := s.Data["inventory_file"]; ok && v != nil {
 		if f, ok := v.(string); !ok || f == "" {
-			return m.errAt("inventory_file", "inventory_file", "expected a file name, got %s %s", TypeName(v), show("inventory_file", v))
+			return m.errAt("inventory_file", "inventory_file", "expected a file name, got %s", got("inventory_file", v))
 		}
 	}
 	return nil
@@ -615,7 +615,7 @@ func (s *Settings) nicks() (map[string]any, error) {
 	case map[string]any:
 		return x, nil
 	default:
-		return nil, s.meta.errAt(k, k, "expected a map of nicks, got %s %s", TypeName(x), show(k, x))
+		return nil, s.meta.errAt(k, k, "expected a map of nicks, got %s", got(k, x))
 	}
 }
 
@@ -647,7 +647,7 @@ func (s *Settings) Nick(name string) (map[string]any, error) {
 	case map[string]any:
 		return deepCopy(x).(map[string]any), nil
 	default:
-		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s %s", TypeName(x), show(p, x))
+		return nil, s.meta.errAt(p, p, "a nick must be a map of arguments, got %s", got(p, x))
 	}
 }
 
