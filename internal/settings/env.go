@@ -236,7 +236,7 @@ func (m *meta) set(cur any, raw, shown string, parts []string, o override) (any,
 		c[i] = v
 		return c, nil
 	default:
-		return nil, m.envErr(o, shown, "is %s %s, not a map, so it has no key %q", TypeName(cur), show(shown, cur), key)
+		return nil, m.envErr(o, shown, "is %s, not a map, so it has no key %q", got(shown, cur), key)
 	}
 }
 
