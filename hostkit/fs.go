@@ -19,9 +19,19 @@ import (
 // FS returns the host's file system, rooted at "/", as an io/fs.FS (also
 // fs.ReadDirFS and fs.StatFS) over SFTP. Operations fail once ctx is done,
 // those under way too.
+//
+// Names are io/fs names: slash-separated and unrooted, relative to the
+// root, so /etc/hostname is "etc/hostname" and the root itself is ".". A
+// rooted name ("/etc/hostname"), or one with "..", fails with
+// fs.ErrInvalid (fs.ValidPath). Missing files give fs.ErrNotExist.
+//
+// FS needs SSH: on a host driven through a Transport only (a container
+// without sshd) it returns an error wrapping ErrNoSSH; use ReadFile,
+// Download or Execute there.
 func (h *Host) FS(ctx context.Context) (fs.FS, error) { return h.FSAt(ctx, "/") }
 
-// FSAt is FS rooted at the remote directory root.
+// FSAt is FS rooted at the remote directory root, which must be absolute
+// and a directory; names are relative to it, as for FS.
 func (h *Host) FSAt(ctx context.Context, root string) (fs.FS, error) {
 	sc, c, err := h.sftpConn(ctx)
 	if err != nil {

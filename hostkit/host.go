@@ -4,7 +4,10 @@
 // One SSH connection per host is dialed on first use and reused; every command
 // runs in a new session, so commands on one host may run concurrently. Hosts
 // with no SSH server (e.g. containers without sshd) are driven through a
-// Transport (the engine's exec and archive API) with the same results.
+// Transport (the engine's exec and archive API): Execute, ReadFile,
+// WriteFile, Upload, Download and CopyTo give the same results there, while
+// what needs SSH itself (SFTP, FS, Shell, SSHClient) returns an error
+// wrapping ErrNoSSH.
 package hostkit
 
 import (

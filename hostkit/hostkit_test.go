@@ -705,6 +705,8 @@ func TestFS(t *testing.T) {
 	assert.ErrorIs(t, err, fs.ErrNotExist)
 	_, err = fsys.Open("../etc/passwd")
 	assert.ErrorIs(t, err, fs.ErrInvalid)
+	_, err = fsys.Open(dir + "/top")
+	assert.ErrorIs(t, err, fs.ErrInvalid, "names are unrooted, as FS says")
 
 	root, err := h.FS(ctx)
 	require.NoError(t, err)
