@@ -501,6 +501,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 		State:      inventory.StateCreating,
 		Owner:      b.owner,
 		Test:       test,
+		User:       currentUser(),
 		CheckedOut: time.Now().UTC().Truncate(time.Second),
 	}
 	intent := &inventory.Record{Provider: provName, Instance: instName, Args: args, Broker: meta}

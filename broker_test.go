@@ -305,7 +305,7 @@ func TestSyncReconciles(t *testing.T) {
 	}
 	theSpy.mu.Unlock()
 
-	res, err := b.Sync(ctx, "Spy:someone::beta")
+	res, err := b.Sync(ctx, "Spy::beta") // no user: every record of the instance
 	require.NoError(t, err)
 	assert.Equal(t, "Spy::beta", res.Provider)
 	assert.Equal(t, 1, res.Kept)

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
 
@@ -188,4 +190,52 @@ func TestNegativeCountIsAnError(t *testing.T) {
 	recs, err := b.Inventory(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, recs)
+}
+
+// "sync Provider:user" replaces only that user's records: the hosts this
+// user checked out, and those of other users, stay.
+func TestSyncForAnotherUserReplacesOnlyTheirs(t *testing.T) {
+	ctx := t.Context()
+	theSpy.reset()
+	b := newBroker(t, spySettings)
+	mine, err := b.Checkout(ctx, broker.Request{Provider: "Spy", Instance: "beta", Count: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Checkin(context.Background(), mine...) })
+	names := func() []string {
+		recs, err := b.Inventory(ctx)
+		require.NoError(t, err)
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	report := func(recs ...*inventory.Record) {
+		theSpy.mu.Lock()
+		theSpy.synced = recs
+		theSpy.mu.Unlock()
+	}
+
+	report(&inventory.Record{Hostname: "o1.example.com", Name: "o1"}, &inventory.Record{Hostname: "o2.example.com", Name: "o2"})
+	res, err := b.Sync(ctx, "Spy:other::beta")
+	require.NoError(t, err)
+	assert.Len(t, res.Added, 2)
+	assert.Empty(t, res.Dropped, "my hosts are not other's")
+	assert.ElementsMatch(t, []string{b.Record(mine[0]).Name, b.Record(mine[1]).Name, "o1", "o2"}, names())
+
+	report(&inventory.Record{Hostname: "o1.example.com", Name: "o1"})
+	res, err = b.Sync(ctx, "Spy:other::beta")
+	require.NoError(t, err)
+	assert.Empty(t, res.Added)
+	require.Len(t, res.Dropped, 1)
+	assert.Equal(t, "o2", res.Dropped[0].Name)
+	assert.Equal(t, 1, res.Kept)
+	assert.ElementsMatch(t, []string{b.Record(mine[0]).Name, b.Record(mine[1]).Name, "o1"}, names())
+
+	// A third user's sync touches neither.
+	report()
+	res, err = b.Sync(ctx, "Spy:third::beta")
+	require.NoError(t, err)
+	assert.Empty(t, res.Dropped)
+	assert.Len(t, names(), 3)
 }

@@ -38,6 +38,13 @@ func ParseSyncSpec(spec string) (provider, user, instance string, err error) {
 // inventory lacks are added, and this instance's records it no longer has are
 // dropped. Records of other providers or instances are never touched, and
 // records still being created by a live owner are kept.
+//
+// With a user ("Container:jake"), only that user's records are replaced:
+// those whose _brokertest.user is the user (the hosts a sync for the user
+// added, and the hosts the user checked out on this machine); the hosts
+// added are marked as the user's (a new _brokertest block when the
+// provider's record has none). Without a user, or with AnsibleTower's
+// "@ll", every record of the instance is, as in the Python broker.
 func (b *Broker) Sync(ctx context.Context, spec string) (SyncResult, error) {
 	provName, user, instance, err := ParseSyncSpec(spec)
 	if err != nil {
@@ -59,11 +66,13 @@ func (b *Broker) Sync(ctx context.Context, spec string) (SyncResult, error) {
 	for _, r := range found {
 		r.Provider, r.Instance = provName, instName
 	}
+	byUser := user != "" && user != "@ll"
 	err = b.store.Update(ctx, func(recs []*inventory.Record) ([]*inventory.Record, error) {
 		res.Added, res.Dropped, res.Kept = nil, nil, 0
 		out := recs[:0:0]
 		for _, rec := range recs {
-			if !strings.EqualFold(rec.Provider, provName) || rec.Instance != instName && rec.Instance != "" {
+			if !strings.EqualFold(rec.Provider, provName) || rec.Instance != instName && rec.Instance != "" ||
+				byUser && (rec.Broker == nil || rec.Broker.User != user) {
 				out = append(out, rec)
 				continue
 			}
@@ -76,6 +85,13 @@ func (b *Broker) Sync(ctx context.Context, spec string) (SyncResult, error) {
 		}
 		for _, f := range found {
 			if indexOf(recs, f) < 0 {
+				if byUser {
+					f = f.Clone() // found stays as the provider said, should fn run again
+					if f.Broker == nil {
+						f.Broker = &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}
+					}
+					f.Broker.User = user
+				}
 				res.Added = append(res.Added, f)
 				out = append(out, f)
 			}

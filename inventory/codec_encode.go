@@ -128,6 +128,7 @@ func (e *encoder) meta(m *Meta, ind int) {
 	text("state", m.State, false)
 	e.metaOwner(&m.Owner, ind)
 	text("test", m.Test, false)
+	text("user", m.User, false)
 	field("checked_out")
 	e.time(m.CheckedOut)
 	e.b = append(e.b, '\n')

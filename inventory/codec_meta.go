@@ -29,7 +29,7 @@ func (m *Meta) Map() (out map[string]any, ok bool) {
 }
 
 // metaKeys are the keys of the _brokertest block, in the order written.
-var metaKeys = []string{"id", "state", "owner", "test", "checked_out", "keep_until", "request_key", "ssh", "data"}
+var metaKeys = []string{"id", "state", "owner", "test", "user", "checked_out", "keep_until", "request_key", "ssh", "data"}
 
 // metaMap is Map's direct path; ok is false when m holds a value it
 // does not know how yaml.v3 writes.
@@ -60,6 +60,8 @@ func (m *Meta) Field(key string) (v any, present, ok bool) {
 		return text(m.State, false)
 	case "test":
 		return text(m.Test, false)
+	case "user":
+		return text(m.User, false)
 	case "request_key":
 		return text(m.RequestKey, false)
 	case "owner":

@@ -38,7 +38,7 @@ func TestMetaMapIsTheYAMLRoundTrip(t *testing.T) {
 	pick := func(l []string) string { return l[r.Intn(len(l))] }
 	for i := range 3000 {
 		tm := times[r.Intn(len(times))].In(zones[r.Intn(len(zones))])
-		m := &Meta{ID: pick(strs), State: pick(strs), Test: pick(strs), RequestKey: pick(strs), CheckedOut: tm,
+		m := &Meta{ID: pick(strs), State: pick(strs), Test: pick(strs), User: pick(strs), RequestKey: pick(strs), CheckedOut: tm,
 			Owner: Owner{Run: pick(strs), PID: r.Intn(100000) - 10, Started: r.Uint64() >> uint(r.Intn(64)), BootID: pick(strs), Machine: pick(strs)}}
 		if r.Intn(2) == 0 {
 			k := times[r.Intn(len(times))].In(zones[r.Intn(len(zones))])

@@ -366,6 +366,8 @@ func (p *fastParser) meta(n *fnode) (*Meta, bool) {
 			ok = p.str(v, &m.State)
 		case "test":
 			ok = p.str(v, &m.Test)
+		case "user":
+			ok = p.str(v, &m.User)
 		case "request_key":
 			ok = p.str(v, &m.RequestKey)
 		case "owner":

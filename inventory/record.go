@@ -102,10 +102,14 @@ const (
 
 // Meta is the _brokertest block of a record.
 type Meta struct {
-	ID         string         `yaml:"id" json:"id"`
-	State      string         `yaml:"state,omitempty" json:"state,omitempty"`
-	Owner      Owner          `yaml:"owner" json:"owner"`
-	Test       string         `yaml:"test,omitempty" json:"test,omitempty"`
+	ID    string `yaml:"id" json:"id"`
+	State string `yaml:"state,omitempty" json:"state,omitempty"`
+	Owner Owner  `yaml:"owner" json:"owner"`
+	Test  string `yaml:"test,omitempty" json:"test,omitempty"`
+	// User is whose host it is: the local user who checked it out, or the
+	// user a sync (Provider:user) found it for; "sync Provider:user"
+	// replaces only the records of that user.
+	User       string         `yaml:"user,omitempty" json:"user,omitempty"`
 	CheckedOut time.Time      `yaml:"checked_out" json:"checked_out"`
 	KeepUntil  *time.Time     `yaml:"keep_until" json:"keep_until"`
 	RequestKey string         `yaml:"request_key,omitempty" json:"request_key,omitempty"`
