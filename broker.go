@@ -168,11 +168,19 @@ type Option func(*config)
 
 // WithDirectory sets the broker directory (settings, inventory, logs),
 // overriding BROKER_DIRECTORY.
-func WithDirectory(dir string) Option { return func(c *config) { c.settings.Dir = dir } }
+func WithDirectory(dir string) Option {
+	return func(c *config) {
+		c.settings.Dir, c.settings.DirFrom = dir, fmt.Sprintf("broker.WithDirectory(%q)", dir)
+	}
+}
 
 // WithSettingsFile reads settings from path instead of
 // <directory>/broker_settings.yaml.
-func WithSettingsFile(path string) Option { return func(c *config) { c.settings.File = path } }
+func WithSettingsFile(path string) Option {
+	return func(c *config) {
+		c.settings.File, c.settings.FileFrom = path, fmt.Sprintf("broker.WithSettingsFile(%q)", path)
+	}
+}
 
 // WithSettingsEnv makes New read the BROKER_* settings overrides from env
 // ("KEY=value" entries) instead of the process environment. It is not the
@@ -249,7 +257,7 @@ func New(opts ...Option) (*Broker, error) {
 	if b.logger == nil {
 		b.logger, b.logFile, err = openLog(s.Dir)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("broker: %s: %w", s.DirFrom, err)
 		}
 	}
 	b.store = inventory.Open(filepath.Join(s.Dir, inventoryFile(s)), inventory.WithLogger(b.logger))
@@ -321,11 +329,11 @@ func inventoryFile(s *settings.Settings) string {
 func openLog(dir string) (*slog.Logger, io.Closer, error) {
 	logDir := filepath.Join(dir, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("broker: log directory: %w", err)
+		return nil, nil, fmt.Errorf("log directory: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("broker: log file: %w", err)
+		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
 	return slog.New(slog.NewTextHandler(f, nil)).With("pid", os.Getpid()), f, nil
 }

@@ -239,3 +239,36 @@ func TestSyncForAnotherUserReplacesOnlyTheirs(t *testing.T) {
 	assert.Empty(t, res.Dropped)
 	assert.Len(t, names(), 3)
 }
+
+// An unusable broker directory is named with where it came from: the
+// variable, or the option.
+func TestDirectoryErrorsNameTheirSource(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	dir := filepath.Join(file, "broker") // under a file: unusable even by root
+
+	t.Setenv("BROKER_DIRECTORY", dir)
+	_, err := broker.New(broker.WithReaper(false))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "BROKER_DIRECTORY="+dir+": ")
+
+	_, err = broker.New(broker.WithDirectory(dir), broker.WithReaper(false))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `broker.WithDirectory("`+dir+`"): `)
+
+	// A directory whose logs cannot be written (logs/ a file: unusable
+	// even by root).
+	noLogs := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(noLogs, "logs"), nil, 0o600))
+	t.Setenv("BROKER_DIRECTORY", noLogs)
+	_, err = broker.New(broker.WithReaper(false))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "BROKER_DIRECTORY="+noLogs+": log directory: ")
+	t.Log(err)
+
+	t.Setenv("BROKER_DIRECTORY", t.TempDir())
+	settingsDir := t.TempDir() // a directory where the file should be
+	_, err = broker.New(broker.WithSettingsFile(settingsDir), broker.WithReaper(false))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `broker.WithSettingsFile("`+settingsDir+`")`)
+}

@@ -10,6 +10,7 @@ import (
 // Error is a settings problem at one place: the file (and line when known),
 // the key path, or the environment variable that set the value.
 type Error struct {
+	From string // what named the file, when the file itself is the problem (BROKER_DIRECTORY=/x)
 	File string // the settings file
 	Line int    // 1-based line in File; 0 when unknown or the value came from Env
 	Env  string // the environment variable that set the value, if any
@@ -18,9 +19,13 @@ type Error struct {
 	Err  error  // underlying error (file read), if any
 }
 
-// Error formats as "file:line: path (from env NAME): msg".
+// Error formats as "[from: ]file:line: path (from env NAME): msg".
 func (e *Error) Error() string {
 	var b strings.Builder
+	if e.From != "" {
+		b.WriteString(e.From)
+		b.WriteString(": ")
+	}
 	b.WriteString(e.File)
 	if e.Line > 0 {
 		b.WriteString(":")

@@ -82,6 +82,11 @@ const (
 // use as long as nobody changes Data.
 type Settings struct {
 	Dir  string         // BROKER_DIRECTORY (default ~/.broker), absolute
+	// DirFrom says where Dir came from, for errors about it:
+	// "BROKER_DIRECTORY=/x" (as set), the option that named it
+	// (`broker.WithDirectory("/x")`), or "~/.broker (the default: no
+	// BROKER_DIRECTORY)".
+	DirFrom string
 	File string         // the settings file path; it may not exist
 	Data map[string]any // the whole tree after env overrides; unknown keys kept
 	SSH  SSH            // from the top-level ssh: section (or the Python broker's top-level host_* keys)
@@ -105,7 +110,11 @@ type SSH struct {
 // Options control Load.
 type Options struct {
 	Dir     string   // overrides BROKER_DIRECTORY
+	DirFrom string   // names what gave Dir in errors (`broker.WithDirectory("/x")`); default "the directory option"
 	File    string   // overrides Dir/broker_settings.yaml; relative to the working directory
+	// FileFrom names what gave File in errors
+	// (`broker.WithSettingsFile("/y")`); default "the settings file option".
+	FileFrom string
 	Environ []string // environment to read (os.Environ() when nil)
 	// Providers names the provider sections to check at Load (shape of
 	// the section and its instances): the providers this program
@@ -141,9 +150,13 @@ func Load(opts Options) (*Settings, error) {
 		}
 		return os.UserHomeDir()
 	}
-	dir := opts.Dir
-	if dir == "" {
+	dir, dirFrom := opts.Dir, opts.DirFrom
+	switch {
+	case dir != "" && dirFrom == "":
+		dirFrom = "the directory option " + strconv.Quote(dir)
+	case dir == "":
 		dir = getenv(environ, "BROKER_DIRECTORY")
+		dirFrom = "BROKER_DIRECTORY=" + dir
 	}
 	if dir == "" {
 		h, err := home()
@@ -151,27 +164,30 @@ func Load(opts Options) (*Settings, error) {
 			return nil, fmt.Errorf("settings: no BROKER_DIRECTORY and no home directory for ~/.broker: %w", err)
 		}
 		dir = filepath.Join(h, ".broker")
+		dirFrom = "~/.broker (the default: no BROKER_DIRECTORY)"
 	}
 	dir, err := absPath(dir, home)
 	if err != nil {
-		return nil, fmt.Errorf("settings: directory %q: %w", dir, err)
+		return nil, fmt.Errorf("settings: %s: %w", dirFrom, err)
 	}
-	file := opts.File
+	file, fileFrom := opts.File, dirFrom
 	if file == "" {
 		file = filepath.Join(dir, FileName)
+	} else if fileFrom = opts.FileFrom; fileFrom == "" {
+		fileFrom = "the settings file option " + strconv.Quote(file)
 	}
 	file, err = absPath(file, home)
 	if err != nil {
-		return nil, fmt.Errorf("settings: file %q: %w", file, err)
+		return nil, fmt.Errorf("settings: %s: %w", fileFrom, err)
 	}
 
 	m := &meta{file: file, lines: map[string]int{}, origin: map[string]string{}}
-	s := &Settings{Dir: dir, File: file, Data: map[string]any{}, meta: m}
+	s := &Settings{Dir: dir, DirFrom: dirFrom, File: file, Data: map[string]any{}, meta: m}
 	raw, err := os.ReadFile(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, &Error{File: file, Msg: "cannot read: " + errText(err), Err: err}
+		return nil, &Error{From: fileFrom, File: file, Msg: "cannot read: " + errText(err), Err: err}
 	default:
 		if s.Data, err = parseFile(m, raw); err != nil {
 			return nil, err
