@@ -9,6 +9,12 @@
 //	brokertest [--json] [--output-file F] [-v] cleanup [ID|HOSTNAME…] [--all] [--stale] [--filter F] [--dry-run]
 //	brokertest [--json] [--output-file F] [-v] sync Provider[:user][::instance]
 //
+// cleanup's result (--json, --output-file) lists the hosts checked in and
+// those that failed, each with its error, and counts them. sync with a
+// user replaces only that user's records. inventory only reads: it works
+// on a broker directory it cannot write. Warnings about the settings
+// (misspelt keys) go to stderr. -h prints this usage.
+//
 // Exit status: 0 ok, 1 some hosts failed (each is named), 2 bad usage or settings.
 package main
 
@@ -48,6 +54,7 @@ commands:
   cleanup [ID|HOSTNAME...] [--all] [--stale] [--filter F] [--dry-run]
                                          check hosts in and drop them from the inventory
   sync Provider[:user][::instance]       reconcile the inventory with a provider
+                                         (with a user: only that user's records)
 
 filters: 'name<test,_broker_args.image{debian,_brokertest.state!=kept'
   (< in, = equals, { starts with, } ends with; ! negates)
@@ -85,9 +92,15 @@ func main() {
 }
 
 // usageError is bad usage: exit 2.
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	err error // flag.ErrHelp for -h
+}
 
 func (e usageError) Error() string { return e.msg }
+
+// Unwrap returns the flag package's error, if any.
+func (e usageError) Unwrap() error { return e.err }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var g globals
@@ -95,7 +108,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	top.SetOutput(io.Discard)
 	g.register(top)
 	if err := top.Parse(args); err != nil || top.NArg() == 0 {
-		if err != nil && !errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "brokertest: %v\n", err)
 		}
 		fmt.Fprint(stderr, usage)
@@ -115,17 +132,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		err = usageError{fmt.Sprintf("unknown command %q", cmd)}
+		err = usageError{msg: fmt.Sprintf("unknown command %q", cmd)}
 	}
 	var ue usageError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "brokertest %s: %v\n", cmd, err)
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage)
-		}
+		fmt.Fprint(stderr, usage)
 		return exitUsage
 	case errors.Is(err, errHostsFailed):
 		return exitFailed
@@ -154,7 +172,7 @@ func (c *cli) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err.Error()}
+			return nil, usageError{err.Error(), err}
 		}
 		if fs.NArg() == 0 {
 			break
@@ -166,20 +184,27 @@ func (c *cli) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 	return fs, nil
 }
 
-func (c *cli) open() error {
-	logger := slog.New(slog.DiscardHandler)
-	if c.g.verbose {
-		logger = slog.New(slog.NewTextHandler(c.stderr, nil))
-	}
+// open makes the Broker of the command. A command that only reads
+// (readOnly) writes no log into the broker directory, so that it works on
+// one it cannot write. The settings' warnings go to stderr.
+func (c *cli) open(readOnly bool) error {
 	// No background reaper: cleanup --stale does its work in the
 	// foreground, and the other commands end before it would.
 	opts := []broker.Option{broker.WithReaper(false)}
-	if c.g.verbose {
-		opts = append(opts, broker.WithLogger(logger))
+	switch {
+	case c.g.verbose:
+		opts = append(opts, broker.WithLogger(slog.New(slog.NewTextHandler(c.stderr, nil))))
+	case readOnly:
+		opts = append(opts, broker.WithLogger(slog.New(slog.DiscardHandler)))
 	}
 	b, err := broker.New(opts...)
 	if err != nil {
 		return err
+	}
+	if !c.g.verbose { // verbose: New logged them to stderr already
+		for _, w := range b.Warnings() {
+			fmt.Fprintf(c.stderr, "brokertest: warning: %s\n", w)
+		}
 	}
 	c.b = b
 	return nil
@@ -188,7 +213,7 @@ func (c *cli) open() error {
 func parseFilter(s string) (filter.Filter, error) {
 	f, err := filter.Parse(s)
 	if err != nil {
-		return f, usageError{err.Error()}
+		return f, usageError{msg: err.Error()}
 	}
 	return f, nil
 }
@@ -202,13 +227,13 @@ func (c *cli) inventory(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+		return usageError{msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	f, err := parseFilter(filter)
 	if err != nil {
 		return err
 	}
-	if err := c.open(); err != nil {
+	if err := c.open(true); err != nil {
 		return err
 	}
 	recs, err := c.b.Inventory(ctx)
@@ -216,7 +241,7 @@ func (c *cli) inventory(ctx context.Context, args []string) error {
 		return err
 	}
 	if recs, err = f.ApplyErr(recs); err != nil {
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	if err := c.writeOutput(recordsJSON(recs)); err != nil {
 		return err
@@ -252,7 +277,7 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.stderr, "brokertest cleanup: nothing selected: give local ids or hostnames, --all, or --stale (a filter alone selects nothing)")
 		return nil
 	}
-	if err := c.open(); err != nil {
+	if err := c.open(false); err != nil {
 		return err
 	}
 	recs, err := c.b.Inventory(ctx)
@@ -263,10 +288,10 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 || all {
 		selected, err = selectRecords(recs, fs.Args(), all, f)
 		if err != nil {
-			return usageError{err.Error()}
+			return usageError{msg: err.Error()}
 		}
 	} else if selected, err = f.ApplyErr(recs); err != nil {
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	if stale {
 		selected = staleOnly(selected, time.Now())
@@ -277,8 +302,12 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 		}
 		return c.writeOutput(map[string]any{"dry_run": true, "selected": recordsJSON(selected)})
 	}
-	failed := c.checkin(ctx, selected)
-	result := map[string]any{"checked_in": len(selected) - len(failed), "failed": failed}
+	done, failed := c.checkin(ctx, selected)
+	result := map[string]any{
+		"checked_in": recordsJSON(done),
+		"failed":     failed,
+		"count":      map[string]int{"checked_in": len(done), "failed": len(failed)},
+	}
 	if err := c.writeOutput(result); err != nil {
 		return err
 	}
@@ -291,6 +320,12 @@ func (c *cli) cleanup(ctx context.Context, args []string) error {
 		return errHostsFailed
 	}
 	return nil
+}
+
+// failure is a host that failed to check in, in cleanup's result.
+type failure struct {
+	Host  map[string]any `json:"host"`
+	Error string         `json:"error"`
 }
 
 // staleOnly keeps the records whose owner is provably dead, and kept hosts
@@ -311,24 +346,25 @@ func staleOnly(recs []*inventory.Record, now time.Time) []*inventory.Record {
 }
 
 // checkin checks recs in concurrently, with progress on a terminal; it
-// returns the failures, one line each, and prints them.
-func (c *cli) checkin(ctx context.Context, recs []*inventory.Record) []string {
+// returns the records checked in and the failures (printed too), in recs'
+// order.
+func (c *cli) checkin(ctx context.Context, recs []*inventory.Record) ([]*inventory.Record, []failure) {
 	var (
-		mu     sync.Mutex
-		failed []string
-		done   atomic.Int32
+		mu   sync.Mutex
+		done atomic.Int32
+		errs = make([]error, len(recs))
 	)
 	progress := len(recs) > 3 && isTerminal(c.stderr)
 	var g errgroup.Group
 	g.SetLimit(parallelism)
-	for _, r := range recs {
+	for i, r := range recs {
 		g.Go(func() error {
 			err := c.b.CheckinRecords(ctx, r)
 			mu.Lock()
 			defer mu.Unlock()
 			n := done.Add(1)
+			errs[i] = err
 			if err != nil {
-				failed = append(failed, fmt.Sprintf("%s: %v", label(r), err))
 				fmt.Fprintf(c.stderr, "failed: %s: %v\n", label(r), err)
 			} else if !c.g.json {
 				fmt.Fprintf(c.stdout, "checked in %s\n", label(r))
@@ -343,7 +379,16 @@ func (c *cli) checkin(ctx context.Context, recs []*inventory.Record) []string {
 	if progress {
 		fmt.Fprintln(c.stderr)
 	}
-	return failed
+	var ok []*inventory.Record
+	failed := []failure{}
+	for i, r := range recs {
+		if errs[i] != nil {
+			failed = append(failed, failure{Host: r.Map(), Error: errs[i].Error()})
+		} else {
+			ok = append(ok, r)
+		}
+	}
+	return ok, failed
 }
 
 func (c *cli) sync(ctx context.Context, args []string) error {
@@ -352,12 +397,12 @@ func (c *cli) sync(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"want one Provider[:user][::instance]"}
+		return usageError{msg: "want one Provider[:user][::instance]"}
 	}
 	if _, _, _, err := broker.ParseSyncSpec(fs.Arg(0)); err != nil {
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
-	if err := c.open(); err != nil {
+	if err := c.open(false); err != nil {
 		return err
 	}
 	res, err := c.b.Sync(ctx, fs.Arg(0))

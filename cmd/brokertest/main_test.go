@@ -107,7 +107,9 @@ func TestInventoryAndCleanup(t *testing.T) {
 	require.NoError(t, err)
 	var res map[string]any
 	require.NoError(t, json.Unmarshal(data, &res))
-	assert.EqualValues(t, 1, res["checked_in"])
+	assert.EqualValues(t, map[string]any{"checked_in": 1.0, "failed": 0.0}, res["count"])
+	require.Len(t, res["checked_in"], 1)
+	assert.Equal(t, recs[1].Name, res["checked_in"].([]any)[0].(map[string]any)["name"])
 
 	code, _, _ = runCLI(t, "cleanup", "--all")
 	require.Equal(t, 0, code)
