@@ -38,7 +38,7 @@ func TestCleanupOutputListsHosts(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Checkin(context.Background(), hosts...) })
 	foreign := &inventory.Record{Hostname: "vm.example.com", Name: "vm1", Provider: "NoSuchProvider"}
-	require.NoError(t, store.Put(foreign))
+	require.NoError(t, store.Put(t.Context(), foreign))
 
 	outFile := filepath.Join(t.TempDir(), "out.json")
 	code, stdout, _ := runCLI(t, "--json", "--output-file", outFile, "cleanup", "--all")
@@ -91,7 +91,7 @@ func TestInventoryOnReadOnlyDirectory(t *testing.T) {
 		return
 	}
 	b, store := cliEnv(t)
-	require.NoError(t, store.Put(&inventory.Record{Hostname: "vm.example.com", Name: "vm1", Provider: "Local",
+	require.NoError(t, store.Put(t.Context(), &inventory.Record{Hostname: "vm.example.com", Name: "vm1", Provider: "Local",
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateReady}}))
 	dir := b.Dir()
 	require.NoError(t, b.Close())
