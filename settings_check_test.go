@@ -24,7 +24,7 @@ func newIn(t *testing.T, settingsYAML string, env ...string) (*broker.Broker, st
 	if settingsYAML != "" {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settingsYAML), 0o600))
 	}
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithEnviron(env), broker.WithReaper(false))
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithSettingsEnv(env), broker.WithReaper(false))
 	if err == nil {
 		t.Cleanup(func() { b.Close() })
 	}

@@ -43,7 +43,8 @@
 //	host_password       SSH password, added by Connect when given (secret)
 //	timeout             seconds allowed to each engine call (default 60)
 //	ssh_wait            seconds to wait for sshd's banner after start (default 60)
-//	host_port, results_limit   the Python broker's; accepted and ignored
+//	host_port           the Python broker's SSH port of a bare host name (above)
+//	results_limit       the Python broker's; accepted and ignored
 //
 // Values are checked when the settings load (Driver.CheckSettings): a wrong
 // type or an unknown runtime fails broker.New; other keys get a warning.
@@ -115,11 +116,13 @@ func (Driver) ArgKeys() []string { return []string{"container_host", "container_
 
 // settingKeys are the keys of the Container section (see the package
 // documentation): those parseSettings reads, and the Python broker's
-// host_port and results_limit, accepted and ignored.
+// results_limit, accepted and ignored. TestSettingKeysListsWhatIsRead
+// keeps it in step with parseSettings.
 var settingKeys = []string{
 	"host_uri", "host", "runtime", "network", "name_prefix", "auto_map_ports",
 	"host_username", "host_password", "timeout", "ssh_wait",
-	"host_port", "results_limit",
+	"engine_ssh_config", "tls", "tls_verify", "tls_cert_path", "host_port",
+	"results_limit",
 }
 
 // SettingKeys lists the keys the Container section and its instances take.
