@@ -82,14 +82,15 @@ const (
 // use as long as nobody changes Data.
 type Settings struct {
 	Dir  string         // BROKER_DIRECTORY (default ~/.broker), absolute
+	File string         // the settings file path; it may not exist
+	Data map[string]any // the whole tree after env overrides; unknown keys kept
+	SSH  SSH            // from the top-level ssh: section (or the Python broker's top-level host_* keys)
+
 	// DirFrom says where Dir came from, for errors about it:
 	// "BROKER_DIRECTORY=/x" (as set), the option that named it
 	// (`broker.WithDirectory("/x")`), or "~/.broker (the default: no
 	// BROKER_DIRECTORY)".
 	DirFrom string
-	File string         // the settings file path; it may not exist
-	Data map[string]any // the whole tree after env overrides; unknown keys kept
-	SSH  SSH            // from the top-level ssh: section (or the Python broker's top-level host_* keys)
 
 	meta     *meta
 	warnings []string
@@ -110,12 +111,12 @@ type SSH struct {
 // Options control Load.
 type Options struct {
 	Dir     string   // overrides BROKER_DIRECTORY
-	DirFrom string   // names what gave Dir in errors (`broker.WithDirectory("/x")`); default "the directory option"
 	File    string   // overrides Dir/broker_settings.yaml; relative to the working directory
-	// FileFrom names what gave File in errors
-	// (`broker.WithSettingsFile("/y")`); default "the settings file option".
-	FileFrom string
 	Environ []string // environment to read (os.Environ() when nil)
+	// DirFrom and FileFrom name what gave Dir and File, in errors about
+	// them (`broker.WithDirectory("/x")`); by default "the directory
+	// option …" and "the settings file option …".
+	DirFrom, FileFrom string
 	// Providers names the provider sections to check at Load (shape of
 	// the section and its instances): the providers this program
 	// implements. Nil means BuiltinProviders. Other sections are kept
