@@ -623,7 +623,10 @@ const removalWait = time.Minute
 // (the engine answers 409 "removal already in progress": a check-in of a
 // process that is dying, or of the signal handler, got there first) it
 // waits until the container is gone, since the engine finishes that
-// removal even if its caller has died.
+// removal even if its caller has died. A container that is listed but
+// "not found" for removal is still being created (a create call cut short
+// by its caller completes at the engine): it is asked for again until the
+// creation has ended one way or the other.
 func (p *Provider) remove(ctx context.Context, cid string) error {
 	cctx, cancel := p.callCtx(ctx)
 	_, err := p.eng.cli.ContainerRemove(cctx, cid, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
@@ -640,15 +643,16 @@ func (p *Provider) remove(ctx context.Context, cid string) error {
 		if lerr == nil && len(res.Items) == 0 {
 			return nil
 		}
-		if !cerrdefs.IsConflict(err) || time.Since(start) > removalWait {
+		creating := cerrdefs.IsNotFound(err)
+		if !(creating || cerrdefs.IsConflict(err)) || time.Since(start) > removalWait {
 			return fmt.Errorf("remove container %s: %w", shortID(cid), err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("remove container %s: %w (waiting for a removal in progress: %w)", shortID(cid), err, ctx.Err())
+			return fmt.Errorf("remove container %s: %w (waiting for a removal or creation in progress: %w)", shortID(cid), err, ctx.Err())
 		case <-time.After(delay):
 		}
-		if time.Since(start) > 10*time.Second {
+		if creating || time.Since(start) > 10*time.Second {
 			// Ask again: a removal that failed leaves the container, and
 			// ours may then succeed.
 			cctx, cancel = p.callCtx(ctx)
