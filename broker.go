@@ -417,12 +417,13 @@ func (b *Broker) provider(ctx context.Context, name, instance string) (providers
 		return p, regName, inst.Name, nil
 	}
 	p, err := d.Open(ctx, providers.Config{
-		Provider: regName,
-		Instance: inst.Name,
-		Settings: inst.Values,
-		SSH:      sshSettings(b.settings.SSH),
-		Dir:      b.settings.Dir,
-		Logger:   b.logger.With("provider", regName, "instance", inst.Name),
+		Provider:  regName,
+		Instance:  inst.Name,
+		Settings:  inst.Values,
+		SSH:       sshSettings(b.settings.SSH),
+		Dir:       b.settings.Dir,
+		Inventory: b.store.Path(),
+		Logger:    b.logger.With("provider", regName, "instance", inst.Name),
 	})
 	if err != nil {
 		if se, ok := errors.AsType[*providers.SettingError](err); ok {

@@ -58,7 +58,10 @@ type Config struct {
 	Settings map[string]any // the provider section merged with the instance's keys
 	SSH      SSHSettings    // the global ssh: settings
 	Dir      string         // BROKER_DIRECTORY, for files the provider keeps (keys, work dirs)
-	Logger   *slog.Logger   // never nil
+	// Inventory is the inventory file the broker records hosts in, for
+	// providers that lease from a shared pool and must see every lease.
+	Inventory string
+	Logger    *slog.Logger // never nil
 }
 
 // SSHSettings are the global ssh: settings, used by providers whose hosts

@@ -16,7 +16,6 @@
 //	  key_file: ~/.ssh/lab    # default ssh.key_filename
 //	  password: …             # default ssh.password; never stored or logged
 //	  known_hosts: [~/.ssh/known_hosts]  # default ssh.known_hosts
-//	  inventory_file: inventory.yaml     # under BROKER_DIRECTORY unless absolute
 //
 // A request picks the provider with the argument ssh_host: "any" (or true)
 // for any free host of the pool, or one of the pool's addresses.
@@ -85,7 +84,7 @@ type Provider struct {
 
 // settingKeys are the keys of the SSH section (see the package
 // documentation), with the aliases user and key_filename.
-var settingKeys = []string{"hosts", "username", "user", "key_file", "key_filename", "password", "known_hosts", "inventory_file"}
+var settingKeys = []string{"hosts", "username", "user", "key_file", "key_filename", "password", "known_hosts"}
 
 // SettingKeys lists the keys the SSH section and its instances take.
 func (Driver) SettingKeys() []string { return append([]string(nil), settingKeys...) }
@@ -151,14 +150,8 @@ func readSettings(cfg providers.Config) (*Provider, error) {
 		}
 	}
 	p.connect, p.command = g.ConnectTimeout, g.CommandTimeout
-	p.inventory = "inventory.yaml"
-	if v, k, ok := providers.Setting(m, "inventory_file"); ok {
-		s, _ := v.(string)
-		if s == "" {
-			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("want a file name, got %v", v)}
-		}
-		p.inventory = s
-	}
+	// Leases are decided against the broker's own inventory file.
+	p.inventory = cfg.Inventory
 	return p, nil
 }
 
@@ -178,8 +171,8 @@ func Open(cfg providers.Config) (*Provider, error) {
 		return nil, errors.New("ssh: no broker directory to keep leases in")
 	}
 	p.lockDir = filepath.Join(cfg.Dir, "ssh")
-	if !filepath.IsAbs(p.inventory) {
-		p.inventory = filepath.Join(cfg.Dir, p.inventory)
+	if p.inventory == "" {
+		p.inventory = filepath.Join(cfg.Dir, "inventory.yaml")
 	}
 	if err := os.MkdirAll(p.lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ssh: lease directory: %w", err)

@@ -167,6 +167,8 @@ func TestExclusive(t *testing.T) {
 // the host; a record of a live owner holds an address with no lease file.
 func TestInventoryHolds(t *testing.T) {
 	cfg, servers := lab(t, 1)
+	// Not the default name: leases follow the broker's inventory file.
+	cfg.Inventory = filepath.Join(cfg.Dir, "elsewhere.yaml")
 	p := open(t, cfg)
 	a := servers[0].Addr
 	dead := deadOwner(t)
@@ -174,7 +176,7 @@ func TestInventoryHolds(t *testing.T) {
 	if err := os.WriteFile(p.path(a, ".lease"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store := inventory.Open(p.inventory)
+	store := inventory.Open(cfg.Inventory)
 	kept := &inventory.Record{Hostname: "127.0.0.1", Name: a, Provider: Name,
 		Broker: &inventory.Meta{ID: "deadbeef0001", State: inventory.StateKept, Owner: dead}}
 	if err := store.Put(context.Background(), kept); err != nil {
@@ -367,7 +369,7 @@ func TestCheckSettings(t *testing.T) {
 	if err := d.CheckSettings(providers.Config{Settings: map[string]any{}}); err != nil {
 		t.Fatalf("an empty section is no error at load: %v", err)
 	}
-	for key, v := range map[string]any{"hosts": "lab1", "username": 5, "known_hosts": "x", "inventory_file": ""} {
+	for key, v := range map[string]any{"hosts": "lab1", "username": 5, "known_hosts": "x"} {
 		err := d.CheckSettings(providers.Config{Settings: map[string]any{key: v}})
 		var se *providers.SettingError
 		if !errors.As(err, &se) || se.Key != key {
