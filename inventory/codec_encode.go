@@ -208,6 +208,8 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 			e.indent(ind + 2)
 			e.b = append(e.b, "insecure: true\n"...)
 		}
+		text("transport", s.Transport)
+		text("proxy_command", s.ProxyCommand)
 	}
 }
 

@@ -84,8 +84,8 @@ func (m *Meta) Field(key string) (v any, present, ok bool) {
 		if s == nil {
 			return nil, false, true
 		}
-		ssh := make(map[string]any, 6)
-		for k, v := range map[string]string{"host": s.Host, "user": s.User, "host_key": s.HostKey, "key_file": s.KeyFile} {
+		ssh := make(map[string]any, 8)
+		for k, v := range map[string]string{"host": s.Host, "user": s.User, "host_key": s.HostKey, "key_file": s.KeyFile, "transport": s.Transport, "proxy_command": s.ProxyCommand} {
 			if v != "" {
 				ssh[k] = v
 			}

@@ -450,6 +450,10 @@ func (p *fastParser) ssh(n *fnode) (*SSH, bool) {
 			ok = p.str(v, &s.KeyFile)
 		case "insecure":
 			ok = p.bool(v, &s.Insecure)
+		case "transport":
+			ok = p.str(v, &s.Transport)
+		case "proxy_command":
+			ok = p.str(v, &s.ProxyCommand)
 		}
 		if !ok {
 			return nil, false

@@ -136,6 +136,17 @@ type SSH struct {
 	HostKey  string `yaml:"host_key,omitempty" json:"host_key,omitempty"` // authorized_keys form, pinned
 	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
 	Insecure bool   `yaml:"insecure,omitempty" json:"insecure,omitempty"` // host key not verified
+	// Transport says how the provider reaches sshd when it is not by
+	// dialing Host and Port: "engine-stream" (the Container provider's
+	// `sshd -i` through the engine's exec stream; Host and Port, when
+	// set, are a published port that also reaches it). Empty, or "tcp":
+	// Host and Port.
+	Transport string `yaml:"transport,omitempty" json:"transport,omitempty"`
+	// ProxyCommand is a command whose stdin and stdout reach the host's
+	// sshd, for OpenSSH's ProxyCommand (ssh -o ProxyCommand=…): how a
+	// person reaches a host that has no address to dial. Informational:
+	// providers dial by Transport.
+	ProxyCommand string `yaml:"proxy_command,omitempty" json:"proxy_command,omitempty"`
 }
 
 // ID returns the record's _brokertest id, or "" for foreign records.
