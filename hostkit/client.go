@@ -60,6 +60,10 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type Host struct {
 	Hostname string // the name users see
 	Name     string // the provider's name for it
+	// Via says how the host is reached, when its provider says so (the
+	// Container provider: "engine-stream", "tcp" or "engine-exec"); String
+	// shows it.
+	Via string
 
 	cfg       Config
 	transport Transport
@@ -110,8 +114,13 @@ func New(hostname string, cfg Config) *Host {
 // through a Transport.
 func (h *Host) Addr() string { return h.cfg.Addr }
 
-// String returns the host's name.
-func (h *Host) String() string { return h.Hostname }
+// String returns the host's name, followed by " via " and Via when set.
+func (h *Host) String() string {
+	if h.Via != "" {
+		return h.Hostname + " via " + h.Via
+	}
+	return h.Hostname
+}
 
 // Close closes the host's SSH connection, SFTP client and Transport. It is
 // idempotent; every later call on h returns ErrClosed. It does not wait for

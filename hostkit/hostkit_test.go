@@ -848,6 +848,9 @@ func TestAddrString(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:22", h.Addr())
 	assert.Equal(t, "name", h.String())
 	assert.Equal(t, "name", fmt.Sprint(h))
+	h.Via = "engine-stream"
+	assert.Equal(t, "name via engine-stream", h.String())
+	assert.Equal(t, "name", h.Hostname)
 }
 
 func TestCredentials(t *testing.T) {
