@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -35,10 +36,16 @@ const sshPort = "22/tcp"
 
 // runSpec is everything needed to create one container.
 type runSpec struct {
-	image   string
-	name    string
-	ports   []PortSpec
-	ssh     bool
+	image string
+	name  string
+	ports []PortSpec
+	ssh   bool
+	// sshAsked: the argument ssh asked for SSH (an image without sshd is
+	// then an error, not a host driven through the engine).
+	sshAsked bool
+	// tcp: reach sshd through port 22 published, not through the engine's
+	// exec stream (the image's sshd cannot run in inetd mode).
+	tcp     bool
 	env     []string
 	cmd     []string
 	binds   []string
@@ -91,16 +98,28 @@ func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) 
 	if err != nil {
 		return nil, err
 	}
-	cid, err := p.run(ctx, spec)
-	if err != nil {
-		return nil, err
+	for {
+		cid, err := p.run(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := p.finish(ctx, id, cid, spec, req.Args)
+		var ie *inetdError
+		if errors.As(err, &ie) && !spec.tcp {
+			// sshd cannot serve the engine's stream: run the container
+			// again with port 22 published, for its sshd daemon.
+			p.log.Warn("container: the image's sshd does not work in inetd mode (sshd -i); running it again with port 22 published", "image", spec.image, "name", spec.name, "why", ie.msg)
+			p.cleanup(cid, "")
+			spec.tcp = true
+			spec.ports = append(spec.ports, PortSpec{Container: sshPort})
+			continue
+		}
+		if err != nil {
+			p.cleanup(cid, id)
+			return nil, err
+		}
+		return rec, nil
 	}
-	rec, err := p.finish(ctx, id, cid, spec, req.Args)
-	if err != nil {
-		p.cleanup(cid, id)
-		return nil, err
-	}
-	return rec, nil
 }
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -135,6 +154,7 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 	if s.ports, s.ssh, err = p.publish(ctx, image, args); err != nil {
 		return nil, err
 	}
+	s.sshAsked = s.ssh && args["ssh"] != nil
 	if s.env, err = envOf(args); err != nil {
 		return nil, fmt.Errorf("container: argument %w", err)
 	}
@@ -167,9 +187,10 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 
 // publish returns the ports to publish and whether the container is
 // reached over SSH: the ports argument; as the Python broker does, with
-// auto_map_ports, every port the image exposes that ports does not name;
-// and the SSH port when ssh (by default, when the image exposes it or
-// ports names it).
+// auto_map_ports, every other port the image exposes, except the SSH port
+// of a host reached over SSH (through the engine's exec stream: the port is
+// published only when ports names it). SSH is the argument ssh, by default
+// on when the image exposes the SSH port or ports names it.
 func (p *Provider) publish(ctx context.Context, image string, args map[string]any) (ports []PortSpec, ssh bool, err error) {
 	cctx, cancel := p.callCtx(ctx)
 	img, err := p.eng.cli.ImageInspect(cctx, image)
@@ -188,32 +209,23 @@ func (p *Provider) publish(ctx context.Context, image string, args map[string]an
 	if ports, err = ParsePorts(args["ports"]); err != nil {
 		return nil, false, fmt.Errorf("container: argument %w", err)
 	}
+	named := map[string]bool{}
+	for _, ps := range ports {
+		named[ps.Container] = true
+	}
+	if ssh, err = argBool(args, "ssh", exposed[sshPort] || named[sshPort]); err != nil {
+		return nil, false, fmt.Errorf("container: %w", err)
+	}
 	auto, err := argBool(args, "auto_map_ports", p.settings.autoMapPorts)
 	if err != nil {
 		return nil, false, fmt.Errorf("container: %w", err)
 	}
 	if auto {
-		named := map[string]bool{}
-		for _, ps := range ports {
-			named[ps.Container] = true
-		}
 		for _, port := range sortedKeys(exposed) {
-			if !named[port] {
+			if !named[port] && !(ssh && port == sshPort) {
 				ports = append(ports, PortSpec{Container: port})
 			}
 		}
-	}
-	hasSSHPort := false
-	for _, ps := range ports {
-		if ps.Container == sshPort {
-			hasSSHPort = true
-		}
-	}
-	if ssh, err = argBool(args, "ssh", exposed[sshPort] || hasSSHPort); err != nil {
-		return nil, false, fmt.Errorf("container: %w", err)
-	}
-	if ssh && !hasSSHPort {
-		ports = append(ports, PortSpec{Container: sshPort})
 	}
 	return ports, ssh, nil
 }
@@ -268,6 +280,12 @@ func (p *Provider) labels(id string, args map[string]any, reqLabels map[string]s
 // run creates and starts the container of s and returns its id. A container
 // that was created but failed to start is removed.
 func (p *Provider) run(ctx context.Context, s *runSpec) (string, error) {
+	if s.ssh {
+		s.labels[LabelTransport] = TransportStream
+		if s.tcp {
+			s.labels[LabelTransport] = TransportTCP
+		}
+	}
 	cfg := &container.Config{
 		Image:        s.image,
 		Env:          s.env,
@@ -316,8 +334,14 @@ func (p *Provider) run(ctx context.Context, s *runSpec) (string, error) {
 	return created.ID, nil
 }
 
-// finish waits for the container's sshd (when it has one), installs a
-// client key, pins the host key and builds the record.
+// finish makes the started container a host and returns its record: for
+// SSH, one exec through the engine installs a client key, reads the host
+// key and becomes the host's first SSH connection (TransportStream); an
+// image without sshd is driven through the engine (TransportExec); with
+// s.tcp, the container's sshd daemon is awaited on the published port 22
+// (TransportTCP). An *inetdError says that sshd cannot run in inetd mode
+// and port 22 is not published: the caller runs the container again with
+// s.tcp.
 func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args map[string]any) (*inventory.Record, error) {
 	cctx, cancel := p.callCtx(ctx)
 	ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
@@ -330,15 +354,52 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 	}
 	rec := p.record(id, ins.Container, args)
 	if !s.ssh {
+		rec.Broker.Data["transport"] = TransportExec
 		return rec, nil
 	}
 	port := publishedPort(ins.Container, sshPort)
-	if port == 0 {
-		return nil, fmt.Errorf("container: %s: port %s is not published on 127.0.0.1", s.name, sshPort)
-	}
 	keyFile, pub, err := p.newClientKey(id)
 	if err != nil {
 		return nil, err
+	}
+	user := p.sshUser()
+	if !s.tcp {
+		ready, err := p.streamSetup(ctx, cid, user, pub)
+		if err == nil {
+			p.handovers.put(id, "", ready.conn)
+			rec.Broker.Data["transport"] = TransportStream
+			rec.Broker.Data["sshd"] = ready.sshd
+			rec.Broker.SSH = &inventory.SSH{Transport: TransportStream, User: user, HostKey: ready.hostKey, KeyFile: keyFile,
+				ProxyCommand: p.proxyCommand(cid, ready.sshd)}
+			if port != 0 {
+				// Asked for by the ports argument: other tools can use it.
+				rec.Broker.SSH.Host, rec.Broker.SSH.Port = "127.0.0.1", port
+			}
+			return rec, nil
+		}
+		if gone := p.ended(ctx, cid); gone != nil {
+			return nil, fmt.Errorf("container: %s (image %q): %w", s.name, s.image, gone)
+		}
+		var ie *inetdError
+		switch {
+		case errors.Is(err, errNoSSHD) && !s.sshAsked:
+			p.log.Info("container: the image has no sshd: the host is driven through the engine", "image", s.image, "name", s.name)
+			if err := os.RemoveAll(p.keyDir(id)); err != nil {
+				return nil, fmt.Errorf("container: %s: remove key dir: %w", s.name, err)
+			}
+			rec.Broker.Data["transport"] = TransportExec
+			return rec, nil
+		case errors.Is(err, errNoSSHD):
+			return nil, fmt.Errorf("container: %s (image %q): the argument ssh asks for SSH, but %w", s.name, s.image, err)
+		case !errors.As(err, &ie):
+			return nil, fmt.Errorf("container: %s: %w", s.name, err)
+		case port == 0:
+			return nil, err
+		}
+		p.log.Warn("container: the image's sshd does not work in inetd mode (sshd -i); using its daemon on the published port 22", "image", s.image, "name", s.name, "why", ie.msg)
+	}
+	if port == 0 {
+		return nil, fmt.Errorf("container: %s: port %s is not published on 127.0.0.1", s.name, sshPort)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	alive := func(ctx context.Context) error {
@@ -352,7 +413,6 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 	}
 	// The key is installed (and the host key read) through the engine while
 	// sshd starts: the two waits overlap.
-	user := p.sshUser()
 	type installed struct {
 		hostKey string
 		err     error
@@ -376,9 +436,24 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 		return nil, fmt.Errorf("container: %s: %w", s.name, inst.err)
 	}
 	p.handovers.put(id, addr, conn)
-	hostKey := inst.hostKey
-	rec.Broker.SSH = &inventory.SSH{Host: "127.0.0.1", Port: port, User: user, HostKey: hostKey, KeyFile: keyFile}
+	rec.Broker.Data["transport"] = TransportTCP
+	rec.Broker.SSH = &inventory.SSH{Transport: TransportTCP, Host: "127.0.0.1", Port: port, User: user, HostKey: inst.hostKey, KeyFile: keyFile}
 	return rec, nil
+}
+
+// ended is why container cid is not running, or nil while it runs (or
+// when the engine cannot say).
+func (p *Provider) ended(ctx context.Context, cid string) error {
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil
+	}
+	if err := notRunning(ins.Container); err != nil {
+		return fmt.Errorf("%w%s", err, p.exitDetail(ctx, ins.Container))
+	}
+	return nil
 }
 
 func (p *Provider) sshUser() string {
@@ -490,13 +565,16 @@ func (p *Provider) cleanup(cid, id string) {
 	}
 }
 
-// Connect builds the host of rec: over SSH when the record has an SSH
-// block (adding host_password from settings), else through the engine.
+// Connect builds the host of rec by its transport: SSH through the
+// engine's exec stream (TransportStream: the SSH block says so), SSH to
+// the published port (an SSH block with a port), else through the engine
+// (TransportExec). SSH hosts get host_password from settings when it is
+// set.
 func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit.Host, error) {
 	if rec == nil {
 		return nil, fmt.Errorf("container: connect: nil record")
 	}
-	if rec.Broker != nil && rec.Broker.SSH != nil && rec.Broker.SSH.Port != 0 {
+	if s := sshBlock(rec); s != nil && (s.Transport == TransportStream || s.Port != 0) {
 		cfg, err := providers.ConfigFromRecord(rec)
 		if err != nil {
 			return nil, fmt.Errorf("container: connect %s: %w", rec.Name, err)
@@ -504,7 +582,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		if p.settings.password != "" {
 			cfg.Password = p.settings.password
 		}
-		if p.settings.username != "" && rec.Broker.SSH.User == "" {
+		if p.settings.username != "" && s.User == "" {
 			cfg.User = p.settings.username
 		}
 		if t := p.cfg.SSH.ConnectTimeout; t > 0 {
@@ -527,9 +605,15 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 			cfg.Env[k] = v
 		}
 		cfg.Logger = p.log
+		via := TransportTCP
 		cfg.Dial = p.handovers.dialer(rec.ID())
+		if s.Transport == TransportStream {
+			// The address is only a name: the dialer goes through the engine.
+			cfg.Addr = net.JoinHostPort(firstNonEmpty(rec.Hostname, rec.Name, "container"), "22")
+			cfg.Dial, via = p.streamDialer(rec), TransportStream
+		}
 		h := hostkit.New(rec.Hostname, cfg)
-		h.Name = rec.Name
+		h.Name, h.Via = rec.Name, via
 		return h, nil
 	}
 	cfg := hostkit.Config{Logger: p.log, Transport: p.transport(rec)}
@@ -537,8 +621,16 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		cfg.CommandTimeout = t
 	}
 	h := hostkit.New(rec.Hostname, cfg)
-	h.Name = rec.Name
+	h.Name, h.Via = rec.Name, TransportExec
 	return h, nil
+}
+
+// sshBlock is rec's SSH block, or nil.
+func sshBlock(rec *inventory.Record) *inventory.SSH {
+	if rec.Broker == nil {
+		return nil
+	}
+	return rec.Broker.SSH
 }
 
 // transport drives the container of rec through the engine.

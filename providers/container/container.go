@@ -73,6 +73,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -93,6 +94,9 @@ const (
 	LabelInstance = LabelPrefix + "instance" // provider instance name
 	LabelArgs     = LabelPrefix + "args"     // checkout arguments, JSON
 	LabelOneShot  = LabelPrefix + "oneshot"  // "true" on Execute's containers
+	// LabelTransport is how Checkout meant to reach the host over SSH
+	// (TransportStream or TransportTCP; absent without SSH), for Sync.
+	LabelTransport = LabelPrefix + "transport"
 
 	// The owner of the host, as the broker labels its requests (run,
 	// machine, test) and as Checkout completes them from this process
@@ -151,6 +155,9 @@ type Provider struct {
 	// handovers: connections that proved sshd up, kept for the hosts'
 	// first dial.
 	handovers handovers
+	// streams counts the exec streams opened (the checkout's and each
+	// dial's), for tests.
+	streams atomic.Int64
 }
 
 type settings struct {

@@ -203,8 +203,10 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestSSHHost checks an sshd image end to end: the record, verified SSH
-// with the generated key, SFTP, and check-in leaving nothing.
+// TestSSHHost checks an sshd image end to end with the default settings:
+// the record (SSH through the engine's exec stream, nothing published),
+// verified SSH with the generated key, SFTP, a changed host key refused,
+// and check-in leaving nothing.
 func TestSSHHost(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)
@@ -212,8 +214,11 @@ func TestSSHHost(t *testing.T) {
 		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage},
 			map[string]string{"run": "r1", "test": t.Name()})
 		s := rec.Broker.SSH
-		if s == nil || s.Host != "127.0.0.1" || s.Port == 0 || s.User != "root" || !strings.HasPrefix(s.HostKey, "ssh-ed25519 ") {
-			t.Fatalf("SSH block: %+v, want 127.0.0.1, a port, root and a pinned ed25519 host key", s)
+		if s == nil || s.Transport != container.TransportStream || s.Host != "" || s.Port != 0 || s.User != "root" || !strings.HasPrefix(s.HostKey, "ssh-ed25519 ") {
+			t.Fatalf("SSH block: %+v, want the engine stream, no address, root and a pinned ed25519 host key", s)
+		}
+		if rec.Broker.Data["transport"] != container.TransportStream || rec.Broker.Data["sshd"] != "/usr/sbin/sshd" {
+			t.Errorf("data: %v, want transport %s and sshd /usr/sbin/sshd", rec.Broker.Data, container.TransportStream)
 		}
 		fi, err := os.Stat(s.KeyFile)
 		if err != nil || fi.Mode().Perm() != 0o600 {
@@ -241,11 +246,15 @@ func TestSSHHost(t *testing.T) {
 		if !strings.Contains(labels[container.LabelArgs], sshdImage) {
 			t.Errorf("args label %q lacks the image", labels[container.LabelArgs])
 		}
+		// Nothing is published: port 22 is not for broker's own use.
 		for port, bs := range ins.Container.HostConfig.PortBindings {
-			for _, b := range bs {
-				if b.HostIP.String() != "127.0.0.1" {
-					t.Errorf("port %s bound on %q, want 127.0.0.1 only", port, b.HostIP)
-				}
+			if len(bs) != 0 {
+				t.Errorf("port %s bound to %v, want no binding", port, bs)
+			}
+		}
+		for port, bs := range ins.Container.NetworkSettings.Ports {
+			if len(bs) != 0 {
+				t.Errorf("port %s published on %v, want nothing published", port, bs)
 			}
 		}
 		if ins.Container.Config.Hostname != rec.Hostname {
@@ -257,6 +266,9 @@ func TestSSHHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer h.Close()
+		if want := rec.Hostname + " via " + container.TransportStream; h.String() != want {
+			t.Errorf("host String() = %q, want %q", h.String(), want)
+		}
 		res, err := h.Execute(ctx, "echo out-$(id -un); echo err >&2; exit 7")
 		if err != nil {
 			t.Fatal(err)
@@ -326,30 +338,20 @@ func TestKeyAppended(t *testing.T) {
 	})
 }
 
-// TestFirstConnectionIsTheBannerOne: the connection on which Checkout saw
-// sshd's banner is the one the host's first command runs on (sshd logs
-// each connection it accepts at LogLevel VERBOSE, and no other is made).
+// TestFirstConnectionIsTheBannerOne: the exec stream on which Checkout
+// installed the key and saw sshd's banner is the one the host's first
+// command runs on: one exec stream in all.
 func TestFirstConnectionIsTheBannerOne(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)
 		ctx := testCtx(t)
-		cmd := []any{"/usr/local/sbin/brokertest-sshd", "-o", "LogLevel=VERBOSE"}
-		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "command": cmd}, nil)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage}, nil)
 		res, err := connect(t, ctx, p, rec).Execute(ctx, "echo hi")
 		if err != nil || res.Stdout != "hi\n" {
 			t.Fatalf("Execute: %+v, %v", res, err)
 		}
-		out, err := p.Client().ContainerLogs(ctx, rec.Broker.Data["container_id"].(string), client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Close()
-		logs, err := io.ReadAll(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := strings.Count(string(logs), "Connection from "); n != 1 {
-			t.Errorf("sshd accepted %d connections, want 1 (the banner check's, handed to the host):\n%s", n, logs)
+		if n := p.Streams(); n != 1 {
+			t.Errorf("%d exec streams opened, want 1 (the checkout's, handed to the host)", n)
 		}
 	})
 }
@@ -462,12 +464,13 @@ func TestCountConcurrent(t *testing.T) {
 		if err := g.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		ports := map[int]bool{}
+		cids := map[string]bool{}
 		for _, rec := range recs {
-			if ports[rec.Broker.SSH.Port] {
-				t.Errorf("port %d given twice", rec.Broker.SSH.Port)
+			cid := rec.Broker.Data["container_id"].(string)
+			if cids[cid] {
+				t.Errorf("container %s given twice", cid)
 			}
-			ports[rec.Broker.SSH.Port] = true
+			cids[cid] = true
 		}
 		var cg errgroup.Group
 		for _, rec := range recs {
@@ -688,12 +691,13 @@ func TestRegistered(t *testing.T) {
 }
 
 // MappedPort gives the loopback address a port is published on: reaching
-// sshd through it gives sshd's banner.
+// sshd through it (port 22, published because ports names it) gives
+// sshd's banner.
 func TestMappedPort(t *testing.T) {
 	forEngine(t, func(t *testing.T, e engine) {
 		p := open(t, e, nil)
 		ctx := testCtx(t)
-		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ports": "8080 53/udp"}, nil)
+		rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage, "ports": "22 8080 53/udp"}, nil)
 		h, err := p.Connect(ctx, rec)
 		if err != nil {
 			t.Fatal(err)

@@ -175,41 +175,6 @@ func waitNoSleeps(t *testing.T, ctx context.Context, h *hostkit.Host) {
 	t.Errorf("processes left in the container after the command was cancelled:\n%s", left)
 }
 
-// TestCommandReplacesSSHD: an sshd image run with a command that is not
-// sshd fails naming the likely cause and the way out, and a container that
-// exits while sshd is awaited fails at once.
-func TestCommandReplacesSSHD(t *testing.T) {
-	forEngine(t, func(t *testing.T, e engine) {
-		p := open(t, e, map[string]any{"ssh_wait": 3})
-		ctx := testCtx(t)
-		_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"container_host": sshdImage, "command": "sleep 100"}})
-		if err == nil {
-			t.Fatal("Checkout of an sshd image running sleep succeeded")
-		}
-		for _, want := range []string{"no SSH banner", "may have replaced", `"ssh": false`} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q does not say %q", err, want)
-			}
-		}
-		p = open(t, e, map[string]any{"ssh_wait": 60})
-		id := inventory.NewID()
-		start := time.Now()
-		_, err = p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": sshdImage, "command": "sleep 2"}})
-		if err == nil || !strings.Contains(err.Error(), "not running") {
-			t.Errorf("Checkout of an sshd image whose command exits: %v; want an error saying it is not running", err)
-		}
-		// Ended by the exit, not by ssh_wait (no duration asserted: the
-		// tests run on loaded machines too).
-		if err != nil && strings.Contains(err.Error(), "within") {
-			t.Errorf("the wait for sshd ran to its end instead of stopping when the container exited: %v", err)
-		}
-		t.Logf("failed after %v", time.Since(start).Round(time.Millisecond))
-		if left, lerr := containersWithID(ctx, p, id); lerr != nil || len(left) != 0 {
-			t.Errorf("containers left after a failed checkout: %v, %v", left, lerr)
-		}
-	})
-}
-
 const childEnv = "BROKER_TEST_CONTAINER_CHILD"
 
 // childCheckout is the owner process of TestSyncOwner: it checks a host

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -175,18 +176,7 @@ func (p *Provider) Sync(ctx context.Context, user string) (_ []*inventory.Record
 		}
 		rec := p.record(id, ins.Container, args)
 		ownerFromLabels(rec.Broker, c.Labels)
-		if port := publishedPort(ins.Container, sshPort); port != 0 {
-			s := &inventory.SSH{Host: "127.0.0.1", Port: port, User: p.sshUser()}
-			if kf := filepath.Join(p.keyDir(id), "client_key"); fileExists(kf) {
-				s.KeyFile = kf
-			}
-			if ins.Container.State != nil && ins.Container.State.Running {
-				if hk, err := p.readHostKey(ctx, c.ID); err == nil {
-					s.HostKey = hk
-				}
-			}
-			rec.Broker.SSH = s
-		}
+		p.syncSSH(ctx, rec, ins.Container, c.Labels[LabelTransport])
 		if ins.Container.State != nil && ins.Container.State.StartedAt != "" {
 			if t, err := time.Parse(time.RFC3339Nano, ins.Container.State.StartedAt); err == nil {
 				rec.Broker.CheckedOut = t.UTC()
@@ -195,6 +185,55 @@ func (p *Provider) Sync(ctx context.Context, user string) (_ []*inventory.Record
 		recs = append(recs, rec)
 	}
 	return recs, nil
+}
+
+// syncSSH rebuilds the SSH block of a synced record (and the data's
+// transport) from the container: by the transport its label names (none
+// on containers of older versions: SSH on the published port 22, if any),
+// the key file when it is still present and the host key read through the
+// engine.
+func (p *Provider) syncSSH(ctx context.Context, rec *inventory.Record, c container.InspectResponse, transport string) {
+	running := c.State != nil && c.State.Running
+	port := publishedPort(c, sshPort)
+	var s *inventory.SSH
+	switch {
+	case transport == TransportStream:
+		s = &inventory.SSH{Transport: TransportStream, User: p.sshUser()}
+		if running {
+			hk, sshd, err := p.readSSHD(ctx, c.ID)
+			if errors.Is(err, errNoSSHD) {
+				// Checkout found no sshd: driven through the engine.
+				rec.Broker.Data["transport"] = TransportExec
+				return
+			}
+			if err == nil {
+				s.HostKey = hk
+				rec.Broker.Data["sshd"] = sshd
+				s.ProxyCommand = p.proxyCommand(c.ID, sshd)
+			}
+		}
+		if port != 0 {
+			s.Host, s.Port = "127.0.0.1", port
+		}
+	case port != 0:
+		s = &inventory.SSH{Host: "127.0.0.1", Port: port, User: p.sshUser()}
+		if transport == TransportTCP {
+			s.Transport = TransportTCP
+		}
+		if running {
+			if hk, _, err := p.readSSHD(ctx, c.ID); err == nil {
+				s.HostKey = hk
+			}
+		}
+	default:
+		rec.Broker.Data["transport"] = TransportExec
+		return
+	}
+	if kf := filepath.Join(p.keyDir(rec.ID()), "client_key"); fileExists(kf) {
+		s.KeyFile = kf
+	}
+	rec.Broker.Data["transport"] = firstNonEmpty(s.Transport, TransportTCP)
+	rec.Broker.SSH = s
 }
 
 // ownerFromLabels fills a synced record's owner, test and state from the

@@ -167,24 +167,46 @@ func (p *Provider) installKey(ctx context.Context, cid, user, pub string) (strin
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))), nil
 }
 
-// readHostKey reads sshd's host key through the engine (for Sync).
-func (p *Provider) readHostKey(ctx context.Context, cid string) (string, error) {
+// readSSHDScript prints the path of sshd and its host key (the first
+// that exists of ed25519, ecdsa, rsa); "broker-no-sshd" when there is no
+// sshd.
+const readSSHDScript = `s=$(command -v sshd 2>/dev/null) || s=
+case "$s" in /*) ;; *) s= ;; esac
+if [ -z "$s" ]; then
+	for f in /usr/sbin/sshd /usr/local/sbin/sshd /sbin/sshd /usr/bin/sshd; do
+		if [ -x "$f" ]; then s=$f; break; fi
+	done
+fi
+if [ -z "$s" ]; then echo broker-no-sshd; exit 0; fi
+echo "$s"
+for f in /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub; do
+	if [ -s "$f" ] && IFS= read -r k <"$f"; then printf '%s\n' "$k"; exit 0; fi
+done
+echo "no sshd host key in /etc/ssh" >&2
+exit 2`
+
+// readSSHD reads sshd's host key and path through the engine (for Sync);
+// errNoSSHD when the container has no sshd.
+func (p *Provider) readSSHD(ctx context.Context, cid string) (hostKey, sshd string, err error) {
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
-	var stdout bytes.Buffer
+	var stdout, stderr bytes.Buffer
 	status, err := p.eng.exec(cctx, cid, execRequest{
-		Cmd:    []string{"/bin/sh", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null || cat /etc/ssh/ssh_host_ecdsa_key.pub 2>/dev/null || cat /etc/ssh/ssh_host_rsa_key.pub"},
-		Stdout: &stdout,
+		Cmd: []string{"/bin/sh", "-c", readSSHDScript}, User: "0", Stdout: &stdout, Stderr: &stderr,
 	})
 	if err != nil {
-		return "", err
+		return "", "", err
+	}
+	if strings.TrimSpace(stdout.String()) == "broker-no-sshd" {
+		return "", "", errNoSSHD
 	}
 	if status != 0 {
-		return "", fmt.Errorf("read host key: exit status %d", status)
+		return "", "", fmt.Errorf("read host key: exit status %d: %s", status, strings.TrimSpace(stderr.String()))
 	}
-	key, _, _, _, err := ssh.ParseAuthorizedKey(stdout.Bytes())
+	sshd, rest, _ := strings.Cut(stdout.String(), "\n")
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rest))
 	if err != nil {
-		return "", fmt.Errorf("read host key: %w", err)
+		return "", "", fmt.Errorf("read host key: %w", err)
 	}
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))), nil
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))), sshd, nil
 }
