@@ -60,12 +60,19 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 		port = 22
 	}
 	parts := []string{"ssh", "-p", fmt.Sprint(port)}
+	khName := fmt.Sprintf("[%s]:%d", addr, port)
+	if s.Port == 0 && s.ProxyCommand != "" {
+		// No address to dial (a container reached through its engine): the
+		// proxy command reaches sshd, and the name is only a name.
+		parts = []string{"ssh", "-o", shellQuote("ProxyCommand=" + s.ProxyCommand)}
+		khName = addr
+	}
 	if s.KeyFile != "" {
 		parts = append(parts, "-i", s.KeyFile)
 	}
 	if s.HostKey != "" {
 		kh := b.KeptKnownHosts(rec.ID())
-		line := fmt.Sprintf("[%s]:%d %s\n", addr, port, strings.TrimSpace(strings.SplitN(s.HostKey, "\n", 2)[0]))
+		line := fmt.Sprintf("%s %s\n", khName, strings.TrimSpace(strings.SplitN(s.HostKey, "\n", 2)[0]))
 		if err := os.MkdirAll(filepath.Dir(kh), 0o700); err == nil && os.WriteFile(kh, []byte(line), 0o600) == nil {
 			parts = append(parts, "-o", "UserKnownHostsFile="+kh)
 		}
@@ -80,3 +87,6 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
