@@ -103,7 +103,8 @@ func (g *genYAML) encRecord() *Record {
 			m.KeepUntil = &k
 		}
 		if g.r.Intn(2) == 0 {
-			m.SSH = &SSH{Host: s(), User: s(), HostKey: s(), KeyFile: s(), Port: g.r.Intn(2) * 2222, Insecure: g.r.Intn(2) == 0}
+			m.SSH = &SSH{Host: s(), User: s(), HostKey: s(), KeyFile: s(), Port: g.r.Intn(2) * 2222, Insecure: g.r.Intn(2) == 0,
+				Transport: s(), ProxyCommand: s()}
 		}
 		r.Broker = m
 	}

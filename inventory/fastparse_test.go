@@ -530,7 +530,8 @@ func (g *genYAML) meta(ind int) {
 			g.b.WriteString("\n")
 			for _, kv := range [][2]string{{"host", pick("10.0.0.1", "'h'")}, {"port", pick("22", "2222", "'22'", "0x16", "22.0")},
 				{"user", pick("root", "null")}, {"host_key", pick("ssh-ed25519 AAAA")}, {"key_file", pick("/k")},
-				{"insecure", pick("true", "false", "yes", "No", "'on'", "\"off\"", "y", "1", "TRUE", "null", "maybe")}} {
+				{"insecure", pick("true", "false", "yes", "No", "'on'", "\"off\"", "y", "1", "TRUE", "null", "maybe")},
+				{"transport", pick("engine-stream", "tcp", "null", "1")}, {"proxy_command", pick("docker exec -i c /usr/sbin/sshd -i", "'a: b'")}} {
 				if g.r.Intn(4) > 0 {
 					g.b.WriteString(pad + "  " + kv[0] + ":" + kv[1] + "\n")
 				}
