@@ -3,20 +3,23 @@
 //
 // A checkout runs the image named by the container_host argument. When the
 // image exposes port 22 (an sshd image such as brokertest/debian-sshd:12),
-// the port is published on 127.0.0.1 only, a per-host ed25519 client key is
-// generated under <BROKER_DIRECTORY>/container/<id>/client_key and installed
-// through the engine, and sshd's host key is read through the engine and
-// pinned: SSH works with no configuration and is verified. Images without
-// sshd are driven through the engine itself (exec and archive API), as a
-// hostkit.Transport.
-//
-// Engine-driven hosts give an SSH host's results (statuses, output, files
-// with their permission bits, fs.ErrNotExist for missing paths; a
-// cancelled or timed-out command is killed inside the container with its
-// process group) with one difference: a command killed by signal N gives
-// Status 128+N and no error, as a shell reports it, where an SSH host gives
-// Status -1 and an error naming the signal. The engine reports only the
-// exit code, which cannot tell a signal death from `exit 128+N`.
+// the host is reached over SSH through the engine's own exec stream
+// (TransportStream): each SSH connection is an exec of the image's
+// `sshd -i` (inetd mode) whose attached stdin and stdout carry it, as an
+// OpenSSH ProxyCommand would. Nothing is published and no sshd daemon is
+// waited for: one exec at checkout installs a per-host ed25519 client key
+// (generated under <BROKER_DIRECTORY>/container/<id>/client_key), reads
+// sshd's host key, which is pinned (the channel is the engine itself), and
+// becomes the host's first connection. SSH works with no configuration, is
+// verified, and works the same with an engine on another machine. Port 22
+// is published (on 127.0.0.1 only, as every port) only when the ports
+// argument names it; the record's SSH block then also gives that address,
+// for other tools. An image whose sshd cannot run in inetd mode is run
+// again with port 22 published and reached through its sshd daemon
+// (TransportTCP). Images without sshd are driven through the engine itself
+// (exec and archive API), as a hostkit.Transport (TransportExec). The
+// transport is in the record (the SSH block's transport, the data's
+// "transport") and in the host's String ("<hostname> via engine-stream").
 //
 // Settings (the Container: section or one of its instances):
 //
@@ -38,11 +41,14 @@
 //	network             network to attach containers to
 //	name_prefix         container name prefix (default: the local user name)
 //	auto_map_ports      publish every port the image exposes, besides the ports
-//	                    argument, on free loopback ports (default true)
+//	                    argument, on free loopback ports (default true); not
+//	                    port 22 of a host reached over SSH, which only the
+//	                    ports argument publishes
 //	host_username       SSH user inside the containers (default root)
 //	host_password       SSH password, added by Connect when given (secret)
 //	timeout             seconds allowed to each engine call (default 60)
-//	ssh_wait            seconds to wait for sshd's banner after start (default 60)
+//	ssh_wait            seconds to wait for sshd's banner after start (default 60):
+//	                    sshd -i's through the engine, or the daemon's on port 22
 //	host_port           the Python broker's SSH port of a bare host name (above)
 //	results_limit       the Python broker's; accepted and ignored
 //
@@ -51,8 +57,9 @@
 //
 // Every container gets the labels LabelPrefix+"id", "user", "version",
 // "instance", "args" (the checkout arguments as JSON) and each label of the
-// checkout request under LabelPrefix; check-in and sync find containers by
-// them, so a record holding only the broker id is enough to remove its host.
+// checkout request under LabelPrefix, and SSH hosts "transport"; check-in
+// and sync find containers by them, so a record holding only the broker id
+// is enough to remove its host.
 // A request labelled with its owner's run (the broker's are) also gets the
 // checking-out process's "pid", "started" and "boot_id" (and "machine"
 // when missing): Sync fills a recovered record's owner from them, so
