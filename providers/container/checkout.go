@@ -343,21 +343,33 @@ func (p *Provider) run(ctx context.Context, s *runSpec) (string, error) {
 // and port 22 is not published: the caller runs the container again with
 // s.tcp.
 func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args map[string]any) (*inventory.Record, error) {
-	cctx, cancel := p.callCtx(ctx)
-	ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("container: inspect %s: %w", s.name, err)
+	// With nothing published, the stream's setup tells all an inspect
+	// would (the hostname; that the container runs): one call less.
+	var rec *inventory.Record
+	port := 0
+	inspect := func() error {
+		cctx, cancel := p.callCtx(ctx)
+		ins, err := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("container: inspect %s: %w", s.name, err)
+		}
+		if err := notRunning(ins.Container); err != nil {
+			return fmt.Errorf("container: %s (image %q): %w%s", s.name, s.image, err, p.exitDetail(ctx, ins.Container))
+		}
+		rec = p.record(id, ins.Container, args)
+		port = publishedPort(ins.Container, sshPort)
+		return nil
 	}
-	if err := notRunning(ins.Container); err != nil {
-		return nil, fmt.Errorf("container: %s (image %q): %w%s", s.name, s.image, err, p.exitDetail(ctx, ins.Container))
+	if !s.ssh || s.tcp || len(s.ports) > 0 {
+		if err := inspect(); err != nil {
+			return nil, err
+		}
 	}
-	rec := p.record(id, ins.Container, args)
 	if !s.ssh {
 		rec.Broker.Data["transport"] = TransportExec
 		return rec, nil
 	}
-	port := publishedPort(ins.Container, sshPort)
 	keyFile, pub, err := p.newClientKey(id)
 	if err != nil {
 		return nil, err
@@ -366,6 +378,9 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 	if !s.tcp {
 		ready, err := p.streamSetup(ctx, cid, user, pub)
 		if err == nil {
+			if rec == nil {
+				rec = p.recordOf(id, cid, s.name, firstNonEmpty(ready.hostname, shortID(cid)), s.image, nil, args)
+			}
 			p.handovers.put(id, "", ready.conn)
 			rec.Broker.Data["transport"] = TransportStream
 			rec.Broker.Data["sshd"] = ready.sshd
@@ -386,6 +401,11 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 			p.log.Info("container: the image has no sshd: the host is driven through the engine", "image", s.image, "name", s.name)
 			if err := os.RemoveAll(p.keyDir(id)); err != nil {
 				return nil, fmt.Errorf("container: %s: remove key dir: %w", s.name, err)
+			}
+			if rec == nil {
+				if err := inspect(); err != nil {
+					return nil, err
+				}
 			}
 			rec.Broker.Data["transport"] = TransportExec
 			return rec, nil
@@ -483,8 +503,15 @@ func (p *Provider) record(id string, c container.InspectResponse, args map[strin
 			}
 		}
 	}
+	return p.recordOf(id, c.ID, strings.TrimPrefix(c.Name, "/"), hostname, image, ports, args)
+}
+
+// recordOf is the inventory record (without its SSH block) of container
+// cid, named name, whose hostname and image are those, publishing ports
+// (container port: host address).
+func (p *Provider) recordOf(id, cid, name, hostname, image string, ports, args map[string]any) *inventory.Record {
 	data := map[string]any{
-		"container_id": c.ID,
+		"container_id": cid,
 		"engine":       p.eng.uri,
 		"image":        image,
 	}
@@ -503,7 +530,7 @@ func (p *Provider) record(id string, c container.InspectResponse, args map[strin
 	}
 	return &inventory.Record{
 		Hostname: hostname,
-		Name:     strings.TrimPrefix(c.Name, "/"),
+		Name:     name,
 		Args:     a,
 		Broker:   &inventory.Meta{ID: id, Data: data},
 	}

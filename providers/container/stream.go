@@ -229,6 +229,7 @@ var sshdArgs = []string{"-i", "-e"}
 // authorized_keys, finds (or, when the image has none after a short wait,
 // makes) sshd's host key, and prints on stdout
 //
+//	broker-hostname <the container's hostname>
 //	broker-sshd <path of sshd>
 //	broker-host-key <host key, authorized_keys form>
 //
@@ -283,7 +284,9 @@ done
 # Debian's sshd wants its privilege separation directory, which its
 # start-up script makes.
 [ -d /run ] && [ ! -d /run/sshd ] && mkdir -m 0755 /run/sshd 2>/dev/null
-printf 'broker-sshd %s\nbroker-host-key %s\n' "$s" "$k"
+hn=
+IFS= read -r hn </proc/sys/kernel/hostname 2>/dev/null
+printf 'broker-hostname %s\nbroker-sshd %s\nbroker-host-key %s\n' "$hn" "$s" "$k"
 exec "$s" -i -e`
 
 // errNoSSHD is the setup's finding that the image has no sshd.
@@ -297,9 +300,10 @@ func (e *inetdError) Error() string { return e.msg }
 
 // streamReady is what the checkout's stream exec found.
 type streamReady struct {
-	conn    net.Conn // the SSH connection, its banner still to be read
-	sshd    string   // the path of sshd in the container
-	hostKey string   // authorized_keys form
+	conn     net.Conn // the SSH connection, its banner still to be read
+	sshd     string   // the path of sshd in the container
+	hostKey  string   // authorized_keys form
+	hostname string   // the container's, as it knows it
 }
 
 // streamSetup runs streamScript in container cid: one exec installs pub
@@ -347,6 +351,8 @@ func readSetup(sc *streamConn) (*streamReady, error) {
 			return nil, errNoSSHD
 		case strings.HasPrefix(line, "broker-error "):
 			return nil, fmt.Errorf("sshd setup in container %s: %s", shortID(sc.cid), strings.TrimSpace(strings.TrimPrefix(line, "broker-error ")))
+		case strings.HasPrefix(line, "broker-hostname "):
+			ready.hostname = strings.TrimSpace(strings.TrimPrefix(line, "broker-hostname "))
 		case strings.HasPrefix(line, "broker-sshd "):
 			ready.sshd = strings.TrimSpace(strings.TrimPrefix(line, "broker-sshd "))
 		case strings.HasPrefix(line, "broker-host-key "):
