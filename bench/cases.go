@@ -33,6 +33,7 @@ import (
 	"github.com/hostbroker/broker/internal/sshtest"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/inventory/filter"
+	"github.com/hostbroker/broker/providers"
 	_ "github.com/hostbroker/broker/providers/container"
 )
 
@@ -90,7 +91,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		return Case{}, err
 	}
 	defer b.Close()
-	names := []string{"broker (Checkout, Execute over SSH, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1", "broker, engine exec (Checkout with ssh and auto_map_ports false, Execute, Checkin)"}
+	names := []string{"broker (Checkout, Execute over SSH through the engine, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1", "broker, engine exec (Checkout with ssh and auto_map_ports false, Execute, Checkin)"}
 	signer, err := newSigner()
 	if err != nil {
 		return Case{}, err
@@ -121,11 +122,11 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "Container lifecycle",
-		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`. broker waits for sshd, installs its key, pins the host key and runs the command over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); broker's steps done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with the one thing every SSH host of broker's needs from the engine, port 22 published on 127.0.0.1: the engine's port proxy and forwarding rules, made at start and undone at removal, are the floor under any SSH host. The last row is broker like for like with testcontainers-go and the raw sequence: the same image checked out with `ssh: false` and `auto_map_ports: false`, so nothing is published, no key is installed and the command runs through the engine's exec.",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`, default settings (`Args{\"container_host\": \"" + Image + "\"}`). broker publishes nothing: one exec installs its key, reads and pins the host key and becomes the image's `sshd -i`, over whose stream (the engine's own) the command then runs over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); the steps of SSH over a published port done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with port 22 published on 127.0.0.1 (the engine's port proxy and forwarding rules, made at start and undone at removal: what SSH over a published port costs before any SSH). The last row is broker with no SSH at all: the same image checked out with `ssh: false` and `auto_map_ports: false`, the command through the engine's exec.",
 		Series: series(names, "s", samples),
 	}
-	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 0.8, true)
-	c.RatioOf("broker / raw Engine API (time)", names[0], names[2], 1.1, true)
+	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)
+	c.RatioOf("broker / raw Engine API (time)", names[0], names[2], 1.15, true)
 	c.RatioOf("broker / testcontainers-go for SSH (time)", names[0], names[3], 0, true)
 	c.RatioOf("broker / raw Engine API + x/crypto/ssh by hand (time)", names[0], names[4], 0, true)
 	c.RatioOf("raw Engine API, port published / raw Engine API (time)", names[5], names[2], 0, true)
@@ -336,11 +337,111 @@ func (e *Env) Twenty(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "20 containers at once",
-		What:   "20 `" + Image + "` containers made concurrently, then removed concurrently; the time covers both. broker's hosts are SSH-ready (sshd answered, key installed) when Checkout returns; plain testcontainers-go's are started; the last row is testcontainers-go used for SSH: port 22 exposed and a wait until sshd listens.",
+		What:   "20 `" + Image + "` containers made concurrently, then removed concurrently; the time covers both. broker's hosts (default settings: SSH through the engine's exec stream, nothing published) are SSH-ready (key installed, host key pinned, `sshd -i` answered) when Checkout returns; plain testcontainers-go's are started; the last row is testcontainers-go used for SSH: port 22 exposed and a wait until sshd listens.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)
 	c.RatioOf("broker / testcontainers-go for SSH (time)", names[0], names[2], 0, true)
+	return c, nil
+}
+
+// Stream: command throughput and SFTP to one container, through the
+// engine's exec stream and through port 22 published.
+func (e *Env) Stream(ctx context.Context, perRound int, size int64) (_ Case, err error) {
+	b, err := e.newBroker()
+	if err != nil {
+		return Case{}, err
+	}
+	defer b.Close()
+	hosts, err := b.Checkout(ctx, broker.Request{Args: map[string]any{"container_host": Image, "ports": "22"}})
+	if err != nil {
+		return Case{}, err
+	}
+	defer func() { err = errors.Join(err, b.Checkin(context.WithoutCancel(ctx), hosts...)) }()
+	stream, rec := hosts[0], b.Record(hosts[0])
+	if s := rec.Broker.SSH; s == nil || s.Transport != "engine-stream" || s.Port == 0 {
+		return Case{}, fmt.Errorf("stream: host %s: SSH block %+v, want the engine stream and port 22 published", stream, s)
+	}
+	cfg, err := providers.ConfigFromRecord(rec)
+	if err != nil {
+		return Case{}, err
+	}
+	cfg.ConnectRetries = 20 // the image's daemon may still be starting
+	tcp := hostkit.New(rec.Hostname, cfg)
+	tcp.Via = "tcp"
+	defer tcp.Close()
+	hs := map[string]*hostkit.Host{}
+	for _, h := range []*hostkit.Host{stream, tcp} {
+		if res, err := h.Execute(ctx, "true"); err != nil || res.Status != 0 {
+			return Case{}, fmt.Errorf("stream: %s: %+v, %v", h, res, err)
+		}
+	}
+	names := []string{"hostkit Execute, engine stream", "hostkit Execute, TCP (port 22 published)",
+		"hostkit Upload, engine stream", "hostkit Upload, TCP", "hostkit Download, engine stream", "hostkit Download, TCP"}
+	hs[names[0]], hs[names[1]] = stream, tcp
+	cmds, err := interleave(e.Rounds, names[:2], func(name string) (float64, error) {
+		start := time.Now()
+		for range perRound {
+			res, err := hs[name].Execute(ctx, "true")
+			if err == nil && res.Status != 0 {
+				err = fmt.Errorf("status %d", res.Status)
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		return float64(perRound) / seconds(start), nil
+	})
+	if err != nil {
+		return Case{}, err
+	}
+	localDir, err := os.MkdirTemp(MemDir, "brokerbench-")
+	if err != nil {
+		return Case{}, fmt.Errorf("files in memory: %w", err)
+	}
+	defer os.RemoveAll(localDir)
+	local, back := filepath.Join(localDir, "payload"), filepath.Join(localDir, "payload.back")
+	if err := writeRandom(local, size); err != nil {
+		return Case{}, err
+	}
+	// The container's /dev/shm: a tmpfs (64 MiB by default), as the local end.
+	remote := "/dev/shm/brokertest-bench"
+	mb := float64(size) / 1e6
+	xfer := make([][]float64, 4)
+	for r := range e.Rounds {
+		for k := range 2 {
+			i := (r + k) % 2 // 0: stream, 1: TCP
+			h := []*hostkit.Host{stream, tcp}[i]
+			if _, err := h.Execute(ctx, "rm -f "+remote); err != nil {
+				return Case{}, err
+			}
+			start := time.Now()
+			if err := h.Upload(ctx, local, remote); err != nil {
+				return Case{}, fmt.Errorf("%s, round %d: %w", names[2+i], r+1, err)
+			}
+			xfer[i] = append(xfer[i], mb/seconds(start))
+			if err := os.Remove(back); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return Case{}, err
+			}
+			start = time.Now()
+			if err := h.Download(ctx, remote, back); err != nil {
+				return Case{}, fmt.Errorf("%s, round %d: %w", names[4+i], r+1, err)
+			}
+			xfer[2+i] = append(xfer[2+i], mb/seconds(start))
+			if err := sameSize(local, back); err != nil {
+				return Case{}, fmt.Errorf("%s: %w", names[4+i], err)
+			}
+		}
+	}
+	_, _ = stream.Execute(ctx, "rm -f "+remote)
+	c := Case{
+		Title:  "SSH through the engine's exec stream against port 22 published",
+		What:   fmt.Sprintf("One `%s` host checked out with `ports: \"22\"`, reached two ways at once: broker's own connection, through the engine's exec stream (`sshd -i` in an exec; the engine's unix socket, the daemon and the exec's pipes carry every byte), and a second hostkit host dialling the published port on 127.0.0.1 (the image's sshd daemon, through the engine's port proxy), both with the record's key and pinned host key. %d sequential `true` commands per run over each, interleaved; then a %d MiB file uploaded and downloaded over SFTP by each in turn, files in memory at both ends (this machine's %s, the container's /dev/shm).", Image, perRound, size>>20, MemDir),
+		Series: append(series(names[:2], "cmd/s", cmds), series(names[2:], "MB/s", [][]float64{xfer[0], xfer[1], xfer[2], xfer[3]})...),
+	}
+	c.RatioOf("engine stream / TCP, commands (throughput)", names[0], names[1], 0.9, false)
+	c.RatioOf("engine stream / TCP, upload (throughput)", names[2], names[3], 0, false)
+	c.RatioOf("engine stream / TCP, download (throughput)", names[4], names[5], 0, false)
 	return c, nil
 }
 

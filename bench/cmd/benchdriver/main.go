@@ -2,7 +2,7 @@
 // figures into ../BENCHMARKS.md (between the bench markers) and an SVG chart
 // of the ratios into ratios.svg.
 //
-//	cd bench && go run ./cmd/benchdriver [-rounds 10] [-quick] [-cases lifecycle,twenty,exec,transfer,pool,inventory]
+//	cd bench && go run ./cmd/benchdriver [-rounds 10] [-quick] [-cases lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory]
 //
 // It needs Docker with the test images (bash scripts/build-test-images.sh),
 // Debian's openssh-server and openssh-client.
@@ -42,7 +42,7 @@ func main() {
 	}
 	rounds := flag.Int("rounds", 10, "samples per contender")
 	quick := flag.Bool("quick", false, "3 rounds and small sizes: a smoke run, not for the report")
-	only := flag.String("cases", "lifecycle,twenty,exec,transfer,transfer-mem,pool,inventory", "cases to run, comma-separated")
+	only := flag.String("cases", "lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory", "cases to run, comma-separated")
 	out := flag.String("out", "../BENCHMARKS.md", "file whose bench section is rewritten (\"\" prints it)")
 	flag.Parse()
 	if *quick {
@@ -75,13 +75,14 @@ func main() {
 	machine := describeMachine(ctx, cli)
 	log.Printf("machine: %s", strings.Join(machine, "; "))
 
-	perRound, size := 100, int64(256<<20)
+	perRound, size, streamSize := 100, int64(256<<20), int64(32<<20)
 	if *quick {
-		perRound, size = 20, 16<<20
+		perRound, size, streamSize = 20, 16<<20, 8<<20
 	}
 	runs := map[string]func() (bench.Case, error){
 		"lifecycle":    func() (bench.Case, error) { return env.Lifecycle(ctx) },
 		"twenty":       func() (bench.Case, error) { return env.Twenty(ctx) },
+		"stream":       func() (bench.Case, error) { return env.Stream(ctx, perRound, streamSize) },
 		"exec":         func() (bench.Case, error) { return env.Exec(ctx, perRound) },
 		"transfer":     func() (bench.Case, error) { return env.Transfer(ctx, size, false) },
 		"transfer-mem": func() (bench.Case, error) { return env.Transfer(ctx, size, true) },
