@@ -79,9 +79,9 @@ func (r Ratio) goalText() string {
 		return "none"
 	}
 	if r.AtMost {
-		return fmt.Sprintf("≤ %.2g×", r.Goal)
+		return fmt.Sprintf("≤ %.3g×", r.Goal)
 	}
-	return fmt.Sprintf("≥ %.2g×", r.Goal)
+	return fmt.Sprintf("≥ %.3g×", r.Goal)
 }
 
 // Case is one comparison's result.

@@ -37,6 +37,10 @@ func TestRatios(t *testing.T) {
 	if r := c.Ratios[2]; r.Value != 2 || r.verdict() != "no goal" || r.goalText() != "none" {
 		t.Errorf("a ratio without a goal: %+v %q %q", r, r.verdict(), r.goalText())
 	}
+	// A goal is written as given, not rounded to another.
+	if got := (Ratio{Goal: 1.15, AtMost: true}).goalText(); got != "≤ 1.15×" {
+		t.Errorf("goal 1.15 written %q", got)
+	}
 }
 
 func TestReplaceSection(t *testing.T) {
