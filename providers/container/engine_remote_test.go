@@ -260,14 +260,17 @@ func openRemote(t *testing.T, settings map[string]any) *container.Provider {
 }
 
 // remoteLifecycle uses hosts made through p's engine end to end: an sshd
-// host (SSH-ready, a command over SSH) and an engine-exec host (exec and
+// host (SSH-ready, a command over SSH through the engine's exec stream,
+// itself through the remote connection) and an engine-exec host (exec and
 // archive API, hijacked through the remote connection), each checked in.
 func remoteLifecycle(t *testing.T, p *container.Provider) {
 	t.Helper()
 	ctx := testCtx(t)
 	rec := checkout(t, ctx, p, map[string]any{"container_host": sshdImage}, nil)
-	if rec.Broker.SSH == nil {
-		t.Fatalf("a host made through %s has no SSH block", p.EngineURI())
+	if rec.Broker.SSH == nil || rec.Broker.SSH.Transport != container.TransportStream || rec.Broker.SSH.Port != 0 {
+		// A port published on the engine's machine would not reach this
+		// one: SSH goes through the engine's own exec stream.
+		t.Fatalf("a host made through %s: SSH block %+v, want SSH through the engine's exec stream", p.EngineURI(), rec.Broker.SSH)
 	}
 	h := connect(t, ctx, p, rec)
 	res, err := h.Execute(ctx, "echo hello; id -un")
