@@ -18,8 +18,9 @@ import (
 )
 
 // BenchmarkCheckoutCheckin is the cost of one host for a test: checkout of
-// debian-sshd (start, sshd up, key installed, host key pinned), one
-// command over SSH, check-in.
+// debian-sshd (start; one exec installs the key, reads and pins the host
+// key and becomes sshd -i), one command over SSH through that exec stream,
+// check-in.
 func BenchmarkCheckoutCheckin(b *testing.B) {
 	for _, e := range engines {
 		b.Run(e.name, func(b *testing.B) {
@@ -72,8 +73,9 @@ func benchCycle(b *testing.B, p *pcontainer.Provider, image string) {
 func BenchmarkRawEngine(b *testing.B) { benchRaw(b, false) }
 
 // BenchmarkRawEnginePublished is BenchmarkRawEngine with port 22 published
-// on 127.0.0.1, as every SSH host of the provider has it: the engine's port
-// proxy and forwarding rules are made at start and undone at removal.
+// on 127.0.0.1, as an SSH host reached through its published port (ports
+// "22", or an sshd without inetd mode) has it: the engine's port proxy and
+// forwarding rules are made at start and undone at removal.
 func BenchmarkRawEnginePublished(b *testing.B) { benchRaw(b, true) }
 
 func benchRaw(b *testing.B, publish bool) {
