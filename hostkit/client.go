@@ -110,9 +110,15 @@ func New(hostname string, cfg Config) *Host {
 	return h
 }
 
-// Addr returns the SSH address dialed ("host:port"), or "" for hosts driven
-// through a Transport.
-func (h *Host) Addr() string { return h.cfg.Addr }
+// Addr returns the host's SSH address over TCP ("host:port"), which other
+// SSH clients may dial too; "" for hosts driven through a Transport and
+// for those only their Dial reaches (Config.DialOnly).
+func (h *Host) Addr() string {
+	if h.cfg.DialOnly {
+		return ""
+	}
+	return h.cfg.Addr
+}
 
 // String returns the host's name, followed by " via " and Via when set.
 func (h *Host) String() string {

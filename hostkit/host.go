@@ -60,6 +60,10 @@ type Config struct {
 	// Dial opens the network connection the SSH client runs over; nil: a
 	// net.Dialer. E.g. to go through a jump host or to observe connections.
 	Dial DialFunc
+	// DialOnly says that Addr is only a name handed to Dial, which reaches
+	// the host another way (a container engine's exec stream): no other
+	// SSH client can dial Addr, and Host.Addr reports "".
+	DialOnly bool
 	// Transport drives the host when it has no SSH address (Addr empty):
 	// the engine's exec and archive API of a container without sshd. New
 	// takes it over: Close closes it.

@@ -138,12 +138,22 @@ func TestContainer(t *testing.T) {
 	checkTerratest(t, h, "/tmp")
 }
 
+// TestEngineOnlyHost: hosts with no SSH port on 127.0.0.1 are refused with
+// the way out: an image without sshd (driven through the engine), and one
+// with sshd reached through the engine's exec stream (the default).
 func TestEngineOnlyHost(t *testing.T) {
-	requireImage(t, busyboxImage)
-	h := hostFor(t, broker.Request{Args: map[string]any{"container_host": busyboxImage, "command": []any{"sleep", "3600"}}})
-	_, err := terratest.SSHHost(h)
-	if !errors.Is(err, hostkit.ErrNoSSH) || !strings.Contains(err.Error(), `ports: "22"`) || !strings.Contains(err.Error(), h.String()) {
-		t.Fatalf("SSHHost of an engine-only host: %v; want hostkit.ErrNoSSH naming the host and ports: \"22\"", err)
+	for _, args := range []map[string]any{
+		{"container_host": busyboxImage, "command": []any{"sleep", "3600"}},
+		{"container_host": sshdImage},
+	} {
+		t.Run(args["container_host"].(string), func(t *testing.T) {
+			requireImage(t, args["container_host"].(string))
+			h := hostFor(t, broker.Request{Args: args})
+			_, err := terratest.SSHHost(h)
+			if !errors.Is(err, hostkit.ErrNoSSH) || !strings.Contains(err.Error(), `ports: "22"`) || !strings.Contains(err.Error(), h.String()) {
+				t.Fatalf("SSHHost of an engine-only host: %v; want hostkit.ErrNoSSH naming the host and ports: \"22\"", err)
+			}
+		})
 	}
 }
 

@@ -635,9 +635,14 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 		via := TransportTCP
 		cfg.Dial = p.handovers.dialer(rec.ID())
 		if s.Transport == TransportStream {
-			// The address is only a name: the dialer goes through the engine.
-			cfg.Addr = net.JoinHostPort(firstNonEmpty(rec.Hostname, rec.Name, "container"), "22")
+			// The dialer goes through the engine. The address is port 22
+			// published on 127.0.0.1 when the request asked for it (other
+			// SSH clients may dial it), else only a name.
 			cfg.Dial, via = p.streamDialer(rec), TransportStream
+			if s.Host == "" || s.Port == 0 {
+				cfg.Addr = net.JoinHostPort(firstNonEmpty(rec.Hostname, rec.Name, "container"), "22")
+				cfg.DialOnly = true
+			}
 		}
 		h := hostkit.New(rec.Hostname, cfg)
 		h.Name, h.Via = rec.Name, via
