@@ -10,16 +10,16 @@ import (
 // Value returns v with every map a map[string]any and every slice a []any:
 // yaml.v3 decodes mappings as map[string]any, except those with a
 // non-string key, which it decodes as map[any]any; their keys are formatted
-// here. Maps and slices of those types are changed in place; other maps
-// keyed by strings, and other slices (Go values such as map[string]int or
-// []int), are copied.
+// here. Maps and slices are copied, never changed: one request's arguments
+// are read by several checkouts at once.
 func Value(v any) any {
 	switch v := v.(type) {
 	case map[string]any:
+		m := make(map[string]any, len(v))
 		for k, e := range v {
-			v[k] = Value(e)
+			m[k] = Value(e)
 		}
-		return v
+		return m
 	case map[any]any:
 		m := make(map[string]any, len(v))
 		for k, e := range v {
@@ -27,10 +27,11 @@ func Value(v any) any {
 		}
 		return m
 	case []any:
+		out := make([]any, len(v))
 		for i, e := range v {
-			v[i] = Value(e)
+			out[i] = Value(e)
 		}
-		return v
+		return out
 	case nil, string, bool, int, int64, float64, []byte:
 		return v
 	}

@@ -3,6 +3,7 @@ package plain
 import (
 	"encoding/json"
 	"reflect"
+	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -54,5 +55,27 @@ func TestValueGoTypes(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Value = %#v, want %#v", got, want)
+	}
+}
+
+// TestValueLeavesItsInput: one request's arguments are read by several
+// checkouts at once (go test -race sees a write), and stay as given.
+func TestValueLeavesItsInput(t *testing.T) {
+	in := map[string]any{"env": map[string]any{"A": map[any]any{1: "x"}}, "list": []any{map[any]any{true: 1}}}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			out := Value(in).(map[string]any)
+			if _, ok := out["env"].(map[string]any)["A"].(map[string]any); !ok {
+				t.Errorf("nested map[any]any not converted: %#v", out)
+			}
+		})
+	}
+	wg.Wait()
+	if _, ok := in["env"].(map[string]any)["A"].(map[any]any); !ok {
+		t.Errorf("the input was changed: %#v", in)
+	}
+	if _, ok := in["list"].([]any)[0].(map[any]any); !ok {
+		t.Errorf("the input's list was changed: %#v", in)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -170,6 +171,19 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func TestConformance(t *testing.T) {
+	// The fake sshd refuses inetd mode: the image's hosts are reached over
+	// TCP, port 22 published, the transport the stream falls back to.
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "sshd"), []byte(fakeSSHD), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]map[string]any{
+		"tcp-fallback": {"container_host": sshdImage, "volumes": fake + ":/opt/fake:ro",
+			"env": map[string]any{"PATH": "/opt/fake:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+	}
+	for _, img := range testImages {
+		cases[strings.NewReplacer("/", "_", ":", "_").Replace(img)] = map[string]any{"container_host": img}
+	}
 	forEngine(t, func(t *testing.T, e engine) {
 		open(t, e, nil) // skips when the engine or the images are missing
 		cfg := providers.Config{
@@ -178,14 +192,14 @@ func TestConformance(t *testing.T) {
 			Settings: map[string]any{"host_uri": e.uri(t), "runtime": e.name, "name_prefix": "brokertest"},
 			Dir:      t.TempDir(),
 		}
-		for _, img := range testImages {
-			t.Run(strings.NewReplacer("/", "_", ":", "_").Replace(img), func(t *testing.T) {
+		for _, name := range slices.Sorted(maps.Keys(cases)) {
+			t.Run(name, func(t *testing.T) {
 				var last *container.Provider
 				providertest.Run(t, func(t *testing.T) providers.Provider {
 					last = open(t, e, nil)
 					return last
 				}, providertest.Options{
-					Args:               map[string]any{"container_host": img},
+					Args:               cases[name],
 					BadArgs:            map[string]any{"container_host": missingImage},
 					BadArgsMention:     missingImage,
 					Count:              5,
