@@ -192,13 +192,9 @@ func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 // and handed to the next holder; an unhealthy one, or one whose reset fails,
 // is checked in and replaced on demand, unless ReuseFailed.
 func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error {
-	p.mu.Lock()
-	if !p.leased[h] {
-		p.mu.Unlock()
-		return fmt.Errorf("broker: release of %s: not leased from this pool", h.Hostname)
+	if err := p.unlease(h, "release of"); err != nil {
+		return err
 	}
-	delete(p.leased, h)
-	p.mu.Unlock()
 
 	// A failed reset is the pool's business, not the holder's: the host is
 	// replaced and the reason logged.
@@ -210,10 +206,7 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 	}
 	if !healthy && !p.opts.ReuseFailed {
 		err := p.retire(ctx, h)
-		p.mu.Lock()
-		p.count--
-		p.signal()
-		p.mu.Unlock()
+		p.left()
 		return err
 	}
 	p.mu.Lock()
@@ -232,13 +225,9 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 // Teardown runs first, as for any host that leaves the pool.
 // "brokertest cleanup" checks kept hosts in.
 func (p *Pool) Keep(ctx context.Context, h *hostkit.Host) error {
-	p.mu.Lock()
-	if !p.leased[h] {
-		p.mu.Unlock()
-		return fmt.Errorf("broker: keep %s: not leased from this pool", h.Hostname)
+	if err := p.unlease(h, "keep"); err != nil {
+		return err
 	}
-	delete(p.leased, h)
-	p.mu.Unlock()
 	var err error
 	if p.opts.Teardown != nil {
 		if terr := p.opts.Teardown(ctx, h); terr != nil {
@@ -246,11 +235,29 @@ func (p *Pool) Keep(ctx context.Context, h *hostkit.Host) error {
 		}
 	}
 	err = errors.Join(err, p.b.Keep([]*hostkit.Host{h}, time.Time{}))
+	p.left()
+	return err
+}
+
+// unlease ends the lease of h; op names the call in the error for a host
+// this pool did not lease.
+func (p *Pool) unlease(h *hostkit.Host, op string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.leased[h] {
+		return fmt.Errorf("broker: %s %s: not leased from this pool", op, h.Hostname)
+	}
+	delete(p.leased, h)
+	return nil
+}
+
+// left accounts for a host that has left the pool (checked in or kept):
+// a lease may then check out another.
+func (p *Pool) left() {
 	p.mu.Lock()
 	p.count--
 	p.signal()
 	p.mu.Unlock()
-	return err
 }
 
 func (p *Pool) retire(ctx context.Context, h *hostkit.Host) error {
