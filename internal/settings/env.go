@@ -77,7 +77,7 @@ func instanceFlags(ovs []override) map[[2]string]any {
 
 // findKey finds name among m's keys ignoring case: the exact spelling if
 // present, else the first match in sorted order (so the choice is stable).
-func findKey(m map[string]any, name string) (string, bool) {
+func findKey[V any](m map[string]V, name string) (string, bool) {
 	if _, ok := m[name]; ok {
 		return name, true
 	}

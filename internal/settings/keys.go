@@ -39,10 +39,11 @@ var instanceKeys = []string{"default", "override_envars"}
 func (s *Settings) checkKeys(used []string, keys map[string][]string) {
 	m := s.meta
 	for _, name := range used {
-		known, ok := lookupFold(keys, name)
+		kk, ok := findKey(keys, name)
 		if !ok {
 			continue
 		}
+		known := keys[kk]
 		k, ok := providerSection(s.Data, name)
 		if !ok {
 			continue
@@ -112,18 +113,6 @@ func providerSection(data map[string]any, name string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func lookupFold(m map[string][]string, name string) ([]string, bool) {
-	if v, ok := m[name]; ok {
-		return v, true
-	}
-	for k, v := range m {
-		if strings.EqualFold(k, name) {
-			return v, true
-		}
-	}
-	return nil, false
 }
 
 func containsFold(list []string, s string) bool {
