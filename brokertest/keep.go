@@ -64,7 +64,7 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 	if s.Port == 0 && s.ProxyCommand != "" {
 		// No address to dial (a container reached through its engine): the
 		// proxy command reaches sshd, and the name is only a name.
-		parts = []string{"ssh", "-o", shellQuote("ProxyCommand=" + s.ProxyCommand)}
+		parts = []string{"ssh", "-o", hostkit.ShellQuote("ProxyCommand=" + s.ProxyCommand)}
 		khName = addr
 	}
 	if s.KeyFile != "" {
@@ -87,6 +87,3 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 	}
 	return strings.Join(parts, " ")
 }
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -399,25 +399,16 @@ func (p *Provider) streamDialer(rec *inventory.Record) hostkit.DialFunc {
 		}
 	}
 	id := rec.ID()
-	var (
-		mu  sync.Mutex
-		cid string
-	)
+	// The container id is found on first use and kept, as the engine
+	// transport finds it.
+	found := p.transport(rec)
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		if c := p.handovers.take(id, ""); c != nil {
 			return c, nil
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if cid == "" {
-			ids, err := p.find(ctx, rec)
-			if err != nil {
-				return nil, err
-			}
-			if len(ids) == 0 {
-				return nil, fmt.Errorf("container: host %s (id %s) not found on %s", rec.Name, id, p.eng.uri)
-			}
-			cid = ids[0]
+		cid, err := found.containerID(ctx)
+		if err != nil {
+			return nil, err
 		}
 		sc, err := p.streamExec(ctx, cid, append([]string{sshd}, sshdArgs...))
 		if err != nil {
@@ -444,5 +435,5 @@ func shellQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/:._-@+=,") == "" {
 		return s
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return hostkit.ShellQuote(s)
 }
