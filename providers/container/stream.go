@@ -71,13 +71,16 @@ type streamConn struct {
 	kind    byte
 	scratch []byte
 
-	errMu  sync.Mutex
-	stderr []byte // the last stderrKeep bytes of stderr and engine errors
+	stderr tailBuffer // the last stderrKeep bytes of stderr and engine errors
 
 	closeOnce sync.Once
 }
 
 var _ net.Conn = (*streamConn)(nil)
+
+func newStreamConn(conn net.Conn, r io.Reader, cid string) *streamConn {
+	return &streamConn{conn: conn, r: r, cid: cid, stderr: tailBuffer{max: stderrKeep}}
+}
 
 // Read returns the process's stdout.
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -105,7 +108,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.r.Read(c.scratch[:min(len(c.scratch), c.left)])
 		c.left -= n
-		c.keepStderr(c.scratch[:n])
+		c.stderr.Write(c.scratch[:n])
 		if err != nil && n == 0 {
 			return 0, c.midFrame(err)
 		}
@@ -144,23 +147,9 @@ func (c *streamConn) midFrame(err error) error {
 	return err
 }
 
-func (c *streamConn) keepStderr(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	c.stderr = append(c.stderr, b...)
-	if over := len(c.stderr) - stderrKeep; over > 0 {
-		c.stderr = append(c.stderr[:0], c.stderr[over:]...)
-	}
-}
-
 // Stderr is the tail of what the process wrote on stderr so far.
 func (c *streamConn) Stderr() string {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return strings.TrimSpace(string(c.stderr))
+	return strings.TrimSpace(c.stderr.String())
 }
 
 // Write writes p to the process's stdin.
@@ -217,7 +206,7 @@ func (p *Provider) streamExec(ctx context.Context, cid string, cmd []string) (*s
 		return nil, fmt.Errorf("exec attach in container %s: %w", shortID(cid), err)
 	}
 	p.streams.Add(1)
-	return &streamConn{conn: att.Conn, r: att.Reader, cid: cid}, nil
+	return newStreamConn(att.Conn, att.Reader, cid), nil
 }
 
 // sshdArgs are `sshd -i`'s arguments: inetd mode, logging to stderr (kept

@@ -26,7 +26,7 @@ func frame(kind byte, payload string) []byte {
 func pipeStream(t *testing.T) (*streamConn, net.Conn) {
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
-	return &streamConn{conn: a, r: bufio.NewReader(a), cid: "0123456789abcdef"}, b
+	return newStreamConn(a, bufio.NewReader(a), "0123456789abcdef"), b
 }
 
 // TestStreamConnDemux: stdout comes out whole whatever the engine's frames
@@ -125,7 +125,7 @@ func TestStreamConnClose(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
 	hw := &halfConn{Conn: a}
-	sc := &streamConn{conn: hw, r: bufio.NewReader(hw), cid: "c"}
+	sc := newStreamConn(hw, bufio.NewReader(hw), "c")
 	go func() { sc.Write([]byte("raw")) }()
 	got := make([]byte, 3)
 	if _, err := io.ReadFull(b, got); err != nil || string(got) != "raw" {
