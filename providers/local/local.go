@@ -42,8 +42,8 @@
 // removes its directory and kills its processes; the owner's server then
 // refuses every new connection and session, and stops. If the owner dies
 // without checking in (SIGKILL), the leaders of its running commands die
-// with it (parent-death signal); what they left behind is killed when a
-// the reaper checks the host in, or when Sync, in any process, finds the host
+// with it (parent-death signal); what they left behind is killed when the
+// reaper checks the host in, or when Sync, in any process, finds the host
 // stale. Only a process that both left its group and cleared its
 // environment can escape.
 //
