@@ -23,6 +23,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/proclive"
 	"github.com/hostbroker/broker/internal/testenv"
 	"github.com/hostbroker/broker/inventory"
 )
@@ -282,6 +283,26 @@ func waitWatcherGone(t testing.TB, pid int) {
 	}
 }
 
+// waitExited waits up to waitBound for process pid to have exited (gone,
+// or a zombie): only then has it closed its files and let go of its locks.
+// Its environment, which findWatcher reads, goes a little earlier.
+func waitExited(t testing.TB, pid int) {
+	t.Helper()
+	started, err := proclive.Start(pid)
+	if err != nil {
+		return // gone
+	}
+	p := proclive.Self()
+	p.PID, p.Started = pid, started
+	deadline := time.Now().Add(waitBound)
+	for !p.Dead() {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still runs %v after SIGKILL", pid, waitBound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitEmpty waits up to waitBound for the inventory of dir to hold no host of
 // runID and for gone() to report no leftovers.
 func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
@@ -304,10 +325,40 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %d inventory records and %d hosts of run %s remain", waitBound, n, left, runID)
+			t.Fatalf("after %v: %d inventory records and %d hosts of run %s remain\n%s", waitBound, n, left, runID, reaperState(dir))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// reaperState says, for a failure's message, who holds the owner lock
+// files of the broker directory dir and what this process's reaper
+// goroutines are doing.
+func reaperState(dir string) string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(dir, ".owners", "*.lock"))
+	locks, _ := os.ReadFile("/proc/locks")
+	for _, f := range files {
+		var st syscall.Stat_t
+		if syscall.Stat(f, &st) != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "owner lock %s:", filepath.Base(f))
+		for line := range strings.Lines(string(locks)) {
+			if fl := strings.Fields(line); len(fl) >= 6 && strings.HasSuffix(fl[5], fmt.Sprintf(":%d", st.Ino)) {
+				cmdline, _ := os.ReadFile("/proc/" + fl[4] + "/cmdline")
+				fmt.Fprintf(&b, " held by pid %s (%q)", fl[4], bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+			}
+		}
+		b.WriteString("\n")
+	}
+	buf := make([]byte, 1<<20)
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "reaper.") {
+			b.WriteString(g + "\n\n")
+		}
+	}
+	return b.String()
 }
 
 func localDirs(dir string) func() int {
@@ -609,7 +660,7 @@ func orphanHosts(t *testing.T, dir, runID, image string, count int) int {
 	cmd, _ := startHolder(t, dir, runID, image, count)
 	watcher := watcherOf(t, cmd.Process.Pid)
 	require.NoError(t, syscall.Kill(watcher, syscall.SIGKILL))
-	waitWatcherGone(t, cmd.Process.Pid)
+	waitExited(t, watcher)
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(context.Background())
@@ -639,9 +690,14 @@ func TestReaperNextRun(t *testing.T) {
 			require.Equal(t, 10, left(), "the child's hosts outlive it")
 
 			var logs testenv.LogBuffer
-			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 			require.NoError(t, err)
-			t.Cleanup(func() { b.Close() })
+			t.Cleanup(func() {
+				b.Close()
+				if t.Failed() {
+					t.Logf("the new Broker's log:\n%s", logs.String())
+				}
+			})
 			waitEmpty(t, dir, runID, left)
 			waitLog(t, &logs, "reaper sweep: done")
 			require.NoError(t, b.Close())
@@ -710,9 +766,15 @@ func TestCloseStopsReaper(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reaper.Sweep"), "a sweep still runs after Close")
 
-	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.DiscardHandler)))
+	var logs testenv.LogBuffer
+	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	require.NoError(t, err)
-	t.Cleanup(func() { b.Close() })
+	t.Cleanup(func() {
+		b.Close()
+		if t.Failed() {
+			t.Logf("the second Broker's log:\n%s", logs.String())
+		}
+	})
 	waitEmpty(t, dir, runID, localDirs(dir))
 }
 

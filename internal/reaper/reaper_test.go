@@ -1,13 +1,20 @@
 package reaper
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/hostbroker/broker/internal/proclive"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -79,4 +86,61 @@ func TestSignalHandlerComesAndGoes(t *testing.T) {
 	assert.True(t, SignalHandled(), "installed again")
 	third()
 	assert.False(t, SignalHandled())
+}
+
+// TestSweepRetriesHeldLock: a dead owner's lock is held by another process
+// when the sweep first looks (a killed watcher lets go of it only once its
+// files are closed); the sweep looks again and checks the hosts in once it
+// is free, without waiting for the next Broker.
+func TestSweepRetriesHeldLock(t *testing.T) {
+	dead := exec.Command("true")
+	require.NoError(t, dead.Start())
+	started, err := proclive.Start(dead.Process.Pid)
+	require.NoError(t, err)
+	require.NoError(t, dead.Wait())
+	self := inventory.CurrentOwner("run")
+	owner := inventory.Owner{Run: "run", PID: dead.Process.Pid, Started: started, BootID: self.BootID, Machine: self.Machine}
+	require.True(t, owner.Dead())
+
+	tg := Target{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+	tg.Store = inventory.Open(filepath.Join(tg.Dir, "inventory.yaml"))
+	var recs []*inventory.Record
+	for i := range 3 {
+		recs = append(recs, &inventory.Record{Name: fmt.Sprint("h", i), Broker: &inventory.Meta{ID: fmt.Sprint("id", i), State: inventory.StateReady, Owner: owner}})
+	}
+	ctx := context.Background()
+	require.NoError(t, tg.Store.Update(ctx, func([]*inventory.Record) ([]*inventory.Record, error) { return recs, nil }))
+	var checkedIn atomic.Int32
+	tg.Checkin = func(ctx context.Context, limit int, recs ...*inventory.Record) error {
+		checkedIn.Add(int32(len(recs)))
+		return tg.Store.Update(ctx, func([]*inventory.Record) ([]*inventory.Record, error) { return nil, nil })
+	}
+
+	// The "dying watcher": another open file description holding the flock
+	// (flock locks belong to it, so this process's sweep cannot take it).
+	holder, err := os.OpenFile(func() string {
+		p := ownerLockPath(tg.Dir, owner)
+		require.NoError(t, createOwnerFile(p))
+		return p
+	}(), os.O_RDWR, 0)
+	require.NoError(t, err)
+	require.NoError(t, flockNB(holder))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Sweep(ctx, tg)
+	}()
+	time.Sleep(2 * sweepRetry) // the sweep has found the lock held at least once
+	assert.Zero(t, checkedIn.Load(), "nothing checked in while the lock is held")
+	require.NoError(t, holder.Close()) // the watcher is gone
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the sweep did not end after the lock was let go")
+	}
+	assert.EqualValues(t, 3, checkedIn.Load(), "the hosts were checked in once the lock was free")
+	left, err := tg.Store.Load(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, left)
 }

@@ -24,6 +24,13 @@ var scanning struct {
 // it does not get to stays for the next Broker. A Sweep on an inventory
 // another Sweep of this process is on returns at once. It also removes the
 // lock files of dead owners that nobody holds.
+//
+// An owner's lock held by another process is looked at again, less and
+// less often, until SweepTimeout: its holder may be a watcher that is
+// checking the hosts in (they then leave the inventory), or one that is
+// dying (killed: the kernel lets go of its lock only once its files are
+// closed, a little after it is gone from view), whose hosts would
+// otherwise wait for the next Broker.
 func Sweep(ctx context.Context, t Target) {
 	path := t.Store.Path()
 	if !startScanning(path) {
@@ -33,12 +40,34 @@ func Sweep(ctx context.Context, t Target) {
 
 	ctx, cancel := context.WithTimeout(ctx, SweepTimeout)
 	defer cancel()
+	for delay := sweepRetry; ; delay = min(2*delay, maxSweepRetry) {
+		if held := sweepOnce(ctx, t); held == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// sweepRetry and maxSweepRetry are the first and the longest wait before
+// Sweep looks again at dead owners whose lock another process held.
+const (
+	sweepRetry    = 250 * time.Millisecond
+	maxSweepRetry = 10 * time.Second
+)
+
+// sweepOnce is one pass of Sweep. It returns how many dead owners with
+// hosts left it could not take the lock of (another process held it).
+func sweepOnce(ctx context.Context, t Target) (held int) {
 	recs, err := t.Store.Load(ctx)
 	if err != nil {
 		if ctx.Err() == nil { // not Close
 			t.Logger.Warn("reaper sweep: read the inventory", "err", err)
 		}
-		return
+		return 0
 	}
 	owners := map[string]inventory.Owner{} // by lock file
 	for _, r := range recs {
@@ -48,7 +77,7 @@ func Sweep(ctx context.Context, t Target) {
 	}
 	sweepOwnerFiles(t.Dir, owners)
 	if len(owners) == 0 {
-		return
+		return 0
 	}
 	start := time.Now()
 	locks := map[string]*ownerLock{}
@@ -57,9 +86,9 @@ func Sweep(ctx context.Context, t Target) {
 			l.release()
 		}
 	}()
-	lockOrphanOwners(t, owners, locks)
+	held = lockOrphanOwners(t, owners, locks)
 	if len(locks) == 0 {
-		return
+		return held
 	}
 	// Read again under the locks: a watcher that has just finished, or
 	// another sweep, may have checked hosts in since.
@@ -67,7 +96,7 @@ func Sweep(ctx context.Context, t Target) {
 		if ctx.Err() == nil { // not Close
 			t.Logger.Warn("reaper sweep: read the inventory", "err", err)
 		}
-		return
+		return 0
 	}
 	var left []*inventory.Record
 	for _, r := range recs {
@@ -76,12 +105,13 @@ func Sweep(ctx context.Context, t Target) {
 		}
 	}
 	if len(left) == 0 {
-		return
+		return held
 	}
 	t.Logger.Info("reaper sweep: checking in hosts left by dead processes whose watcher is gone",
 		"owners", len(locks), "hosts", len(left), "parallel", SweepParallel, "bound", SweepTimeout)
 	err = CheckinLeft(ctx, t, left, "reaper sweep", SweepParallel)
 	logSwept(ctx, t, err, len(left), start)
+	return held
 }
 
 // startScanning marks the inventory file at path as being swept by this
@@ -107,20 +137,23 @@ func stopScanning(path string) {
 }
 
 // lockOrphanOwners tries the lock of each owner in owners (by lock file),
-// adding those it gets to locks; the others are logged and left.
-func lockOrphanOwners(t Target, owners map[string]inventory.Owner, locks map[string]*ownerLock) {
+// adding those it gets to locks; the others are logged and left. It
+// returns how many locks another process held.
+func lockOrphanOwners(t Target, owners map[string]inventory.Owner, locks map[string]*ownerLock) (held int) {
 	for lockPath, o := range owners {
 		l := &ownerLock{path: lockPath}
-		held, err := l.try(true)
+		got, err := l.try(true)
 		switch {
 		case err != nil:
 			t.Logger.Warn("reaper sweep: hosts of a dead process left for later", "owner_pid", o.PID, "err", err)
-		case !held:
+		case !got:
+			held++
 			t.Logger.Debug("reaper sweep: the watcher of a dead process, or another sweep, holds its lock: its hosts are left to it", "owner_pid", o.PID)
 		default:
 			locks[lockPath] = l
 		}
 	}
+	return held
 }
 
 // logSwept logs how the sweep's check-in of that many hosts, begun at
