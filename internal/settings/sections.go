@@ -33,7 +33,7 @@ func isProviderName(k string) bool {
 // they register in package providers). Their sections are checked at Load
 // when Options.Providers is nil; other sections (the Python broker's
 // Foreman, Beaker, OpenStack…) are kept unchecked.
-var BuiltinProviders = []string{"AnsibleTower", "Container", "Local"}
+var BuiltinProviders = []string{"AnsibleTower", "Container", "Local", "SSH"}
 
 // flagKey reports whether an instance key is one of the Python broker's
 // instance flags (default:, override_envars:) rather than a setting for the

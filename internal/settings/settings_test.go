@@ -13,6 +13,7 @@ import (
 	_ "github.com/hostbroker/broker/providers/ansibletower"
 	_ "github.com/hostbroker/broker/providers/container"
 	_ "github.com/hostbroker/broker/providers/local"
+	_ "github.com/hostbroker/broker/providers/ssh"
 )
 
 // writeSettings writes a settings file into a new broker directory.
