@@ -91,7 +91,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 		return Case{}, err
 	}
 	defer b.Close()
-	names := []string{"broker (Checkout, Execute over SSH through the engine, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1", "broker, engine exec (Checkout with ssh and auto_map_ports false, Execute, Checkin)"}
+	names := []string{"broker (Checkout, Execute over SSH through the engine, Checkin)", "testcontainers-go (Run, Exec, Terminate)", "raw Engine API (create, start, exec, remove)", "testcontainers-go for SSH (port 22 exposed, wait.ForLog)", "raw Engine API + x/crypto/ssh, SSH-ready by hand", "raw Engine API, port 22 published on 127.0.0.1", "broker, engine exec (Checkout with ssh and auto_map_ports false, Execute, Checkin)", "raw Engine API + sshd -i in an exec + x/crypto/ssh, by hand"}
 	signer, err := newSigner()
 	if err != nil {
 		return Case{}, err
@@ -112,6 +112,8 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 			err = rawSSHLifecycle(ctx, e.Engine, signer)
 		case names[5]:
 			err = rawLifecycle(ctx, e.Engine, true)
+		case names[7]:
+			err = rawStreamLifecycle(ctx, e.Engine, signer)
 		default:
 			err = rawLifecycle(ctx, e.Engine, false)
 		}
@@ -122,7 +124,7 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	}
 	c := Case{
 		Title:  "Container lifecycle",
-		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`, default settings (`Args{\"container_host\": \"" + Image + "\"}`). broker publishes nothing: one exec installs its key, reads and pins the host key and becomes the image's `sshd -i`, over whose stream (the engine's own) the command then runs over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); the steps of SSH over a published port done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with port 22 published on 127.0.0.1 (the engine's port proxy and forwarding rules, made at start and undone at removal: what SSH over a published port costs before any SSH). The last row is broker with no SSH at all: the same image checked out with `ssh: false` and `auto_map_ports: false`, the command through the engine's exec.",
+		What:   "Checkout → one command (`echo hi`) → check-in of `" + Image + "`, default settings (`Args{\"container_host\": \"" + Image + "\"}`). broker publishes nothing: one exec installs its key, reads and pins the host key and becomes the image's `sshd -i`, over whose stream (the engine's own) the command then runs over SSH; testcontainers-go (Ryuk off: no image can be pulled here) runs the command through the engine's exec, as does the raw sequence. Three more rows without goals: testcontainers-go used as a user who needs SSH would, port 22 exposed (its default publishes it on every host address) and a wait until sshd listens (log polled every 10 ms); the steps of SSH over a published port done by hand on the raw API and a bare x/crypto/ssh client: port 22 published on 127.0.0.1, one exec that appends the key and prints the host key, SSH dialled (every 5 ms until sshd answers) with that key pinned, one session, remove; and the raw sequence with port 22 published on 127.0.0.1 (the engine's port proxy and forwarding rules, made at start and undone at removal: what SSH over a published port costs before any SSH). Then broker with no SSH at all: the same image checked out with `ssh: false` and `auto_map_ports: false`, the command through the engine's exec. The last row is the floor of broker's own transport, done by hand: nothing published, one exec that appends the key, prints the host key and becomes `sshd -i`, a bare x/crypto/ssh client over that exec's stream with the key pinned, one session, remove.",
 		Series: series(names, "s", samples),
 	}
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)
@@ -133,7 +135,116 @@ func (e *Env) Lifecycle(ctx context.Context) (Case, error) {
 	c.RatioOf("broker / raw Engine API, port published (time)", names[0], names[5], 0, true)
 	c.RatioOf("broker engine exec / testcontainers-go (time)", names[6], names[1], 0.8, true)
 	c.RatioOf("broker engine exec / raw Engine API (time)", names[6], names[2], 1.1, true)
+	c.RatioOf("raw + sshd -i by hand / raw Engine API (time)", names[7], names[2], 0, true)
+	c.RatioOf("broker / raw + sshd -i by hand (time)", names[0], names[7], 0, true)
 	return c, nil
+}
+
+// streamScript, run with the client's public key as $1, installs it for
+// root, prints the host key, and becomes the image's sshd in inetd mode:
+// the least a by-hand SSH through the engine's exec stream needs.
+const streamScript = `mkdir -p /root/.ssh /run/sshd && printf '%s\n' "$1" >>/root/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub && exec /usr/sbin/sshd -i -e`
+
+// rawStreamLifecycle is the floor of broker's default transport: create
+// and start with nothing published, one exec of streamScript whose
+// stdout and stdin carry SSH, a bare x/crypto/ssh client with the printed
+// host key pinned, one session, remove.
+func rawStreamLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer) (err error) {
+	c, err := rawCreate(ctx, cli, false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_, rerr := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		err = errors.Join(err, rerr)
+	}()
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return err
+	}
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{Cmd: []string{"/bin/sh", "-c", streamScript, "sh", pub},
+		AttachStdin: true, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return err
+	}
+	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return err
+	}
+	conn := &stdoutConn{Conn: att.Conn, r: att.Reader}
+	defer conn.Close()
+	line, err := conn.readLine()
+	if err != nil {
+		return fmt.Errorf("raw stream: host key: %w (stderr %q)", err, conn.stderr.String())
+	}
+	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(line)
+	if err != nil {
+		return fmt.Errorf("raw stream: host key %q: %w", line, err)
+	}
+	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(hostKey),
+		HostKeyAlgorithms: []string{hostKey.Type()}}
+	sconn, chans, reqs, err := ssh.NewClientConn(conn, "container:22", cfg)
+	if err != nil {
+		return fmt.Errorf("raw stream: ssh: %w (stderr %q)", err, conn.stderr.String())
+	}
+	sc := ssh.NewClient(sconn, chans, reqs)
+	defer sc.Close()
+	sess, err := sc.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	got, err := sess.Output("echo hi")
+	if err == nil && string(got) != "hi\n" {
+		err = fmt.Errorf("raw stream: %q", got)
+	}
+	return err
+}
+
+// stdoutConn is an exec's hijacked stream as a net.Conn: reads give the
+// payload of the engine's stdout frames (stderr's is kept aside), writes
+// go to the exec's stdin.
+type stdoutConn struct {
+	net.Conn
+	r      io.Reader
+	left   int // stdout bytes left in the current frame
+	stderr bytes.Buffer
+}
+
+func (c *stdoutConn) Read(p []byte) (int, error) {
+	for c.left == 0 {
+		var hdr [8]byte
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return 0, err
+		}
+		n := int(hdr[4])<<24 | int(hdr[5])<<16 | int(hdr[6])<<8 | int(hdr[7])
+		if hdr[0] != 1 { // not stdout
+			if _, err := io.CopyN(&c.stderr, c.r, int64(n)); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		c.left = n
+	}
+	n, err := c.r.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	return n, err
+}
+
+// readLine reads one line of stdout, a byte at a time so that nothing
+// after it is taken from the SSH stream.
+func (c *stdoutConn) readLine() ([]byte, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := c.Read(b); err != nil {
+			return line, err
+		}
+		if b[0] == '\n' {
+			return line, nil
+		}
+		line = append(line, b[0])
+	}
 }
 
 func newSigner() (ssh.Signer, error) {
