@@ -150,19 +150,13 @@ const streamScript = `mkdir -p /root/.ssh /run/sshd && printf '%s\n' "$1" >>/roo
 // stdout and stdin carry SSH, a bare x/crypto/ssh client with the printed
 // host key pinned, one session, remove.
 func rawStreamLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer) (err error) {
-	c, err := rawCreate(ctx, cli, false)
+	id, remove, err := rawStart(ctx, cli, false)
+	defer func() { err = errors.Join(err, remove()) }()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_, rerr := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-		err = errors.Join(err, rerr)
-	}()
-	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
-		return err
-	}
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	ex, err := cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{Cmd: []string{"/bin/sh", "-c", streamScript, "sh", pub},
+	ex, err := cli.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: []string{"/bin/sh", "-c", streamScript, "sh", pub},
 		AttachStdin: true, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return err
@@ -189,16 +183,7 @@ func rawStreamLifecycle(ctx context.Context, cli *client.Client, signer ssh.Sign
 	}
 	sc := ssh.NewClient(sconn, chans, reqs)
 	defer sc.Close()
-	sess, err := sc.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	got, err := sess.Output("echo hi")
-	if err == nil && string(got) != "hi\n" {
-		err = fmt.Errorf("raw stream: %q", got)
-	}
-	return err
+	return echoHi(sc)
 }
 
 // stdoutConn is an exec's hijacked stream as a net.Conn: reads give the
@@ -258,18 +243,12 @@ func newSigner() (ssh.Signer, error) {
 // rawSSHLifecycle makes an SSH-ready container the way a careful user of
 // the raw API would, with the steps broker takes, and runs one command.
 func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer) (err error) {
-	c, err := rawCreate(ctx, cli, true)
+	id, remove, err := rawStart(ctx, cli, true)
+	defer func() { err = errors.Join(err, remove()) }()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_, rerr := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-		err = errors.Join(err, rerr)
-	}()
-	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
-		return err
-	}
-	ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	ins, err := cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return err
 	}
@@ -280,7 +259,7 @@ func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer)
 	addr := net.JoinHostPort("127.0.0.1", bindings[0].HostPort)
 	// Install the key and read the host key in one exec.
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	out, errOut, err := rawExec(ctx, cli, c.ID, "/bin/sh", "-c", `mkdir -p ~/.ssh && printf '%s\n' "$1" >>~/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub`, "sh", pub)
+	out, errOut, err := rawExec(ctx, cli, id, "/bin/sh", "-c", `mkdir -p ~/.ssh && printf '%s\n' "$1" >>~/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub`, "sh", pub)
 	if err != nil {
 		return err
 	}
@@ -300,16 +279,7 @@ func rawSSHLifecycle(ctx context.Context, cli *client.Client, signer ssh.Signer)
 		time.Sleep(5 * time.Millisecond)
 	}
 	defer sc.Close()
-	sess, err := sc.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	got, err := sess.Output("echo hi")
-	if err == nil && string(got) != "hi\n" {
-		err = fmt.Errorf("raw ssh: %q", got)
-	}
-	return err
+	return echoHi(sc)
 }
 
 // brokerLifecycle checks out one host of Image, over SSH or, without
@@ -369,20 +339,44 @@ func rawCreate(ctx context.Context, cli *client.Client, publish bool) (client.Co
 	return cli.ContainerCreate(ctx, opts)
 }
 
-// rawLifecycle: create, start, one exec, remove; publish as in rawCreate.
-func rawLifecycle(ctx context.Context, cli *client.Client, publish bool) error {
+// rawStart creates and starts a container of Image, publish as in
+// rawCreate; remove force-removes it (nothing when there is none) and is
+// to be called whatever err.
+func rawStart(ctx context.Context, cli *client.Client, publish bool) (id string, remove func() error, err error) {
+	remove = func() error { return nil }
 	c, err := rawCreate(ctx, cli, publish)
 	if err != nil {
-		return err
+		return "", remove, err
 	}
-	remove := func() error {
+	remove = func() error {
 		_, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		return err
 	}
-	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+	_, err = cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{})
+	return c.ID, remove, err
+}
+
+// echoHi runs "echo hi" in a new session of sc.
+func echoHi(sc *ssh.Client) error {
+	sess, err := sc.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	got, err := sess.Output("echo hi")
+	if err == nil && string(got) != "hi\n" {
+		err = fmt.Errorf("ssh echo hi: %q", got)
+	}
+	return err
+}
+
+// rawLifecycle: create, start, one exec, remove; publish as in rawCreate.
+func rawLifecycle(ctx context.Context, cli *client.Client, publish bool) error {
+	id, remove, err := rawStart(ctx, cli, publish)
+	if err != nil {
 		return errors.Join(err, remove())
 	}
-	stdout, stderr, err := rawExec(ctx, cli, c.ID, "echo", "hi")
+	stdout, stderr, err := rawExec(ctx, cli, id, "echo", "hi")
 	if err == nil && stdout+stderr != "hi\n" {
 		err = fmt.Errorf("raw: %q", stdout+stderr)
 	}
