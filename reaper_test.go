@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -337,18 +338,12 @@ func waitEmpty(t *testing.T, dir, runID string, leftovers func() int) {
 func reaperState(dir string) string {
 	var b strings.Builder
 	files, _ := filepath.Glob(filepath.Join(dir, ".owners", "*.lock"))
-	locks, _ := os.ReadFile("/proc/locks")
 	for _, f := range files {
-		var st syscall.Stat_t
-		if syscall.Stat(f, &st) != nil {
-			continue
-		}
 		fmt.Fprintf(&b, "owner lock %s:", filepath.Base(f))
-		for line := range strings.Lines(string(locks)) {
-			if fl := strings.Fields(line); len(fl) >= 6 && strings.HasSuffix(fl[5], fmt.Sprintf(":%d", st.Ino)) {
-				cmdline, _ := os.ReadFile("/proc/" + fl[4] + "/cmdline")
-				fmt.Fprintf(&b, " held by pid %s (%q)", fl[4], bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
-			}
+		holders, _ := flockHolders(f)
+		for _, pid := range holders {
+			cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			fmt.Fprintf(&b, " held by pid %s (%q)", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
 		}
 		b.WriteString("\n")
 	}
@@ -689,17 +684,9 @@ func TestReaperNextRun(t *testing.T) {
 			left := c.left(dir, runID)
 			require.Equal(t, 10, left(), "the child's hosts outlive it")
 
-			var logs testenv.LogBuffer
-			b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
-			require.NoError(t, err)
-			t.Cleanup(func() {
-				b.Close()
-				if t.Failed() {
-					t.Logf("the new Broker's log:\n%s", logs.String())
-				}
-			})
+			b, logs := newDebugBroker(t, dir)
 			waitEmpty(t, dir, runID, left)
-			waitLog(t, &logs, "reaper sweep: done")
+			waitLog(t, logs, "reaper sweep: done")
 			require.NoError(t, b.Close())
 			assert.Contains(t, logs.String(), "hosts=10")
 			assert.Empty(t, ownerFiles(t, dir), "the dead owner's lock file is removed")
@@ -731,11 +718,8 @@ func TestReaperNextRunSparesLiveWatcher(t *testing.T) {
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 
-	var logs testenv.LogBuffer
-	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
-	require.NoError(t, err)
-	t.Cleanup(func() { b.Close() })
-	waitLog(t, &logs, fmt.Sprintf(`its hosts are left to it" owner_pid=%d`, cmd.Process.Pid))
+	b, logs := newDebugBroker(t, dir)
+	waitLog(t, logs, fmt.Sprintf(`its hosts are left to it" owner_pid=%d`, cmd.Process.Pid))
 	require.NoError(t, b.Close())
 	recs, err := inventory.Open(filepath.Join(dir, "inventory.yaml")).Load(context.Background())
 	require.NoError(t, err)
@@ -766,16 +750,25 @@ func TestCloseStopsReaper(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	assert.False(t, strings.Contains(string(buf[:runtime.Stack(buf, true)]), "reaper.Sweep"), "a sweep still runs after Close")
 
-	var logs testenv.LogBuffer
-	b, err = broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	newDebugBroker(t, dir)
+	waitEmpty(t, dir, runID, localDirs(dir))
+}
+
+// newDebugBroker opens a Broker on dir that logs, at debug level, into the
+// buffer it returns; the log is printed if the test fails, and the Broker
+// is closed at cleanup.
+func newDebugBroker(t *testing.T, dir string) (*broker.Broker, *testenv.LogBuffer) {
+	t.Helper()
+	logs := &testenv.LogBuffer{}
+	b, err := broker.New(broker.WithDirectory(dir), broker.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		b.Close()
 		if t.Failed() {
-			t.Logf("the second Broker's log:\n%s", logs.String())
+			t.Logf("the Broker's log:\n%s", logs.String())
 		}
 	})
-	waitEmpty(t, dir, runID, localDirs(dir))
+	return b, logs
 }
 
 // waitLog waits up to waitBound for logs to hold want.
@@ -802,20 +795,31 @@ func ownerFiles(t testing.TB, dir string) []string {
 // /proc/locks says (without taking the lock, which would disturb it).
 func flockedBy(t testing.TB, path string, pid int) bool {
 	t.Helper()
+	holders, err := flockHolders(path)
+	require.NoError(t, err)
+	return slices.Contains(holders, strconv.Itoa(pid))
+}
+
+// flockHolders returns the pids that /proc/locks says hold an flock on
+// path (none when path is gone).
+func flockHolders(path string) ([]string, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
-		return false
+		return nil, nil
 	}
 	data, err := os.ReadFile("/proc/locks")
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
+	var pids []string
 	for line := range strings.Lines(string(data)) {
 		// "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
 		f := strings.Fields(line)
-		if len(f) >= 6 && f[1] == "FLOCK" && f[4] == strconv.Itoa(pid) && strings.HasSuffix(f[5], fmt.Sprintf(":%d", st.Ino)) {
-			return true
+		if len(f) >= 6 && f[1] == "FLOCK" && strings.HasSuffix(f[5], fmt.Sprintf(":%d", st.Ino)) {
+			pids = append(pids, f[4])
 		}
 	}
-	return false
+	return pids, nil
 }
 
 // findWatcher returns the pid of the watcher process of owner pid, found

@@ -118,11 +118,9 @@ func TestSweepRetriesHeldLock(t *testing.T) {
 
 	// The "dying watcher": another open file description holding the flock
 	// (flock locks belong to it, so this process's sweep cannot take it).
-	holder, err := os.OpenFile(func() string {
-		p := ownerLockPath(tg.Dir, owner)
-		require.NoError(t, createOwnerFile(p))
-		return p
-	}(), os.O_RDWR, 0)
+	lockPath := ownerLockPath(tg.Dir, owner)
+	require.NoError(t, createOwnerFile(lockPath))
+	holder, err := os.OpenFile(lockPath, os.O_RDWR, 0)
 	require.NoError(t, err)
 	require.NoError(t, flockNB(holder))
 
