@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/hostbroker/broker/inventory/filter"
 )
 
-const pythonInventory = "../../testdata/inventory/python_broker_inventory.yaml"
+const pythonInventory = "../../../testdata/inventory/python_broker_inventory.yaml"
 
 func TestSelectRecords(t *testing.T) {
 	recs, err := inventory.Open(pythonInventory).Load(context.Background())
