@@ -49,19 +49,149 @@ import (
 
 const usage = `usage: brokertest [--json] [--output-file F] [-v] COMMAND [ARGS]
 
-commands:
-  inventory [--filter F]                 list the hosts checked out (local ids first)
-  cleanup [ID|HOSTNAME...] [--all] [--stale] [--filter F] [--dry-run]
-                                         check hosts in and drop them from the inventory
-  sync Provider[:user][::instance]       reconcile the inventory with a provider
-                                         (with a user: only that user's records)
+Cleans up after test runs that checked hosts out with broker.
 
+commands:
+  inventory   list the hosts in the inventory, with their local ids
+  cleanup     check hosts in and drop them from the inventory
+  sync        reconcile the inventory with what a provider has
+
+"brokertest COMMAND -h" (or "brokertest help COMMAND") says what a command
+selects, its flags and an example.
+
+global flags (before or after the command):
+  --json            print the result as JSON on stdout; an error too, as
+                    {"error": "...", "exit": N}
+  --output-file F   also write the result as JSON to F (replaced)
+  -v                log what the broker does to stderr
+` + exitStatus
+
+// exitStatus is the one exit-code table of every command.
+const exitStatus = `
+exit status (every command):
+  0  done, or nothing to do (the last line, or --json's "summary", says so)
+  1  failed: a host could not be checked in (each is named, with its error),
+     or the inventory or a provider could not be read
+  2  usage: an unknown command or flag, a bad argument or filter, a host
+     that is not in the inventory, cleanup with nothing selected, a
+     provider or instance that is not there, or settings the broker refuses
+`
+
+const filterHelp = `
 filters: 'name<test,_broker_args.image{debian,_brokertest.state!=kept'
   (< in, = equals, { starts with, } ends with; ! negates)
   or, as the Python broker, an @inv expression; "|" chains stages:
   '"test" in @inv.name | @inv._broker_args.provider != "RHV"'  '@inv[-1]'  '@inv[3:7]'
   (see docs/filters.md)
 `
+
+// command is one verb of the CLI: its help and what it does.
+type command struct {
+	name     string
+	synopsis string // the usage line's arguments
+	about    string // what it selects and does
+	flags    func(fs *flag.FlagSet, o *cmdFlags)
+	examples string
+	run      func(c *cli, ctx context.Context, fs *flag.FlagSet, o *cmdFlags) error
+}
+
+// cmdFlags are the flags of the commands (each defines its own).
+type cmdFlags struct {
+	filter             string
+	all, stale, dryRun bool
+}
+
+var commands = []*command{
+	{
+		name:     "inventory",
+		synopsis: "[--filter F]",
+		about: `Lists the hosts in the inventory ($BROKER_DIRECTORY/inventory.yaml), one
+a line, with their local id: a host's position in this (filtered) list,
+which cleanup takes. It only reads: it works on a broker directory it
+cannot write. With --json: a list of the records as the inventory holds them.`,
+		flags: func(fs *flag.FlagSet, o *cmdFlags) {
+			fs.StringVar(&o.filter, "filter", "", "only the hosts matching `F`")
+		},
+		examples: `  brokertest inventory
+  brokertest --json inventory --filter '_brokertest.state=kept'`,
+		run: (*cli).inventory,
+	},
+	{
+		name:     "cleanup",
+		synopsis: "[ID|NAME|HOSTNAME...] [--all] [--stale] [--filter F] [--dry-run]",
+		about: `Checks hosts in through their provider and drops them from the inventory.
+It acts on the hosts named (a local id as inventory prints it, a
+_brokertest id, a name or a hostname; each must be in the inventory), or
+--all, or --stale; --filter narrows any of these (a filter alone selects
+nothing). With nothing selected it is a usage error (exit 2); a selection
+that turns out empty (nothing stale, say) is done, and says so (exit 0).
+A host that fails to check in stays in the inventory, named on stderr with
+its error (exit 1).`,
+		flags: func(fs *flag.FlagSet, o *cmdFlags) {
+			fs.BoolVar(&o.all, "all", false, "every host in the inventory")
+			fs.BoolVar(&o.stale, "stale", false, "the hosts left by runs that died: those whose owner process on this machine is gone,\nand kept hosts whose keep time has passed (never a host kept for inspection with\nno keep time: only a person checks it in, by naming it)")
+			fs.StringVar(&o.filter, "filter", "", "of the selected hosts, only those matching `F`")
+			fs.BoolVar(&o.dryRun, "dry-run", false, "say what would be checked in, change nothing")
+		},
+		examples: `  brokertest cleanup --stale                  # after a killed run
+  brokertest cleanup 0 vm1.example.com        # by local id and by hostname
+  brokertest cleanup --all --filter '_brokertest.test{TestDeploy' --dry-run`,
+		run: (*cli).cleanup,
+	},
+	{
+		name:     "sync",
+		synopsis: "Provider[:user][::instance]",
+		about: `Reconciles the inventory with what a provider instance says exists, as the
+Python broker's "broker sync": hosts it has that the inventory lacks are
+added, records of hosts it no longer has are dropped. With a user, only
+that user's records are replaced. The provider must be one this program
+imports.`,
+		flags: func(*flag.FlagSet, *cmdFlags) {},
+		examples: `  brokertest sync Container
+  brokertest --json sync AnsibleTower:jdoe::production`,
+		run: (*cli).sync,
+	},
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func commandNames() string {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// help is a command's own help: usage, what it selects, flags, examples.
+func (cmd *command) help() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: brokertest [GLOBAL FLAGS] %s %s\n\n%s\n\nflags:\n", cmd.name, cmd.synopsis, cmd.about)
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	cmd.flags(fs, &cmdFlags{})
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		b.WriteString("  none but the global ones\n")
+	} else {
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+	}
+	b.WriteString("  --json, --output-file F, -v: the global flags (brokertest -h)\n")
+	if cmd.name != "sync" {
+		b.WriteString(filterHelp)
+	}
+	fmt.Fprintf(&b, "\nexamples:\n%s\n", cmd.examples)
+	b.WriteString(exitStatus)
+	return b.String()
+}
 
 // exit codes
 const (
@@ -85,8 +215,9 @@ func (g *globals) register(fs *flag.FlagSet) {
 }
 
 // Main runs the brokertest command with args (without the program's name),
-// writing to stdout and stderr, and returns its exit status. SIGINT and
-// SIGTERM cancel what it is doing.
+// writing to stdout and stderr, and returns its exit status (0 done or
+// nothing to do, 1 failed, 2 usage; "brokertest -h" has the table).
+// SIGINT and SIGTERM cancel what it is doing.
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -104,54 +235,93 @@ func (e usageError) Error() string { return e.msg }
 // Unwrap returns the flag package's error, if any.
 func (e usageError) Unwrap() error { return e.err }
 
+// failedError is a command that could not finish: exit 1.
+type failedError struct{ err error }
+
+func (e failedError) Error() string { return e.err.Error() }
+func (e failedError) Unwrap() error { return e.err }
+
+// wantsJSON says whether args ask for JSON, for an error met before the
+// flags are parsed (or while they are).
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-json", "--json", "-json=true", "--json=true":
+			return true
+		}
+	}
+	return false
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var g globals
 	top := flag.NewFlagSet("brokertest", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
 	g.register(top)
-	if err := top.Parse(args); err != nil || top.NArg() == 0 {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return exitOK
+	fail := func(prefix string, err error, hint string, code int) int {
+		fmt.Fprintf(stderr, "%s: %v\n", prefix, err)
+		if hint != "" {
+			fmt.Fprintln(stderr, hint)
 		}
-		if err != nil {
-			fmt.Fprintf(stderr, "brokertest: %v\n", err)
+		if g.json || wantsJSON(args) {
+			_ = writeJSON(stdout, map[string]any{"error": err.Error(), "exit": code})
+		}
+		return code
+	}
+	err := top.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case err != nil:
+		return fail("brokertest", err, `run "brokertest -h" for the usage`, exitUsage)
+	case top.NArg() == 0:
+		if g.json {
+			return fail("brokertest", errors.New("no command given; commands: "+commandNames()), `run "brokertest -h" for the usage`, exitUsage)
 		}
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
-	cmd, rest := top.Arg(0), top.Args()[1:]
+	name, rest := top.Arg(0), top.Args()[1:]
+	if name == "help" {
+		switch {
+		case len(rest) == 0:
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		case len(rest) == 1 && findCommand(rest[0]) != nil:
+			fmt.Fprint(stdout, findCommand(rest[0]).help())
+			return exitOK
+		}
+		return fail("brokertest help", fmt.Errorf("no command %q; commands: %s", strings.Join(rest, " "), commandNames()), "", exitUsage)
+	}
+	cmd := findCommand(name)
+	if cmd == nil {
+		return fail("brokertest", fmt.Errorf("unknown command %q; commands: %s", name, commandNames()), `run "brokertest -h" for the usage`, exitUsage)
+	}
 	c := &cli{g: &g, stdout: stdout, stderr: stderr}
-	var err error
-	switch cmd {
-	case "inventory":
-		err = c.inventory(ctx, rest)
-	case "cleanup":
-		err = c.cleanup(ctx, rest)
-	case "sync":
-		err = c.sync(ctx, rest)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	default:
-		err = usageError{msg: fmt.Sprintf("unknown command %q", cmd)}
+	defer c.close()
+	var o cmdFlags
+	fs, err := c.flags(name, rest, func(fs *flag.FlagSet) { cmd.flags(fs, &o) })
+	if err == nil {
+		err = cmd.run(c, ctx, fs, &o)
 	}
 	var ue usageError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, cmd.help())
 		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "brokertest %s: %v\n", cmd, err)
-		fmt.Fprint(stderr, usage)
-		return exitUsage
 	case errors.Is(err, errHostsFailed):
-		return exitFailed
-	default:
-		fmt.Fprintf(stderr, "brokertest %s: %v\n", cmd, err)
-		return exitUsage
+		return exitFailed // each host is named already; the result says the rest
+	case errors.As(err, &ue):
+		return fail("brokertest "+name, err, fmt.Sprintf("run \"brokertest %s -h\" for its usage", name), exitUsage)
+	case errors.As(err, new(failedError)):
+		return fail("brokertest "+name, err, "", exitFailed)
+	default: // the broker refused to start: its settings
+		return fail("brokertest "+name, err, "", exitUsage)
 	}
 }
 
@@ -160,6 +330,12 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	b      *broker.Broker
+}
+
+func (c *cli) close() {
+	if c.b != nil {
+		c.b.Close()
+	}
 }
 
 var errHostsFailed = errors.New("some hosts failed")
@@ -220,29 +396,32 @@ func parseFilter(s string) (filter.Filter, error) {
 	return f, nil
 }
 
-func (c *cli) inventory(ctx context.Context, args []string) error {
-	var filter string
-	fs, err := c.flags("inventory", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&filter, "filter", "", "only hosts matching `F`")
-	})
+// load reads the inventory; a failure to read it is the command failing.
+func (c *cli) load(ctx context.Context) ([]*inventory.Record, error) {
+	recs, err := c.b.Inventory(ctx)
 	if err != nil {
-		return err
+		return nil, failedError{err}
 	}
+	return recs, nil
+}
+
+func (c *cli) inventory(ctx context.Context, fs *flag.FlagSet, o *cmdFlags) error {
 	if fs.NArg() > 0 {
-		return usageError{msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
+		return usageError{msg: fmt.Sprintf("unexpected arguments %q (inventory takes only --filter)", fs.Args())}
 	}
-	f, err := parseFilter(filter)
+	f, err := parseFilter(o.filter)
 	if err != nil {
 		return err
 	}
 	if err := c.open(true); err != nil {
 		return err
 	}
-	recs, err := c.b.Inventory(ctx)
+	all, err := c.load(ctx)
 	if err != nil {
 		return err
 	}
-	if recs, err = f.ApplyErr(recs); err != nil {
+	recs, err := f.ApplyErr(all)
+	if err != nil {
 		return usageError{msg: err.Error()}
 	}
 	if err := c.writeOutput(recordsJSON(recs)); err != nil {
@@ -250,6 +429,14 @@ func (c *cli) inventory(ctx context.Context, args []string) error {
 	}
 	if c.g.json {
 		return writeJSON(c.stdout, recordsJSON(recs))
+	}
+	switch {
+	case len(all) == 0:
+		fmt.Fprintf(c.stdout, "no hosts in the inventory (%s)\n", c.b.Store().Path())
+		return nil
+	case len(recs) == 0:
+		fmt.Fprintf(c.stdout, "no host matches filter '%s' (of %d in the inventory)\n", o.filter, len(all))
+		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tHOSTNAME\tPROVIDER\tSTATE\tOWNER\tTEST")
@@ -259,69 +446,108 @@ func (c *cli) inventory(ctx context.Context, args []string) error {
 	return tw.Flush()
 }
 
-func (c *cli) cleanup(ctx context.Context, args []string) error {
-	var all, stale, dryRun bool
-	var filter string
-	fs, err := c.flags("cleanup", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&all, "all", false, "every host in the inventory")
-		fs.BoolVar(&stale, "stale", false, "hosts whose owner run is dead on this machine, or whose keep time has passed (never hosts kept for inspection with no keep time)")
-		fs.StringVar(&filter, "filter", "", "of the selected hosts, only those matching `F`")
-		fs.BoolVar(&dryRun, "dry-run", false, "say what would be checked in, change nothing")
-	})
+// cleanupResult is cleanup's result (--json, --output-file).
+type cleanupResult struct {
+	DryRun    bool             `json:"dry_run"`
+	Selected  []map[string]any `json:"selected"`
+	CheckedIn []map[string]any `json:"checked_in"`
+	Failed    []failure        `json:"failed"`
+	Count     map[string]int   `json:"count"`
+	Summary   string           `json:"summary"`
+}
+
+func (c *cli) cleanup(ctx context.Context, fs *flag.FlagSet, o *cmdFlags) error {
+	f, err := parseFilter(o.filter)
 	if err != nil {
 		return err
 	}
-	f, err := parseFilter(filter)
-	if err != nil {
-		return err
-	}
-	if fs.NArg() == 0 && !all && !stale {
-		fmt.Fprintln(c.stderr, "brokertest cleanup: nothing selected: give local ids or hostnames, --all, or --stale (a filter alone selects nothing)")
-		return nil
+	if fs.NArg() == 0 && !o.all && !o.stale {
+		return usageError{msg: "nothing selected: name hosts (local ids, ids, names or hostnames), or give --all or --stale; a filter alone selects nothing"}
 	}
 	if err := c.open(false); err != nil {
 		return err
 	}
-	recs, err := c.b.Inventory(ctx)
+	recs, err := c.load(ctx)
 	if err != nil {
 		return err
 	}
 	var selected []*inventory.Record
-	if fs.NArg() > 0 || all {
-		selected, err = selectRecords(recs, fs.Args(), all, f)
+	if fs.NArg() > 0 || o.all {
+		selected, err = selectRecords(recs, fs.Args(), o.all, f)
 		if err != nil {
 			return usageError{msg: err.Error()}
 		}
 	} else if selected, err = f.ApplyErr(recs); err != nil {
 		return usageError{msg: err.Error()}
 	}
-	if stale {
+	if o.stale {
 		selected = staleOnly(selected, time.Now())
 	}
-	if dryRun {
-		for _, r := range selected {
-			fmt.Fprintf(c.stdout, "would check in %s\n", label(r))
+	res := cleanupResult{DryRun: o.dryRun, Selected: recordsJSON(selected), CheckedIn: []map[string]any{}, Failed: []failure{}}
+	var failed bool
+	switch {
+	case len(selected) == 0:
+		res.Summary = "nothing to check in: " + whyNothing(recs, fs.NArg() > 0, o, f)
+	case o.dryRun:
+		if !c.g.json {
+			for _, r := range selected {
+				fmt.Fprintf(c.stdout, "would check in %s\n", label(r))
+			}
 		}
-		return c.writeOutput(map[string]any{"dry_run": true, "selected": recordsJSON(selected)})
+		res.Summary = fmt.Sprintf("would check in %s (dry run: nothing changed)", hosts(len(selected)))
+	default:
+		done, fails := c.checkin(ctx, selected)
+		res.CheckedIn, res.Failed = recordsJSON(done), fails
+		res.Summary = "checked in " + hosts(len(done))
+		if len(fails) > 0 {
+			res.Summary += fmt.Sprintf("; %d failed and stay in the inventory", len(fails))
+			failed = true
+		}
 	}
-	done, failed := c.checkin(ctx, selected)
-	result := map[string]any{
-		"checked_in": recordsJSON(done),
-		"failed":     failed,
-		"count":      map[string]int{"checked_in": len(done), "failed": len(failed)},
-	}
-	if err := c.writeOutput(result); err != nil {
+	res.Count = map[string]int{"selected": len(selected), "checked_in": len(res.CheckedIn), "failed": len(res.Failed)}
+	if err := c.result(res, res.Summary); err != nil {
 		return err
 	}
-	if c.g.json {
-		if err := writeJSON(c.stdout, result); err != nil {
-			return err
-		}
-	}
-	if len(failed) > 0 {
+	if failed {
 		return errHostsFailed
 	}
 	return nil
+}
+
+// whyNothing says why a cleanup selection came out empty.
+func whyNothing(recs []*inventory.Record, named bool, o *cmdFlags, f filter.Filter) string {
+	switch {
+	case len(recs) == 0:
+		return "the inventory is empty"
+	case o.stale && named:
+		return "none of the hosts named is stale"
+	case o.stale && !f.Empty():
+		return fmt.Sprintf("no host matching filter '%s' is stale (of %d in the inventory)", f.String(), len(recs))
+	case o.stale:
+		return fmt.Sprintf("no host is stale: every owner run is alive or on another machine, and no keep time has passed (%d in the inventory)", len(recs))
+	default:
+		return fmt.Sprintf("no host matches filter '%s' (of %d in the inventory)", f.String(), len(recs))
+	}
+}
+
+func hosts(n int) string {
+	if n == 1 {
+		return "1 host"
+	}
+	return fmt.Sprintf("%d hosts", n)
+}
+
+// result ends a command: v to --output-file, and on stdout either v as
+// JSON or the one-line summary.
+func (c *cli) result(v any, summary string) error {
+	if err := c.writeOutput(v); err != nil {
+		return err
+	}
+	if c.g.json {
+		return writeJSON(c.stdout, v)
+	}
+	_, err := fmt.Fprintln(c.stdout, summary)
+	return err
 }
 
 // failure is a host that failed to check in, in cleanup's result.
@@ -393,13 +619,18 @@ func (c *cli) checkin(ctx context.Context, recs []*inventory.Record) ([]*invento
 	return ok, failed
 }
 
-func (c *cli) sync(ctx context.Context, args []string) error {
-	fs, err := c.flags("sync", args, func(*flag.FlagSet) {})
-	if err != nil {
-		return err
-	}
+// syncResult is sync's result (--json, --output-file).
+type syncResult struct {
+	Provider string           `json:"provider"`
+	Added    []map[string]any `json:"added"`
+	Dropped  []map[string]any `json:"dropped"`
+	Kept     int              `json:"kept"`
+	Summary  string           `json:"summary"`
+}
+
+func (c *cli) sync(ctx context.Context, fs *flag.FlagSet, _ *cmdFlags) error {
 	if fs.NArg() != 1 {
-		return usageError{msg: "want one Provider[:user][::instance]"}
+		return usageError{msg: fmt.Sprintf("want one Provider[:user][::instance], got %d arguments", fs.NArg())}
 	}
 	if _, _, _, err := broker.ParseSyncSpec(fs.Arg(0)); err != nil {
 		return usageError{msg: err.Error()}
@@ -408,24 +639,27 @@ func (c *cli) sync(ctx context.Context, args []string) error {
 		return err
 	}
 	res, err := c.b.Sync(ctx, fs.Arg(0))
-	if err != nil {
-		return err
+	switch {
+	case err != nil && res.Provider == "": // no such provider or instance
+		return usageError{msg: err.Error()}
+	case err != nil:
+		return failedError{err}
 	}
-	out := map[string]any{"provider": res.Provider, "added": recordsJSON(res.Added), "dropped": recordsJSON(res.Dropped), "kept": res.Kept}
-	if err := c.writeOutput(out); err != nil {
-		return err
+	out := syncResult{Provider: res.Provider, Added: recordsJSON(res.Added), Dropped: recordsJSON(res.Dropped), Kept: res.Kept}
+	if len(res.Added) == 0 && len(res.Dropped) == 0 {
+		out.Summary = fmt.Sprintf("%s: nothing to change (%d records match what it has)", res.Provider, res.Kept)
+	} else {
+		out.Summary = fmt.Sprintf("%s: %d added, %d dropped, %d kept", res.Provider, len(res.Added), len(res.Dropped), res.Kept)
 	}
-	if c.g.json {
-		return writeJSON(c.stdout, out)
+	if !c.g.json {
+		for _, r := range res.Added {
+			fmt.Fprintf(c.stdout, "added %s\n", label(r))
+		}
+		for _, r := range res.Dropped {
+			fmt.Fprintf(c.stdout, "dropped %s\n", label(r))
+		}
 	}
-	for _, r := range res.Added {
-		fmt.Fprintf(c.stdout, "added %s\n", label(r))
-	}
-	for _, r := range res.Dropped {
-		fmt.Fprintf(c.stdout, "dropped %s\n", label(r))
-	}
-	fmt.Fprintf(c.stdout, "%s: %d added, %d dropped, %d kept\n", res.Provider, len(res.Added), len(res.Dropped), res.Kept)
-	return nil
+	return c.result(out, out.Summary)
 }
 
 // writeOutput replaces --output-file with v as JSON.

@@ -77,7 +77,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 	assert.Len(t, list, 2)
 	code, out, _ = runCLI(t, "cleanup", "--all", "--dry-run", "--filter", `@inv._broker_provider != "Local"`)
 	require.Equal(t, 0, code)
-	assert.NotContains(t, out, "would check in")
+	assert.Equal(t, "nothing to check in: no host matches filter '@inv._broker_provider != \"Local\"' (of 3 in the inventory)\n", out)
 	// A filter that fails on a host (Python would raise) selects nothing
 	// to check in: the command refuses.
 	code, out, stderr := runCLI(t, "cleanup", "--all", "--dry-run", "--filter", `@inv.hostname < 3`)
@@ -88,7 +88,8 @@ func TestInventoryAndCleanup(t *testing.T) {
 	// A dry run changes nothing.
 	code, out, _ = runCLI(t, "cleanup", "--all", "--dry-run")
 	require.Equal(t, 0, code)
-	assert.Equal(t, 3, strings.Count(out, "would check in"))
+	assert.Equal(t, 3, strings.Count(out, "would check in local"), out)
+	assert.True(t, strings.HasSuffix(out, "\nwould check in 3 hosts (dry run: nothing changed)\n"), out)
 	recs, _ := store.Load(context.Background())
 	assert.Len(t, recs, 3)
 
@@ -107,7 +108,7 @@ func TestInventoryAndCleanup(t *testing.T) {
 	require.NoError(t, err)
 	var res map[string]any
 	require.NoError(t, json.Unmarshal(data, &res))
-	assert.EqualValues(t, map[string]any{"checked_in": 1.0, "failed": 0.0}, res["count"])
+	assert.EqualValues(t, map[string]any{"selected": 1.0, "checked_in": 1.0, "failed": 0.0}, res["count"])
 	require.Len(t, res["checked_in"], 1)
 	assert.Equal(t, recs[1].Name, res["checked_in"].([]any)[0].(map[string]any)["name"])
 
@@ -173,9 +174,9 @@ func TestUsageErrors(t *testing.T) {
 		assert.Equal(t, 2, code, "%q: %s", args, stderr)
 		assert.NotEmpty(t, stderr, "%q", args)
 	}
-	// A filter alone selects nothing.
+	// A filter alone selects nothing: the command was not told what to do.
 	code, _, stderr := runCLI(t, "cleanup", "--filter", "name<x")
-	assert.Equal(t, 0, code)
+	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "nothing selected")
 }
 

@@ -63,7 +63,7 @@ func TestCleanupOutputListsHosts(t *testing.T) {
 	require.Len(t, res.Failed, 1)
 	assert.Equal(t, "vm1", res.Failed[0].Host["name"])
 	assert.Contains(t, res.Failed[0].Error, "NoSuchProvider")
-	assert.Equal(t, map[string]int{"checked_in": 2, "failed": 1}, res.Count)
+	assert.Equal(t, map[string]int{"selected": 3, "checked_in": 2, "failed": 1}, res.Count)
 }
 
 // Warnings about the settings (a misspelt key) reach stderr.
