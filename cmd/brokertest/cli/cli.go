@@ -681,6 +681,8 @@ func (c *cli) writeOutput(v any) error {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // filters hold < and >; JSON readers need no escaping
+
 	return enc.Encode(v)
 }
 
