@@ -55,6 +55,23 @@ type Pool struct {
 	closed    bool
 	checkouts int
 	reused    int
+	stats     PoolStats // besides checkouts and reused
+}
+
+// PoolStats counts what a pool did, for its summary at Close.
+type PoolStats struct {
+	Checkouts   int // hosts checked out anew
+	Reused      int // hosts leased from earlier runs (ReuseFor)
+	Leases      int // leases given (Acquire calls that returned a host)
+	ResetFailed int // hosts replaced because PoolOptions.Reset failed on them
+	Unhealthy   int // hosts replaced because their lease ended unhealthy
+	Kept        int // hosts kept for inspection (Keep) and replaced
+}
+
+// String is the summary in one line, as the pool logs it at Close.
+func (s PoolStats) String() string {
+	return fmt.Sprintf("leases: %d; hosts checked out: %d, reused from earlier runs: %d; replaced after a failed Reset: %d, after an unhealthy lease: %d, kept for inspection: %d",
+		s.Leases, s.Checkouts, s.Reused, s.ResetFailed, s.Unhealthy, s.Kept)
 }
 
 // NewPool makes a pool of up to size hosts of req (Count is ignored).
@@ -94,6 +111,16 @@ func (p *Pool) Stats() (checkouts, reused int) {
 	return p.checkouts, p.reused
 }
 
+// Summary counts what the pool did so far: leases, checkouts, and the hosts
+// it replaced and why.
+func (p *Pool) Summary() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Checkouts, s.Reused = p.checkouts, p.reused
+	return s
+}
+
 // signal wakes waiters; p.mu must be held.
 func (p *Pool) signal() {
 	close(p.changed)
@@ -116,6 +143,7 @@ func (p *Pool) Acquire(ctx context.Context) (*hostkit.Host, error) {
 			h := p.free[n-1]
 			p.free = p.free[:n-1]
 			p.leased[h] = true
+			p.stats.Leases++
 			p.mu.Unlock()
 			return h, nil
 		}
@@ -131,6 +159,7 @@ func (p *Pool) Acquire(ctx context.Context) (*hostkit.Host, error) {
 				return nil, err
 			}
 			p.leased[hosts[0]] = true
+			p.stats.Leases++
 			p.mu.Unlock()
 			return hosts[0], nil
 		}
@@ -197,12 +226,20 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 	}
 
 	// A failed reset is the pool's business, not the holder's: the host is
-	// replaced and the reason logged.
+	// replaced, the reason logged and counted (Summary).
 	if healthy && p.opts.Reset != nil {
 		if err := p.opts.Reset(ctx, h); err != nil {
-			p.b.logger.Info("pool: reset failed; replacing the host", "host", h.Hostname, "err", err)
+			p.b.logger.Warn("pool: reset failed; checking the host in and replacing it", "host", p.label(h), "err", err)
+			p.mu.Lock()
+			p.stats.ResetFailed++
+			p.mu.Unlock()
 			healthy = false
 		}
+	} else if !healthy && !p.opts.ReuseFailed {
+		p.b.logger.Info("pool: lease ended unhealthy; checking the host in and replacing it", "host", p.label(h))
+		p.mu.Lock()
+		p.stats.Unhealthy++
+		p.mu.Unlock()
 	}
 	if !healthy && !p.opts.ReuseFailed {
 		err := p.retire(ctx, h)
@@ -235,6 +272,9 @@ func (p *Pool) Keep(ctx context.Context, h *hostkit.Host) error {
 		}
 	}
 	err = errors.Join(err, p.b.Keep([]*hostkit.Host{h}, time.Time{}))
+	p.mu.Lock()
+	p.stats.Kept++
+	p.mu.Unlock()
 	p.left()
 	return err
 }
@@ -277,6 +317,11 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.free = nil
 	p.signal()
 	p.mu.Unlock()
+	if s := p.Summary(); s.ResetFailed > 0 {
+		p.b.logger.Warn("pool: closed; some hosts failed their Reset", "summary", s.String())
+	} else {
+		p.b.logger.Info("pool: closed", "summary", s.String())
+	}
 	var errs []error
 	if p.opts.Teardown != nil {
 		for _, h := range free {
@@ -402,4 +447,12 @@ func (b *Broker) updateRecords(hosts []*hostkit.Host, fn func(*inventory.Meta)) 
 		}
 		return recs, nil
 	})
+}
+
+// label names h in the log as its record does.
+func (p *Pool) label(h *hostkit.Host) string {
+	if rec := p.b.Record(h); rec != nil {
+		return hostLabel(rec)
+	}
+	return h.Hostname
 }

@@ -348,6 +348,7 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 		names[i] = hostName(b, h)
 	}
 	t.Cleanup(func() {
+		t.Helper() // lines at the test's Host or Hosts call
 		if t.Failed() && o.keepsOnFailure() {
 			if err := b.Keep(hosts, time.Time{}); err != nil {
 				t.Errorf("brokertest: keeping hosts of a failed test: %v", err)
@@ -366,8 +367,8 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 			t.Logf("brokertest: checked in %s", name)
 		}
 	})
-	for _, name := range names {
-		t.Logf("brokertest: checked out %s", name)
+	for i, name := range names {
+		t.Logf("brokertest: checked out %s; %s", name, reach(b, hosts[i]))
 	}
 	return hosts
 }
@@ -433,6 +434,7 @@ func HostAs[T any](t testing.TB, req broker.Request, opts ...Option) *T {
 	if td, ok := any(v).(Teardowner); ok {
 		// Cleanups run last-in first-out: this runs before the check-in.
 		t.Cleanup(func() {
+			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), o.checkinTimeout)
 			defer cancel()
 			if err := td.Teardown(ctx); err != nil {

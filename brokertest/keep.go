@@ -3,8 +3,10 @@ package brokertest
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -86,4 +88,34 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 		parts = append(parts, " # Local hosts live only as long as the test process")
 	}
 	return strings.Join(parts, " ")
+}
+
+// reach says briefly how h is reached, for the log: SSH to an address, SSH
+// through the engine's exec stream, or the engine alone.
+func reach(b *broker.Broker, h *hostkit.Host) string {
+	rec := b.Record(h)
+	if rec == nil || rec.Broker == nil || rec.Broker.SSH == nil {
+		if h.Via != "" {
+			return "no SSH: reached via " + h.Via
+		}
+		return "no SSH: reached through its provider"
+	}
+	s := rec.Broker.SSH
+	user := s.User
+	if user == "" {
+		user = "root"
+	}
+	addr := s.Host
+	if addr == "" {
+		addr = rec.Hostname
+	}
+	switch {
+	case s.Transport == "engine-stream" && s.Port != 0:
+		return fmt.Sprintf("SSH as %s through the engine's exec stream (also published at %s)", user, net.JoinHostPort(addr, strconv.Itoa(s.Port)))
+	case s.Transport == "engine-stream":
+		return fmt.Sprintf("SSH as %s through the engine's exec stream", user)
+	case s.Port == 0:
+		return fmt.Sprintf("SSH to %s@%s", user, net.JoinHostPort(addr, "22"))
+	}
+	return fmt.Sprintf("SSH to %s@%s", user, net.JoinHostPort(addr, strconv.Itoa(s.Port)))
 }

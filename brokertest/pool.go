@@ -29,11 +29,21 @@ func WithReuseFailed() PoolOption {
 	return poolOnly(func(p *broker.PoolOptions) { p.ReuseFailed = true })
 }
 
-// Pool shares up to size hosts among the parallel subtests of a test.
+// Pool shares up to size hosts among the parallel subtests of a test. Each
+// lease and release is a line in the leasing test's log (the host and how
+// it is reached), and so is a host's replacement and why; the pool's test
+// logs a summary when the pool closes (broker.PoolStats).
 type Pool struct {
-	p    *broker.Pool
-	b    *broker.Broker
-	opts options
+	p           *broker.Pool
+	b           *broker.Broker
+	opts        options
+	size        int
+	reuseFailed bool
+
+	mu        sync.Mutex
+	seen      map[*hostkit.Host]bool
+	retired   []string // hosts that left the pool, why, not yet replaced
+	resetErrs map[*hostkit.Host]error
 }
 
 // NewPool makes a pool of up to size hosts of req for t's subtests. Hosts are
@@ -56,13 +66,49 @@ func newPool(t testing.TB, req broker.Request, size int, o poolOptions) *Pool {
 		t.Fatalf("brokertest: %v", err)
 	}
 	t.Cleanup(func() {
+		t.Helper() // lines at the test's NewPool call
 		ctx, cancel := context.WithTimeout(context.Background(), o.checkinTimeout)
 		defer cancel()
 		if err := p.Close(ctx); err != nil {
 			t.Errorf("brokertest: closing pool: %v", err)
 		}
+		t.Logf("brokertest: pool closed: %s", p.Summary())
 	})
-	return &Pool{p: p, b: b, opts: o.options}
+	return &Pool{p: p, b: b, opts: o.options, size: size, reuseFailed: o.pool.ReuseFailed,
+		seen: map[*hostkit.Host]bool{}, resetErrs: map[*hostkit.Host]error{}}
+}
+
+// origin says where a leased host comes from: the pool's hosts, a new one,
+// or the replacement of one that left.
+func (p *Pool) origin(h *hostkit.Host) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen[h] {
+		return ""
+	}
+	p.seen[h] = true
+	if len(p.seen) > p.size && len(p.retired) > 0 {
+		why := p.retired[0]
+		p.retired = p.retired[1:]
+		return ", new, replacing " + why
+	}
+	return ", new"
+}
+
+// retire notes that a host left the pool, for the lease that replaces it.
+func (p *Pool) retire(name, why string) {
+	p.mu.Lock()
+	p.retired = append(p.retired, name+" ("+why+")")
+	p.mu.Unlock()
+}
+
+// takeResetErr returns (and forgets) the error of h's last Reset.
+func (p *Pool) takeResetErr(h *hostkit.Host) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.resetErrs[h]
+	delete(p.resetErrs, h)
+	return err
 }
 
 // Lease gives a host to t alone, waiting (as long as t's context lives) until
@@ -75,7 +121,10 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 	if err != nil {
 		t.Fatalf("brokertest: lease: %v", err)
 	}
+	name := hostName(p.b, h)
+	t.Logf("brokertest: leased %s%s; %s", name, p.origin(h), reach(p.b, h))
 	t.Cleanup(func() {
+		t.Helper() // lines at the test's Lease call
 		ctx, cancel := context.WithTimeout(context.Background(), p.opts.checkinTimeout)
 		defer cancel()
 		if t.Failed() && p.opts.keepsOnFailure() {
@@ -84,10 +133,22 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 				return
 			}
 			logKept(t, p.b, []*hostkit.Host{h})
+			p.retire(name, "kept for inspection")
 			return
 		}
-		if err := p.p.Release(ctx, h, !t.Failed()); err != nil {
+		err := p.p.Release(ctx, h, !t.Failed())
+		resetErr := p.takeResetErr(h)
+		switch {
+		case err != nil:
 			t.Errorf("brokertest: %v", err)
+		case resetErr != nil:
+			t.Logf("brokertest: released %s; its Reset failed, so it was checked in and the pool replaces it: %v", name, resetErr)
+			p.retire(name, "its Reset failed")
+		case t.Failed() && !p.reuseFailed:
+			t.Logf("brokertest: released %s; checked in, since this test failed, and the pool replaces it", name)
+			p.retire(name, "its test failed")
+		default:
+			t.Logf("brokertest: released %s", name)
 		}
 	})
 	return h
@@ -96,6 +157,10 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 // Stats reports how many hosts the pool checked out and how many it reused
 // from earlier runs.
 func (p *Pool) Stats() (checkouts, reused int) { return p.p.Stats() }
+
+// Summary counts what the pool did so far: leases, checkouts, and the hosts
+// it replaced and why (a failed Reset, a failed test, kept for inspection).
+func (p *Pool) Summary() broker.PoolStats { return p.p.Summary() }
 
 // PoolAs is a pool of custom host types T (structs embedding *hostkit.Host).
 // Setup runs once per host, Reset (Resetter) after every healthy
@@ -129,10 +194,17 @@ func NewPoolAs[T any](t testing.TB, req broker.Request, size int, opts ...PoolOp
 		return nil
 	}
 	o.pool.Reset = func(ctx context.Context, h *hostkit.Host) error {
-		if r, ok := any(pa.get(h)).(Resetter); ok {
-			return r.Reset(ctx)
+		r, ok := any(pa.get(h)).(Resetter)
+		if !ok {
+			return nil
 		}
-		return nil
+		err := r.Reset(ctx)
+		if err != nil { // for the lease's log line (Lease's cleanup)
+			pa.Pool.mu.Lock()
+			pa.Pool.resetErrs[h] = err
+			pa.Pool.mu.Unlock()
+		}
+		return err
 	}
 	o.pool.Teardown = func(ctx context.Context, h *hostkit.Host) error {
 		v := pa.get(h)
