@@ -462,7 +462,8 @@ func describe(provider, instance string) string {
 // recorded in the inventory before the provider is asked for it, so a crash
 // never leaves a host nobody knows of. If any checkout fails, the hosts that
 // succeeded are checked in again and the error names every failure.
-func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, error) {
+func (b *Broker) Checkout(ctx context.Context, req Request) (_ []*hostkit.Host, err error) {
+	defer b.logFailure("checkout", &err, "test", req.Test, "count", max(req.Count, 1))
 	if req.Count < 0 {
 		return nil, fmt.Errorf("broker: checkout: Request.Count %d: want 0 or 1 for one host, or more", req.Count)
 	}
@@ -732,13 +733,13 @@ func (b *Broker) checkinRecords(ctx context.Context, limit int, recs ...*invento
 	return errors.Join(errs...)
 }
 
-func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) error {
+func (b *Broker) checkinRecord(ctx context.Context, rec *inventory.Record) (err error) {
+	defer b.logFailure("checkin", &err, "host", hostLabel(rec))
 	p, provName, instName, err := b.provider(ctx, providerOf(rec), rec.Instance)
 	if err != nil {
 		return fmt.Errorf("checkin %s: %w", hostLabel(rec), err)
 	}
 	if err := p.Checkin(ctx, rec); err != nil {
-		b.logger.Warn("checkin failed", "host", hostLabel(rec), "err", err)
 		return fmt.Errorf("checkin %s from %s: %w", hostLabel(rec), describe(provName, instName), err)
 	}
 	actx, cancel := afterwards(ctx)
@@ -768,7 +769,8 @@ func hostLabel(rec *inventory.Record) string {
 
 // Extend extends the leases of the hosts of recs concurrently, for providers
 // that can (Extender). args are passed to the provider (e.g. new_expire_time).
-func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inventory.Record) error {
+func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inventory.Record) (err error) {
+	defer b.logFailure("extend", &err, "hosts", len(recs))
 	errs := make([]error, len(recs))
 	var g errgroup.Group
 	g.SetLimit(maxParallel)
@@ -798,14 +800,17 @@ func (b *Broker) Extend(ctx context.Context, args map[string]any, recs ...*inven
 // instance and arguments as rec — the Python broker's "broker duplicate".
 func (b *Broker) Duplicate(ctx context.Context, rec *inventory.Record, count int) ([]*hostkit.Host, error) {
 	if rec.Provider == "" {
-		return nil, fmt.Errorf("broker: duplicate %s: record has no _broker_provider", hostLabel(rec))
+		err := fmt.Errorf("broker: duplicate %s: record has no _broker_provider", hostLabel(rec))
+		b.logFailure("duplicate", &err) // a failed Checkout logs itself
+		return nil, err
 	}
 	return b.Checkout(ctx, Request{Provider: rec.Provider, Instance: rec.Instance, Args: cloneMap(rec.Args), Count: count})
 }
 
 // Execute runs a provider action that creates no host (the Python broker's "broker
 // execute"), e.g. a workflow or a one-shot container, and returns its result.
-func (b *Broker) Execute(ctx context.Context, req Request) (any, error) {
+func (b *Broker) Execute(ctx context.Context, req Request) (_ any, err error) {
+	defer b.logFailure("execute", &err)
 	plan, err := b.resolve(req)
 	if err != nil {
 		return nil, err
@@ -827,7 +832,8 @@ func (b *Broker) Execute(ctx context.Context, req Request) (any, error) {
 
 // Describe returns a provider's description of what it offers (its
 // arguments, templates, images): the Python broker's "broker providers".
-func (b *Broker) Describe(ctx context.Context, provider, instance, topic string) (string, error) {
+func (b *Broker) Describe(ctx context.Context, provider, instance, topic string) (_ string, err error) {
+	defer b.logFailure("describe", &err, "provider", provider)
 	p, provName, _, err := b.provider(ctx, provider, instance)
 	if err != nil {
 		return "", err
@@ -837,6 +843,15 @@ func (b *Broker) Describe(ctx context.Context, provider, instance, topic string)
 		return "", fmt.Errorf("broker: provider %s has no description", provName)
 	}
 	return d.Describe(ctx, topic)
+}
+
+// logFailure writes a failed action to the log (broker.log) with its
+// error, as the Python broker does; *errp nil is a success, logged (or
+// not) by the action itself.
+func (b *Broker) logFailure(action string, errp *error, attrs ...any) {
+	if *errp != nil {
+		b.logger.Error(action+" failed", append(attrs, "err", *errp)...)
+	}
 }
 
 // cloneMap returns a deep copy of m that callers may change; an empty

@@ -168,7 +168,9 @@ func (p *Pool) Acquire(ctx context.Context) (*hostkit.Host, error) {
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("broker: waiting for a pool host: %w", context.Cause(ctx))
+			err := fmt.Errorf("broker: waiting for a pool host: %w", context.Cause(ctx))
+			p.b.logFailure("pool lease", &err)
+			return nil, err
 		}
 	}
 }
@@ -210,7 +212,9 @@ func (p *Pool) obtain(ctx context.Context, n int) ([]*hostkit.Host, error) {
 		for _, h := range hosts {
 			if err := p.opts.Prepare(ctx, h); err != nil {
 				_ = p.b.Checkin(context.WithoutCancel(ctx), hosts...)
-				return nil, fmt.Errorf("broker: prepare pool host %s: %w", h.Hostname, err)
+				err = fmt.Errorf("broker: prepare pool host %s: %w", h.Hostname, err)
+				p.b.logFailure("pool prepare", &err)
+				return nil, err
 			}
 		}
 	}
@@ -410,7 +414,8 @@ func (b *Broker) markFree(hosts []*hostkit.Host, until time.Time) error {
 // Keep marks hosts kept (not to be checked in by their owner's death or a
 // pool) until the given time, or indefinitely when until is zero, for a
 // person to inspect; "brokertest cleanup" removes them later.
-func (b *Broker) Keep(hosts []*hostkit.Host, until time.Time) error {
+func (b *Broker) Keep(hosts []*hostkit.Host, until time.Time) (err error) {
+	defer b.logFailure("keep", &err, "hosts", len(hosts))
 	for _, h := range hosts {
 		_ = h.Close()
 	}

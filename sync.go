@@ -45,7 +45,8 @@ func ParseSyncSpec(spec string) (provider, user, instance string, err error) {
 // added are marked as the user's (a new _brokertest block when the
 // provider's record has none). Without a user, or with AnsibleTower's
 // "@ll", every record of the instance is, as in the Python broker.
-func (b *Broker) Sync(ctx context.Context, spec string) (SyncResult, error) {
+func (b *Broker) Sync(ctx context.Context, spec string) (_ SyncResult, err error) {
+	defer b.logFailure("sync", &err, "spec", spec)
 	provName, user, instance, err := ParseSyncSpec(spec)
 	if err != nil {
 		return SyncResult{}, err
