@@ -203,3 +203,49 @@ func (r *Record) Map() map[string]any {
 	}
 	return m
 }
+
+// String names the record for people, in one line: its name and hostname,
+// then provider (and instance), id and state when it has them, e.g.
+// "local-3f2a9c vm1.example.com (Local, id 3f2a9c, ready)". It shows no
+// arguments, facts or SSH settings, so a record printed with %v leaks
+// nothing and shows no pointers.
+func (r *Record) String() string {
+	if r == nil {
+		return "<nil>"
+	}
+	label := r.Name
+	if r.Hostname != "" && r.Hostname != r.Name {
+		if label != "" {
+			label += " "
+		}
+		label += r.Hostname
+	}
+	if label == "" {
+		label = "(unnamed host)"
+	}
+	details := ""
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		if details != "" {
+			details += ", "
+		}
+		details += s
+	}
+	provider := r.Provider
+	if r.Instance != "" {
+		provider += "::" + r.Instance
+	}
+	add(provider)
+	if id := r.ID(); id != "" {
+		add("id " + id)
+	}
+	if r.Broker != nil {
+		add(r.Broker.State)
+	}
+	if details == "" {
+		return label
+	}
+	return label + " (" + details + ")"
+}
