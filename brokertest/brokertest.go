@@ -17,6 +17,10 @@
 //
 //	h := brokertest.Host(t, broker.Request{Args: map[string]any{"container_host": "brokertest/debian-sshd:12"}})
 //
+// brokertest/debian-sshd:12 is this project's test image (bash
+// scripts/build-test-images.sh builds it); any image with sshd will do, and
+// a host of an image without sshd is driven through the engine instead.
+//
 // Hosts are checked out with the default Broker for the test's environment
 // (settings from BROKER_DIRECTORY, which a test may set with t.Setenv; see
 // Default) unless WithBroker names another.
