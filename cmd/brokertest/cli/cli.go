@@ -696,10 +696,11 @@ func recordsJSON(recs []*inventory.Record) []map[string]any {
 
 func label(r *inventory.Record) string {
 	var parts []string
-	for _, s := range []string{r.Name, r.Hostname} {
-		if s != "" {
-			parts = append(parts, s)
-		}
+	if r.Name != "" {
+		parts = append(parts, r.Name)
+	}
+	if r.Hostname != "" && r.Hostname != r.Name {
+		parts = append(parts, r.Hostname)
 	}
 	if id := r.ID(); id != "" {
 		parts = append(parts, "(id "+id+")")
