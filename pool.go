@@ -63,14 +63,14 @@ type PoolStats struct {
 	Checkouts   int // hosts checked out anew
 	Reused      int // hosts leased from earlier runs (ReuseFor)
 	Leases      int // leases given (Acquire calls that returned a host)
-	ResetFailed int // hosts replaced because PoolOptions.Reset failed on them
+	ResetFailed int // hosts whose PoolOptions.Reset failed: replaced (with ReuseFailed, handed on as they are)
 	Unhealthy   int // hosts replaced because their lease ended unhealthy
 	Kept        int // hosts kept for inspection (Keep) and replaced
 }
 
 // String is the summary in one line, as the pool logs it at Close.
 func (s PoolStats) String() string {
-	return fmt.Sprintf("leases: %d; hosts checked out: %d, reused from earlier runs: %d; replaced after a failed Reset: %d, after an unhealthy lease: %d, kept for inspection: %d",
+	return fmt.Sprintf("leases: %d; hosts checked out: %d, reused from earlier runs: %d; failed Reset: %d; replaced after an unhealthy lease: %d, kept for inspection: %d",
 		s.Leases, s.Checkouts, s.Reused, s.ResetFailed, s.Unhealthy, s.Kept)
 }
 
@@ -233,7 +233,11 @@ func (p *Pool) Release(ctx context.Context, h *hostkit.Host, healthy bool) error
 	// replaced, the reason logged and counted (Summary).
 	if healthy && p.opts.Reset != nil {
 		if err := p.opts.Reset(ctx, h); err != nil {
-			p.b.logger.Warn("pool: reset failed; checking the host in and replacing it", "host", p.label(h), "err", err)
+			if p.opts.ReuseFailed {
+				p.b.logger.Warn("pool: reset failed; handing the host on as it is (ReuseFailed)", "host", p.label(h), "err", err)
+			} else {
+				p.b.logger.Warn("pool: reset failed; checking the host in and replacing it", "host", p.label(h), "err", err)
+			}
 			p.mu.Lock()
 			p.stats.ResetFailed++
 			p.mu.Unlock()

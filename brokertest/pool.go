@@ -141,6 +141,8 @@ func (p *Pool) Lease(t testing.TB) *hostkit.Host {
 		switch {
 		case err != nil:
 			t.Errorf("brokertest: %v", err)
+		case resetErr != nil && p.reuseFailed:
+			t.Logf("brokertest: released %s; its Reset failed, and it goes to the next lease as it is (WithReuseFailed): %v", name, resetErr)
 		case resetErr != nil:
 			t.Logf("brokertest: released %s; its Reset failed, so it was checked in and the pool replaces it: %v", name, resetErr)
 			p.retire(name, "its Reset failed")

@@ -69,7 +69,7 @@ func TestPoolLogsLeasesAndFailedReset(t *testing.T) {
 	assert.Equal(t, 2, len(strings.Split(firstLog.all(), "\n")), "one line each for the lease and the release:\n%s", firstLog.all())
 
 	assert.Equal(t, broker.PoolStats{Checkouts: 2, Leases: 2, ResetFailed: 2}, pool.Summary())
-	assert.Contains(t, poolLog.all(), "brokertest: pool closed: leases: 2; hosts checked out: 2, reused from earlier runs: 0; replaced after a failed Reset: 2, after an unhealthy lease: 0, kept for inspection: 0")
+	assert.Contains(t, poolLog.all(), "brokertest: pool closed: leases: 2; hosts checked out: 2, reused from earlier runs: 0; failed Reset: 2; replaced after an unhealthy lease: 0, kept for inspection: 0")
 
 	log, err := os.ReadFile(filepath.Join(b.Dir(), "logs", "broker.log"))
 	require.NoError(t, err)
@@ -98,6 +98,32 @@ func TestPoolLogsFailedLeaseReplacement(t *testing.T) {
 	assert.Contains(t, log2.all(), ", new, replacing "+first+" (")
 	assert.Contains(t, log2.all(), "(its test failed); SSH to ")
 	assert.Equal(t, broker.PoolStats{Checkouts: 2, Leases: 2, Unhealthy: 1}, pool.Summary())
+}
+
+// WithReuseFailed: a host whose Reset failed goes to the next lease as it
+// is, and the log says so rather than a replacement.
+func TestPoolLogsFailedResetReused(t *testing.T) {
+	b := newTestBroker(t)
+	var log1, log2 logLines
+	var pool *brokertest.PoolAs[neverClean]
+	var first, second string
+	rp := newRecorder(t)
+	rp.run(func(tb testing.TB) {
+		pool = brokertest.NewPoolAs[neverClean](tb, broker.Request{}, 1, brokertest.WithBroker(b), brokertest.WithReuseFailed())
+		r1 := newRecorder(t)
+		r1.logf = log1.add
+		r1.run(func(tb testing.TB) { first = b.Record(pool.Lease(tb).Host).Name })
+		r2 := newRecorder(t)
+		r2.logf = log2.add
+		r2.run(func(tb testing.TB) { second = b.Record(pool.Lease(tb).Host).Name })
+	})
+	assert.Equal(t, first, second)
+	assert.Contains(t, log1.all(), "; its Reset failed, and it goes to the next lease as it is (WithReuseFailed): disk still full")
+	assert.NotContains(t, log2.all(), "replacing")
+	assert.Equal(t, broker.PoolStats{Checkouts: 1, Leases: 2, ResetFailed: 2}, pool.Summary())
+	log, err := os.ReadFile(filepath.Join(b.Dir(), "logs", "broker.log"))
+	require.NoError(t, err)
+	assert.Contains(t, string(log), `msg="pool: reset failed; handing the host on as it is (ReuseFailed)"`)
 }
 
 // Log lines about a test's hosts are attributed to the test's own file and
