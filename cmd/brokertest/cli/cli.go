@@ -19,8 +19,15 @@
 //
 //	func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }
 //
-// The CLI acts on hosts of providers it does not import only as far as the
-// inventory goes: checking one in fails, naming the import to add.
+// The CLI acts on hosts of providers it does not link only as far as the
+// inventory goes: checking one in fails, naming the provider and those
+// registered (for a provider of this module, the import to add).
+//
+// "brokertest -h" lists the commands, the global flags (--json on every
+// command) and the exit-code table (0 done or nothing to do, 1 failed,
+// 2 usage); "brokertest COMMAND -h" says what a command selects, its flags
+// and examples. The --json output follows the JSON Schemas in this
+// package's testdata/schema.
 package cli
 
 import (
