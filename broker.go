@@ -82,6 +82,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/internal/reaper"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -327,11 +328,11 @@ func inventoryFile(s *settings.Settings) string {
 }
 
 func openLog(dir string) (*slog.Logger, io.Closer, error) {
-	logDir := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	logDir, err := safefile.MkdirAll(dir, "logs", 0o700)
+	if err != nil {
 		return nil, nil, fmt.Errorf("log directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := safefile.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}

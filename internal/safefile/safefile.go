@@ -82,8 +82,12 @@ func owned(name string, fi fs.FileInfo) error {
 // MkdirAll makes the directory sub below dir, with its parents below dir,
 // and returns its path. Each directory of sub must be a real directory of
 // this user, not a symbolic link: a link at dir/logs must not send broker's
-// files elsewhere. dir itself is the user's choice and may be a link.
+// files elsewhere. dir itself is the user's choice and may be a link; ""
+// is the working directory.
 func MkdirAll(dir, sub string, perm fs.FileMode) (string, error) {
+	if dir == "" {
+		dir = "."
+	}
 	if err := os.MkdirAll(dir, perm); err != nil {
 		return "", err
 	}
