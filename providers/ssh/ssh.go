@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
@@ -170,11 +171,10 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("ssh: no broker directory to keep leases in")
 	}
-	p.lockDir = filepath.Join(cfg.Dir, "ssh")
 	if p.inventory == "" {
 		p.inventory = filepath.Join(cfg.Dir, "inventory.yaml")
 	}
-	if err := os.MkdirAll(p.lockDir, 0o700); err != nil {
+	if p.lockDir, err = safefile.MkdirAll(cfg.Dir, "ssh", 0o700); err != nil {
 		return nil, fmt.Errorf("ssh: lease directory: %w", err)
 	}
 	return p, nil
@@ -252,8 +252,10 @@ func (p *Provider) lease(ctx context.Context, addr string, req providers.Checkou
 		req.Progress(map[string]any{"address": addr})
 	}
 	b, _ := json.Marshal(leaseFile{ID: req.ID, Owner: inventory.CurrentOwner("")})
+	// Renamed over the lease: a link planted there is replaced, not
+	// followed; one planted at the temporary name is refused.
 	tmp := p.path(addr, ".lease.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := safefile.WriteFile(tmp, b, 0o600); err != nil {
 		return false, fmt.Errorf("ssh: write lease of %s: %w", addr, err)
 	}
 	if err := os.Rename(tmp, p.path(addr, ".lease")); err != nil {
@@ -274,7 +276,7 @@ func (p *Provider) path(addr, ext string) string {
 
 // lock takes addr's flock, waiting as long as ctx allows.
 func (p *Provider) lock(ctx context.Context, addr string) (func(), error) {
-	f, err := os.OpenFile(p.path(addr, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := safefile.OpenFile(p.path(addr, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("ssh: lock %s: %w", addr, err)
 	}
