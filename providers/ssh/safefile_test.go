@@ -39,18 +39,26 @@ func TestLeaseFilesRefuseSymlinks(t *testing.T) {
 		t.Fatalf("Open with ssh/ a link: %v, want ErrUnsafe", err)
 	}
 
+	// The lease's temporary file is written once the host's lease is
+	// taken: a real host.
+	lab, servers := lab(t, 1)
 	for _, ext := range []string{".lock", ".lease.tmp"} {
-		dir := t.TempDir()
-		p, err := Open(cfg(dir))
+		c := lab
+		c.Dir = t.TempDir()
+		p, err := Open(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(target, p.path("127.0.0.1:22201", ext)); err != nil {
+		t.Cleanup(func() { p.Close() })
+		if err := os.Symlink(target, p.path(servers[0].Addr, ext)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := checkout(p, inventory.NewID(), nil); !errors.Is(err, safefile.ErrUnsafe) {
 			t.Fatalf("checkout with %s a link: %v, want ErrUnsafe", ext, err)
 		}
 		unchanged()
+		if a, err := p.remoteOp(t.Context(), servers[0].Addr, "show", "", ""); err != nil || a.Cur != nil {
+			t.Fatalf("the host's lease after the failed checkout: %+v, %v; want none", a.Cur, err)
+		}
 	}
 }
