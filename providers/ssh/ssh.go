@@ -323,7 +323,7 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 			return providers.CheckoutResult{}, fmt.Errorf("ssh: waiting for a free address of %s: %w", strings.Join(cands, ", "), ctx.Err())
 		case <-time.After(min(pause, p.wait-waited)):
 		}
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, 500*time.Millisecond)
 	}
 }
 
