@@ -479,6 +479,19 @@ func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, er
 	if err != nil {
 		return nil, err
 	}
+	// A SIGINT or SIGTERM check-in stops the checkout, which then never
+	// returns: the process ends once the check-in is done.
+	defer reaper.CheckingOut()()
+	defer stopForSignal()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-reaper.Terminating():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	n := max(req.Count, 1)
 	hosts := make([]*hostkit.Host, n)
 	errs := make([]error, n) // each host's outcome, cleanup included
@@ -557,6 +570,16 @@ func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, er
 		}
 	})
 	return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), joinCheckoutErrors(summary, nil))
+}
+
+// stopForSignal, once a signal check-in has begun, waits for the end of
+// the process it brings.
+func stopForSignal() {
+	select {
+	case <-reaper.Terminating():
+		select {}
+	default:
+	}
 }
 
 // cutShortReturn is how long a Checkout whose context has ended waits for
