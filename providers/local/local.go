@@ -343,11 +343,28 @@ func (p *Provider) startServer(opts serverOptions) {
 			delete(p.servers, opts.id)
 		}
 		p.mu.Unlock()
+		served.CompareAndDelete(opts.dir, p)
 	}
 	p.mu.Lock()
 	p.servers[opts.id] = srv
 	p.mu.Unlock()
+	served.Store(opts.dir, p)
 	srv.start()
+}
+
+// served maps the directory of each Local host this process serves to the
+// provider serving it, so that a check-in through another provider of the
+// process (another Broker on the same broker directory) stops the server
+// too, rather than leaving it serving until its provider closes.
+var served sync.Map // host directory → *Provider
+
+// takeServer removes the server of host id from p's and returns it, or nil.
+func (p *Provider) takeServer(id string) *server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	srv := p.servers[id]
+	delete(p.servers, id)
+	return srv
 }
 
 // Connect returns a host that reaches the server of rec over SSH with the
@@ -387,10 +404,10 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	}
 	// The host file goes first: Sync then no longer reports the host.
 	_ = os.Remove(filepath.Join(p.base, id, hostFile))
-	p.mu.Lock()
-	srv := p.servers[id]
-	delete(p.servers, id)
-	p.mu.Unlock()
+	srv := p.takeServer(id)
+	if other, ok := served.Load(filepath.Join(p.base, id)); srv == nil && ok && other != p {
+		srv = other.(*Provider).takeServer(id)
+	}
 	if srv != nil {
 		srv.close()
 	} else {
