@@ -483,15 +483,8 @@ func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, er
 	// returns: the process ends once the check-in is done.
 	defer reaper.CheckingOut()()
 	defer stopForSignal()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-reaper.Terminating():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx, stop := stopOnSignal(ctx)
+	defer stop()
 	n := max(req.Count, 1)
 	hosts := make([]*hostkit.Host, n)
 	errs := make([]error, n) // each host's outcome, cleanup included
@@ -570,6 +563,16 @@ func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, er
 		}
 	})
 	return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), joinCheckoutErrors(summary, nil))
+}
+
+// stopOnSignal is ctx, cancelled too if a signal check-in begins before
+// stop is called. stop does not cancel it: what a provider started with it
+// for a host it made may outlive the checkout, as it would with the
+// caller's; it ends with the caller's.
+func stopOnSignal(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	context.AfterFunc(parent, cancel)
+	return ctx, reaper.OnTerminate(cancel)
 }
 
 // stopForSignal, once a signal check-in has begun, waits for the end of

@@ -111,6 +111,37 @@ func CheckingOut() (done func()) {
 	return func() { once.Do(func() { checkingOut.Add(-1) }) }
 }
 
+// onTerminate holds what OnTerminate registered.
+var onTerminate struct {
+	sync.Mutex
+	next  int
+	funcs map[int]func()
+}
+
+// OnTerminate calls f when a SIGINT or SIGTERM check-in begins, unless
+// remove is called first.
+func OnTerminate(f func()) (remove func()) {
+	onTerminate.Lock()
+	defer onTerminate.Unlock()
+	select {
+	case <-terminating:
+		go f()
+		return func() {}
+	default:
+	}
+	if onTerminate.funcs == nil {
+		onTerminate.funcs = map[int]func(){}
+	}
+	id := onTerminate.next
+	onTerminate.next++
+	onTerminate.funcs[id] = f
+	return func() {
+		onTerminate.Lock()
+		delete(onTerminate.funcs, id)
+		onTerminate.Unlock()
+	}
+}
+
 // Terminating is closed once a SIGINT or SIGTERM check-in has begun: the
 // process ends when it is done. Checkouts under way stop (a host made now
 // would outlive the process), and return to no caller: a test that saw its
@@ -120,8 +151,15 @@ func Terminating() <-chan struct{} { return terminating }
 // checkinOnSignal checks in the hosts of every registration, then raises
 // sig again.
 func checkinOnSignal(sig os.Signal) {
-	terminatingOnce.Do(func() { close(terminating) })
 	busy := checkingOut.Load() > 0
+	onTerminate.Lock()
+	terminatingOnce.Do(func() { close(terminating) })
+	funcs := onTerminate.funcs
+	onTerminate.funcs = nil
+	onTerminate.Unlock()
+	for _, f := range funcs {
+		f()
+	}
 	signals.mu.Lock()
 	byStore := map[string]signalReg{}
 	for _, r := range signals.regs {
