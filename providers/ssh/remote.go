@@ -167,9 +167,22 @@ func (p *Provider) renew(addr, id string, stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		// Stopping (a check-in, Close) cuts a renewal under way short.
 		ctx, cancel := context.WithTimeout(context.Background(), every)
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		a, err := p.remoteOp(ctx, addr, "renew", id, "")
 		cancel()
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		switch {
 		case err != nil:
 			p.log.Warn("ssh: lease not renewed; it lapses if this goes on", "address", addr, "id", id, "ttl", p.ttl, "err", err)
