@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,18 +77,7 @@ func TestSIGTERMMidCheckout(t *testing.T) {
 			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 			store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
-			started := func() bool {
-				if !tc.early {
-					return left() > 0
-				}
-				recs, _ := store.Load(context.Background())
-				return len(recs) > 0
-			}
-			deadline := time.Now().Add(waitBound)
-			for !started() {
-				require.True(t, time.Now().Before(deadline), "the checkout did not start:\n%s", &out)
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitCheckoutStarted(t, store, left, tc.early, &out)
 			recs, _ := store.Load(context.Background())
 			ready := 0
 			for _, r := range recs {
@@ -109,5 +99,29 @@ func TestSIGTERMMidCheckout(t *testing.T) {
 			time.Sleep(time.Second) // a create in flight at the engine would show by now
 			assert.Zero(t, left(), "hosts made after the process ended")
 		})
+	}
+}
+
+// waitCheckoutStarted waits until a child's checkout has made its first
+// host (left counts them), or with early its first record in store; out,
+// when set, is the child's output, shown if it never does.
+func waitCheckoutStarted(t *testing.T, store *inventory.Store, left func() int, early bool, out fmt.Stringer) {
+	t.Helper()
+	started := func() bool {
+		if !early {
+			return left() > 0
+		}
+		recs, _ := store.Load(context.Background())
+		return len(recs) > 0
+	}
+	deadline := time.Now().Add(waitBound)
+	for !started() {
+		if time.Now().After(deadline) {
+			if out != nil {
+				t.Fatalf("the checkout did not start:\n%s", out)
+			}
+			t.Fatal("the checkout did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
