@@ -167,8 +167,9 @@ func (p *Provider) renew(addr, id string, stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		// Stopping (a check-in, Close) cuts a renewal under way short.
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		// Stopping (a check-in, Close) cuts a renewal under way short; a
+		// slow one may take until the lease would lapse.
+		ctx, cancel := context.WithTimeout(context.Background(), p.ttl)
 		go func() {
 			select {
 			case <-stop:
