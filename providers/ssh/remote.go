@@ -85,9 +85,10 @@ type leaseAnswer struct {
 	Cur    *remoteLease // the lease found, when the answer carries it
 }
 
-// remoteOp runs a lease operation on the host of addr.
-func (p *Provider) remoteOp(ctx context.Context, addr, op, id, replace string) (leaseAnswer, error) {
-	owner, _ := json.Marshal(inventory.CurrentOwner(""))
+// remoteOp runs a lease operation on the host of addr; a lease it writes
+// names this process, of run, as its owner.
+func (p *Provider) remoteOp(ctx context.Context, addr, op, id, replace, run string) (leaseAnswer, error) {
+	owner, _ := json.Marshal(inventory.CurrentOwner(run))
 	ttl := int64((p.ttl + time.Second - 1) / time.Second)
 	cmd := "sh -c " + hostkit.ShellQuote(leaseScript) + " lease " + strings.Join([]string{
 		op, hostkit.ShellQuote(id), strconv.FormatInt(ttl, 10), hostkit.ShellQuote(cmp.Or(replace, "-")), hostkit.ShellQuote(string(owner)),
@@ -128,8 +129,8 @@ func parseRemoteLease(line string) *remoteLease {
 // takeRemote takes addr's lease on the host for id. It reports false, with
 // the holder, when a live holder (or one not provably dead, on another
 // machine, whose lease has not expired) has it.
-func (p *Provider) takeRemote(ctx context.Context, addr, id string) (bool, *remoteLease, error) {
-	a, err := p.remoteOp(ctx, addr, "take", id, "")
+func (p *Provider) takeRemote(ctx context.Context, addr, id, run string) (bool, *remoteLease, error) {
+	a, err := p.remoteOp(ctx, addr, "take", id, "", run)
 	if err != nil || a.Status == "TAKEN" {
 		return err == nil, nil, err
 	}
@@ -141,7 +142,7 @@ func (p *Provider) takeRemote(ctx context.Context, addr, id string) (bool, *remo
 	}
 	// Its holder ran on this machine and is gone: take it over, unless
 	// someone else did meanwhile.
-	a, err = p.remoteOp(ctx, addr, "take", id, a.Cur.ID)
+	a, err = p.remoteOp(ctx, addr, "take", id, a.Cur.ID, run)
 	if err != nil || a.Status == "TAKEN" {
 		return err == nil, nil, err
 	}
@@ -151,13 +152,13 @@ func (p *Provider) takeRemote(ctx context.Context, addr, id string) (bool, *remo
 // releaseRemote gives addr's lease on the host back if id holds it.
 func (p *Provider) releaseRemote(ctx context.Context, addr, id string) error {
 	p.stopRenewing(addr, id)
-	_, err := p.remoteOp(ctx, addr, "release", id, "")
+	_, err := p.remoteOp(ctx, addr, "release", id, "", "")
 	return err
 }
 
 // renew keeps addr's lease for id until stop is closed or the lease is
 // lost (released by a check-in elsewhere).
-func (p *Provider) renew(addr, id string, stop <-chan struct{}) {
+func (p *Provider) renew(addr, id, run string, stop <-chan struct{}) {
 	every := p.ttl / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -177,7 +178,7 @@ func (p *Provider) renew(addr, id string, stop <-chan struct{}) {
 			case <-ctx.Done():
 			}
 		}()
-		a, err := p.remoteOp(ctx, addr, "renew", id, "")
+		a, err := p.remoteOp(ctx, addr, "renew", id, "", run)
 		cancel()
 		select {
 		case <-stop:
@@ -196,7 +197,7 @@ func (p *Provider) renew(addr, id string, stop <-chan struct{}) {
 }
 
 // startRenewing renews addr's lease for id in the background.
-func (p *Provider) startRenewing(addr, id string) {
+func (p *Provider) startRenewing(addr, id, run string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -207,7 +208,7 @@ func (p *Provider) startRenewing(addr, id string) {
 	}
 	stop := make(chan struct{})
 	p.beats[addr] = beat{id: id, stop: stop}
-	p.wg.Go(func() { p.renew(addr, id, stop) })
+	p.wg.Go(func() { p.renew(addr, id, run, stop) })
 }
 
 // stopRenewing stops the renewal of addr's lease for id, if it runs.

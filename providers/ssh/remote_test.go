@@ -241,7 +241,7 @@ func TestHolderDeathFreesLease(t *testing.T) {
 // machine would have it, expiring in ttl.
 func plantLease(t *testing.T, p *Provider, addr, id string, ttl time.Duration) {
 	t.Helper()
-	a, err := p.remoteOp(t.Context(), addr, "show", "", "")
+	a, err := p.remoteOp(t.Context(), addr, "show", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func TestLeaseFilesRefuseSymlinks(t *testing.T) {
 			t.Fatalf("checkout with %s a link: %v, want ErrUnsafe", ext, err)
 		}
 		unchanged()
-		if a, err := p.remoteOp(t.Context(), servers[0].Addr, "show", "", ""); err != nil || a.Cur != nil {
+		if a, err := p.remoteOp(t.Context(), servers[0].Addr, "show", "", "", ""); err != nil || a.Cur != nil {
 			t.Fatalf("the host's lease after the failed checkout: %+v, %v; want none", a.Cur, err)
 		}
 	}

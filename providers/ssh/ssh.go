@@ -346,14 +346,15 @@ func (p *Provider) lease(ctx context.Context, addr string, req providers.Checkou
 	if req.Progress != nil {
 		req.Progress(map[string]any{"address": addr})
 	}
-	ok, holder, err := p.takeRemote(ctx, addr, req.ID)
+	run := req.Labels["run"] // the owner's run id, as the broker labels hosts
+	ok, holder, err := p.takeRemote(ctx, addr, req.ID, run)
 	if err != nil || !ok {
 		if holder != nil {
 			p.log.Debug("ssh: leased on the host", "address", addr, "holder", holder.ID, "owner", holder.Owner)
 		}
 		return false, err
 	}
-	p.startRenewing(addr, req.ID)
+	p.startRenewing(addr, req.ID, run)
 	b, _ := json.Marshal(leaseFile{ID: req.ID, Owner: inventory.CurrentOwner("")})
 	// Renamed over the lease: a link planted there is replaced, not
 	// followed; one planted at the temporary name is refused.
