@@ -70,6 +70,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -401,6 +402,12 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	}
 	if err := validID(id); err != nil {
 		return fmt.Errorf("local: checkin %s: %w", rec.Name, err)
+	}
+	if p.brokerDir != "" {
+		// Removing through a link at local/ would remove elsewhere.
+		if err := safefile.CheckDir(p.base); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local: checkin %s: %w", rec.Name, err)
+		}
 	}
 	// The host file goes first: Sync then no longer reports the host.
 	_ = os.Remove(filepath.Join(p.base, id, hostFile))

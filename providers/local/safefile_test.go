@@ -43,3 +43,31 @@ func TestCheckoutRefusesSymlinks(t *testing.T) {
 	entries, _ = os.ReadDir(elsewhere)
 	require.Empty(t, entries, "nothing made through the link")
 }
+
+// A check-in does not remove through a symbolic link put at local/ after
+// the checkout: it fails naming it, and what the link points to stays.
+func TestCheckinRefusesLinkedBase(t *testing.T) {
+	dir := t.TempDir()
+	p, err := Open(providers.Config{Provider: Name, Dir: dir})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	id := inventory.NewID()
+	res, err := p.Checkout(context.Background(), providers.CheckoutRequest{ID: id})
+	require.NoError(t, err)
+
+	elsewhere := t.TempDir()
+	keep := filepath.Join(elsewhere, id, "keep")
+	require.NoError(t, os.MkdirAll(filepath.Dir(keep), 0o700))
+	require.NoError(t, os.WriteFile(keep, []byte("keep me"), 0o600))
+	moved := filepath.Join(dir, "local.moved")
+	require.NoError(t, os.Rename(filepath.Join(dir, "local"), moved))
+	require.NoError(t, os.Symlink(elsewhere, filepath.Join(dir, "local")))
+
+	err = p.Checkin(context.Background(), res.Record(id))
+	require.ErrorIs(t, err, safefile.ErrUnsafe)
+	require.FileExists(t, keep, "removed through the link")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "local")))
+	require.NoError(t, os.Rename(moved, filepath.Join(dir, "local")))
+	require.NoError(t, p.Checkin(context.Background(), res.Record(id)))
+}
