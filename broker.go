@@ -562,7 +562,11 @@ func (b *Broker) Checkout(ctx context.Context, req Request) ([]*hostkit.Host, er
 			b.logger.Warn("checking in the hosts of a checkout cut short", "err", err)
 		}
 	})
-	return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), joinCheckoutErrors(summary, nil))
+	err = joinCheckoutErrors(summary, nil)
+	if ce, ok := err.(*checkoutErrors); ok && !errors.Is(err, context.Cause(ctx)) {
+		ce.errs = append(ce.errs, context.Cause(ctx)) // errors.Is(err, context.DeadlineExceeded) holds
+	}
+	return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), err)
 }
 
 // stopOnSignal is ctx, cancelled too if a signal check-in begins before
