@@ -62,6 +62,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +83,7 @@ import (
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/plain"
 	"github.com/hostbroker/broker/internal/reaper"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
@@ -327,11 +329,11 @@ func inventoryFile(s *settings.Settings) string {
 }
 
 func openLog(dir string) (*slog.Logger, io.Closer, error) {
-	logDir := filepath.Join(dir, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	logDir, err := safefile.MkdirAll(dir, "logs", 0o700)
+	if err != nil {
 		return nil, nil, fmt.Errorf("log directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := safefile.OpenFile(filepath.Join(logDir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
@@ -461,7 +463,10 @@ func describe(provider, instance string) string {
 // Checkout checks out req.Count hosts (one when 0) concurrently. Each host is
 // recorded in the inventory before the provider is asked for it, so a crash
 // never leaves a host nobody knows of. If any checkout fails, the hosts that
-// succeeded are checked in again and the error names every failure.
+// succeeded are checked in again and the error names every distinct
+// failure once, with the hosts it struck. When ctx ends first, Checkout
+// returns within cutShortReturn of it: what was started is undone in the
+// background (Close waits for that).
 func (b *Broker) Checkout(ctx context.Context, req Request) (_ []*hostkit.Host, err error) {
 	defer b.logFailure("checkout", &err, "test", req.Test, "count", max(req.Count, 1))
 	if req.Count < 0 {
@@ -475,37 +480,123 @@ func (b *Broker) Checkout(ctx context.Context, req Request) (_ []*hostkit.Host, 
 	if err != nil {
 		return nil, err
 	}
+	// A SIGINT or SIGTERM check-in stops the checkout, which then never
+	// returns: the process ends once the check-in is done.
+	defer reaper.CheckingOut()()
+	defer stopForSignal()
+	ctx, stop := stopOnSignal(ctx)
+	defer stop()
 	n := max(req.Count, 1)
 	hosts := make([]*hostkit.Host, n)
-	errs := make([]error, n)
-	var g errgroup.Group
-	g.SetLimit(maxParallel)
-	for i := range n {
-		g.Go(func() error {
-			hosts[i], errs[i] = b.checkoutOne(ctx, p, provName, instName, plan.args, req.Test)
-			if errs[i] != nil {
-				errs[i] = fmt.Errorf("host %d of %d: %w", i+1, n, errs[i])
-			}
-			return nil
-		})
+	errs := make([]error, n) // each host's outcome, cleanup included
+	// Each host's failure as soon as it is known, before its cleanup.
+	var mu sync.Mutex
+	failures := make([]error, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var g errgroup.Group
+		g.SetLimit(maxParallel)
+		for i := range n {
+			g.Go(func() error {
+				failed := func(err error) {
+					mu.Lock()
+					failures[i] = cmp.Or(failures[i], err)
+					mu.Unlock()
+				}
+				hosts[i], errs[i] = b.checkoutOne(ctx, p, provName, instName, plan.args, req.Test, failed)
+				if errs[i] != nil {
+					failed(errs[i])
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+	}()
+	finished := true
+	select {
+	case <-done:
+	case <-ctx.Done():
+		select {
+		case <-done:
+		case <-time.After(cutShortReturn):
+			finished = false
+		}
 	}
-	_ = g.Wait()
-	if err := errors.Join(errs...); err != nil {
-		var got []*hostkit.Host
-		for _, h := range hosts {
-			if h != nil {
-				got = append(got, h)
+	if finished && !slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+		return hosts, nil
+	}
+	mu.Lock()
+	summary := slices.Clone(failures)
+	mu.Unlock()
+	if finished {
+		summary = errs
+		if ctx.Err() == nil {
+			// Not cut short: the hosts that succeeded are checked in before
+			// the error is returned, as the caller expects.
+			var err error
+			if cerr := b.Checkin(context.WithoutCancel(ctx), nonNil(hosts)...); cerr != nil {
+				err = fmt.Errorf("checking in the hosts that succeeded: %w", cerr)
+			}
+			return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), joinCheckoutErrors(summary, err))
+		}
+	}
+	for i, err := range summary {
+		if err == nil && finished {
+			summary[i] = fmt.Errorf("checked out as the context ended; checked in again in the background: %w", context.Cause(ctx))
+		} else if err == nil {
+			summary[i] = fmt.Errorf("still checking out when the context ended; undone in the background: %w", context.Cause(ctx))
+		}
+	}
+	// Cut short: what was made is checked in in the background, once each
+	// host's checkout has ended (its own cleanup included).
+	b.late.Go(func() {
+		<-done
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				b.logger.Warn("checkout cut short", "host", i+1, "of", n, "err", err)
 			}
 		}
-		if cerr := b.Checkin(context.WithoutCancel(ctx), got...); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("checking in the %d hosts that succeeded: %w", len(got), cerr))
+		actx, cancel := afterwards(ctx)
+		defer cancel()
+		if err := b.Checkin(actx, nonNil(hosts)...); err != nil {
+			b.logger.Warn("checking in the hosts of a checkout cut short", "err", err)
 		}
-		return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), err)
+	})
+	err = joinCheckoutErrors(summary, nil)
+	if ce, ok := err.(*checkoutErrors); ok && !errors.Is(err, context.Cause(ctx)) {
+		ce.errs = append(ce.errs, context.Cause(ctx)) // errors.Is(err, context.DeadlineExceeded) holds
 	}
-	return hosts, nil
+	return nil, fmt.Errorf("broker: checkout from %s: %w", describe(provName, instName), err)
 }
 
-func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName, instName string, args map[string]any, test string) (*hostkit.Host, error) {
+// stopOnSignal is ctx, cancelled too if a signal check-in begins before
+// stop is called. stop does not cancel it: what a provider started with it
+// for a host it made may outlive the checkout, as it would with the
+// caller's; it ends with the caller's.
+func stopOnSignal(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	context.AfterFunc(parent, cancel)
+	return ctx, reaper.OnTerminate(cancel)
+}
+
+// stopForSignal, once a signal check-in has begun, waits for the end of
+// the process it brings.
+func stopForSignal() {
+	select {
+	case <-reaper.Terminating():
+		select {}
+	default:
+	}
+}
+
+// cutShortReturn is how long a Checkout whose context has ended waits for
+// its hosts' checkouts to say why they failed before it returns.
+const cutShortReturn = 500 * time.Millisecond
+
+// checkoutOne checks out one host; failed hears of a provider's failure
+// before the cleanup after it.
+func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName, instName string, args map[string]any, test string, failed func(error)) (*hostkit.Host, error) {
 	meta := &inventory.Meta{
 		ID:         inventory.NewID(),
 		State:      inventory.StateCreating,
@@ -530,6 +621,7 @@ func (b *Broker) checkoutOne(ctx context.Context, p providers.Provider, provName
 	}
 	res, err := p.Checkout(ctx, providers.CheckoutRequest{ID: meta.ID, Args: cloneMap(args), Labels: b.labels(test), Progress: progress})
 	if err != nil {
+		failed(err)
 		actx, cancel := afterwards(ctx)
 		defer cancel()
 		// The provider may have made part of a host; it finds it by id.

@@ -491,18 +491,7 @@ func TestReaperMidCheckout(t *testing.T) {
 				waitWatcherGone(t, cmd.Process.Pid)
 			})
 			store := inventory.Open(filepath.Join(dir, "inventory.yaml"))
-			started := func() bool {
-				if !tc.early {
-					return left() > 0
-				}
-				recs, _ := store.Load(context.Background())
-				return len(recs) > 0
-			}
-			deadline := time.Now().Add(waitBound)
-			for !started() {
-				require.True(t, time.Now().Before(deadline), "the checkout did not start")
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitCheckoutStarted(t, store, left, tc.early, nil)
 			recs, err := store.Load(context.Background())
 			require.NoError(t, err)
 			creating := 0

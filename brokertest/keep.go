@@ -12,6 +12,7 @@ import (
 
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/safefile"
 )
 
 // keepFlag is -brokertest.keep. Like httptest's -httptest.serve, it is
@@ -72,11 +73,14 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 	if s.KeyFile != "" {
 		parts = append(parts, "-i", s.KeyFile)
 	}
+	var khErr error
 	if s.HostKey != "" {
 		kh := b.KeptKnownHosts(rec.ID())
 		line := fmt.Sprintf("%s %s\n", khName, strings.TrimSpace(strings.SplitN(s.HostKey, "\n", 2)[0]))
-		if err := os.MkdirAll(filepath.Dir(kh), 0o700); err == nil && os.WriteFile(kh, []byte(line), 0o600) == nil {
+		if err := writeKnownHosts(b.Dir(), kh, line); err == nil {
 			parts = append(parts, "-o", "UserKnownHostsFile="+kh)
+		} else {
+			khErr = err
 		}
 	}
 	user := s.User
@@ -86,6 +90,9 @@ func sshCommand(b *broker.Broker, h *hostkit.Host) string {
 	parts = append(parts, user+"@"+addr)
 	if rec.Provider == "Local" {
 		parts = append(parts, " # Local hosts live only as long as the test process")
+	}
+	if khErr != nil {
+		parts = append(parts, " # known_hosts not written: "+khErr.Error())
 	}
 	return strings.Join(parts, " ")
 }
@@ -118,4 +125,17 @@ func reach(b *broker.Broker, h *hostkit.Host) string {
 		return fmt.Sprintf("SSH to %s@%s", user, net.JoinHostPort(addr, "22"))
 	}
 	return fmt.Sprintf("SSH to %s@%s", user, net.JoinHostPort(addr, strconv.Itoa(s.Port)))
+}
+
+// writeKnownHosts writes line to kh, a file below the broker directory
+// dir, following no symbolic link there.
+func writeKnownHosts(dir, kh, line string) error {
+	rel, err := filepath.Rel(dir, filepath.Dir(kh))
+	if err != nil {
+		return err
+	}
+	if _, err := safefile.MkdirAll(dir, rel, 0o700); err != nil {
+		return err
+	}
+	return safefile.WriteFile(kh, []byte(line), 0o600)
 }

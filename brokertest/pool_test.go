@@ -248,18 +248,8 @@ func TestPoolKeepReuse(t *testing.T) {
 
 func TestKeepOnFailureLogsSSHCommand(t *testing.T) {
 	b := newTestBroker(t)
-	r := newRecorder(t)
-	var logs []string
-	r.logf = func(s string) { logs = append(logs, s) }
-	r.run(func(tb testing.TB) {
-		brokertest.Host(tb, broker.Request{}, brokertest.WithBroker(b), brokertest.WithKeepOnFailure())
-		tb.Errorf("fails")
-	})
-	recs, err := b.Inventory(t.Context())
-	require.NoError(t, err)
-	require.Len(t, recs, 1, "the failed test's host is kept")
+	all, recs := keepFailedHost(t, b)
 	assert.Equal(t, "kept", recs[0].Broker.State)
-	all := strings.Join(logs, "\n")
 	assert.Contains(t, all, fmt.Sprintf("-p %d", recs[0].Broker.SSH.Port))
 	assert.Contains(t, all, "ssh ")
 	kh := b.KeptKnownHosts(recs[0].ID())

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory"
 )
 
@@ -52,14 +53,22 @@ func parseOwnerFile(name string) (inventory.Owner, bool) {
 
 // createOwnerFile makes sure the owner lock file at path exists.
 func createOwnerFile(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := ownersDirOf(path); err != nil {
 		return fmt.Errorf("reaper: owner lock file: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefile.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("reaper: owner lock file: %w", err)
 	}
 	return f.Close()
+}
+
+// ownersDirOf makes the owners directory that holds the lock file at path,
+// refusing one that is a symbolic link or not this user's.
+func ownersDirOf(path string) error {
+	dir := filepath.Dir(path)
+	_, err := safefile.MkdirAll(filepath.Dir(dir), filepath.Base(dir), 0o700)
+	return err
 }
 
 // ownerLock is an owner's lock file in one broker directory, held (f set)
@@ -81,12 +90,12 @@ func (l *ownerLock) try(create bool) (bool, error) {
 	for range 3 {
 		flags := os.O_RDWR
 		if create {
-			if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
+			if err := ownersDirOf(l.path); err != nil {
 				return false, fmt.Errorf("reaper: owner lock: %w", err)
 			}
 			flags |= os.O_CREATE
 		}
-		f, err := os.OpenFile(l.path, flags, 0o600)
+		f, err := safefile.OpenFile(l.path, flags, 0o600)
 		if err != nil {
 			if !create && errors.Is(err, fs.ErrNotExist) {
 				return false, nil

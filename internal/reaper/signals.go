@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -91,9 +92,74 @@ func handle(ch chan os.Signal, stop chan struct{}) {
 	}
 }
 
+// terminating is closed when a signal check-in begins: the process is
+// ending.
+var (
+	terminating     = make(chan struct{})
+	terminatingOnce sync.Once
+)
+
+// checkingOut counts the checkouts under way in this process.
+var checkingOut atomic.Int64
+
+// CheckingOut tells the signal check-in that a checkout is under way until
+// done is called: a signal then looks for the hosts it records a second
+// time, once it has stopped.
+func CheckingOut() (done func()) {
+	checkingOut.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { checkingOut.Add(-1) }) }
+}
+
+// onTerminate holds what OnTerminate registered.
+var onTerminate struct {
+	sync.Mutex
+	next  int
+	funcs map[int]func()
+}
+
+// OnTerminate calls f when a SIGINT or SIGTERM check-in begins, unless
+// remove is called first.
+func OnTerminate(f func()) (remove func()) {
+	onTerminate.Lock()
+	defer onTerminate.Unlock()
+	select {
+	case <-terminating:
+		go f()
+		return func() {}
+	default:
+	}
+	if onTerminate.funcs == nil {
+		onTerminate.funcs = map[int]func(){}
+	}
+	id := onTerminate.next
+	onTerminate.next++
+	onTerminate.funcs[id] = f
+	return func() {
+		onTerminate.Lock()
+		delete(onTerminate.funcs, id)
+		onTerminate.Unlock()
+	}
+}
+
+// Terminating is closed once a SIGINT or SIGTERM check-in has begun: the
+// process ends when it is done. Checkouts under way stop (a host made now
+// would outlive the process), and return to no caller: a test that saw its
+// checkout fail would end the process before the check-in is done.
+func Terminating() <-chan struct{} { return terminating }
+
 // checkinOnSignal checks in the hosts of every registration, then raises
 // sig again.
 func checkinOnSignal(sig os.Signal) {
+	busy := checkingOut.Load() > 0
+	onTerminate.Lock()
+	terminatingOnce.Do(func() { close(terminating) })
+	funcs := onTerminate.funcs
+	onTerminate.funcs = nil
+	onTerminate.Unlock()
+	for _, f := range funcs {
+		f()
+	}
 	signals.mu.Lock()
 	byStore := map[string]signalReg{}
 	for _, r := range signals.regs {
@@ -110,10 +176,30 @@ func checkinOnSignal(sig os.Signal) {
 				return
 			}
 			if len(left) == 0 {
-				return
+				if !busy {
+					return
+				}
+				// A checkout under way may record a host yet: look once
+				// more, once its cancellation has had its effect.
+				select {
+				case <-time.After(Grace):
+				case <-ctx.Done():
+				}
+				if left, err = Left(ctx, r.t.Store, r.owner); err != nil || len(left) == 0 {
+					return
+				}
 			}
 			r.t.Logger.Info("signal: checking in this process's hosts", "signal", sig.String(), "hosts", len(left))
 			_ = CheckinLeft(ctx, r.t, left, "signal", checkinParallel)
+			// Checkouts under way when the signal came wrote records
+			// since (or removed them, cancelled): what is left now.
+			if !busy {
+				return
+			}
+			if again, err := Left(ctx, r.t.Store, r.owner); err == nil && len(again) > 0 {
+				r.t.Logger.Info("signal: checking in hosts recorded meanwhile", "signal", sig.String(), "hosts", len(again))
+				_ = CheckinLeft(ctx, r.t, again, "signal", checkinParallel)
+			}
 		})
 	}
 	wg.Wait()

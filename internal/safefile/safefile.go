@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -20,17 +22,32 @@ var ErrUnsafe = errors.New("not a regular file of ours")
 // refused, as is anything but a regular file owned by this process's
 // user (root may own nothing else either: a file another user planted is
 // refused too). The error names the path and what was found there.
+//
+// The open does not block on a named pipe (O_NONBLOCK, which changes
+// nothing for a regular file), and O_TRUNC is applied only once the file
+// has passed the check, so a refused file is left as it was.
 func OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
+	trunc := flag&os.O_TRUNC != 0
+	f, err := os.OpenFile(name, flag&^os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, perm)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.EMLINK) {
 			return nil, fmt.Errorf("%s: is a symbolic link; refusing to follow it (remove it): %w", name, ErrUnsafe)
+		}
+		// A named pipe with no reader, a socket: say what is there.
+		if fi, lerr := os.Lstat(name); lerr == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s: is a %s, not a regular file; refusing to use it: %w", name, kind(fi.Mode()), ErrUnsafe)
 		}
 		return nil, err
 	}
 	if err := Check(f); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if trunc {
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	return f, nil
 }
@@ -51,10 +68,59 @@ func Check(f *os.File) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s: is a %s, not a regular file; refusing to use it: %w", f.Name(), kind(fi.Mode()), ErrUnsafe)
 	}
+	return owned(f.Name(), fi)
+}
+
+// owned refuses fi when another user owns it.
+func owned(name string, fi fs.FileInfo) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s: owned by uid %d, not by this user (uid %d); refusing to use it: %w", f.Name(), st.Uid, os.Geteuid(), ErrUnsafe)
+		return fmt.Errorf("%s: owned by uid %d, not by this user (uid %d); refusing to use it: %w", name, st.Uid, os.Geteuid(), ErrUnsafe)
 	}
 	return nil
+}
+
+// MkdirAll makes the directory sub below dir, with its parents below dir,
+// and returns its path. Each directory of sub must be a real directory of
+// this user, not a symbolic link: a link at dir/logs must not send broker's
+// files elsewhere. dir itself is the user's choice and may be a link; ""
+// is the working directory.
+func MkdirAll(dir, sub string, perm fs.FileMode) (string, error) {
+	if dir == "" {
+		dir = "."
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return "", err
+	}
+	path := dir
+	for part := range strings.SplitSeq(filepath.Clean(sub), string(filepath.Separator)) {
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			return "", fmt.Errorf("%s: leaves %s: %w", sub, dir, ErrUnsafe)
+		}
+		path = filepath.Join(path, part)
+		if err := os.Mkdir(path, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+		if err := CheckDir(path); err != nil {
+			return "", err
+		}
+	}
+	return path, nil
+}
+
+// CheckDir refuses a path that is not a directory of this user (a
+// symbolic link to one included).
+func CheckDir(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: is a %s, not a directory; refusing to use it: %w", path, kind(fi.Mode()), ErrUnsafe)
+	}
+	return owned(path, fi)
 }
 
 // WriteFile is os.WriteFile through OpenFile.
@@ -72,6 +138,8 @@ func WriteFile(name string, data []byte, perm fs.FileMode) error {
 
 func kind(m fs.FileMode) string {
 	switch {
+	case m.IsRegular():
+		return "regular file"
 	case m&fs.ModeDir != 0:
 		return "directory"
 	case m&fs.ModeSymlink != 0:

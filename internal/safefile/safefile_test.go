@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hostbroker/broker/internal/safefile"
 )
@@ -48,5 +51,64 @@ func TestOpenFileRegular(t *testing.T) {
 	f.Close()
 	if _, err := safefile.Create(p, 0o600); err == nil {
 		t.Fatal("Create over an existing file succeeded")
+	}
+}
+
+func TestRefusedFileIsNotTruncated(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the file to another user")
+	}
+	if err := os.Chown(target, 65534, 65534); err != nil {
+		t.Skip("chown:", err)
+	}
+	if err := safefile.WriteFile(target, []byte("boom"), 0o600); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("WriteFile to another user's file: err = %v, want ErrUnsafe", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Fatalf("target changed: %q", b)
+	}
+}
+
+func TestOpenFileRefusesFIFOWithoutBlocking(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Skip("no fifo:", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- safefile.WriteFile(p, []byte("x"), 0o600) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, safefile.ErrUnsafe) || !strings.Contains(err.Error(), p) {
+			t.Fatalf("WriteFile to a fifo: err = %v, want ErrUnsafe naming it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WriteFile to a fifo blocked")
+	}
+}
+
+func TestMkdirAllRefusesLinkedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	elsewhere := t.TempDir()
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "logs")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := safefile.MkdirAll(dir, "logs/sub", 0o700)
+	if !errors.Is(err, safefile.ErrUnsafe) || !strings.Contains(err.Error(), filepath.Join(dir, "logs")) {
+		t.Fatalf("MkdirAll through a linked directory: err = %v, want ErrUnsafe naming it", err)
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Fatalf("made %v in the link's target", entries)
+	}
+	got, err := safefile.MkdirAll(dir, "a/b", 0o700)
+	if err != nil || got != filepath.Join(dir, "a", "b") {
+		t.Fatalf("MkdirAll(a/b) = %q, %v", got, err)
+	}
+	if _, err := safefile.MkdirAll(dir, "../x", 0o700); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("MkdirAll(../x): err = %v, want ErrUnsafe", err)
 	}
 }

@@ -11,20 +11,22 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/hostbroker/broker/internal/safefile"
 )
 
 // newClientKey writes a new ed25519 key for host id to
 // <dir>/container/<id>/client_key (0600) and returns its path and its
 // public key in authorized_keys form.
 func (p *Provider) newClientKey(id string) (path, pub string, err error) {
-	dir := p.keyDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Nothing in the broker directory is followed through a link.
+	dir, err := safefile.MkdirAll(p.settings.dir, filepath.Join("container", id), 0o700)
+	if err != nil {
 		return "", "", fmt.Errorf("container: key dir: %w", err)
 	}
 	pk, sk, err := ed25519.GenerateKey(rand.Reader)
@@ -36,7 +38,7 @@ func (p *Provider) newClientKey(id string) (path, pub string, err error) {
 		return "", "", fmt.Errorf("container: encode client key: %w", err)
 	}
 	path = filepath.Join(dir, "client_key")
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := safefile.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return "", "", fmt.Errorf("container: write client key: %w", err)
 	}
 	spk, err := ssh.NewPublicKey(pk)
@@ -44,7 +46,7 @@ func (p *Provider) newClientKey(id string) (path, pub string, err error) {
 		return "", "", fmt.Errorf("container: client public key: %w", err)
 	}
 	pub = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spk))) + " broker-" + id
-	if err := os.WriteFile(path+".pub", []byte(pub+"\n"), 0o644); err != nil {
+	if err := safefile.WriteFile(path+".pub", []byte(pub+"\n"), 0o644); err != nil {
 		return "", "", fmt.Errorf("container: write client public key: %w", err)
 	}
 	return path, pub, nil

@@ -70,6 +70,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -84,6 +85,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
@@ -166,6 +168,7 @@ func Open(cfg providers.Config) (*Provider, error) {
 			return nil, errors.New("local: no directory for hosts: set the broker directory or the dir setting")
 		}
 		p.base = filepath.Join(cfg.Dir, "local")
+		p.brokerDir = cfg.Dir
 	}
 	base, err := filepath.Abs(p.base)
 	if err != nil {
@@ -181,12 +184,13 @@ func Open(cfg providers.Config) (*Provider, error) {
 // Provider makes Local hosts: SSH servers in this process. It is safe for
 // concurrent use.
 type Provider struct {
-	shell string
-	base  string // holds one directory per host
-	log   *slog.Logger
-	owner inventory.Owner // this process, to tell live hosts of other processes from dead ones
-	user  string
-	env   []string
+	shell     string
+	base      string // holds one directory per host
+	brokerDir string // the broker directory base is the local/ of, if it is
+	log       *slog.Logger
+	owner     inventory.Owner // this process, to tell live hosts of other processes from dead ones
+	user      string
+	env       []string
 
 	mu      sync.Mutex
 	servers map[string]*server // id → server of hosts this process serves
@@ -213,6 +217,17 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 	return providers.ResultOf(rec), nil
 }
 
+// makeBase makes the directory of the hosts. The default one, local/ in
+// the broker directory, must not be a symbolic link or another user's;
+// one the dir setting names is the user's choice.
+func (p *Provider) makeBase() error {
+	if p.brokerDir == "" {
+		return os.MkdirAll(p.base, 0o700)
+	}
+	_, err := safefile.MkdirAll(p.brokerDir, filepath.Base(p.base), 0o700)
+	return err
+}
+
 // checkout is Checkout; the record it returns is also the host file's.
 func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) (rec *inventory.Record, err error) {
 	if err := ctx.Err(); err != nil {
@@ -225,7 +240,7 @@ func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(p.base, 0o700); err != nil {
+	if err := p.makeBase(); err != nil {
 		return nil, fmt.Errorf("local: create %s: %w", p.base, err)
 	}
 	dir := filepath.Join(p.base, req.ID)
@@ -276,7 +291,7 @@ func (p *Provider) checkout(ctx context.Context, req providers.CheckoutRequest) 
 	if err != nil {
 		return nil, fmt.Errorf("local: encode %s: %w", hostFile, err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, hostFile), info, 0o600); err != nil {
+	if err := safefile.WriteFile(filepath.Join(dir, hostFile), info, 0o600); err != nil {
 		return nil, fmt.Errorf("local: write %s: %w", filepath.Join(dir, hostFile), err)
 	}
 
@@ -310,7 +325,7 @@ func newKeys(dir, id string) (hostKey ssh.Signer, clientKey ssh.PublicKey, keyFi
 		return nil, nil, "", fmt.Errorf("local: client key: %w", err)
 	}
 	keyFile = filepath.Join(dir, "client_key")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := safefile.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, nil, "", fmt.Errorf("local: write %s: %w", keyFile, err)
 	}
 	clientKey, err = ssh.NewPublicKey(clientPub)
@@ -329,11 +344,28 @@ func (p *Provider) startServer(opts serverOptions) {
 			delete(p.servers, opts.id)
 		}
 		p.mu.Unlock()
+		served.CompareAndDelete(opts.dir, p)
 	}
 	p.mu.Lock()
 	p.servers[opts.id] = srv
 	p.mu.Unlock()
+	served.Store(opts.dir, p)
 	srv.start()
+}
+
+// served maps the directory of each Local host this process serves to the
+// provider serving it, so that a check-in through another provider of the
+// process (another Broker on the same broker directory) stops the server
+// too, rather than leaving it serving until its provider closes.
+var served sync.Map // host directory → *Provider
+
+// takeServer removes the server of host id from p's and returns it, or nil.
+func (p *Provider) takeServer(id string) *server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	srv := p.servers[id]
+	delete(p.servers, id)
+	return srv
 }
 
 // Connect returns a host that reaches the server of rec over SSH with the
@@ -371,12 +403,18 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	if err := validID(id); err != nil {
 		return fmt.Errorf("local: checkin %s: %w", rec.Name, err)
 	}
+	if p.brokerDir != "" {
+		// Removing through a link at local/ would remove elsewhere.
+		if err := safefile.CheckDir(p.base); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local: checkin %s: %w", rec.Name, err)
+		}
+	}
 	// The host file goes first: Sync then no longer reports the host.
 	_ = os.Remove(filepath.Join(p.base, id, hostFile))
-	p.mu.Lock()
-	srv := p.servers[id]
-	delete(p.servers, id)
-	p.mu.Unlock()
+	srv := p.takeServer(id)
+	if other, ok := served.Load(filepath.Join(p.base, id)); srv == nil && ok && other != p {
+		srv = other.(*Provider).takeServer(id)
+	}
 	if srv != nil {
 		srv.close()
 	} else {

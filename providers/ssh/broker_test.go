@@ -31,7 +31,7 @@ func TestThroughBroker(t *testing.T) {
 	if err := os.WriteFile(known, []byte(lines), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	settings := fmt.Sprintf("ssh:\n  host_username: %s\n  known_hosts: [%s]\nSSH:\n  hosts: [%q, %q]\n  key_file: %s\n  instances:\n    - lab: {default: true}\n",
+	settings := fmt.Sprintf("ssh:\n  host_username: %s\n  known_hosts: [%s]\nSSH:\n  hosts: [%q, %q]\n  key_file: %s\n  lease_wait: 0\n  instances:\n    - lab: {default: true}\n",
 		s.User, known, s.Addr, s2.Addr, s.KeyFile)
 	if err := os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settings), 0o600); err != nil {
 		t.Fatal(err)

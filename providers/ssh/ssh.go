@@ -16,18 +16,29 @@
 //	  key_file: ~/.ssh/lab    # default ssh.key_filename
 //	  password: …             # default ssh.password; never stored or logged
 //	  known_hosts: [~/.ssh/known_hosts]  # default ssh.known_hosts
+//	  lease_ttl: 30           # seconds a lease outlives its holder's last renewal (at least 3)
+//	  lease_wait: 60          # seconds a checkout waits for a free host (0: fail at once)
 //
 // A request picks the provider with the argument ssh_host: "any" (or true)
 // for any free host of the pool, or one of the pool's addresses.
 //
-// Leases are exclusive across processes: the decision for an address is
-// taken under an flock of <BROKER_DIRECTORY>/ssh/<address>.lock, and an
-// address is busy while its lease file names a live owner, or while an
-// inventory record holds it (a record whose owner lives, or that is kept,
-// free or leased for reuse). The chosen address is recorded in the intent
-// record through Progress before the lock is released, so a check-in after
-// a crash finds it by the record's id. Sync lists the leased addresses;
-// Describe, the pool and its leases.
+// Leases are exclusive wherever they are taken from: the lab machine
+// records its own lease (see remote.go: one line under /tmp/broker-ssh-leases,
+// changed under flock(1), with the holder's id, owner and expiry), taken
+// atomically over SSH, so that two broker directories, two users or two
+// machines never hold one host at once. The holder renews it every third
+// of lease_ttl; a holder that ran on the taker's machine and is gone loses
+// it at once, any other when it expires. Within one broker directory the
+// decision is first taken under an flock of <BROKER_DIRECTORY>/ssh/<address>.lock:
+// an address is busy while its local lease file names a live owner, or
+// while an inventory record holds it (a record whose owner lives, or that
+// is kept, free or leased for reuse: those the host's lease does not
+// protect once their holder has stopped renewing it). The chosen address
+// is recorded in the intent record through Progress before the lease is
+// taken, so a check-in after a crash finds it by the record's id. A
+// checkout that finds every address leased waits for one, up to
+// lease_wait and its context. Sync lists the leased addresses; Describe,
+// the pool and its leases. The host needs sh, flock(1) and mktemp.
 package ssh
 
 import (
@@ -35,15 +46,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
@@ -80,11 +94,26 @@ type Provider struct {
 	command   time.Duration
 	lockDir   string
 	inventory string
+	ttl       time.Duration // lease_ttl
+	wait      time.Duration // lease_wait
+	log       *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[string]*hostkit.Host // for leases, by address
+	beats  map[string]beat          // renewals, by address
+	wg     sync.WaitGroup
 }
+
+// Lease defaults: see the lease_ttl and lease_wait settings.
+const (
+	DefaultLeaseTTL  = 30 * time.Second
+	DefaultLeaseWait = time.Minute
+)
 
 // settingKeys are the keys of the SSH section (see the package
 // documentation), with the aliases user and key_filename.
-var settingKeys = []string{"hosts", "username", "user", "key_file", "key_filename", "password", "known_hosts"}
+var settingKeys = []string{"hosts", "username", "user", "key_file", "key_filename", "password", "known_hosts", "lease_ttl", "lease_wait"}
 
 // SettingKeys lists the keys the SSH section and its instances take.
 func (Driver) SettingKeys() []string { return append([]string(nil), settingKeys...) }
@@ -150,6 +179,27 @@ func readSettings(cfg providers.Config) (*Provider, error) {
 		}
 	}
 	p.connect, p.command = g.ConnectTimeout, g.CommandTimeout
+	p.ttl, p.wait = DefaultLeaseTTL, DefaultLeaseWait
+	if v, k, ok := providers.Setting(m, "lease_ttl"); ok {
+		d, err := providers.Seconds(v)
+		if err == nil && d < 3*time.Second {
+			err = fmt.Errorf("%v is under 3 seconds", v)
+		}
+		if err != nil {
+			return nil, &providers.SettingError{Key: k, Err: err}
+		}
+		p.ttl = d
+	}
+	if v, k, ok := providers.Setting(m, "lease_wait"); ok {
+		d, err := providers.Seconds(v)
+		if isZero(v) {
+			d, err = 0, nil
+		}
+		if err != nil {
+			return nil, &providers.SettingError{Key: k, Err: fmt.Errorf("%w (or 0 to fail at once)", err)}
+		}
+		p.wait = d
+	}
 	// Leases are decided against the broker's own inventory file.
 	p.inventory = cfg.Inventory
 	return p, nil
@@ -170,14 +220,32 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("ssh: no broker directory to keep leases in")
 	}
-	p.lockDir = filepath.Join(cfg.Dir, "ssh")
 	if p.inventory == "" {
 		p.inventory = filepath.Join(cfg.Dir, "inventory.yaml")
 	}
-	if err := os.MkdirAll(p.lockDir, 0o700); err != nil {
+	if p.lockDir, err = safefile.MkdirAll(cfg.Dir, "ssh", 0o700); err != nil {
 		return nil, fmt.Errorf("ssh: lease directory: %w", err)
 	}
+	p.log = cfg.Logger
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.conns, p.beats = map[string]*hostkit.Host{}, map[string]beat{}
 	return p, nil
+}
+
+// isZero reports whether a setting's value is the number 0.
+func isZero(v any) bool {
+	switch x := v.(type) {
+	case int:
+		return x == 0
+	case float64:
+		return x == 0
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		return err == nil && f == 0
+	}
+	return false
 }
 
 // expand replaces a leading ~/ with the home directory.
@@ -204,11 +272,12 @@ func address(v any, port int) (string, error) {
 	return s, nil
 }
 
-// Close does nothing: leases live in files, and the provider holds no
-// connection of its own.
-func (p *Provider) Close() error { return nil }
+// Close stops renewing the leases this provider holds (they lapse after
+// lease_ttl unless checked in) and closes its connections to the hosts.
+func (p *Provider) Close() error { return p.closeRemote() }
 
-// Checkout leases a free address of the pool (or the one ssh_host names).
+// Checkout leases a free address of the pool (or the one ssh_host names),
+// waiting for one up to lease_wait (and ctx) when all are leased.
 func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) (providers.CheckoutResult, error) {
 	cands := p.hosts
 	switch v := req.Args[ArgKey]; v {
@@ -220,16 +289,42 @@ func (p *Provider) Checkout(ctx context.Context, req providers.CheckoutRequest) 
 		}
 		cands = []string{addr}
 	}
-	for _, addr := range cands {
-		ok, err := p.lease(ctx, addr, req)
-		if err != nil {
-			return providers.CheckoutResult{}, err
+	start := time.Now()
+	pause := 50 * time.Millisecond
+	for {
+		var errs []error
+		busy := false
+		for _, addr := range cands {
+			ok, err := p.lease(ctx, addr, req)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, safefile.ErrUnsafe) {
+					return providers.CheckoutResult{}, err
+				}
+				errs = append(errs, err) // that host may be down: try the others
+				continue
+			}
+			if ok {
+				return p.result(addr), nil
+			}
+			busy = true
 		}
-		if ok {
-			return p.result(addr), nil
+		waited := time.Since(start)
+		if waited >= p.wait || !busy {
+			msg := fmt.Sprintf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
+			if !busy {
+				msg = fmt.Sprintf("ssh: no address asked for could be leased (%s)", strings.Join(cands, ", "))
+			} else if p.wait > 0 {
+				msg += fmt.Sprintf(", still after lease_wait %v", p.wait)
+			}
+			return providers.CheckoutResult{}, errors.Join(append([]error{errors.New(msg)}, errs...)...)
 		}
+		select {
+		case <-ctx.Done():
+			return providers.CheckoutResult{}, fmt.Errorf("ssh: waiting for a free address of %s: %w", strings.Join(cands, ", "), ctx.Err())
+		case <-time.After(min(pause, p.wait-waited)):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
 	}
-	return providers.CheckoutResult{}, fmt.Errorf("ssh: every address asked for is leased (%s)", strings.Join(cands, ", "))
 }
 
 // lease takes addr for req if it is free, under its lock.
@@ -246,18 +341,32 @@ func (p *Provider) lease(ctx context.Context, addr string, req providers.Checkou
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("ssh: checkout: %w", err)
 	}
-	// Recorded in the intent record first: a crash after the lease file
-	// is written leaves a record whose check-in releases it.
+	// Recorded in the intent record first: a crash after the lease is
+	// taken leaves a record whose check-in releases it.
 	if req.Progress != nil {
 		req.Progress(map[string]any{"address": addr})
 	}
-	b, _ := json.Marshal(leaseFile{ID: req.ID, Owner: inventory.CurrentOwner("")})
-	tmp := p.path(addr, ".lease.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return false, fmt.Errorf("ssh: write lease of %s: %w", addr, err)
+	run := req.Labels["run"] // the owner's run id, as the broker labels hosts
+	ok, holder, err := p.takeRemote(ctx, addr, req.ID, run)
+	if err != nil || !ok {
+		if holder != nil {
+			p.log.Debug("ssh: leased on the host", "address", addr, "holder", holder.ID, "owner", holder.Owner)
+		}
+		return false, err
 	}
-	if err := os.Rename(tmp, p.path(addr, ".lease")); err != nil {
-		return false, fmt.Errorf("ssh: write lease of %s: %w", addr, err)
+	p.startRenewing(addr, req.ID, run)
+	b, _ := json.Marshal(leaseFile{ID: req.ID, Owner: inventory.CurrentOwner("")})
+	// Renamed over the lease: a link planted there is replaced, not
+	// followed; one planted at the temporary name is refused.
+	tmp := p.path(addr, ".lease.tmp")
+	err = safefile.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, p.path(addr, ".lease"))
+	}
+	if err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opTimeout())
+		defer cancel()
+		return false, errors.Join(fmt.Errorf("ssh: write lease of %s: %w", addr, err), p.releaseRemote(actx, addr, req.ID))
 	}
 	return true, nil
 }
@@ -274,7 +383,7 @@ func (p *Provider) path(addr, ext string) string {
 
 // lock takes addr's flock, waiting as long as ctx allows.
 func (p *Provider) lock(ctx context.Context, addr string) (func(), error) {
-	f, err := os.OpenFile(p.path(addr, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := safefile.OpenFile(p.path(addr, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("ssh: lock %s: %w", addr, err)
 	}
@@ -384,9 +493,20 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	if l == nil || l.ID != rec.ID() {
 		return nil, fmt.Errorf("ssh: connect: %s is not leased to %s (checked in?)", a, rec.ID())
 	}
-	cfg, err := providers.ConfigFromRecord(rec)
+	cfg, err := p.hostConfig(rec)
 	if err != nil {
 		return nil, fmt.Errorf("ssh: connect %s: %w", a, err)
+	}
+	h := hostkit.New(rec.Hostname, cfg)
+	h.Name = rec.Name
+	return h, nil
+}
+
+// hostConfig is how to reach the host of rec with the pool's credentials.
+func (p *Provider) hostConfig(rec *inventory.Record) (hostkit.Config, error) {
+	cfg, err := providers.ConfigFromRecord(rec)
+	if err != nil {
+		return cfg, err
 	}
 	if p.keyFile != "" && !contains(cfg.KeyFiles, p.keyFile) {
 		cfg.KeyFiles = append(cfg.KeyFiles, p.keyFile)
@@ -396,9 +516,7 @@ func (p *Provider) Connect(ctx context.Context, rec *inventory.Record) (*hostkit
 	cfg.KnownHostsFiles = p.known
 	cfg.InsecureIgnoreHostKey = cfg.InsecureIgnoreHostKey || p.insecure
 	cfg.ConnectTimeout, cfg.CommandTimeout = p.connect, p.command
-	h := hostkit.New(rec.Hostname, cfg)
-	h.Name = rec.Name
-	return h, nil
+	return cfg, nil
 }
 
 // Checkin releases the lease of rec's id; the machine is left as it is. It
@@ -414,6 +532,11 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	}
 	for _, a := range cands {
 		if l, err := p.holder(a); err != nil || l == nil || l.ID != id {
+			// The lease may have been taken on the host before the crash
+			// that left no local lease: give it back if it is id's.
+			if a == addr(rec) {
+				p.releaseHost(ctx, a, id)
+			}
 			continue
 		}
 		if err := p.release(ctx, a, id); err != nil {
@@ -421,6 +544,17 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 		}
 	}
 	return nil
+}
+
+// releaseHost gives back the host's own lease of a for id. A host that
+// cannot be reached keeps it until it expires: that is logged, not an
+// error of the check-in.
+func (p *Provider) releaseHost(ctx context.Context, a, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opTimeout())
+	defer cancel()
+	if err := p.releaseRemote(ctx, a, id); err != nil {
+		p.log.Warn("ssh: lease not given back on the host; it lapses after lease_ttl", "address", a, "id", id, "ttl", p.ttl, "err", err)
+	}
 }
 
 // release removes addr's lease if id still holds it.
@@ -434,6 +568,7 @@ func (p *Provider) release(ctx context.Context, a, id string) error {
 	if err != nil || l == nil || l.ID != id {
 		return err
 	}
+	p.releaseHost(ctx, a, id)
 	if err := os.Remove(p.path(a, ".lease")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("ssh: release %s: %w", a, err)
 	}

@@ -54,7 +54,8 @@ func lab(t *testing.T, n int) (providers.Config, []*sshtest.Server) {
 	return providers.Config{
 		Provider: Name,
 		Instance: "lab",
-		Settings: map[string]any{"hosts": hosts, "known_hosts": []any{knownFile}},
+		// Tests that wait for a host set lease_wait themselves.
+		Settings: map[string]any{"hosts": hosts, "known_hosts": []any{knownFile}, "lease_wait": 0},
 		SSH:      providers.SSHSettings{Username: servers[0].User, KeyFilename: servers[0].KeyFile, ConnectTimeout: 10 * time.Second},
 		Dir:      dir,
 		Logger:   slog.New(slog.DiscardHandler),
@@ -279,7 +280,8 @@ func TestProcesses(t *testing.T) {
 	var cmds []*exec.Cmd
 	for range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestLeaseChild$")
-		cmd.Env = append(os.Environ(), "SSHLEASE_DIR="+cfg.Dir, "SSHLEASE_HOSTS="+strings.Join(hosts, ","))
+		cmd.Env = append(os.Environ(), "SSHLEASE_DIR="+cfg.Dir, "SSHLEASE_HOSTS="+strings.Join(hosts, ","),
+			"SSHLEASE_KNOWN="+cfg.Settings["known_hosts"].([]any)[0].(string), "SSHLEASE_USER="+cfg.SSH.Username, "SSHLEASE_KEY="+cfg.SSH.KeyFilename)
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -351,7 +353,8 @@ func TestLeaseChild(t *testing.T) {
 	for _, h := range strings.Split(os.Getenv("SSHLEASE_HOSTS"), ",") {
 		hosts = append(hosts, h)
 	}
-	p := open(t, providers.Config{Settings: map[string]any{"hosts": hosts}, Dir: dir, SSH: providers.SSHSettings{KeyFilename: "unused"}})
+	p := open(t, providers.Config{Settings: map[string]any{"hosts": hosts, "lease_wait": 0, "known_hosts": []any{os.Getenv("SSHLEASE_KNOWN")}},
+		Dir: dir, SSH: providers.SSHSettings{Username: os.Getenv("SSHLEASE_USER"), KeyFilename: os.Getenv("SSHLEASE_KEY")}})
 	rec, err := checkout(p, inventory.NewID(), nil)
 	if err != nil {
 		fmt.Println("LEASE refused", err)
