@@ -8,13 +8,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -473,26 +476,38 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) error {
 	return nil
 }
 
-// deletePods deletes pod name and every pod labelled with id in ns, and
-// waits until they are gone.
+// deletePods deletes pod name and every other pod labelled with id in ns,
+// and waits until they are gone.
 func (p *Provider) deletePods(ctx context.Context, id, ns, name string) error {
-	names := []string{name}
-	if id != "" {
+	if err := p.deletePod(ctx, ns, name); err != nil {
+		return err
+	}
+	if id == "" {
+		return nil
+	}
+	var list *corev1.PodList
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
 		cctx, cancel := p.callCtx(ctx)
-		list, err := p.cs.CoreV1().Pods(ns).List(cctx, metav1.ListOptions{LabelSelector: labels.Set{LabelID: id}.String()})
+		var err error
+		list, err = p.cs.CoreV1().Pods(ns).List(cctx, metav1.ListOptions{LabelSelector: labels.Set{LabelID: id}.String()})
 		cancel()
-		if err != nil {
+		if err == nil {
+			break
+		}
+		if !transient(err) || ctx.Err() != nil {
 			return fmt.Errorf("list pods labelled %s=%s in namespace %s (%s): %w", LabelID, id, ns, p.where, explain(err))
 		}
-		for _, it := range list.Items {
-			if !slices.Contains(names, it.Name) {
-				names = append(names, it.Name)
-			}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("list pods labelled %s=%s in namespace %s (%s): %w", LabelID, id, ns, p.where, explain(err))
+		case <-time.After(delay):
 		}
 	}
-	for _, n := range names {
-		if err := p.deletePod(ctx, ns, n); err != nil {
-			return err
+	for _, it := range list.Items {
+		if it.Name != name {
+			if err := p.deletePod(ctx, ns, it.Name); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -503,19 +518,31 @@ func (p *Provider) deletePod(ctx context.Context, ns, name string) error {
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
 	pods := p.cs.CoreV1().Pods(ns)
-	err := pods.Delete(cctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("delete pod %s in namespace %s (%s): %w", name, ns, p.where, explain(err))
+	// A server that does not answer (down, restarting) is asked again
+	// until the deadline: what is not deleted now is left for the reaper.
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 2*time.Second) {
+		err := pods.Delete(cctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			break
+		}
+		if !transient(err) || cctx.Err() != nil {
+			return fmt.Errorf("delete pod %s in namespace %s (%s): %w", name, ns, p.where, explain(err))
+		}
+		select {
+		case <-cctx.Done():
+			return fmt.Errorf("delete pod %s in namespace %s (%s): %w", name, ns, p.where, explain(err))
+		case <-time.After(delay):
+		}
 	}
 	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
 		_, err := pods.Get(cctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		if err != nil && cctx.Err() == nil {
+		if err != nil && cctx.Err() == nil && !transient(err) {
 			return fmt.Errorf("pod %s in namespace %s: deleted, but reading it again failed: %w", name, ns, explain(err))
 		}
 		select {
@@ -533,6 +560,16 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// transient reports whether err may pass if the call is made again: the
+// server did not answer, or answered that it cannot now.
+func transient(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
 }
 
 // explain adds what an API error means for the user (RBAC, namespace).

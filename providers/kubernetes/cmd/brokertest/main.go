@@ -1,0 +1,24 @@
+//go:build brokertest_cli
+
+// Command brokertest is the brokertest CLI (inventory, cleanup, sync) that
+// also knows Kubernetes pods: the core's command with the Kubernetes
+// provider linked in, so that the core module stays free of client-go.
+//
+//	go install github.com/hostbroker/broker/providers/kubernetes/cmd/brokertest@latest
+//
+// It is built with the tag brokertest_cli until the core's importable CLI
+// (github.com/hostbroker/broker/cmd/brokertest/cli) is merged; then the
+// tag goes.
+package main
+
+import (
+	"os"
+
+	"github.com/hostbroker/broker/cmd/brokertest/cli"
+	_ "github.com/hostbroker/broker/providers/ansibletower"
+	_ "github.com/hostbroker/broker/providers/container"
+	_ "github.com/hostbroker/broker/providers/kubernetes"
+	_ "github.com/hostbroker/broker/providers/ssh"
+)
+
+func main() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) }
