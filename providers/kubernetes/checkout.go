@@ -109,8 +109,16 @@ func (p *Provider) checkout(ctx context.Context, id string, pod *corev1.Pod) (pr
 	}
 	res.Data["transport"] = TransportStream
 	res.Data["sshd"] = sshd
-	res.SSH = &inventory.SSH{User: p.settings.username, HostKey: hostKey, KeyFile: keyFile, Transport: TransportStream,
-		ProxyCommand: fmt.Sprintf("kubectl exec -i -n %s %s -c %s -- %s -i", running.Namespace, running.Name, ContainerName, sshd)}
+	pub, err := clientPub(keyFile)
+	if err != nil {
+		return providers.CheckoutResult{}, err
+	}
+	var proxy strings.Builder
+	fmt.Fprintf(&proxy, "kubectl exec -i -n %s %s -c %s --", running.Namespace, running.Name, ContainerName)
+	for _, a := range sshdCommand(sshd, pub) {
+		proxy.WriteString(" " + hostkit.ShellQuote(a))
+	}
+	res.SSH = &inventory.SSH{User: p.settings.username, HostKey: hostKey, KeyFile: keyFile, Transport: TransportStream, ProxyCommand: proxy.String()}
 	return res, nil
 }
 

@@ -122,12 +122,18 @@ func (p *Provider) sshDialer(ns, pod, sshd, keyFile string) hostkit.DialFunc {
 		if err != nil {
 			return nil, err
 		}
-		cmd := []string{sshd, "-i", "-e",
-			"-o", "AuthorizedKeysCommand=/bin/echo " + pub,
-			"-o", "AuthorizedKeysCommandUser=root",
-			"-o", "AuthorizedKeysFile=none"}
-		return p.streamConn(ns, pod, cmd), nil
+		return p.streamConn(ns, pod, sshdCommand(sshd, pub)), nil
 	}
+}
+
+// sshdCommand is `sshd -i` accepting the client key pub, given on its
+// command line (AuthorizedKeysCommand), so that nothing is written in the
+// pod; -e sends its log to stderr, kept for error messages.
+func sshdCommand(sshd, pub string) []string {
+	return []string{sshd, "-i", "-e",
+		"-o", "AuthorizedKeysCommand=/bin/echo " + pub,
+		"-o", "AuthorizedKeysCommandUser=root",
+		"-o", "AuthorizedKeysFile=none"}
 }
 
 // streamConn starts cmd in the pod with its stdin and stdout as the
