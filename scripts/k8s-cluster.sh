@@ -84,7 +84,9 @@ have_binaries() {
 	[ -f "$BIN/pause.tar" ]
 }
 
-cmd_build() {
+# cmd_build runs in a subshell: its work directory goes with it, however
+# it ends.
+cmd_build() (
 	if have_binaries; then
 		log "binaries of $VERSION cached in $BIN"
 		return 0
@@ -94,7 +96,7 @@ cmd_build() {
 	t0=$(date +%s)
 	work=$(mktemp -d /tmp/brokertest-k8s-build.XXXXXX)
 	# shellcheck disable=SC2064
-	trap "rm -rf '$work'" RETURN
+	trap "rm -rf '$work'" EXIT
 	staging=$(staging_version)
 	log "building Kubernetes $VERSION (cold: several minutes)"
 	gomod=$(cd "$work" && GOFLAGS= go mod download -json "k8s.io/kubernetes@$VERSION" | jq -r .GoMod)
@@ -128,7 +130,7 @@ cmd_build() {
 		mv "$tmpbin/$b" "$BIN/$b.tmp" && mv "$BIN/$b.tmp" "$BIN/$b"
 	done
 	log "built $VERSION in $(($(date +%s) - t0)) s, cached in $BIN"
-}
+)
 
 # build_pause writes an OCI image archive of a pause program (the pod
 # sandbox's process: waits for a signal, reaps orphans) to $2, built with Go
@@ -343,7 +345,7 @@ cmd_start() {
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
 		--initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-		--initial-cluster "brokertest=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level warn
+		--initial-cluster "brokertest=http://127.0.0.1:$((ETCD_PORT + 1))" --logger zap --log-level warn
 
 	# containerd: its own config, socket, root and state.
 	cat >"$STATE/containerd/config.toml" <<EOF
@@ -367,7 +369,6 @@ disabled_plugins = []
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-  enable_cdi = false
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

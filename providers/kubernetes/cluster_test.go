@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -102,11 +103,30 @@ func probeCluster() (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A kubelet lists images it was given a moment ago only at its next
+	// refresh (up to ~30 s after scripts/k8s-cluster.sh imported them).
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := imagesOnNodes(cs, path)
+		if err == nil {
+			return &cluster{kubeconfig: path, cs: cs}, nil
+		}
+		if !errors.Is(err, errNoImage) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+var errNoImage = errors.New("image missing")
+
+// imagesOnNodes checks that a Ready node has the test images.
+func imagesOnNodes(cs k8s.Interface, path string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("cluster of %s: %w", path, err)
+		return fmt.Errorf("cluster of %s: %w", path, err)
 	}
 	var images []string
 	for _, n := range nodes.Items {
@@ -118,14 +138,14 @@ func probeCluster() (*cluster, error) {
 		}
 	}
 	if len(images) == 0 {
-		return nil, fmt.Errorf("cluster of %s has no Ready node", path)
+		return fmt.Errorf("cluster of %s has no Ready node", path)
 	}
 	for _, want := range []string{sshdImage, busyboxImage} {
 		if !slices.Contains(images, "docker.io/"+want) {
-			return nil, fmt.Errorf("no node of the cluster of %s has image %s (bash scripts/k8s-cluster.sh import %s)", path, want, want)
+			return fmt.Errorf("%w: no node of the cluster of %s has image %s (bash scripts/k8s-cluster.sh import %s)", errNoImage, path, want, want)
 		}
 	}
-	return &cluster{kubeconfig: path, cs: cs}, nil
+	return nil
 }
 
 func ready(n *corev1.Node) bool {

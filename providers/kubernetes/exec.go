@@ -184,10 +184,17 @@ func (c *execConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Close ends the exec.
+// Close ends the command's stdin, so that it exits and the exec ends
+// cleanly; an exec still running a moment later is cut.
 func (c *execConn) Close() error {
 	err := c.Conn.Close()
-	c.cancel()
+	go func() {
+		select {
+		case <-c.done:
+		case <-time.After(2 * time.Second):
+		}
+		c.cancel()
+	}()
 	return err
 }
 

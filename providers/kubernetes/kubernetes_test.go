@@ -93,7 +93,7 @@ func TestSSHHost(t *testing.T) {
 	hosts := brokertest.Hosts(t, broker.Request{Count: 2, Args: map[string]any{kubernetes.ArgImage: sshdImage}}, brokertest.WithBroker(b))
 	ctx := t.Context()
 	for _, h := range hosts {
-		rec := brokertest.Record(t, h)
+		rec := brokertest.Record(t, h, brokertest.WithBroker(b))
 		if rec.Broker.SSH == nil || rec.Broker.SSH.Transport != kubernetes.TransportStream || rec.Broker.SSH.HostKey == "" {
 			t.Fatalf("record's ssh block = %+v; want transport %s with a pinned host key", rec.Broker.SSH, kubernetes.TransportStream)
 		}
