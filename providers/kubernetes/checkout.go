@@ -332,9 +332,17 @@ func (p *Provider) podState(pod *corev1.Pod) (bool, error) {
 			if w.Reason == "ErrImagePull" && !strings.Contains(w.Message, "not found") && !strings.Contains(w.Message, "unauthorized") {
 				continue // may pass on the next try; ImagePullBackOff follows if not
 			}
-			return false, fmt.Errorf("kubernetes: pod %s: container %s: %s: %s (image %s)", pod.Name, cs.Name, w.Reason, w.Message, cs.Image)
+			msg := fmt.Sprintf("kubernetes: pod %s: container %s: %s: %s (image %s)", pod.Name, cs.Name, w.Reason, w.Message, cs.Image)
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				msg += "; it last ended with " + terminated(t)
+			}
+			return false, errors.New(msg)
 		}
-		if t := cs.State.Terminated; t != nil {
+		// A container that ended is restarted unless the policy is Never
+		// (or OnFailure and it succeeded); CrashLoopBackOff says when
+		// restarting is hopeless.
+		if t := cs.State.Terminated; t != nil && (pod.Spec.RestartPolicy == corev1.RestartPolicyNever ||
+			pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure && t.ExitCode == 0) {
 			return false, fmt.Errorf("kubernetes: pod %s: container %s ended: %s", pod.Name, cs.Name, terminated(t))
 		}
 		if cs.State.Running != nil && pod.Status.Phase == corev1.PodRunning {

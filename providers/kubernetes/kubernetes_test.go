@@ -228,19 +228,23 @@ func TestBadConfig(t *testing.T) {
 	})
 }
 
-// TestAPIServerDownMidCheckout: the API server stops answering while a
-// pod starts. The checkout fails saying so, and the pod is deleted once
-// the server answers again (within the check-in's deadline).
+// TestAPIServerDownMidCheckout: the API server refuses connections while
+// a pod starts (client-go retries a reset connection, not a refused one).
+// The checkout fails saying so, and the pod is deleted once the server
+// answers again (within the clean-up's deadline, the timeout setting).
 func TestAPIServerDownMidCheckout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the outage lasts 5 s")
+	}
 	c := needCluster(t)
 	proxy := newCutProxy(t, c)
-	p := open(t, c.config(t, map[string]any{"kubeconfig": proxy.kubeconfig, "timeout": 20}))
+	p := open(t, c.config(t, map[string]any{"kubeconfig": proxy.kubeconfig, "timeout": 30}))
 	id := inventory.NewID()
-	// Cut the connection as soon as the pod exists, restore it 2 s later.
+	// Cut the connection as soon as the pod exists, restore it 5 s later.
 	go func() {
 		for {
 			if pods, _ := c.podsOf(context.Background(), id); len(pods) > 0 {
-				proxy.cut(2 * time.Second)
+				proxy.cut(5 * time.Second)
 				return
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -258,12 +262,15 @@ func TestAPIServerDownMidCheckout(t *testing.T) {
 	c.noPodLeft(t, id)
 }
 
-// cutProxy forwards TCP connections to the API server until cut.
+// cutProxy forwards TCP connections to the API server until cut: then it
+// stops listening (connections are refused, which client-go does not
+// retry, as it retries a connection reset) and closes every connection.
 type cutProxy struct {
 	kubeconfig string
-	ln         net.Listener
+	addr       string // the proxy's
+	target     string // the API server's
 	mu         sync.Mutex
-	down       bool
+	ln         net.Listener
 	conns      []net.Conn
 }
 
@@ -273,11 +280,6 @@ func newCutProxy(t *testing.T, c *cluster) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	// The kubeconfig's server, rewritten to the proxy.
 	var target string
 	for _, line := range strings.Split(string(raw), "\n") {
@@ -288,54 +290,70 @@ func newCutProxy(t *testing.T, c *cluster) *cutProxy {
 	if target == "" {
 		t.Skip("kubeconfig has no https server line to proxy")
 	}
-	out := strings.ReplaceAll(string(raw), "server: https://"+target, "server: https://"+ln.Addr().String())
-	// The API server's certificate is for 127.0.0.1, as is the proxy.
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+	p := &cutProxy{target: target}
+	if err := p.listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{kubeconfig: path, ln: ln}
+	t.Cleanup(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.ln != nil {
+			p.ln.Close()
+		}
+		for _, c := range p.conns {
+			c.Close()
+		}
+	})
+	// The API server's certificate is for 127.0.0.1, as is the proxy.
+	out := strings.ReplaceAll(string(raw), "server: https://"+target, "server: https://"+p.addr)
+	p.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(p.kubeconfig, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// listen accepts on addr and forwards each connection to the target.
+func (p *cutProxy) listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
 	go func() {
 		for {
 			in, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			p.mu.Lock()
-			if p.down {
-				p.mu.Unlock()
-				in.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
+			up, err := net.Dial("tcp", p.target)
 			if err != nil {
-				p.mu.Unlock()
 				in.Close()
 				continue
 			}
+			p.mu.Lock()
 			p.conns = append(p.conns, in, up)
 			p.mu.Unlock()
 			go func() { io.Copy(up, in); up.Close() }()
 			go func() { io.Copy(in, up); in.Close() }()
 		}
 	}()
-	return p
+	return nil
 }
 
-// cut closes every connection and refuses new ones for d.
+// cut refuses connections for d and closes those open.
 func (p *cutProxy) cut(d time.Duration) {
 	p.mu.Lock()
-	p.down = true
+	p.ln.Close()
+	p.ln = nil
 	for _, c := range p.conns {
 		c.Close()
 	}
 	p.conns = nil
 	p.mu.Unlock()
-	time.AfterFunc(d, func() {
-		p.mu.Lock()
-		p.down = false
-		p.mu.Unlock()
-	})
+	time.AfterFunc(d, func() { _ = p.listen(p.addr) })
 }
 
 // newBroker is a broker whose settings point the Kubernetes provider at
