@@ -544,7 +544,7 @@ our_pids() {
 		pid=${f#/proc/}
 		pid=${pid%/cmdline}
 		local cmd
-		cmd=$(tr '\0' ' ' <"$f" 2>/dev/null) || continue
+		cmd=$(tr '\0' ' ' 2>/dev/null <"$f") || continue
 		[[ $cmd == *"$STATE/"* ]] && echo "$pid"
 	done
 	find /sys/fs/cgroup/*/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null || true
@@ -602,6 +602,9 @@ cmd_stop() {
 		log "not running"
 		return 0
 	}
+	# Best effort from here: a step that fails must not keep the next
+	# ones from undoing what they can.
+	set +e +o pipefail
 	delete_pods
 	stop_daemon kubelet
 	stop_daemon kube-scheduler
