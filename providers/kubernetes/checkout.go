@@ -101,6 +101,10 @@ func (p *Provider) checkout(ctx context.Context, id string, pod *corev1.Pod) (pr
 		res.Data["transport"] = TransportExec
 		return res, nil
 	case err != nil:
+		// A command that ended just after it started is why exec failed.
+		if ended := p.endedSince(ctx, running); ended != nil {
+			return providers.CheckoutResult{}, ended
+		}
 		return providers.CheckoutResult{}, fmt.Errorf("kubernetes: pod %s: %w", running.Name, err)
 	}
 	keyFile, err := p.newClientKey(id)
@@ -307,6 +311,33 @@ func (p *Provider) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 					}
 				}
 			}
+		}
+	}
+}
+
+// endedSince reads pod again, for up to 3 s (the kubelet reports a
+// container's end within about a second), and says why its container no
+// longer runs, or nil.
+func (p *Provider) endedSince(ctx context.Context, pod *corev1.Pod) error {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for {
+		now, err := p.cs.CoreV1().Pods(pod.Namespace).Get(cctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		if _, err := p.podState(now); err != nil {
+			return err
+		}
+		for _, cs := range now.Status.ContainerStatuses {
+			if t := cs.State.Terminated; t != nil {
+				return fmt.Errorf("kubernetes: pod %s: container %s ended: %s", now.Name, cs.Name, terminated(t))
+			}
+		}
+		select {
+		case <-cctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
