@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -375,4 +376,27 @@ func newBroker(t *testing.T, c *cluster, ns string) *broker.Broker {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// TestPoolOfPods: parallel subtests share a pool of 2 pods; no more than
+// 2 are ever checked out.
+func TestPoolOfPods(t *testing.T) {
+	c := needCluster(t)
+	b := newBroker(t, c, "")
+	pool := brokertest.NewPool(t, broker.Request{Args: map[string]any{kubernetes.ArgImage: busyboxImage}}, 2, brokertest.WithBroker(b))
+	t.Run("holders", func(t *testing.T) {
+		for i := range 8 {
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				t.Parallel()
+				h := pool.Lease(t)
+				res, err := h.Execute(t.Context(), "echo $((6*7))")
+				if err != nil || res.Stdout != "42\n" {
+					t.Fatalf("Execute: %+v, %v", res, err)
+				}
+			})
+		}
+	})
+	if checkouts, _ := pool.Stats(); checkouts != 2 {
+		t.Errorf("the pool checked out %d pods for 8 holders; want 2", checkouts)
+	}
 }
