@@ -70,10 +70,9 @@ cmd_install() {
 	apt-get install -y -qq --no-install-recommends \
 		etcd-server containerd runc containernetworking-plugins iptables iproute2 \
 		openssl curl jq ca-certificates >/dev/null
-	# Debian starts the packaged daemons; the cluster runs its own instances.
-	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-		systemctl disable --now etcd >/dev/null 2>&1 || true
-	fi
+	# Where systemd runs, Debian starts the packaged etcd and containerd;
+	# they are left alone: the cluster runs its own instances on other
+	# ports and sockets.
 }
 
 have_binaries() {

@@ -626,6 +626,8 @@ func explain(err error) error {
 		return fmt.Errorf("%w (RBAC: the kubeconfig's user may not do this here; docs/kubernetes.md lists the Role a suite needs)", err)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("%w (the cluster does not accept the kubeconfig's credentials)", err)
+	case transient(err):
+		return fmt.Errorf("%w (the API server does not answer)", err)
 	}
 	return err
 }

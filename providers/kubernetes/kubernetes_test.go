@@ -259,7 +259,7 @@ func TestAPIServerDownMidCheckout(t *testing.T) {
 		t.Skip("the pod ran before the API server's connection was cut")
 	}
 	t.Log(err)
-	errorContains(t, err, "kubernetes: ")
+	errorContains(t, err, "kubernetes: ", "the API server does not answer")
 	c.noPodLeft(t, id)
 }
 
