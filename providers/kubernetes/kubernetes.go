@@ -62,6 +62,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -314,6 +316,7 @@ type Provider struct {
 	cfg      providers.Config
 	settings *settings
 	rest     *rest.Config // for API calls and exec
+	http     *http.Client // the API calls' (exec streams dial their own)
 	cs       k8s.Interface
 	where    string // the cluster, for messages: "kubeconfig F context C" or "in-cluster"
 	dir      string
@@ -340,7 +343,11 @@ func Open(cfg providers.Config) (*Provider, error) {
 	rc.Timeout = 0
 	rc.QPS, rc.Burst = 100, 200
 	rc.UserAgent = "hostbroker-kubernetes-provider"
-	cs, err := k8s.NewForConfig(rc)
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: client for %s: %w", where, err)
+	}
+	cs, err := k8s.NewForConfigAndClient(rc, hc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client for %s: %w", where, err)
 	}
@@ -352,7 +359,7 @@ func Open(cfg providers.Config) (*Provider, error) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	return &Provider{cfg: cfg, settings: s, rest: rc, cs: cs, where: where, dir: dir, log: logger}, nil
+	return &Provider{cfg: cfg, settings: s, rest: rc, http: hc, cs: cs, where: where, dir: dir, log: logger}, nil
 }
 
 // loadConfig finds the cluster: the kubeconfig setting, else $KUBECONFIG,
@@ -396,7 +403,7 @@ func loadConfig(s *settings) (*rest.Config, string, string, error) {
 		name = raw.CurrentContext
 	}
 	if _, ok := raw.Contexts[name]; !ok || name == "" {
-		known := slices.Sorted(keysOf(raw.Contexts))
+		known := slices.Sorted(maps.Keys(raw.Contexts))
 		if s.context != "" {
 			return nil, "", "", &providers.SettingError{Key: "context", Err: fmt.Errorf("context %q is not in kubeconfig %s (it has: %s)", s.context, from, strings.Join(known, ", "))}
 		}
@@ -413,25 +420,9 @@ func loadConfig(s *settings) (*rest.Config, string, string, error) {
 	return rc, ns, fmt.Sprintf("kubeconfig %s context %s", from, name), nil
 }
 
-func keysOf[M ~map[string]V, V any](m M) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-// Close releases the instance's connections.
+// Close releases the instance's idle connections.
 func (p *Provider) Close() error {
-	if c, ok := p.cs.(*k8s.Clientset); ok {
-		if hc := c.CoreV1().RESTClient(); hc != nil {
-			if rc, ok := hc.(*rest.RESTClient); ok && rc.Client != nil {
-				rc.Client.CloseIdleConnections()
-			}
-		}
-	}
+	p.http.CloseIdleConnections()
 	return nil
 }
 
