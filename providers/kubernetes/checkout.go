@@ -93,19 +93,31 @@ func (p *Provider) checkout(ctx context.Context, id string, pod *corev1.Pod) (pr
 	if err != nil {
 		return providers.CheckoutResult{}, err
 	}
-	res := p.result(id, running)
 	// How to reach it: sshd -i through exec when the image has sshd.
-	sshd, hostKey, err := p.findSSHD(ctx, running.Namespace, running.Name)
-	switch {
-	case errors.Is(err, errNoSSHD):
-		res.Data["transport"] = TransportExec
-		return res, nil
-	case err != nil:
-		// A command that ended just after it started is why exec failed.
-		if ended := p.endedSince(ctx, running); ended != nil {
+	var sshd, hostKey string
+	for restarts := 0; ; restarts++ {
+		sshd, hostKey, err = p.findSSHD(ctx, running.Namespace, running.Name)
+		if err == nil || errors.Is(err, errNoSSHD) {
+			break
+		}
+		// A command that ended just after it started is why exec failed:
+		// the checkout fails with its exit, or, when the container is
+		// restarted, waits for it to run again (CrashLoopBackOff ends that).
+		now, ended := p.endedSince(ctx, running)
+		if ended != nil {
 			return providers.CheckoutResult{}, ended
 		}
-		return providers.CheckoutResult{}, fmt.Errorf("kubernetes: pod %s: %w", running.Name, err)
+		if now == nil || restarts >= 10 {
+			return providers.CheckoutResult{}, fmt.Errorf("kubernetes: pod %s: %w", running.Name, err)
+		}
+		if running, err = p.waitRunning(ctx, now); err != nil {
+			return providers.CheckoutResult{}, err
+		}
+	}
+	res := p.result(id, running)
+	if errors.Is(err, errNoSSHD) {
+		res.Data["transport"] = TransportExec
+		return res, nil
 	}
 	keyFile, err := p.newClientKey(id)
 	if err != nil {
@@ -317,29 +329,38 @@ func (p *Provider) waitRunning(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 
 // endedSince reads pod again, for up to 3 s (the kubelet reports a
 // container's end within about a second), and says why its container no
-// longer runs, or nil.
-func (p *Provider) endedSince(ctx context.Context, pod *corev1.Pod) error {
+// longer runs (an error), or, when it ended and is to be restarted, gives
+// the pod as read; nil, nil when it still seems to run.
+func (p *Provider) endedSince(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for {
 		now, err := p.cs.CoreV1().Pods(pod.Namespace).Get(cctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		if _, err := p.podState(now); err != nil {
-			return err
+			return nil, err
 		}
 		for _, cs := range now.Status.ContainerStatuses {
-			if t := cs.State.Terminated; t != nil {
-				return fmt.Errorf("kubernetes: pod %s: container %s ended: %s", now.Name, cs.Name, terminated(t))
+			if cs.State.Terminated != nil || cs.RestartCount > restartsOf(pod) {
+				return now, nil // podState said: it will be restarted
 			}
 		}
 		select {
 		case <-cctx.Done():
-			return nil
+			return nil, nil
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// restartsOf is the restart count of pod's container.
+func restartsOf(pod *corev1.Pod) int32 {
+	for _, cs := range pod.Status.ContainerStatuses {
+		return cs.RestartCount
+	}
+	return 0
 }
 
 // waitEnded is the error of a wait that ended without a running pod.
