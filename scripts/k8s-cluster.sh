@@ -655,7 +655,7 @@ import)
 	cmd_import "$@"
 	;;
 *)
-	sed -n '2,36p' "$0" >&2
+	sed -n '2,35p' "$0" >&2
 	exit 2
 	;;
 esac
