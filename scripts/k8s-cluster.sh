@@ -33,6 +33,8 @@
 #   BROKER_K8S_DIR       the running cluster's state (default /var/lib/brokertest-k8s)
 #   BROKER_K8S_API_PORT  the API server's port on 127.0.0.1 (default 16443)
 #   BROKER_K8S_IMAGES    docker images imported at start (default the test images)
+#   BROKER_K8S_GOCACHE   Go build cache of the build (default a temporary one,
+#                        removed after it: several GB)
 set -euo pipefail
 
 VERSION=${BROKER_K8S_VERSION:-v1.34.4}
@@ -97,6 +99,9 @@ cmd_build() (
 	# shellcheck disable=SC2064
 	trap "rm -rf '$work'" EXIT
 	staging=$(staging_version)
+	# A build cache of its own, removed with the work dir: the binaries are
+	# what later runs need, not the gigabytes of compiled packages.
+	export GOCACHE=${BROKER_K8S_GOCACHE:-$work/gocache}
 	log "building Kubernetes $VERSION (cold: several minutes)"
 	gomod=$(cd "$work" && GOFLAGS= go mod download -json "k8s.io/kubernetes@$VERSION" | jq -r .GoMod)
 	[ -f "$gomod" ] || die "k8s.io/kubernetes@$VERSION: no go.mod downloaded"
@@ -655,7 +660,7 @@ import)
 	cmd_import "$@"
 	;;
 *)
-	sed -n '2,35p' "$0" >&2
+	sed -n '2,37p' "$0" >&2
 	exit 2
 	;;
 esac
