@@ -191,9 +191,9 @@ func TestPodFailures(t *testing.T) {
 	}
 }
 
-// TestBadConfig: no kubeconfig, a wrong context, bad values.
+// TestBadConfig: no kubeconfig, a wrong context, bad values. Only the
+// wrong context needs a cluster (its kubeconfig).
 func TestBadConfig(t *testing.T) {
-	c := needCluster(t)
 	t.Run("NoKubeconfig", func(t *testing.T) {
 		t.Setenv("KUBECONFIG", "")
 		t.Setenv("HOME", t.TempDir())
@@ -210,6 +210,7 @@ func TestBadConfig(t *testing.T) {
 		errorContains(t, err, "/nonexistent/kubeconfig")
 	})
 	t.Run("WrongContext", func(t *testing.T) {
+		c := needCluster(t)
 		_, err := kubernetes.Open(c.config(t, map[string]any{"context": "nowhere"}))
 		var se *providers.SettingError
 		if !errors.As(err, &se) || se.Key != "context" {
