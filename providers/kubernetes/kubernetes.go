@@ -54,7 +54,8 @@
 // exit code) and is deleted. Check-in deletes the pod (grace period 0) and
 // waits until the API server no longer has it; a record holding only the
 // broker id is enough, since every pod carries the id as a label. Sync
-// lists the pods of a user by label.
+// lists the pods of a user by label; Describe, the arguments and the
+// images of the nodes.
 package kubernetes
 
 import (
@@ -74,6 +75,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -461,3 +463,28 @@ func labelValue(s string) string {
 }
 
 var errNoSSHD = errors.New("the image has no sshd")
+
+// Describe gives the arguments the provider takes, where its pods go, and
+// the images the cluster's nodes hold (when the kubeconfig's user may list
+// nodes; the Role docs/kubernetes.md gives does not need to).
+func (p *Provider) Describe(ctx context.Context, _ string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Kubernetes: pods in namespace %s (%s)\n", p.settings.namespace, p.where)
+	fmt.Fprintf(&b, "arguments: %s (the image, required), %s (string or list), %s (map)\n", ArgImage, ArgCommand, ArgEnv)
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	nodes, err := p.cs.CoreV1().Nodes().List(cctx, metav1.ListOptions{})
+	if err != nil {
+		fmt.Fprintf(&b, "nodes: not readable (%v)\n", err)
+		return b.String(), nil
+	}
+	for _, n := range nodes.Items {
+		var names []string
+		for _, im := range n.Status.Images {
+			names = append(names, im.Names...)
+		}
+		slices.Sort(names)
+		fmt.Fprintf(&b, "node %s images: %s\n", n.Name, strings.Join(names, ", "))
+	}
+	return b.String(), nil
+}
