@@ -630,11 +630,11 @@ cmd_stop() {
 		kill -KILL $pids 2>/dev/null || true
 		sleep 0.5
 	fi
-	# Network namespaces the CNI made for our sandboxes.
-	if [ -d /var/run/netns ]; then
+	# Network namespaces containerd made for our sandboxes, when their pods
+	# were not stopped: named cni-*, made since the cluster started.
+	if [ -d /var/run/netns ] && [ -f "$STATE/machine" ]; then
 		local n
-		for n in /var/run/netns/cni-*; do
-			[ -e "$n" ] || continue
+		for n in $(find /var/run/netns -maxdepth 1 -name 'cni-*' -newer "$STATE/machine" 2>/dev/null); do
 			umount "$n" 2>/dev/null || true
 			rm -f "$n"
 		done
