@@ -27,6 +27,7 @@ type builtin struct {
 var builtins = []builtin{
 	{"AnsibleTower", "github.com/hostbroker/broker/providers/ansibletower", []string{"workflow", "job_template"}},
 	{"Container", "github.com/hostbroker/broker/providers/container", []string{"container_host", "container_app"}},
+	{"Kubernetes", "github.com/hostbroker/broker/providers/kubernetes", []string{"kubernetes_image"}},
 	{"Local", "github.com/hostbroker/broker/providers/local", []string{"local"}},
 	{"SSH", "github.com/hostbroker/broker/providers/ssh", []string{"ssh_host"}},
 }

@@ -57,6 +57,7 @@ func TestUnimportedBuiltins(t *testing.T) {
 		"lamp (Lamp)",
 		`workflow or job_template (AnsibleTower, not imported: import _ "github.com/hostbroker/broker/providers/ansibletower")`,
 		`container_host or container_app (Container, not imported: import _ "github.com/hostbroker/broker/providers/container")`,
+		`kubernetes_image (Kubernetes, not imported: import _ "github.com/hostbroker/broker/providers/kubernetes")`,
 		`local (Local, not imported: import _ "github.com/hostbroker/broker/providers/local")`,
 		`ssh_host (SSH, not imported: import _ "github.com/hostbroker/broker/providers/ssh")`,
 	}, providers.Selectors())

@@ -3,7 +3,10 @@
 //
 // Tests skip with the reason by default; when BROKER_TEST_REQUIRE names the
 // part (a comma-separated list, "all" for every part), they fail instead, so
-// CI cannot pass by skipping.
+// CI cannot pass by skipping. The parts: sshd, docker, podman, python, and
+// kubernetes (a cluster, for the providers/kubernetes module, whose tests
+// read BROKER_TEST_REQUIRE the same way: another module cannot import this
+// package).
 package testenv
 
 import (
