@@ -82,6 +82,9 @@ type Host struct {
 	client    *ssh.Client
 	sftp      *sftp.Client
 	sftpOwner *ssh.Client // the connection sftp runs over
+	// leftovers are the temporaries of failed writes not removed yet
+	// (their connection was lost): the next SFTP client removes them.
+	leftovers map[string]struct{}
 }
 
 // New returns a host that dials cfg on first use (or drives
@@ -96,6 +99,7 @@ func New(hostname string, cfg Config) *Host {
 		dialSem:   make(chan struct{}, 1),
 		sftpSem:   make(chan struct{}, 1),
 		sessSem:   make(chan struct{}, maxSessions),
+		leftovers: map[string]struct{}{},
 
 		stuckAfter: stuckAfter,
 	}
