@@ -36,6 +36,11 @@ var (
 	ErrNoSSH = errors.New("hostkit: host has no SSH address")
 	// ErrClosed is returned by every call on a Host after Close.
 	ErrClosed = errors.New("hostkit: host is closed")
+	// ErrHostGone, wrapped by an error of a Config.Dial, says the host
+	// cannot be reached any more (a container that is no longer running):
+	// the dial is not retried. A connection whose reads or writes fail
+	// with it ends the calls on it with it.
+	ErrHostGone = errors.New("hostkit: host is gone")
 )
 
 // HostKeyError is returned when a host presents a key that does not match
@@ -306,7 +311,11 @@ func (h *Host) dialOnce(ctx context.Context) (*ssh.Client, error) {
 
 	conn, err := h.dial(actx, "tcp", h.cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: dial %s: %w", h.Hostname, h.cfg.Addr, err)
+		err = fmt.Errorf("hostkit: host %s: dial %s: %w", h.Hostname, h.cfg.Addr, err)
+		if errors.Is(err, ErrHostGone) {
+			return nil, errNotRetryable{err}
+		}
+		return nil, err
 	}
 	nc := newNudgeConn(conn)
 	conn = nc

@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -53,6 +54,26 @@ func tempBase(base string) string {
 // IsTempName reports whether name (a base name) is one TempName makes.
 func IsTempName(name string) bool {
 	return strings.HasPrefix(name, tempPrefix) && strings.HasSuffix(name, tempSuffix) && strings.Contains(name, tempMarker)
+}
+
+// lostWhy adds to err, when it says that the SFTP client over c lost its
+// connection, why the connection ended (what its reads failed with: e.g.
+// hostkit.ErrHostGone from a dialer whose container stopped), waiting a
+// moment for c to end.
+func lostWhy(c *ssh.Client, err error) error {
+	if !errors.Is(err, sftp.ErrSSHFxConnectionLost) {
+		return err
+	}
+	cause := make(chan error, 1)
+	go func() { cause <- c.Wait() }() // ends: the connection is going
+	select {
+	case why := <-cause:
+		if why != nil && !errors.Is(why, io.EOF) && !errors.Is(err, why) {
+			return fmt.Errorf("%w (%w)", err, why)
+		}
+	case <-time.After(time.Second):
+	}
+	return err
 }
 
 // maxLinks bounds the symbolic links followed to a destination.

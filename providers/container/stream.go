@@ -10,8 +10,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh"
 
@@ -73,6 +75,10 @@ type streamConn struct {
 
 	stderr tailBuffer // the last stderrKeep bytes of stderr and engine errors
 
+	// ended is why the stream was ended from our side (its container
+	// stopped: see watch); Read and Write return it from then on.
+	ended     atomic.Pointer[error]
+	stopWatch context.CancelFunc // ends watch; nil when not watched
 	closeOnce sync.Once
 }
 
@@ -84,6 +90,29 @@ func newStreamConn(conn net.Conn, r io.Reader, cid string) *streamConn {
 
 // Read returns the process's stdout.
 func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil {
+		err = c.why(err)
+	}
+	return n, err
+}
+
+// why is err, or why the stream was ended from our side.
+func (c *streamConn) why(err error) error {
+	if e := c.ended.Load(); e != nil {
+		return *e
+	}
+	return err
+}
+
+// end ends the stream for the reason err: the calls blocked on it return
+// err (a transfer's writes too), and so do later ones.
+func (c *streamConn) end(err error) {
+	c.ended.CompareAndSwap(nil, &err)
+	c.Close()
+}
+
+func (c *streamConn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -153,7 +182,13 @@ func (c *streamConn) Stderr() string {
 }
 
 // Write writes p to the process's stdin.
-func (c *streamConn) Write(p []byte) (int, error) { return c.conn.Write(p) }
+func (c *streamConn) Write(p []byte) (int, error) {
+	n, err := c.conn.Write(p)
+	if err != nil {
+		err = c.why(err)
+	}
+	return n, err
+}
 
 // CloseWrite ends the process's stdin.
 func (c *streamConn) CloseWrite() error {
@@ -168,6 +203,9 @@ func (c *streamConn) CloseWrite() error {
 func (c *streamConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		if c.stopWatch != nil {
+			c.stopWatch()
+		}
 		_ = c.CloseWrite()
 		err = c.conn.Close()
 	})
@@ -206,7 +244,34 @@ func (p *Provider) streamExec(ctx context.Context, cid string, cmd []string) (*s
 		return nil, fmt.Errorf("exec attach in container %s: %w", shortID(cid), err)
 	}
 	p.streams.Add(1)
-	return newStreamConn(att.Conn, att.Reader, cid), nil
+	sc := newStreamConn(att.Conn, att.Reader, cid)
+	p.watch(sc)
+	return sc, nil
+}
+
+// watch ends sc once its container stops running, or when sc closes.
+//
+// Why: the engine may keep an exec's attach stream open for a while after
+// its container was killed: a transfer writing into it went on for
+// minutes, while a command (which reads) failed at once. The container's
+// own wait ends when the container does.
+func (p *Provider) watch(sc *streamConn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sc.stopWatch = cancel
+	go func() {
+		defer cancel()
+		wait := p.eng.cli.ContainerWait(ctx, sc.cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+		select {
+		case res := <-wait.Result:
+			sc.end(fmt.Errorf("container %s stopped (exit code %d): %w", shortID(sc.cid), res.StatusCode, hostkit.ErrHostGone))
+		case err := <-wait.Error:
+			if ctx.Err() == nil {
+				// The engine's connection, not the container: the stream
+				// goes on unwatched, as before.
+				p.log.Debug("container: cannot watch the container of an exec stream", "container", shortID(sc.cid), "error", err)
+			}
+		}
+	}()
 }
 
 // sshdArgs are `sshd -i`'s arguments: inetd mode, logging to stderr (kept
@@ -401,10 +466,32 @@ func (p *Provider) streamDialer(rec *inventory.Record) hostkit.DialFunc {
 		}
 		sc, err := p.streamExec(ctx, cid, append([]string{sshd}, sshdArgs...))
 		if err != nil {
-			return nil, fmt.Errorf("container: ssh through the engine to %s: %w", rec.Name, readable(err, p.eng.uri))
+			return nil, fmt.Errorf("container: ssh through the engine to %s: %w", rec.Name, p.gone(ctx, cid, readable(err, p.eng.uri)))
 		}
 		return sc, nil
 	}
+}
+
+// gone adds to err, from an engine call on container cid, that the
+// container is not running, when it is not: hostkit.ErrHostGone, which
+// hostkit does not dial again.
+func (p *Provider) gone(ctx context.Context, cid string, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	ins, ierr := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+	if ierr != nil {
+		if isNotFound(ierr) {
+			return fmt.Errorf("%w: container %s is gone: %w", err, shortID(cid), hostkit.ErrHostGone)
+		}
+		return err
+	}
+	if why := notRunning(ins.Container); why != nil {
+		return fmt.Errorf("%w: %v: %w", err, why, hostkit.ErrHostGone)
+	}
+	return err
 }
 
 // proxyCommand is an OpenSSH ProxyCommand that reaches the container's

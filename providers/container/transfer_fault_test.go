@@ -1,0 +1,274 @@
+package container_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers/container"
+)
+
+// Generous bounds for a loaded 2-core machine; the figures measured are in
+// RELIABILITY.md.
+const (
+	// failWithin: a transfer to a container killed under it fails, and a
+	// later call on the host too, within this.
+	failWithin = 30 * time.Second
+	// pauseDeadline is the deadline of a transfer to a container paused
+	// under it.
+	pauseDeadline = 4 * time.Second
+)
+
+// transferHost is one way of reaching a container host in these tests.
+type transferHost struct {
+	name string
+	args map[string]any
+}
+
+var transferHosts = []transferHost{
+	{container.TransportStream, map[string]any{"container_host": sshdImage}},
+	{container.TransportExec, map[string]any{"container_host": busyboxImage, "command": []any{"sleep", "3600"}}},
+}
+
+// sparseFile makes a local file of size bytes that takes no room.
+func sparseFile(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// transferSetup checks a host out as th says, with dir holding dst, a
+// file of old content; it returns the host and its container's id.
+func transferSetup(t *testing.T, ctx context.Context, p *container.Provider, th transferHost, dir, dst, old string) (*inventory.Record, *hostkit.Host, string) {
+	t.Helper()
+	rec := checkout(t, ctx, p, th.args, nil)
+	h := connect(t, ctx, p, rec)
+	if h.Via != th.name {
+		t.Fatalf("host reached via %q, want %q", h.Via, th.name)
+	}
+	if res, err := h.Execute(ctx, "mkdir -p "+dir); err != nil || res.Status != 0 {
+		t.Fatalf("mkdir: %+v, %v", res, err)
+	}
+	if err := h.WriteFile(ctx, dst, []byte(old), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := containersWithID(ctx, p, rec.ID())
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("container of %s: %v, %v", rec.ID(), ids, err)
+	}
+	return rec, h, ids[0]
+}
+
+// uploadSize is the size of the file uploaded: big enough to be still
+// under way when the fault comes.
+const uploadSize = 1 << 30
+
+// startUpload uploads a sparse gigabyte to dst under ctx, and returns once
+// 8 MiB of it have been read (the source's offset in this process: the
+// engine may answer no other call on the container while it takes an
+// upload through its archive API), with the channel that gets the
+// upload's result.
+func startUpload(t *testing.T, ctx context.Context, h *hostkit.Host, dst string) <-chan error {
+	t.Helper()
+	src := sparseFile(t, uploadSize)
+	done := make(chan error, 1)
+	go func() { done <- h.Upload(ctx, src, dst) }()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(2 * time.Millisecond) {
+		if readOffset(src) >= 8<<20 {
+			return done
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the upload ended before it was under way: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upload never got going")
+		}
+	}
+}
+
+// readOffset is the offset of this process's open file of path, or -1.
+func readOffset(path string) int64 {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || l != path {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "pos:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// intact checks, through the engine, that dir holds dst alone: with its
+// old content after a failed upload, or the whole upload after one that
+// succeeded (the engine may finish a copy through its archive API before
+// it kills the container): no half file, and no temporary left beside
+// it. A temporary is removed by a later call of the host, which may run
+// aside: it is waited for.
+func intact(t *testing.T, ctx context.Context, p *container.Provider, rec *inventory.Record, dir, dst, old string, uploaded bool) {
+	t.Helper()
+	want := filepath.Base(dst) + "\n" + strconv.Itoa(len(old)) + "\n" + old
+	if uploaded {
+		want = filepath.Base(dst) + "\n" + strconv.Itoa(uploadSize) + "\n" + strings.Repeat("\x00", 64)
+	}
+	look := p.EngineTransport(rec)
+	var res hostkit.Result
+	var err error
+	for deadline := time.Now().Add(failWithin); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		res, err = look.Execute(ctx, "ls -A "+dir+"; wc -c <"+dst+"; head -c 64 "+dst, hostkit.ExecOptions{})
+		if err == nil && res.Stdout == want {
+			return
+		}
+	}
+	t.Errorf("%s after the interrupted transfer: %q, %v; want %q", dir, res.Stdout, err, want)
+}
+
+// TestTransferContainerKilled: a container killed in the middle of an
+// Upload (through the engine's exec stream to `sshd -i`, or the engine's
+// archive API): the upload fails well before its deadline, so does the
+// next call on the host, saying the container is not running; once the
+// container runs again the host reconnects, the destination holds its
+// old content and no temporary is left.
+func TestTransferContainerKilled(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		for _, th := range transferHosts {
+			t.Run(th.name, func(t *testing.T) {
+				p := open(t, e, nil)
+				ctx := testCtx(t)
+				const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
+				rec, h, cid := transferSetup(t, ctx, p, th, dir, dst, old)
+
+				uctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+				defer cancel()
+				done := startUpload(t, uctx, h, dst)
+				if _, err := p.Client().ContainerKill(ctx, cid, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+					t.Fatal(err)
+				}
+				killed := time.Now()
+				var uploadErr error
+				select {
+				case uploadErr = <-done:
+					t.Logf("Upload returned %v after the kill: %v", time.Since(killed), uploadErr)
+					if uploadErr == nil && th.name == container.TransportStream {
+						t.Fatal("the upload succeeded on a killed container")
+					}
+				case <-time.After(failWithin):
+					t.Fatalf("Upload still running %v after its container was killed", failWithin)
+				}
+
+				// The next call fails at once, saying why.
+				ectx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				start := time.Now()
+				_, err := h.Execute(ectx, "true")
+				t.Logf("Execute on the killed container: %v after: %v", time.Since(start), err)
+				if err == nil || ectx.Err() != nil || time.Since(start) > failWithin/2 {
+					t.Fatalf("Execute on the killed container: %v after %v; want an error well before its deadline", err, time.Since(start))
+				}
+				if !strings.Contains(err.Error(), "not running") {
+					t.Errorf("Execute's error %q does not say the container is not running", err)
+				}
+
+				// Once it runs again, the host reconnects.
+				if _, err := p.Client().ContainerStart(ctx, cid, client.ContainerStartOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
+					t.Fatalf("Execute after the restart: %+v, %v", res, err)
+				}
+				if _, err := h.Execute(ctx, "true"); err != nil { // a later call
+					t.Fatal(err)
+				}
+				if th.name == container.TransportStream {
+					if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
+						t.Fatal(err)
+					}
+				}
+				intact(t, ctx, p, rec, dir, dst, old, uploadErr == nil)
+			})
+		}
+	})
+}
+
+// TestTransferContainerPaused: a container paused in the middle of an
+// Upload, past the upload's deadline: the upload returns its deadline's
+// error at about its deadline; once the container runs again, the
+// destination holds its old content and no temporary is left.
+func TestTransferContainerPaused(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		for _, th := range transferHosts {
+			t.Run(th.name, func(t *testing.T) {
+				p := open(t, e, nil)
+				ctx := testCtx(t)
+				const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
+				rec, h, cid := transferSetup(t, ctx, p, th, dir, dst, old)
+
+				uctx, cancel := context.WithTimeout(ctx, pauseDeadline)
+				defer cancel()
+				start := time.Now()
+				done := startUpload(t, uctx, h, dst)
+				if _, err := p.Client().ContainerPause(ctx, cid, client.ContainerPauseOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				paused := true
+				unpause := func() {
+					if paused {
+						paused = false
+						if _, err := p.Client().ContainerUnpause(context.WithoutCancel(ctx), cid, client.ContainerUnpauseOptions{}); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+				defer unpause()
+				select {
+				case err := <-done:
+					t.Logf("Upload returned %v after it started (deadline %v): %v", time.Since(start), pauseDeadline, err)
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Fatalf("Upload to a paused container: %v, want its deadline's error", err)
+					}
+				case <-time.After(pauseDeadline + failWithin):
+					t.Fatalf("Upload still running %v after its deadline", failWithin)
+				}
+				unpause()
+				if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
+					t.Fatalf("Execute after the pause: %+v, %v", res, err)
+				}
+				if th.name == container.TransportStream {
+					if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
+						t.Fatal(err)
+					}
+				}
+				intact(t, ctx, p, rec, dir, dst, old, false)
+			})
+		}
+	})
+}
