@@ -333,13 +333,16 @@ func (h *Host) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// WriteFile writes data to a remote file, creating or truncating it; the
-// file's mode is set to perm.
+// WriteFile writes data to a remote file, creating or replacing it; the
+// file's mode is set to perm. The data goes to a temporary file beside
+// path, renamed over it once complete: a write that fails leaves path as it
+// was (see the package documentation).
 func (h *Host) WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error {
 	return h.create(ctx, path, perm, bytes.NewReader(data), int64(len(data)))
 }
 
-// Upload streams a local file to remotePath, keeping its permission bits.
+// Upload streams a local file to remotePath, keeping its permission bits,
+// through a temporary file beside remotePath as WriteFile does.
 func (h *Host) Upload(ctx context.Context, localPath, remotePath string) error {
 	f, err := os.Open(localPath)
 	if err != nil {
@@ -379,7 +382,8 @@ func (h *Host) Download(ctx context.Context, remotePath, localPath string) error
 }
 
 // CopyTo streams srcPath on h to dstPath on dst (which may be h), keeping the
-// permission bits; nothing is held in memory or written locally.
+// permission bits; nothing is held in memory or written locally. dstPath is
+// written through a temporary file beside it as WriteFile does.
 func (h *Host) CopyTo(ctx context.Context, dst *Host, srcPath, dstPath string) error {
 	if dst == nil {
 		return errors.New("hostkit: CopyTo: nil destination host")
