@@ -140,21 +140,31 @@ func (h *Host) sftpWrite(ctx context.Context, sc *sftp.Client, c *ssh.Client, pa
 }
 
 // sftpRename renames tmp over dst: atomically with OpenSSH's
-// posix-rename@openssh.com; else with SFTP's own rename, which servers
-// may refuse when dst exists (OpenSSH's does): dst is then removed first,
-// which leaves a moment without dst, never a partial one.
+// posix-rename@openssh.com; else (a server without it, or denying it:
+// sftp-server -P) with SFTP's own rename, which servers may refuse when dst
+// exists (OpenSSH's does): dst is then removed first, which leaves a moment
+// without dst, never a partial one.
 func (h *Host) sftpRename(ctx context.Context, sc *sftp.Client, c *ssh.Client, tmp, dst string) error {
 	if _, ok := sc.HasExtension("posix-rename@openssh.com"); ok {
-		return ctxErr(ctx, awaitErr(ctx, h, c, func() error { return sc.PosixRename(tmp, dst) }))
+		err := awaitErr(ctx, h, c, func() error { return sc.PosixRename(tmp, dst) })
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, fs.ErrPermission) || isUnsupported(err)) {
+			return ctxErr(ctx, err)
+		}
 	}
 	err := awaitErr(ctx, h, c, func() error { return sc.Rename(tmp, dst) })
-	if err == nil || ctx.Err() != nil || isConnLost(err) {
+	if err == nil || ctx.Err() != nil || isConnLost(err) || errors.Is(err, fs.ErrPermission) {
 		return ctxErr(ctx, err)
 	}
 	if rerr := awaitErr(ctx, h, c, func() error { return sc.Remove(dst) }); rerr != nil {
 		return ctxErr(ctx, err) // the first error says more
 	}
 	return ctxErr(ctx, awaitErr(ctx, h, c, func() error { return sc.Rename(tmp, dst) }))
+}
+
+// isUnsupported reports whether err is the server's "operation unsupported".
+func isUnsupported(err error) bool {
+	var se *sftp.StatusError
+	return errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxOpUnsupported
 }
 
 // discard removes the temporary tmp of a write that failed: now, while ctx
