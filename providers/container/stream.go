@@ -78,6 +78,8 @@ type streamConn struct {
 	// ended is why the stream was ended from our side (its container
 	// stopped: see watch); Read and Write return it from then on.
 	ended     atomic.Pointer[error]
+	execID    string             // the exec's, for watch
+	writing   atomic.Int64       // when the write under way began (UnixNano), 0: none
 	stopWatch context.CancelFunc // ends watch; nil when not watched
 	closeOnce sync.Once
 }
@@ -183,7 +185,9 @@ func (c *streamConn) Stderr() string {
 
 // Write writes p to the process's stdin.
 func (c *streamConn) Write(p []byte) (int, error) {
+	c.writing.Store(time.Now().UnixNano())
 	n, err := c.conn.Write(p)
+	c.writing.Store(0)
 	if err != nil {
 		err = c.why(err)
 	}
@@ -245,33 +249,76 @@ func (p *Provider) streamExec(ctx context.Context, cid string, cmd []string) (*s
 	}
 	p.streams.Add(1)
 	sc := newStreamConn(att.Conn, att.Reader, cid)
+	sc.execID = created.ID
 	p.watch(sc)
 	return sc, nil
 }
 
-// watch ends sc once its container stops running, or when sc closes.
+// stallCheck is how long a write to an exec stream may stay blocked before
+// the engine is asked whether the exec still runs, and how often it is
+// asked again while the write stays blocked.
+const stallCheck = time.Second
+
+// watch ends sc once its container stops running, or once its exec has
+// ended while a write to it stays blocked; it stops when sc closes.
 //
-// Why: the engine may keep an exec's attach stream open for a while after
-// its container was killed: a transfer writing into it went on for
-// minutes, while a command (which reads) failed at once. The container's
-// own wait ends when the container does.
+// Why: the engine may keep an exec's attach stream open long after the
+// exec or its container ended, while our writes to the dead process's
+// stdin fill the buffers on the way: a transfer over it hung for minutes
+// (Docker), while a command, which waits to read, failed at once. The
+// container's own wait ends when the container does; an exec has no wait,
+// so it is inspected while a write stalls (a paused container's exec
+// still runs: that is left to hostkit's deadlines and keepalives).
 func (p *Provider) watch(sc *streamConn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sc.stopWatch = cancel
 	go func() {
 		defer cancel()
 		wait := p.eng.cli.ContainerWait(ctx, sc.cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-		select {
-		case res := <-wait.Result:
-			sc.end(fmt.Errorf("container %s stopped (exit code %d): %w", shortID(sc.cid), res.StatusCode, hostkit.ErrHostGone))
-		case err := <-wait.Error:
-			if ctx.Err() == nil {
-				// The engine's connection, not the container: the stream
-				// goes on unwatched, as before.
-				p.log.Debug("container: cannot watch the container of an exec stream", "container", shortID(sc.cid), "error", err)
+		tick := time.NewTicker(stallCheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case res := <-wait.Result:
+				sc.end(fmt.Errorf("container %s stopped (exit code %d): %w", shortID(sc.cid), res.StatusCode, hostkit.ErrHostGone))
+				return
+			case err := <-wait.Error:
+				if ctx.Err() != nil {
+					return
+				}
+				// The engine's connection, not the container: the exec
+				// is still looked at when writes stall.
+				p.log.Debug("container: cannot wait on the container of an exec stream", "container", shortID(sc.cid), "error", err)
+				wait = client.ContainerWaitResult{}
+			case <-tick.C:
+				since := sc.writing.Load()
+				if since == 0 || time.Since(time.Unix(0, since)) < stallCheck {
+					continue
+				}
+				if why := p.execEnded(ctx, sc); why != nil {
+					sc.end(why)
+					return
+				}
 			}
 		}
 	}()
+}
+
+// execEnded says how sc's exec ended, or nil while it runs (or the engine
+// does not say).
+func (p *Provider) execEnded(ctx context.Context, sc *streamConn) error {
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	ins, err := p.eng.cli.ExecInspect(cctx, sc.execID, client.ExecInspectOptions{})
+	switch {
+	case err == nil && !ins.Running:
+		return fmt.Errorf("sshd -i in container %s ended (exit code %d)%s", shortID(sc.cid), ins.ExitCode, stderrNote(sc))
+	case err != nil && isNotFound(err) && ctx.Err() == nil:
+		return fmt.Errorf("sshd -i in container %s ended (its exec is gone)%s", shortID(sc.cid), stderrNote(sc))
+	}
+	return nil
 }
 
 // sshdArgs are `sshd -i`'s arguments: inetd mode, logging to stderr (kept

@@ -272,3 +272,43 @@ func TestTransferContainerPaused(t *testing.T) {
 		}
 	})
 }
+
+// TestTransferStreamSSHDKilled: the `sshd -i` of an exec stream killed in
+// the middle of an Upload (the exec ends, the container runs on): the
+// upload fails well before its deadline, the next call reconnects, the
+// destination holds its old content and no temporary is left.
+func TestTransferStreamSSHDKilled(t *testing.T) {
+	forEngine(t, func(t *testing.T, e engine) {
+		p := open(t, e, nil)
+		ctx := testCtx(t)
+		const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
+		rec, h, _ := transferSetup(t, ctx, p, transferHosts[0], dir, dst, old)
+
+		uctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+		defer cancel()
+		done := startUpload(t, uctx, h, dst)
+		// Every sshd of the stream (not the image's daemon, -D).
+		kill := `for f in /proc/[0-9]*/cmdline; do c=$(tr '\0' ' ' <"$f" 2>/dev/null); case "$c" in *sshd*-D*|*brokertest-sshd*) ;; *sshd*) p=${f#/proc/}; kill -9 "${p%/cmdline}" && echo "$c";; esac; done`
+		res, err := p.EngineTransport(rec).Execute(ctx, kill, hostkit.ExecOptions{})
+		if err != nil || strings.TrimSpace(res.Stdout) == "" {
+			t.Fatalf("killing the stream's sshd: %+v, %v", res, err)
+		}
+		killed := time.Now()
+		select {
+		case err := <-done:
+			t.Logf("Upload returned %v after sshd was killed (%q): %v", time.Since(killed), res.Stdout, err)
+			if err == nil {
+				t.Fatal("the upload succeeded with its sshd killed")
+			}
+		case <-time.After(failWithin):
+			t.Fatalf("Upload still running %v after its sshd was killed", failWithin)
+		}
+		if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
+			t.Fatalf("Execute after sshd was killed: %+v, %v", res, err)
+		}
+		if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
+			t.Fatal(err)
+		}
+		intact(t, ctx, p, rec, dir, dst, old, false)
+	})
+}
