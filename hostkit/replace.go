@@ -83,10 +83,11 @@ const maxLinks = 40
 // dst points to (written through, as opening it would), and whether it
 // must be written in place: dst exists and is neither a regular file nor
 // a directory (a device, a FIFO), or cannot be looked at.
-func (h *Host) sftpTarget(ctx context.Context, sc *sftp.Client, c *ssh.Client, dst string) (target string, inPlace bool, err error) {
-	target = dst
+func (h *Host) sftpTarget(ctx context.Context, sc *sftp.Client, c *ssh.Client, dst string) (string, bool, error) {
+	target := dst
 	for range maxLinks {
-		fi, err := await(ctx, h, c, func() (fs.FileInfo, error) { return sc.Lstat(target) }, nil)
+		p := target // an op given up on may still read it (see await)
+		fi, err := await(ctx, h, c, func() (fs.FileInfo, error) { return sc.Lstat(p) }, nil)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return target, false, nil
@@ -102,7 +103,7 @@ func (h *Host) sftpTarget(ctx context.Context, sc *sftp.Client, c *ssh.Client, d
 		case fi.Mode()&fs.ModeSymlink == 0:
 			return target, true, nil
 		}
-		link, err := await(ctx, h, c, func() (string, error) { return sc.ReadLink(target) }, nil)
+		link, err := await(ctx, h, c, func() (string, error) { return sc.ReadLink(p) }, nil)
 		if err != nil {
 			return "", false, ctxErr(ctx, err)
 		}
