@@ -107,3 +107,27 @@ func BenchmarkUpload(b *testing.B) { benchmarkTransfer(b, true) }
 
 // BenchmarkDownload downloads a 64 MiB file over SFTP.
 func BenchmarkDownload(b *testing.B) { benchmarkTransfer(b, false) }
+
+// BenchmarkWriteFileSmall replaces a small file over SFTP: the round trips
+// of a whole-file write (look at the destination, open the temporary,
+// chmod, write, close, rename), which a small file's time is made of.
+func BenchmarkWriteFileSmall(b *testing.B) {
+	srv := sshtest.Start(b)
+	h := newHost(b, srv.Config())
+	ctx := context.Background()
+	res, err := h.Execute(ctx, "mktemp -d")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := res.Stdout[:len(res.Stdout)-1]
+	b.Cleanup(func() { h.Execute(context.Background(), "rm -rf "+hostkit.ShellQuote(dir)) })
+	data := []byte("a small file\n")
+	if err := h.WriteFile(ctx, dir+"/f", data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := h.WriteFile(ctx, dir+"/f", data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
