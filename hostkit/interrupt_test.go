@@ -49,6 +49,24 @@ func keptOld(t *testing.T, got []byte, old string) {
 // RELIABILITY.md.
 const killedWithin = 30 * time.Second
 
+// killDuring runs transfer, kills sshd once underWay holds, and checks
+// that transfer then fails within killedWithin.
+func killDuring(t *testing.T, srv *sshtest.Server, what string, transfer func() error, underWay func() bool) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- transfer() }()
+	require.Eventually(t, underWay, time.Minute, time.Millisecond, "the %s never got going", what)
+	require.NoError(t, srv.Kill())
+	killed := time.Now()
+	select {
+	case err := <-done:
+		t.Logf("%s failed %v after the kill: %v", what, time.Since(killed), err)
+		require.Error(t, err, "the %s finished before sshd was killed: nothing tested", what)
+	case <-time.After(killedWithin):
+		t.Fatalf("%s still running %v after sshd was killed", what, killedWithin)
+	}
+}
+
 // TestInterruptedTransferKeepsFile: sshd killed in the middle of an Upload
 // or a Download: the call fails well before its deadline, the destination
 // keeps its old content, and no temporary file is left (on the host: once
@@ -65,23 +83,11 @@ func TestInterruptedTransferKeepsFile(t *testing.T) {
 		dst := dir + "/upload.bin"
 		require.NoError(t, h.WriteFile(ctx, dst, []byte(old), 0o640))
 		src := sparseFile(t, 1<<30)
-		done := make(chan error, 1)
-		go func() { done <- h.Upload(ctx, src, dst) }()
 		// Once a megabyte is written on the host, kill sshd.
-		require.Eventually(t, func() bool {
+		killDuring(t, srv, "Upload", func() error { return h.Upload(ctx, src, dst) }, func() bool {
 			res, err := probe.Execute(ctx, "find "+hostkit.ShellQuote(dir)+" -type f -size +1024k")
 			return err == nil && strings.TrimSpace(res.Stdout) != ""
-		}, time.Minute, 5*time.Millisecond, "the upload never got going")
-		require.NoError(t, srv.Kill())
-		killed := time.Now()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(killedWithin):
-			t.Fatalf("Upload still running %v after sshd was killed", killedWithin)
-		}
-		t.Logf("Upload failed %v after the kill: %v", time.Since(killed), err)
-		require.Error(t, err, "the upload finished before sshd was killed: nothing tested")
+		})
 
 		require.NoError(t, srv.Restart())
 		got, err := h.ReadFile(ctx, dst)
@@ -101,9 +107,7 @@ func TestInterruptedTransferKeepsFile(t *testing.T) {
 		ldir := t.TempDir()
 		dst := filepath.Join(ldir, "dst")
 		require.NoError(t, os.WriteFile(dst, []byte(old), 0o644))
-		done := make(chan error, 1)
-		go func() { done <- h.Download(ctx, src, dst) }()
-		require.Eventually(t, func() bool {
+		killDuring(t, srv, "Download", func() error { return h.Download(ctx, src, dst) }, func() bool {
 			es, _ := os.ReadDir(ldir)
 			for _, e := range es {
 				if fi, err := e.Info(); err == nil && fi.Size() > 1<<20 {
@@ -111,17 +115,7 @@ func TestInterruptedTransferKeepsFile(t *testing.T) {
 				}
 			}
 			return false
-		}, time.Minute, time.Millisecond, "the download never got going")
-		require.NoError(t, srv.Kill())
-		killed := time.Now()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(killedWithin):
-			t.Fatalf("Download still running %v after sshd was killed", killedWithin)
-		}
-		t.Logf("Download failed %v after the kill: %v", time.Since(killed), err)
-		require.Error(t, err, "the download finished before sshd was killed: nothing tested")
+		})
 		got, err := os.ReadFile(dst)
 		require.NoError(t, err)
 		keptOld(t, got, old)

@@ -84,18 +84,34 @@ const maxLinks = 40
 // must be written in place: dst exists and is neither a regular file nor
 // a directory (a device, a FIFO), or cannot be looked at.
 func (h *Host) sftpTarget(ctx context.Context, sc *sftp.Client, c *ssh.Client, dst string) (string, bool, error) {
+	// Each op reads a path of its own: one given up on may still run (see await).
+	lstat := func(p string) (fs.FileInfo, error) {
+		fi, err := await(ctx, h, c, func() (fs.FileInfo, error) { return sc.Lstat(p) }, nil)
+		return fi, ctxErr(ctx, err)
+	}
+	readlink := func(p string) (string, error) {
+		l, err := await(ctx, h, c, func() (string, error) { return sc.ReadLink(p) }, nil)
+		return l, ctxErr(ctx, err)
+	}
+	lost := func(err error) bool { return ctx.Err() != nil || isConnLost(err) }
+	return writeTarget(dst, lstat, readlink, lost)
+}
+
+// writeTarget is sftpTarget and localTarget: lstat and readlink look at
+// the destination's side; an lstat error for which fatal holds ends the
+// write, any other means "write in place", as before (e.g. a directory we
+// may not search).
+func writeTarget(dst string, lstat func(string) (fs.FileInfo, error), readlink func(string) (string, error), fatal func(error) bool) (string, bool, error) {
 	target := dst
 	for range maxLinks {
-		p := target // an op given up on may still read it (see await)
-		fi, err := await(ctx, h, c, func() (fs.FileInfo, error) { return sc.Lstat(p) }, nil)
+		fi, err := lstat(target)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return target, false, nil
+		case err != nil && fatal(err):
+			return "", false, err
 		case err != nil:
-			if ctx.Err() != nil || isConnLost(err) {
-				return "", false, ctxErr(ctx, err)
-			}
-			return target, true, nil // e.g. a directory we may not search: as before
+			return target, true, nil
 		case fi.Mode().IsRegular():
 			return target, false, nil
 		case fi.IsDir():
@@ -103,9 +119,9 @@ func (h *Host) sftpTarget(ctx context.Context, sc *sftp.Client, c *ssh.Client, d
 		case fi.Mode()&fs.ModeSymlink == 0:
 			return target, true, nil
 		}
-		link, err := await(ctx, h, c, func() (string, error) { return sc.ReadLink(p) }, nil)
+		link, err := readlink(target)
 		if err != nil {
-			return "", false, ctxErr(ctx, err)
+			return "", false, err
 		}
 		if !path.IsAbs(link) {
 			link = path.Join(path.Dir(target), link)
@@ -213,32 +229,8 @@ func (h *Host) removeLeftovers(ctx context.Context, sc *sftp.Client, c *ssh.Clie
 }
 
 // localTarget is sftpTarget for a local destination.
-func localTarget(dst string) (target string, inPlace bool, err error) {
-	target = dst
-	for range maxLinks {
-		fi, err := os.Lstat(target)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return target, false, nil
-		case err != nil:
-			return target, true, nil
-		case fi.Mode().IsRegular():
-			return target, false, nil
-		case fi.IsDir():
-			return "", false, fmt.Errorf("%s is a directory", target)
-		case fi.Mode()&fs.ModeSymlink == 0:
-			return target, true, nil
-		}
-		link, err := os.Readlink(target)
-		if err != nil {
-			return "", false, err
-		}
-		if !filepath.IsAbs(link) {
-			link = filepath.Join(filepath.Dir(target), link)
-		}
-		target = link
-	}
-	return "", false, fmt.Errorf("%s: too many symbolic links", dst)
+func localTarget(dst string) (string, bool, error) {
+	return writeTarget(filepath.Clean(dst), os.Lstat, os.Readlink, func(error) bool { return false })
 }
 
 // writeLocal writes what fill gives to the local file dst with mode perm:

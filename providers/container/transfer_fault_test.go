@@ -61,26 +61,47 @@ func sparseFile(t *testing.T, size int64) string {
 	return p
 }
 
-// transferSetup checks a host out as th says, with dir holding dst, a
-// file of old content; it returns the host and its container's id.
-func transferSetup(t *testing.T, ctx context.Context, p *container.Provider, th transferHost, dir, dst, old string) (*inventory.Record, *hostkit.Host, string) {
-	t.Helper()
-	rec := checkout(t, ctx, p, th.args, nil)
-	h := connect(t, ctx, p, rec)
-	if h.Via != th.name {
-		t.Fatalf("host reached via %q, want %q", h.Via, th.name)
-	}
-	if res, err := h.Execute(ctx, "mkdir -p "+dir); err != nil || res.Status != 0 {
-		t.Fatalf("mkdir: %+v, %v", res, err)
-	}
-	if err := h.WriteFile(ctx, dst, []byte(old), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	ids, err := containersWithID(ctx, p, rec.ID())
-	if err != nil || len(ids) != 1 {
-		t.Fatalf("container of %s: %v, %v", rec.ID(), ids, err)
-	}
-	return rec, h, ids[0]
+// The file each test replaces, and its content before.
+const xferDir, xferDst, xferOld = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
+
+// transferCase is a host checked out for a transfer test, xferDst on it
+// holding xferOld.
+type transferCase struct {
+	ctx context.Context
+	p   *container.Provider
+	th  transferHost
+	rec *inventory.Record
+	h   *hostkit.Host
+	cid string // its container's id
+}
+
+// forTransferHost runs f as a subtest per engine and way of reaching a
+// host in hosts, on a host checked out for it.
+func forTransferHost(t *testing.T, hosts []transferHost, f func(t *testing.T, c *transferCase)) {
+	forEngine(t, func(t *testing.T, e engine) {
+		for _, th := range hosts {
+			t.Run(th.name, func(t *testing.T) {
+				c := &transferCase{ctx: testCtx(t), p: open(t, e, nil), th: th}
+				c.rec = checkout(t, c.ctx, c.p, th.args, nil)
+				c.h = connect(t, c.ctx, c.p, c.rec)
+				if c.h.Via != th.name {
+					t.Fatalf("host reached via %q, want %q", c.h.Via, th.name)
+				}
+				if res, err := c.h.Execute(c.ctx, "mkdir -p "+xferDir); err != nil || res.Status != 0 {
+					t.Fatalf("mkdir: %+v, %v", res, err)
+				}
+				if err := c.h.WriteFile(c.ctx, xferDst, []byte(xferOld), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				ids, err := containersWithID(c.ctx, c.p, c.rec.ID())
+				if err != nil || len(ids) != 1 {
+					t.Fatalf("container of %s: %v, %v", c.rec.ID(), ids, err)
+				}
+				c.cid = ids[0]
+				f(t, c)
+			})
+		}
+	})
 }
 
 // startUpload uploads a sparse file of size bytes to dst under ctx, and returns once
@@ -129,28 +150,38 @@ func readOffset(path string) int64 {
 	return -1
 }
 
-// intact checks, through the engine, that dir holds dst alone: with its
-// old content after a failed upload, or the whole upload after one that
-// succeeded (the engine may finish a copy through its archive API before
-// it kills the container): no half file, and no temporary left beside
-// it. A temporary is removed by a later call of the host, which may run
-// aside: it is waited for.
-func intact(t *testing.T, ctx context.Context, p *container.Provider, rec *inventory.Record, dir, dst, old string, uploaded int64) {
+// recovered checks that the host works again (a command; over SFTP, an
+// SFTP client again, which removes what a lost connection left) and,
+// through the engine, that xferDir holds xferDst alone: with its old
+// content after a failed upload, or the whole upload (uploaded bytes)
+// after one that succeeded (the engine may finish a copy through its
+// archive API before it kills the container): no half file, and no
+// temporary left beside it. A temporary may be removed aside: it is
+// waited for.
+func recovered(t *testing.T, c *transferCase, uploaded int64) {
 	t.Helper()
-	want := filepath.Base(dst) + "\n" + strconv.Itoa(len(old)) + "\n" + old
-	if uploaded > 0 {
-		want = filepath.Base(dst) + "\n" + strconv.FormatInt(uploaded, 10) + "\n" + strings.Repeat("\x00", 64)
+	if res, err := c.h.Execute(c.ctx, "echo back"); err != nil || res.Stdout != "back\n" {
+		t.Fatalf("Execute after the fault: %+v, %v", res, err)
 	}
-	look := p.EngineTransport(rec)
+	if c.th.name == container.TransportStream {
+		if _, err := c.h.SFTP(c.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := filepath.Base(xferDst) + "\n" + strconv.Itoa(len(xferOld)) + "\n" + xferOld
+	if uploaded > 0 {
+		want = filepath.Base(xferDst) + "\n" + strconv.FormatInt(uploaded, 10) + "\n" + strings.Repeat("\x00", 64)
+	}
+	look := c.p.EngineTransport(c.rec)
 	var res hostkit.Result
 	var err error
 	for deadline := time.Now().Add(failWithin); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		res, err = look.Execute(ctx, "ls -A "+dir+"; wc -c <"+dst+"; head -c 64 "+dst, hostkit.ExecOptions{})
+		res, err = look.Execute(c.ctx, "ls -A "+xferDir+"; wc -c <"+xferDst+"; head -c 64 "+xferDst, hostkit.ExecOptions{})
 		if err == nil && res.Stdout == want {
 			return
 		}
 	}
-	t.Errorf("%s after the interrupted transfer: %q, %v; want %q", dir, res.Stdout, err, want)
+	t.Errorf("%s after the interrupted transfer: %q, %v; want %q", xferDir, res.Stdout, err, want)
 }
 
 // TestTransferContainerKilled: a container killed in the middle of an
@@ -160,67 +191,48 @@ func intact(t *testing.T, ctx context.Context, p *container.Provider, rec *inven
 // container runs again the host reconnects, the destination holds its
 // old content and no temporary is left.
 func TestTransferContainerKilled(t *testing.T) {
-	forEngine(t, func(t *testing.T, e engine) {
-		for _, th := range transferHosts {
-			t.Run(th.name, func(t *testing.T) {
-				p := open(t, e, nil)
-				ctx := testCtx(t)
-				const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
-				rec, h, cid := transferSetup(t, ctx, p, th, dir, dst, old)
-
-				uctx, cancel := context.WithTimeout(ctx, 150*time.Second)
-				defer cancel()
-				done := startUpload(t, uctx, h, dst, th.size)
-				if _, err := p.Client().ContainerKill(ctx, cid, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
-					t.Fatal(err)
-				}
-				killed := time.Now()
-				var uploadErr error
-				select {
-				case uploadErr = <-done:
-					t.Logf("Upload returned %v after the kill: %v", time.Since(killed), uploadErr)
-					if uploadErr == nil && th.name == container.TransportStream {
-						t.Fatal("the upload succeeded on a killed container")
-					}
-				case <-time.After(failWithin):
-					t.Fatalf("Upload still running %v after its container was killed", failWithin)
-				}
-
-				// The next call fails at once, saying why.
-				ectx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				defer cancel()
-				start := time.Now()
-				_, err := h.Execute(ectx, "true")
-				t.Logf("Execute on the killed container: %v after: %v", time.Since(start), err)
-				if err == nil || ectx.Err() != nil || time.Since(start) > failWithin/2 {
-					t.Fatalf("Execute on the killed container: %v after %v; want an error well before its deadline", err, time.Since(start))
-				}
-				if !strings.Contains(err.Error(), "not running") {
-					t.Errorf("Execute's error %q does not say the container is not running", err)
-				}
-
-				// Once it runs again, the host reconnects.
-				if _, err := p.Client().ContainerStart(ctx, cid, client.ContainerStartOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
-					t.Fatalf("Execute after the restart: %+v, %v", res, err)
-				}
-				if _, err := h.Execute(ctx, "true"); err != nil { // a later call
-					t.Fatal(err)
-				}
-				if th.name == container.TransportStream {
-					if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
-						t.Fatal(err)
-					}
-				}
-				var uploaded int64 // 0: the old content stays
-				if uploadErr == nil {
-					uploaded = th.size
-				}
-				intact(t, ctx, p, rec, dir, dst, old, uploaded)
-			})
+	forTransferHost(t, transferHosts, func(t *testing.T, c *transferCase) {
+		ctx, p, h := c.ctx, c.p, c.h
+		uctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+		defer cancel()
+		done := startUpload(t, uctx, h, xferDst, c.th.size)
+		if _, err := p.Client().ContainerKill(ctx, c.cid, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+			t.Fatal(err)
 		}
+		killed := time.Now()
+		var uploadErr error
+		select {
+		case uploadErr = <-done:
+			t.Logf("Upload returned %v after the kill: %v", time.Since(killed), uploadErr)
+			if uploadErr == nil && c.th.name == container.TransportStream {
+				t.Fatal("the upload succeeded on a killed container")
+			}
+		case <-time.After(failWithin):
+			t.Fatalf("Upload still running %v after its container was killed", failWithin)
+		}
+
+		// The next call fails at once, saying why.
+		ectx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := h.Execute(ectx, "true")
+		t.Logf("Execute on the killed container: %v after: %v", time.Since(start), err)
+		if err == nil || ectx.Err() != nil || time.Since(start) > failWithin/2 {
+			t.Fatalf("Execute on the killed container: %v after %v; want an error well before its deadline", err, time.Since(start))
+		}
+		if !strings.Contains(err.Error(), "not running") {
+			t.Errorf("Execute's error %q does not say the container is not running", err)
+		}
+
+		// Once it runs again, the host reconnects.
+		if _, err := p.Client().ContainerStart(ctx, c.cid, client.ContainerStartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var uploaded int64 // 0: the old content stays
+		if uploadErr == nil {
+			uploaded = c.th.size
+		}
+		recovered(t, c, uploaded)
 	})
 }
 
@@ -229,54 +241,38 @@ func TestTransferContainerKilled(t *testing.T) {
 // error at about its deadline; once the container runs again, the
 // destination holds its old content and no temporary is left.
 func TestTransferContainerPaused(t *testing.T) {
-	forEngine(t, func(t *testing.T, e engine) {
-		for _, th := range transferHosts {
-			t.Run(th.name, func(t *testing.T) {
-				p := open(t, e, nil)
-				ctx := testCtx(t)
-				const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
-				rec, h, cid := transferSetup(t, ctx, p, th, dir, dst, old)
-
-				uctx, cancel := context.WithTimeout(ctx, pauseDeadline)
-				defer cancel()
-				start := time.Now()
-				// A gigabyte: the copy is cut by the deadline, or (engine-exec)
-				// ends and its rename finds the container paused.
-				done := startUpload(t, uctx, h, dst, 1<<30)
-				if _, err := p.Client().ContainerPause(ctx, cid, client.ContainerPauseOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				paused := true
-				unpause := func() {
-					if paused {
-						paused = false
-						if _, err := p.Client().ContainerUnpause(context.WithoutCancel(ctx), cid, client.ContainerUnpauseOptions{}); err != nil {
-							t.Error(err)
-						}
-					}
-				}
-				defer unpause()
-				select {
-				case err := <-done:
-					t.Logf("Upload returned %v after it started (deadline %v): %v", time.Since(start), pauseDeadline, err)
-					if !errors.Is(err, context.DeadlineExceeded) && (err == nil || th.name == container.TransportStream) {
-						t.Fatalf("Upload to a paused container: %v, want its deadline's error", err)
-					}
-				case <-time.After(pauseDeadline + failWithin):
-					t.Fatalf("Upload still running %v after its deadline", failWithin)
-				}
-				unpause()
-				if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
-					t.Fatalf("Execute after the pause: %+v, %v", res, err)
-				}
-				if th.name == container.TransportStream {
-					if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
-						t.Fatal(err)
-					}
-				}
-				intact(t, ctx, p, rec, dir, dst, old, 0)
-			})
+	forTransferHost(t, transferHosts, func(t *testing.T, c *transferCase) {
+		ctx, p := c.ctx, c.p
+		uctx, cancel := context.WithTimeout(ctx, pauseDeadline)
+		defer cancel()
+		start := time.Now()
+		// A gigabyte: the copy is cut by the deadline, or (engine-exec)
+		// ends and its rename finds the container paused.
+		done := startUpload(t, uctx, c.h, xferDst, 1<<30)
+		if _, err := p.Client().ContainerPause(ctx, c.cid, client.ContainerPauseOptions{}); err != nil {
+			t.Fatal(err)
 		}
+		paused := true
+		unpause := func() {
+			if paused {
+				paused = false
+				if _, err := p.Client().ContainerUnpause(context.WithoutCancel(ctx), c.cid, client.ContainerUnpauseOptions{}); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		defer unpause()
+		select {
+		case err := <-done:
+			t.Logf("Upload returned %v after it started (deadline %v): %v", time.Since(start), pauseDeadline, err)
+			if !errors.Is(err, context.DeadlineExceeded) && (err == nil || c.th.name == container.TransportStream) {
+				t.Fatalf("Upload to a paused container: %v, want its deadline's error", err)
+			}
+		case <-time.After(pauseDeadline + failWithin):
+			t.Fatalf("Upload still running %v after its deadline", failWithin)
+		}
+		unpause()
+		recovered(t, c, 0)
 	})
 }
 
@@ -285,18 +281,13 @@ func TestTransferContainerPaused(t *testing.T) {
 // upload fails well before its deadline, the next call reconnects, the
 // destination holds its old content and no temporary is left.
 func TestTransferStreamSSHDKilled(t *testing.T) {
-	forEngine(t, func(t *testing.T, e engine) {
-		p := open(t, e, nil)
-		ctx := testCtx(t)
-		const dir, dst, old = "/tmp/xfer", "/tmp/xfer/dst", "the good old content\n"
-		rec, h, _ := transferSetup(t, ctx, p, transferHosts[0], dir, dst, old)
-
-		uctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+	forTransferHost(t, transferHosts[:1], func(t *testing.T, c *transferCase) {
+		uctx, cancel := context.WithTimeout(c.ctx, 150*time.Second)
 		defer cancel()
-		done := startUpload(t, uctx, h, dst, transferHosts[0].size)
+		done := startUpload(t, uctx, c.h, xferDst, c.th.size)
 		// Every sshd of the stream (not the image's daemon, -D).
 		kill := `for f in /proc/[0-9]*/cmdline; do c=$(tr '\0' ' ' <"$f" 2>/dev/null); case "$c" in *sshd*-D*|*brokertest-sshd*) ;; *sshd*) p=${f#/proc/}; kill -9 "${p%/cmdline}" && echo "$c";; esac; done`
-		res, err := p.EngineTransport(rec).Execute(ctx, kill, hostkit.ExecOptions{})
+		res, err := c.p.EngineTransport(c.rec).Execute(c.ctx, kill, hostkit.ExecOptions{})
 		if err != nil || strings.TrimSpace(res.Stdout) == "" {
 			t.Fatalf("killing the stream's sshd: %+v, %v", res, err)
 		}
@@ -310,12 +301,6 @@ func TestTransferStreamSSHDKilled(t *testing.T) {
 		case <-time.After(failWithin):
 			t.Fatalf("Upload still running %v after its sshd was killed", failWithin)
 		}
-		if res, err := h.Execute(ctx, "echo back"); err != nil || res.Stdout != "back\n" {
-			t.Fatalf("Execute after sshd was killed: %+v, %v", res, err)
-		}
-		if _, err := h.SFTP(ctx); err != nil { // an SFTP client again
-			t.Fatal(err)
-		}
-		intact(t, ctx, p, rec, dir, dst, old, 0)
+		recovered(t, c, 0)
 	})
 }
