@@ -90,6 +90,10 @@ type Host struct {
 	// leftovers are the temporaries of failed writes not removed yet
 	// (their connection was lost): the next SFTP client removes them.
 	leftovers map[string]struct{}
+	// endedConn is the last connection seen to end, and endedWhy what
+	// ended it: lostWhy adds it to the errors of calls it failed.
+	endedConn *ssh.Client
+	endedWhy  error
 }
 
 // New returns a host that dials cfg on first use (or drives
@@ -215,7 +219,10 @@ func (h *Host) SSHClient(ctx context.Context) (*ssh.Client, error) {
 	// Forget the connection as soon as it dies (e.g. sshd killed), so the
 	// next call dials again instead of failing.
 	go func() {
-		_ = c.Wait()
+		why := c.Wait()
+		h.mu.Lock()
+		h.endedConn, h.endedWhy = c, why // see lostWhy
+		h.mu.Unlock()
 		h.forget(c)
 	}()
 	return c, nil

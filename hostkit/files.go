@@ -287,7 +287,7 @@ func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.R
 		}
 		if !openFailed {
 			h.discard(ctx, sc, c, tmp)
-			return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, lostWhy(c, err))
+			return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, h.lostWhy(c, err))
 		}
 		if !errors.Is(err, fs.ErrPermission) {
 			return fmt.Errorf("hostkit: host %s: create %s: %w", h.Hostname, path, err)
@@ -295,15 +295,15 @@ func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.R
 		// The directory is not ours to write in; the file may be.
 	}
 	if _, err := h.sftpWrite(ctx, sc, c, target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm, r, size); err != nil {
-		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, lostWhy(c, err))
+		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, h.lostWhy(c, err))
 	}
 	return nil
 }
 
 // lostWhyOf is lostWhy for an error reading rc, when rc is an SFTP file.
-func lostWhyOf(rc io.Reader, err error) error {
+func (h *Host) lostWhyOf(rc io.Reader, err error) error {
 	if f, ok := rc.(*file); ok {
-		return lostWhy(f.c, err)
+		return h.lostWhy(f.c, err)
 	}
 	return err
 }
@@ -328,7 +328,7 @@ func (h *Host) ReadFile(ctx context.Context, path string) ([]byte, error) {
 		buf.Grow(int(size))
 	}
 	if _, err := copyOut(ctx, &buf, rc); err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: read %s: %w", h.Hostname, path, lostWhyOf(rc, ctxErr(ctx, err)))
+		return nil, fmt.Errorf("hostkit: host %s: read %s: %w", h.Hostname, path, h.lostWhyOf(rc, ctxErr(ctx, err)))
 	}
 	return buf.Bytes(), nil
 }
@@ -373,7 +373,7 @@ func (h *Host) Download(ctx context.Context, remotePath, localPath string) error
 	defer rc.Close()
 	err = writeLocal(localPath, mode, func(w io.Writer) error {
 		_, err := copyOut(ctx, w, rc)
-		return lostWhyOf(rc, ctxErr(ctx, err))
+		return h.lostWhyOf(rc, ctxErr(ctx, err))
 	})
 	if err != nil {
 		return fmt.Errorf("hostkit: host %s: download %s to %s: %w", h.Hostname, remotePath, localPath, err)

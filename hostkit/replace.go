@@ -57,23 +57,28 @@ func IsTempName(name string) bool {
 }
 
 // lostWhy adds to err, when it says that the SFTP client over c lost its
-// connection, why the connection ended (what its reads failed with: e.g.
-// hostkit.ErrHostGone from a dialer whose container stopped), waiting a
-// moment for c to end.
-func lostWhy(c *ssh.Client, err error) error {
+// connection, why c ended (what its reads failed with: e.g. ErrHostGone
+// from a dialer whose container stopped), once SSHClient's watch on c has
+// seen it end: at once when the connection is what failed (its channels
+// are closed as it ends), never when only the SFTP server did.
+func (h *Host) lostWhy(c *ssh.Client, err error) error {
 	if !errors.Is(err, sftp.ErrSSHFxConnectionLost) {
 		return err
 	}
-	cause := make(chan error, 1)
-	go func() { cause <- c.Wait() }() // ends: the connection is going
-	select {
-	case why := <-cause:
-		if why != nil && !errors.Is(why, io.EOF) && !errors.Is(err, why) {
-			return fmt.Errorf("%w (%w)", err, why)
+	for deadline := time.Now().Add(100 * time.Millisecond); ; time.Sleep(5 * time.Millisecond) {
+		h.mu.Lock()
+		ended, why := h.endedConn == c, h.endedWhy
+		h.mu.Unlock()
+		if ended {
+			if why != nil && !errors.Is(why, io.EOF) && !errors.Is(err, why) {
+				return fmt.Errorf("%w (%w)", err, why)
+			}
+			return err
 		}
-	case <-time.After(time.Second):
+		if time.Now().After(deadline) {
+			return err
+		}
 	}
-	return err
 }
 
 // maxLinks bounds the symbolic links followed to a destination.
