@@ -76,7 +76,8 @@ type streamConn struct {
 	stderr tailBuffer // the last stderrKeep bytes of stderr and engine errors
 
 	// ended is why the stream was ended from our side (its container
-	// stopped: see watch); Read and Write return it from then on.
+	// stopped, or its exec ended: see watch); Read and Write return it
+	// from then on.
 	ended     atomic.Pointer[error]
 	execID    string             // the exec's, for watch
 	writing   atomic.Int64       // when the write under way began (UnixNano), 0: none
