@@ -72,16 +72,22 @@ func BenchmarkExecuteParallel(b *testing.B) {
 	})
 }
 
+// benchDir makes a directory on h, removed at b's cleanup.
+func benchDir(b *testing.B, h *hostkit.Host) string {
+	res, err := h.Execute(context.Background(), "mktemp -d")
+	if err != nil || res.Status != 0 {
+		b.Fatal(res, err)
+	}
+	dir := res.Stdout[:len(res.Stdout)-1]
+	b.Cleanup(func() { h.Execute(context.Background(), "rm -rf "+hostkit.ShellQuote(dir)) })
+	return dir
+}
+
 func benchmarkTransfer(b *testing.B, upload bool) {
 	srv := sshtest.Start(b)
 	h := newHost(b, srv.Config())
 	ctx := context.Background()
-	res, err := h.Execute(ctx, "mktemp -d")
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := res.Stdout[:len(res.Stdout)-1]
-	b.Cleanup(func() { h.Execute(context.Background(), "rm -rf "+hostkit.ShellQuote(dir)) })
+	dir := benchDir(b, h)
 	const size = 64 << 20
 	local := randomFile(b, size, 0o644)
 	remote := dir + "/bench.bin"
@@ -91,6 +97,7 @@ func benchmarkTransfer(b *testing.B, upload bool) {
 	back := filepath.Join(b.TempDir(), "back.bin")
 	b.SetBytes(size)
 	for b.Loop() {
+		var err error
 		if upload {
 			err = h.Upload(ctx, local, remote)
 		} else {
@@ -107,3 +114,22 @@ func BenchmarkUpload(b *testing.B) { benchmarkTransfer(b, true) }
 
 // BenchmarkDownload downloads a 64 MiB file over SFTP.
 func BenchmarkDownload(b *testing.B) { benchmarkTransfer(b, false) }
+
+// BenchmarkWriteFileSmall replaces a small file over SFTP: the round trips
+// of a whole-file write (look at the destination, open the temporary,
+// chmod, write, close, rename), which a small file's time is made of.
+func BenchmarkWriteFileSmall(b *testing.B) {
+	srv := sshtest.Start(b)
+	h := newHost(b, srv.Config())
+	ctx := context.Background()
+	dir := benchDir(b, h)
+	data := []byte("a small file\n")
+	if err := h.WriteFile(ctx, dir+"/f", data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := h.WriteFile(ctx, dir+"/f", data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -36,6 +36,11 @@ var (
 	ErrNoSSH = errors.New("hostkit: host has no SSH address")
 	// ErrClosed is returned by every call on a Host after Close.
 	ErrClosed = errors.New("hostkit: host is closed")
+	// ErrHostGone, wrapped by an error of a Config.Dial, says the host
+	// cannot be reached any more (a container that is no longer running):
+	// the dial is not retried. A connection whose reads or writes fail
+	// with it ends the calls on it with it.
+	ErrHostGone = errors.New("hostkit: host is gone")
 )
 
 // HostKeyError is returned when a host presents a key that does not match
@@ -82,6 +87,13 @@ type Host struct {
 	client    *ssh.Client
 	sftp      *sftp.Client
 	sftpOwner *ssh.Client // the connection sftp runs over
+	// leftovers are the temporaries of failed writes not removed yet
+	// (their connection was lost): the next SFTP client removes them.
+	leftovers map[string]struct{}
+	// endedConn is the last connection seen to end, and endedWhy what
+	// ended it: lostWhy adds it to the errors of calls it failed.
+	endedConn *ssh.Client
+	endedWhy  error
 }
 
 // New returns a host that dials cfg on first use (or drives
@@ -96,6 +108,7 @@ func New(hostname string, cfg Config) *Host {
 		dialSem:   make(chan struct{}, 1),
 		sftpSem:   make(chan struct{}, 1),
 		sessSem:   make(chan struct{}, maxSessions),
+		leftovers: map[string]struct{}{},
 
 		stuckAfter: stuckAfter,
 	}
@@ -206,7 +219,10 @@ func (h *Host) SSHClient(ctx context.Context) (*ssh.Client, error) {
 	// Forget the connection as soon as it dies (e.g. sshd killed), so the
 	// next call dials again instead of failing.
 	go func() {
-		_ = c.Wait()
+		why := c.Wait()
+		h.mu.Lock()
+		h.endedConn, h.endedWhy = c, why // see lostWhy
+		h.mu.Unlock()
 		h.forget(c)
 	}()
 	return c, nil
@@ -302,7 +318,11 @@ func (h *Host) dialOnce(ctx context.Context) (*ssh.Client, error) {
 
 	conn, err := h.dial(actx, "tcp", h.cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: dial %s: %w", h.Hostname, h.cfg.Addr, err)
+		err = fmt.Errorf("hostkit: host %s: dial %s: %w", h.Hostname, h.cfg.Addr, err)
+		if errors.Is(err, ErrHostGone) {
+			return nil, errNotRetryable{err}
+		}
+		return nil, err
 	}
 	nc := newNudgeConn(conn)
 	conn = nc

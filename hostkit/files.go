@@ -101,9 +101,13 @@ func (h *Host) openSFTP(ctx context.Context, c *ssh.Client) (*sftp.Client, error
 	}
 	old := h.sftp
 	h.sftp, h.sftpOwner = sc, c
+	left := len(h.leftovers)
 	h.mu.Unlock()
 	if old != nil {
 		h.aside(c, func() { old.Close() })
+	}
+	if left > 0 {
+		h.removeLeftovers(ctx, sc, c)
 	}
 	return sc, nil
 }
@@ -247,7 +251,9 @@ func (h *Host) open(ctx context.Context, path string) (rc io.ReadCloser, size in
 	return f, fi.Size(), fi.Mode().Perm(), nil
 }
 
-// create writes r (size bytes, -1 unknown) to a remote file with mode perm.
+// create writes r (size bytes, -1 unknown) to a remote file with mode perm:
+// through a temporary beside it, renamed over it once complete (see
+// replace.go), so that a write cut short leaves the file as it was.
 func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.Reader, size int64) error {
 	if h.cfg.Addr == "" {
 		t, err := h.viaTransport()
@@ -263,26 +269,43 @@ func (h *Host) create(ctx context.Context, path string, perm fs.FileMode, r io.R
 	if err != nil {
 		return err
 	}
-	f, err := h.openFile(ctx, sc, c, path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	target, inPlace, err := h.sftpTarget(ctx, sc, c, path)
 	if err != nil {
-		return fmt.Errorf("hostkit: host %s: create %s: %w", h.Hostname, path, err)
+		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, err)
 	}
-	// Set the mode before writing, so a secret is never readable by others.
-	if err := awaitErr(ctx, h, c, func() error { return f.f.Chmod(perm) }); err != nil {
-		f.Close()
-		return fmt.Errorf("hostkit: host %s: chmod %s: %w", h.Hostname, path, ctxErr(ctx, err))
+	if !inPlace {
+		tmp := TempName(target)
+		openFailed, err := h.sftpWrite(ctx, sc, c, tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm, r, size)
+		if err == nil {
+			err = h.sftpRename(ctx, sc, c, tmp, target)
+			if err != nil {
+				err = fmt.Errorf("rename %s to %s: %w", tmp, target, err)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if !openFailed {
+			h.discard(ctx, sc, c, tmp)
+			return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, h.lostWhy(c, err))
+		}
+		if !errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("hostkit: host %s: create %s: %w", h.Hostname, path, err)
+		}
+		// The directory is not ours to write in; the file may be.
 	}
-	cr := &ctxReader{ctx: ctx, r: r, size: size}
-	_, err = await(ctx, h, c, func() (int64, error) { return f.f.ReadFrom(cr) }, nil)
-	cr.stop() // r is the caller's again
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, ctxErr(ctx, err))
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("hostkit: host %s: close %s: %w", h.Hostname, path, err)
+	if _, err := h.sftpWrite(ctx, sc, c, target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm, r, size); err != nil {
+		return fmt.Errorf("hostkit: host %s: write %s: %w", h.Hostname, path, h.lostWhy(c, err))
 	}
 	return nil
+}
+
+// lostWhyOf is lostWhy for an error reading rc, when rc is an SFTP file.
+func (h *Host) lostWhyOf(rc io.Reader, err error) error {
+	if f, ok := rc.(*file); ok {
+		return h.lostWhy(f.c, err)
+	}
+	return err
 }
 
 // copyOut streams rc to w: sftp files read concurrently.
@@ -305,18 +328,21 @@ func (h *Host) ReadFile(ctx context.Context, path string) ([]byte, error) {
 		buf.Grow(int(size))
 	}
 	if _, err := copyOut(ctx, &buf, rc); err != nil {
-		return nil, fmt.Errorf("hostkit: host %s: read %s: %w", h.Hostname, path, ctxErr(ctx, err))
+		return nil, fmt.Errorf("hostkit: host %s: read %s: %w", h.Hostname, path, h.lostWhyOf(rc, ctxErr(ctx, err)))
 	}
 	return buf.Bytes(), nil
 }
 
-// WriteFile writes data to a remote file, creating or truncating it; the
-// file's mode is set to perm.
+// WriteFile writes data to a remote file, creating or replacing it; the
+// file's mode is set to perm. The data goes to a temporary file beside
+// path, renamed over it once complete: a write that fails leaves path as it
+// was (see the package documentation).
 func (h *Host) WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error {
 	return h.create(ctx, path, perm, bytes.NewReader(data), int64(len(data)))
 }
 
-// Upload streams a local file to remotePath, keeping its permission bits.
+// Upload streams a local file to remotePath, keeping its permission bits,
+// through a temporary file beside remotePath as WriteFile does.
 func (h *Host) Upload(ctx context.Context, localPath, remotePath string) error {
 	f, err := os.Open(localPath)
 	if err != nil {
@@ -334,31 +360,30 @@ func (h *Host) Upload(ctx context.Context, localPath, remotePath string) error {
 }
 
 // Download streams remotePath to a local file, keeping its permission bits.
+// It writes a temporary file beside localPath and renames it over
+// localPath once complete: a download cut short leaves localPath as it was
+// and no temporary behind. (A localPath that is a symbolic link is written
+// through; a device or FIFO is written in place, as is a file whose
+// directory is not writable.)
 func (h *Host) Download(ctx context.Context, remotePath, localPath string) error {
 	rc, _, mode, err := h.open(ctx, remotePath)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	f, err := os.OpenFile(localPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	err = writeLocal(localPath, mode, func(w io.Writer) error {
+		_, err := copyOut(ctx, w, rc)
+		return h.lostWhyOf(rc, ctxErr(ctx, err))
+	})
 	if err != nil {
-		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
-	}
-	if _, err := copyOut(ctx, f, rc); err != nil {
-		f.Close()
-		return fmt.Errorf("hostkit: host %s: download %s to %s: %w", h.Hostname, remotePath, localPath, ctxErr(ctx, err))
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
-	}
-	if err := os.Chmod(localPath, mode); err != nil {
-		return fmt.Errorf("hostkit: host %s: download: %w", h.Hostname, err)
+		return fmt.Errorf("hostkit: host %s: download %s to %s: %w", h.Hostname, remotePath, localPath, err)
 	}
 	return nil
 }
 
 // CopyTo streams srcPath on h to dstPath on dst (which may be h), keeping the
-// permission bits; nothing is held in memory or written locally.
+// permission bits; nothing is held in memory or written locally. dstPath is
+// written through a temporary file beside it as WriteFile does.
 func (h *Host) CopyTo(ctx context.Context, dst *Host, srcPath, dstPath string) error {
 	if dst == nil {
 		return errors.New("hostkit: CopyTo: nil destination host")

@@ -8,6 +8,24 @@
 // WriteFile, Upload, Download and CopyTo give the same results there, while
 // what needs SSH itself (SFTP, FS, Shell, SSHClient) returns an error
 // wrapping ErrNoSSH.
+//
+// Whole-file writes never leave a half file under the destination's name:
+// WriteFile, Upload and CopyTo write to a temporary file beside the
+// destination (".<name>.broker-<random>.tmp", see IsTempName), with its mode
+// set before any byte, and rename it over the destination once complete
+// (over SFTP: OpenSSH's posix-rename@openssh.com, atomic; on servers without
+// it, SFTP's rename, removing the destination first when the server will
+// not replace it); Download does the same locally. A write that fails or is
+// cut short (sshd killed, a container killed or paused past the deadline)
+// leaves the destination as it was and removes its temporary, or, when the
+// connection is gone, the host's next SFTP client does (the Container
+// provider's engine transport, its next call). So a replaced file is a new
+// file: owned by the user writing it; over SFTP and locally, symbolic links
+// at the destination are followed (the file they point to is replaced; the
+// Container provider's engine transport replaces the link, as the engine's
+// archive API always did), and a destination that is not a regular file (a
+// device, a FIFO), or whose directory the user may not write in, is written
+// in place as before.
 package hostkit
 
 import (
@@ -96,7 +114,10 @@ type Transport interface {
 	// Stat() (fs.FileInfo, error) gives the file's size and mode, which
 	// Download keeps; otherwise the mode is 0644.
 	Open(ctx context.Context, path string) (io.ReadCloser, error)
-	// Create writes r to a remote file with the given mode.
+	// Create writes r to a remote file with the given mode. A Create that
+	// fails or is cut short must leave the file as it was, and no
+	// temporary behind (once the host can be reached again): write to a
+	// temporary beside it (TempName) and rename it over the file.
 	Create(ctx context.Context, path string, perm fs.FileMode, r io.Reader) error
 	Close() error
 }

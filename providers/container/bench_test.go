@@ -121,3 +121,32 @@ func benchRaw(b *testing.B, publish bool) {
 		})
 	}
 }
+
+// BenchmarkEngineWriteFileSmall replaces a small file on a host without
+// sshd: the archive API's copy of a temporary, then an exec of mv.
+func BenchmarkEngineWriteFileSmall(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			p := open(b, e, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			id := inventory.NewID()
+			b.Cleanup(func() { p.Checkin(context.Background(), &inventory.Record{Broker: &inventory.Meta{ID: id}}) })
+			made, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": busyboxImage, "command": []any{"sleep", "3600"}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, err := p.Connect(ctx, made.Record(id))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			data := []byte("a small file\n")
+			for b.Loop() {
+				if err := h.WriteFile(ctx, "/tmp/f", data, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -20,6 +20,11 @@
 // (exec and archive API), as a hostkit.Transport (TransportExec). The
 // transport is in the record (the SSH block's transport, the data's
 // "transport") and in the host's String ("<hostname> via engine-stream").
+// An exec stream ends as soon as its container stops (the engine's wait on
+// the container, beside it), failing the calls on it at once; a later dial
+// of a container that is not running fails, not retried, with
+// hostkit.ErrHostGone. Files written through the engine go to a temporary
+// beside the destination, renamed over it by an exec of mv once complete.
 //
 // Settings (the Container: section or one of its instances):
 //

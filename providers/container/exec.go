@@ -138,6 +138,9 @@ type transport struct {
 	resolve func(ctx context.Context) (string, error)
 	once    sync.Mutex
 	id      string
+
+	leftMu    sync.Mutex
+	leftovers []string // temporaries of failed writes not removed yet (transfer.go)
 }
 
 var _ hostkit.Transport = (*transport)(nil)
@@ -171,6 +174,7 @@ func (t *transport) Execute(ctx context.Context, cmd string, opts hostkit.ExecOp
 	if err != nil {
 		return hostkit.Result{Status: -1}, err
 	}
+	t.sweep(ctx, id)
 	var env []string
 	for k, v := range opts.Env {
 		env = append(env, k+"="+v)
@@ -333,8 +337,10 @@ func (f *tarFile) Stat() (fs.FileInfo, error) { return f.fi, nil }
 type sizer interface{ Size() int64 }
 
 // Create writes r to p in the container with mode perm, as a one-entry tar
-// stream (streamed when r's size is known, else buffered to learn it). A
-// missing directory's error is fs.ErrNotExist.
+// stream (streamed when r's size is known, else buffered to learn it)
+// under a temporary name beside p, renamed over p once complete (see
+// transfer.go): a write cut short leaves p as it was. A missing
+// directory's error is fs.ErrNotExist.
 func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io.Reader) (err error) {
 	defer t.p.tidy(&err)
 	id, err := t.containerID(ctx)
@@ -359,6 +365,7 @@ func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io
 	if dir == "" {
 		dir = "/"
 	}
+	t.sweep(ctx, id)
 	if t.p.eng.createsDirs(ctx) {
 		// As over SFTP, a missing directory is an error, not made.
 		if _, err := t.p.eng.cli.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: dir}); err != nil {
@@ -368,11 +375,12 @@ func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io
 			return fmt.Errorf("write %s in container %s: %w", p, shortID(id), err)
 		}
 	}
+	tmp := hostkit.TempName(name)
 	pr, pw := io.Pipe()
 	go func() {
 		tw := tar.NewWriter(pw)
 		err := tw.WriteHeader(&tar.Header{
-			Typeflag: tar.TypeReg, Name: name, Size: size, Mode: int64(perm.Perm()),
+			Typeflag: tar.TypeReg, Name: tmp, Size: size, Mode: int64(perm.Perm()),
 			ModTime: time.Now(), Format: tar.FormatPAX,
 		})
 		if err == nil {
@@ -393,9 +401,10 @@ func (t *transport) Create(ctx context.Context, p string, perm fs.FileMode, r io
 		if t.pathMissing(ctx, id, err) {
 			return fmt.Errorf("write %s in container %s: directory %s: %w", p, shortID(id), path.Clean(dir), &notExistError{err})
 		}
-		return fmt.Errorf("write %s in container %s: %w", p, shortID(id), err)
+		t.discard(ctx, id, path.Join(dir, tmp))
+		return fmt.Errorf("write %s in container %s: %w", p, shortID(id), t.exited(ctx, id, err))
 	}
-	return nil
+	return t.replace(ctx, id, path.Join(dir, tmp), path.Join(dir, name))
 }
 
 // Close releases nothing: the engine client belongs to the provider.

@@ -10,8 +10,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"golang.org/x/crypto/ssh"
 
@@ -73,6 +75,13 @@ type streamConn struct {
 
 	stderr tailBuffer // the last stderrKeep bytes of stderr and engine errors
 
+	// ended is why the stream was ended from our side (its container
+	// stopped, or its exec ended: see watch); Read and Write return it
+	// from then on.
+	ended     atomic.Pointer[error]
+	execID    string             // the exec's, for watch
+	writing   atomic.Int64       // when the write under way began (UnixNano), 0: none
+	stopWatch context.CancelFunc // ends watch; nil when not watched
 	closeOnce sync.Once
 }
 
@@ -84,6 +93,29 @@ func newStreamConn(conn net.Conn, r io.Reader, cid string) *streamConn {
 
 // Read returns the process's stdout.
 func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil {
+		err = c.why(err)
+	}
+	return n, err
+}
+
+// why is err, or why the stream was ended from our side.
+func (c *streamConn) why(err error) error {
+	if e := c.ended.Load(); e != nil {
+		return *e
+	}
+	return err
+}
+
+// end ends the stream for the reason err: the calls blocked on it return
+// err (a transfer's writes too), and so do later ones.
+func (c *streamConn) end(err error) {
+	c.ended.CompareAndSwap(nil, &err)
+	c.Close()
+}
+
+func (c *streamConn) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -153,7 +185,15 @@ func (c *streamConn) Stderr() string {
 }
 
 // Write writes p to the process's stdin.
-func (c *streamConn) Write(p []byte) (int, error) { return c.conn.Write(p) }
+func (c *streamConn) Write(p []byte) (int, error) {
+	c.writing.Store(time.Now().UnixNano())
+	n, err := c.conn.Write(p)
+	c.writing.Store(0)
+	if err != nil {
+		err = c.why(err)
+	}
+	return n, err
+}
 
 // CloseWrite ends the process's stdin.
 func (c *streamConn) CloseWrite() error {
@@ -168,6 +208,9 @@ func (c *streamConn) CloseWrite() error {
 func (c *streamConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		if c.stopWatch != nil {
+			c.stopWatch()
+		}
 		_ = c.CloseWrite()
 		err = c.conn.Close()
 	})
@@ -206,7 +249,77 @@ func (p *Provider) streamExec(ctx context.Context, cid string, cmd []string) (*s
 		return nil, fmt.Errorf("exec attach in container %s: %w", shortID(cid), err)
 	}
 	p.streams.Add(1)
-	return newStreamConn(att.Conn, att.Reader, cid), nil
+	sc := newStreamConn(att.Conn, att.Reader, cid)
+	sc.execID = created.ID
+	p.watch(sc)
+	return sc, nil
+}
+
+// stallCheck is how long a write to an exec stream may stay blocked before
+// the engine is asked whether the exec still runs, and how often it is
+// asked again while the write stays blocked.
+const stallCheck = time.Second
+
+// watch ends sc once its container stops running, or once its exec has
+// ended while a write to it stays blocked; it stops when sc closes.
+//
+// Why: the engine may keep an exec's attach stream open long after the
+// exec or its container ended, while our writes to the dead process's
+// stdin fill the buffers on the way: a transfer over it hung for minutes
+// (Docker), while a command, which waits to read, failed at once. The
+// container's own wait ends when the container does; an exec has no wait,
+// so it is inspected while a write stalls (a paused container's exec
+// still runs: that is left to hostkit's deadlines and keepalives).
+func (p *Provider) watch(sc *streamConn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sc.stopWatch = cancel
+	go func() {
+		defer cancel()
+		wait := p.eng.cli.ContainerWait(ctx, sc.cid, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+		tick := time.NewTicker(stallCheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case res := <-wait.Result:
+				sc.end(fmt.Errorf("container %s stopped (exit code %d): %w", shortID(sc.cid), res.StatusCode, hostkit.ErrHostGone))
+				return
+			case err := <-wait.Error:
+				if ctx.Err() != nil {
+					return
+				}
+				// The engine's connection, not the container: the exec
+				// is still looked at when writes stall.
+				p.log.Debug("container: cannot wait on the container of an exec stream", "container", shortID(sc.cid), "error", err)
+				wait = client.ContainerWaitResult{}
+			case <-tick.C:
+				since := sc.writing.Load()
+				if since == 0 || time.Since(time.Unix(0, since)) < stallCheck {
+					continue
+				}
+				if why := p.execEnded(ctx, sc); why != nil {
+					sc.end(why)
+					return
+				}
+			}
+		}
+	}()
+}
+
+// execEnded says how sc's exec ended, or nil while it runs (or the engine
+// does not say).
+func (p *Provider) execEnded(ctx context.Context, sc *streamConn) error {
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	ins, err := p.eng.cli.ExecInspect(cctx, sc.execID, client.ExecInspectOptions{})
+	switch {
+	case err == nil && !ins.Running:
+		return fmt.Errorf("sshd -i in container %s ended (exit code %d)%s", shortID(sc.cid), ins.ExitCode, stderrNote(sc))
+	case err != nil && isNotFound(err) && ctx.Err() == nil:
+		return fmt.Errorf("sshd -i in container %s ended (its exec is gone)%s", shortID(sc.cid), stderrNote(sc))
+	}
+	return nil
 }
 
 // sshdArgs are `sshd -i`'s arguments: inetd mode, logging to stderr (kept
@@ -401,10 +514,32 @@ func (p *Provider) streamDialer(rec *inventory.Record) hostkit.DialFunc {
 		}
 		sc, err := p.streamExec(ctx, cid, append([]string{sshd}, sshdArgs...))
 		if err != nil {
-			return nil, fmt.Errorf("container: ssh through the engine to %s: %w", rec.Name, readable(err, p.eng.uri))
+			return nil, fmt.Errorf("container: ssh through the engine to %s: %w", rec.Name, p.gone(ctx, cid, readable(err, p.eng.uri)))
 		}
 		return sc, nil
 	}
+}
+
+// gone adds to err, from an engine call on container cid, that the
+// container is not running, when it is not: hostkit.ErrHostGone, which
+// hostkit does not dial again.
+func (p *Provider) gone(ctx context.Context, cid string, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	ins, ierr := p.eng.cli.ContainerInspect(cctx, cid, client.ContainerInspectOptions{})
+	if ierr != nil {
+		if isNotFound(ierr) {
+			return fmt.Errorf("%w: container %s is gone: %w", err, shortID(cid), hostkit.ErrHostGone)
+		}
+		return err
+	}
+	if why := notRunning(ins.Container); why != nil {
+		return fmt.Errorf("%w: %v: %w", err, why, hostkit.ErrHostGone)
+	}
+	return err
 }
 
 // proxyCommand is an OpenSSH ProxyCommand that reaches the container's
