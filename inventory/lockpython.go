@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hostbroker/broker/internal/safefile"
 )
 
 // The Python broker's lock is <resolved path>.lock, created exclusively
@@ -132,7 +134,11 @@ func (s *Store) takePythonLock(alive func() error) (*pythonLock, error) {
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, pythonLockError(path, err)
 		}
-		if stale, python := staleLock(path); stale {
+		stale, python, err := staleLock(path)
+		if err != nil {
+			return nil, pythonLockError(path, err)
+		}
+		if stale {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return nil, pythonLockError(path, err)
 			}
@@ -160,7 +166,7 @@ func (l *pythonLock) release() error {
 // process killed while taking it never leaves an empty one, which would
 // read as a Python broker's for staleLockAge.
 func prepareMark(lockPath string) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(lockPath), filepath.Base(lockPath)+".new-*")
+	tmp, err := safefile.CreateTemp(filepath.Dir(lockPath), filepath.Base(lockPath)+".new-*")
 	if err != nil {
 		return "", err
 	}
@@ -184,7 +190,7 @@ func linkMarked(mark, path string) error {
 		!errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.EOPNOTSUPP) {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := safefile.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -200,22 +206,27 @@ func linkMarked(mark, path string) error {
 
 // staleLock reports whether the lock file at path was left by a dead
 // holder (see takePythonLock), and whether that holder was a Python broker.
-func staleLock(path string) (stale, python bool) {
-	f, err := os.Open(path)
+// A lock that is a symbolic link or not a regular file of this user is an
+// error: neither tool made it, and it is not read, waited on or removed.
+func staleLock(path string) (stale, python bool, err error) {
+	f, err := safefile.OpenFile(path, os.O_RDONLY, 0)
+	if errors.Is(err, safefile.ErrUnsafe) {
+		return false, false, err
+	}
 	if err != nil {
-		return false, false // gone, or not ours to judge
+		return false, false, nil // gone, or not ours to judge
 	}
 	defer f.Close()
 	buf := make([]byte, 512)
 	n, _ := f.Read(buf)
 	if _, _, ours := parseMark(buf[:n]); ours {
-		return true, false
+		return true, false, nil
 	}
 	st, err := f.Stat()
 	if err != nil || n > 0 || time.Since(st.ModTime()) < staleLockAge {
-		return false, false
+		return false, false, nil
 	}
-	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil, true
+	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil, true, nil
 }
 
 // ClearAbandonedLock removes the Python broker's lock file when a process
@@ -229,7 +240,7 @@ func staleLock(path string) (stale, python bool) {
 // inventory lock (and so does clearAbandonedWait).
 func (s *Store) ClearAbandonedLock(ctx context.Context) (bool, error) {
 	path := s.pythonLockPath()
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -251,7 +262,7 @@ func (s *Store) ClearAbandonedLock(ctx context.Context) (bool, error) {
 	}
 	defer h.release()
 	s.removeLeftovers()
-	data, err = os.ReadFile(path)
+	data, err = safefile.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hostbroker/broker/internal/safefile"
 )
 
 // The inventory's lock between processes is an flock of <path>.flock: the
@@ -88,6 +90,9 @@ func (s *Store) acquire(ctx context.Context) (*lockHeld, error) {
 	qdir := s.queueDir()
 	if err := os.Mkdir(qdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("inventory: create lock queue %s: %w", qdir, err)
+	}
+	if err := checkQueueDir(qdir); err != nil {
+		return nil, fmt.Errorf("inventory: lock queue: %w", err)
 	}
 	lockPath := s.flockPath()
 	mainFD, err := openRetry(lockPath, syscall.O_RDWR|syscall.O_CREAT, 0o600)
@@ -202,6 +207,9 @@ func livePredecessor(qdir, mine string) (fd, ahead int, err error) {
 	for i := len(before) - 1; i >= 0; i-- {
 		p := filepath.Join(qdir, before[i])
 		fd, err := openRetry(p, syscall.O_RDONLY, 0)
+		if errors.Is(err, safefile.ErrUnsafe) {
+			return -1, 0, err
+		}
 		if err != nil {
 			continue // released meanwhile
 		}
@@ -271,11 +279,44 @@ func flockRetry(fd, how int) error {
 	}
 }
 
+//
+// The file is opened as safefile.OpenFile opens it: a symbolic link is
+// not followed (a link planted at the lock's path must not make a write
+// land in its target), and anything but a regular file of this user is
+// refused with an error naming it.
 func openRetry(path string, mode int, perm uint32) (int, error) {
-	for {
-		fd, err := syscall.Open(path, mode|syscall.O_CLOEXEC, perm)
-		if err != syscall.EINTR {
-			return fd, err
-		}
+	f, err := safefile.OpenFile(path, mode, fs.FileMode(perm))
+	if err != nil {
+		return -1, err
 	}
+	defer f.Close()
+	// The descriptor outlives f: a duplicate, close-on-exec (under
+	// ForkLock, so that no child started meanwhile inherits it).
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return -1, &os.PathError{Op: "dup", Path: path, Err: err}
+	}
+	return fd, nil
+}
+
+// checkQueueDir refuses a queue directory that is a symbolic link (which
+// would put tickets, and their removal, elsewhere), not a directory, or
+// another user's.
+func checkQueueDir(qdir string) error {
+	fi, err := os.Lstat(qdir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: is not a directory (a %s); refusing to use it (remove it): %w", qdir, fi.Mode().Type(), safefile.ErrUnsafe)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s: owned by uid %d, not by this user (uid %d); refusing to use it: %w", qdir, st.Uid, os.Geteuid(), safefile.ErrUnsafe)
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hostbroker/broker/internal/safefile"
 )
 
 // ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
@@ -116,7 +118,7 @@ func (s *Store) Load(ctx context.Context) ([]*Record, error) {
 		return recs, nil
 	}
 	py := s.pythonLockPath()
-	data, rerr := os.ReadFile(py)
+	data, rerr := safefile.ReadFile(py)
 	if errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		return recs, nil // an empty inventory, or none yet
 	}
@@ -955,7 +957,7 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 // writeTemp writes data to a new temp file beside the inventory (0600)
 // and fsyncs it; on failure nothing is left.
 func (s *Store) writeTemp(data []byte) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	tmp, err := safefile.CreateTemp(filepath.Dir(s.path), s.tempPattern())
 	if err != nil {
 		return "", fmt.Errorf("inventory: write %s: %w", s.path, err)
 	}
@@ -981,7 +983,7 @@ func (s *Store) writeTemp(data []byte) (string, error) {
 // version (see prevPath). It is best effort: the write it copies has
 // succeeded.
 func (s *Store) keepPrevious(data []byte) {
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	tmp, err := safefile.CreateTemp(filepath.Dir(s.path), s.tempPattern())
 	if err != nil {
 		return
 	}
@@ -1009,7 +1011,7 @@ func (s *Store) keepPrevious(data []byte) {
 // purpose after that version is put back too: a host listed twice is
 // checked in and dropped again, a host lost is leaked.
 func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
-	prevData, err := os.ReadFile(s.prevPath())
+	prevData, err := safefile.ReadFile(s.prevPath())
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
@@ -1038,12 +1040,26 @@ func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
 		return entries, false
 	}
 	torn := s.path + ".torn-" + time.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := os.WriteFile(torn, found, 0o600); err != nil {
+	if err := writeNew(torn, found); err != nil {
 		torn = "(not kept: " + err.Error() + ")"
 	}
 	s.log().Warn("inventory: a Python broker died while rewriting the inventory; records it lost were put back",
 		"file", s.path, "restored", names, "torn_copy", torn, "previous", s.prevPath())
 	return append(slices.Clone(entries), vanished...), true
+}
+
+// writeNew writes data to a new file at name (0600), never through a
+// link or over anything already there.
+func writeNew(name string, data []byte) error {
+	f, err := safefile.Create(name, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // recordLabel names a record in a message.
