@@ -279,7 +279,6 @@ func flockRetry(fd, how int) error {
 	}
 }
 
-//
 // The file is opened as safefile.OpenFile opens it: a symbolic link is
 // not followed (a link planted at the lock's path must not make a write
 // land in its target), and anything but a regular file of this user is
