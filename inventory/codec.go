@@ -60,7 +60,10 @@ func decodeFile(name string, data []byte) (recs []*Record, raw [][]byte, err err
 	if len(data) > maxFileSize {
 		return nil, nil, limitError(name, "it is %s; an inventory file may hold at most %s", size(len(data)), size(maxFileSize))
 	}
-	recs, raw, why := fastDecode(data)
+	recs, raw, why, invalid := fastDecode(data)
+	if invalid {
+		return nil, nil, fmt.Errorf("%w: %s: %s (the Python broker cannot read this file either)", ErrCorrupt, name, why)
+	}
 	if why == "" {
 		if len(recs) == 0 {
 			recs = nil
@@ -71,7 +74,10 @@ func decodeFile(name string, data []byte) (recs []*Record, raw [][]byte, err err
 		return nil, nil, limitError(name, "it is %s and not in the plain form this library writes (%s); such a file may hold at most %s", size(len(data)), why, size(maxGeneralSize))
 	}
 	recs, err = decodeGeneral(name, data)
-	return recs, nil, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return recs, generalRaws(name, data, recs), nil
 }
 
 // encodeRecord encodes one record as Marshal does: Marshal(recs) is the
@@ -89,34 +95,6 @@ func size(n int) string {
 		return fmt.Sprintf("%d bytes (%.1f MiB)", n, float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d bytes", n)
-}
-
-// decodeGeneral reads any YAML with yaml.v3, within the bounds: the node
-// tree is checked before anything is decoded from it, so that aliases are
-// counted over the whole file (yaml.v3's own check starts again with each
-// record, since Record has an UnmarshalYAML).
-func decodeGeneral(name string, data []byte) ([]*Record, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
-	}
-	if err := checkBounds(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w: %s", ErrCorrupt, name, ErrLimit, err.Error())
-	}
-	var recs []*Record
-	if doc.Kind != 0 {
-		if err := doc.Decode(&recs); err != nil {
-			return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
-		}
-	}
-	var out []*Record
-	for i, r := range recs {
-		if r == nil {
-			return nil, fmt.Errorf("%w: %s: entry %d is empty", ErrCorrupt, name, i)
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // checkBounds measures the values that decoding doc would build, aliases
@@ -217,29 +195,3 @@ func Marshal(recs []*Record) ([]byte, error) {
 	return b, nil
 }
 
-// appendRecord writes one record as a one-item YAML list, in the bytes
-// yaml.v3 writes: by the fast writer when it can, else by yaml.v3. One
-// encoder per record: yaml.v3's emitter keeps every event of a document
-// queued, which made writing 300 records 60% slower. Concatenated
-// one-item lists are the same bytes as one list.
-func appendRecord(b []byte, r *Record) ([]byte, error) {
-	if out, ok := fastEncode(b, r); ok {
-		return out, nil
-	}
-	buf := bytes.NewBuffer(b)
-	err := yamlEncode(buf, r)
-	return buf.Bytes(), err
-}
-
-// yamlEncode writes one record as a one-item YAML list with yaml.v3.
-func yamlEncode(buf *bytes.Buffer, r *Record) error {
-	enc := yaml.NewEncoder(buf)
-	enc.SetIndent(2)
-	if err := enc.Encode([]*Record{r}); err != nil {
-		return fmt.Errorf("inventory: encode %s: %w", r.Hostname, err)
-	}
-	if err := enc.Close(); err != nil {
-		return fmt.Errorf("inventory: encode %s: %w", r.Hostname, err)
-	}
-	return nil
-}

@@ -1,29 +1,72 @@
 package inventory
 
 import (
-	"bytes"
+	"encoding/base64"
+	"fmt"
 	"math"
-	"regexp"
+	"math/big"
+	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
-// The fast writer: writes a record in exactly the bytes yaml.v3 writes
-// for it (indent 2, one record as a one-item list), for the values records
-// hold: ASCII text on one line, integers, floats, bools, times, nil, and
-// maps and lists of them. On anything else (other text, other types, keys
-// that sort in a way it does not copy) it declines, and yaml.v3 writes the
-// record. TestFastEncode checks it against yaml.v3.
+// The writer: one record as a one-item block list (indent 2), in the
+// form ruamel.yaml's round-trip dumper writes (plain where both Python
+// libraries read the text back as itself, floats as Python's repr), for
+// every value a record may hold: nil, bool, integers (any Go integer
+// type, *big.Int), floats, strings, []byte (!!binary), Date, time.Time,
+// and maps with string keys and slices of these. A value it cannot write
+// so that Go, ruamel.yaml and PyYAML all read it back equal (text that is
+// not UTF-8, a time finer than a microsecond or outside years 1 – 9999,
+// a channel…) is an error naming the record and the field, and nothing
+// is written. A record read with a key that is not a string (null: …)
+// is refused too: Go holds it under its text, and writing that would
+// change it.
 
-// encoder appends to b; ok turns false when it declines.
+// encoder appends to b; err is the first value it could not write, with
+// path the field it was in.
 type encoder struct {
-	b  []byte
-	ok bool
+	b    []byte
+	path []string
+	err  error
 }
 
-// fastEncode appends r's bytes to b, or returns false.
-func fastEncode(b []byte, r *Record) ([]byte, bool) {
-	e := encoder{b: b, ok: true}
+// fail records the first error, naming the field being written.
+func (e *encoder) fail(format string, args ...any) {
+	if e.err == nil {
+		e.err = fmt.Errorf("field %s: %s", strings.Join(e.path, "."), fmt.Sprintf(format, args...))
+	}
+}
+
+func (e *encoder) push(k string) { e.path = append(e.path, k) }
+func (e *encoder) pop()          { e.path = e.path[:len(e.path)-1] }
+
+// Bits of Record.nulls and Record.empties: fields read as null, or as
+// empty text, and written back so.
+const (
+	bitHostname uint8 = 1 << iota
+	bitName
+	bitIP
+	bitProvider
+	bitInstance
+	bitArgs
+	bitFacts
+)
+
+// appendRecord appends r's bytes to b, or fails naming the record and
+// the field it cannot write.
+func appendRecord(b []byte, r *Record) ([]byte, error) {
+	if r.unwritable != "" {
+		return nil, fmt.Errorf("inventory: record %s: %s; it cannot be written back without changing it", recordLabel(r), r.unwritable)
+	}
+	nulls := r.nulls
+	if r.nameNull {
+		nulls |= bitName
+	}
+	e := encoder{b: b}
 	e.b = append(e.b, "- "...)
 	ind := 2
 	first := true
@@ -34,56 +77,70 @@ func fastEncode(b []byte, r *Record) ([]byte, bool) {
 		first = false
 		e.key(k)
 	}
-	str := func(k, v string) {
-		if v != "" {
+	str := func(k, v string, bit uint8, always bool) {
+		e.push(k)
+		defer e.pop()
+		switch {
+		case v != "" || always && nulls&bit == 0:
 			key(k)
 			e.b = append(e.b, ' ')
-			e.str(v, true)
+			e.str(v)
 			e.b = append(e.b, '\n')
+		case nulls&bit != 0:
+			key(k)
+			e.b = append(e.b, " null\n"...)
+		case r.empties&bit != 0:
+			key(k)
+			e.b = append(e.b, " ''\n"...)
 		}
 	}
-	key("hostname")
-	e.b = append(e.b, ' ')
-	e.str(r.Hostname, true)
-	e.b = append(e.b, '\n')
-	switch {
-	case r.Name != "":
-		key("name")
-		e.b = append(e.b, ' ')
-		e.str(r.Name, false)
-		e.b = append(e.b, '\n')
-	case r.nameNull:
-		key("name")
-		e.b = append(e.b, " null\n"...)
-	}
-	str("ip", r.IP)
-	str("_broker_provider", r.Provider)
-	str("_broker_provider_instance", r.Instance)
+	str("hostname", r.Hostname, bitHostname, true)
+	str("name", r.Name, bitName, false)
+	str("ip", r.IP, bitIP, false)
+	str("_broker_provider", r.Provider, bitProvider, false)
+	str("_broker_provider_instance", r.Instance, bitInstance, false)
+	e.push("_broker_args")
 	key("_broker_args")
-	if r.Args == nil {
+	switch {
+	case r.Args == nil && r.nulls&bitArgs != 0:
+		e.b = append(e.b, " null\n"...)
+	case r.Args == nil:
 		e.b = append(e.b, " {}\n"...)
-	} else {
+	default:
 		e.strMap(r.Args, ind)
 	}
-	if r.Facts != nil {
+	e.pop()
+	e.push("_broker_facts")
+	switch {
+	case r.Facts != nil:
 		key("_broker_facts")
 		e.strMap(r.Facts, ind)
+	case r.nulls&bitFacts != 0:
+		key("_broker_facts")
+		e.b = append(e.b, " null\n"...)
 	}
+	e.pop()
 	if m := r.Broker; m != nil {
+		e.push("_brokertest")
 		key("_brokertest")
 		e.meta(m, ind+2)
+		e.pop()
 	}
 	if len(r.Extra) > 0 {
-		keys := e.sortedKeys(r.Extra)
-		for _, k := range keys {
+		for _, k := range sortedKeys(r.Extra) {
+			e.push(k)
 			if isRecordKey(k) {
-				return nil, false // yaml.v3 fails on it
+				e.fail("a key of Extra that is one of Record's fields")
 			}
 			key(k)
 			e.value(r.Extra[k], ind)
+			e.pop()
 		}
 	}
-	return e.b, e.ok
+	if e.err != nil {
+		return nil, fmt.Errorf("inventory: record %s: %w; nothing written", recordLabel(r), e.err)
+	}
+	return e.b, nil
 }
 
 func isRecordKey(k string) bool {
@@ -100,12 +157,13 @@ func (e *encoder) indent(n int) {
 	}
 }
 
-// key writes a map key and its colon.
+// key writes a map key and its colon. A key over 1000 bytes would be
+// written in the "? " form, which is not written here.
 func (e *encoder) key(k string) {
-	if len(k) > 100 {
-		e.ok = false // yaml.v3 writes a long key in the "? " form
+	if len(k) > 1000 {
+		e.fail("a key of %d bytes (at most 1000 are written)", len(k))
 	}
-	e.str(k, true)
+	e.str(k)
 	e.b = append(e.b, ':')
 }
 
@@ -120,7 +178,7 @@ func (e *encoder) meta(m *Meta, ind int) {
 	text := func(k, v string, always bool) {
 		if v != "" || always {
 			field(k)
-			e.str(v, true)
+			e.str(v)
 			e.b = append(e.b, '\n')
 		}
 	}
@@ -130,13 +188,17 @@ func (e *encoder) meta(m *Meta, ind int) {
 	text("test", m.Test, false)
 	text("user", m.User, false)
 	field("checked_out")
-	e.time(m.CheckedOut)
+	e.push("checked_out")
+	e.metaTime(m.CheckedOut)
+	e.pop()
 	e.b = append(e.b, '\n')
 	field("keep_until")
 	if m.KeepUntil == nil {
 		e.b = append(e.b, "null"...)
 	} else {
-		e.time(*m.KeepUntil)
+		e.push("keep_until")
+		e.metaTime(*m.KeepUntil)
+		e.pop()
 	}
 	e.b = append(e.b, '\n')
 	text("request_key", m.RequestKey, false)
@@ -146,7 +208,9 @@ func (e *encoder) meta(m *Meta, ind int) {
 	if len(m.Data) > 0 {
 		e.indent(ind)
 		e.b = append(e.b, "data:"...)
+		e.push("data")
 		e.strMap(m.Data, ind)
+		e.pop()
 	}
 }
 
@@ -157,7 +221,7 @@ func (e *encoder) metaOwner(ow *Owner, ind int) {
 	o := ind + 2
 	e.indent(o)
 	e.b = append(e.b, "run: "...)
-	e.str(ow.Run, true)
+	e.str(ow.Run)
 	e.b = append(e.b, '\n')
 	e.indent(o)
 	e.b = append(e.b, "pid: "...)
@@ -169,11 +233,11 @@ func (e *encoder) metaOwner(ow *Owner, ind int) {
 	e.b = append(e.b, '\n')
 	e.indent(o)
 	e.b = append(e.b, "boot_id: "...)
-	e.str(ow.BootID, true)
+	e.str(ow.BootID)
 	e.b = append(e.b, '\n')
 	e.indent(o)
 	e.b = append(e.b, "machine: "...)
-	e.str(ow.Machine, true)
+	e.str(ow.Machine)
 	e.b = append(e.b, '\n')
 }
 
@@ -190,7 +254,7 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 				e.indent(ind + 2)
 				e.b = append(e.b, k...)
 				e.b = append(e.b, ": "...)
-				e.str(v, true)
+				e.str(v)
 				e.b = append(e.b, '\n')
 			}
 		}
@@ -213,10 +277,26 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 	}
 }
 
-// time writes a time as yaml.v3 does: RFC 3339, plain.
+// metaTime writes one of the _brokertest block's times: RFC 3339 in UTC,
+// to the nanosecond (this library's own; the Python broker does not read
+// them, and Python would keep microseconds).
+func (e *encoder) metaTime(t time.Time) {
+	if y := t.Year(); y < 1 || y > 9999 {
+		e.fail("the time %s is outside years 1 – 9999", t)
+		return
+	}
+	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
+}
+
+// time writes a time value as Python's datetime is written: RFC 3339 with
+// its zone. Python keeps microseconds: a finer time is refused.
 func (e *encoder) time(t time.Time) {
-	if y := t.Year(); y < 0 || y > 9999 {
-		e.ok = false
+	if y := t.Year(); y < 1 || y > 9999 {
+		e.fail("the time %s is outside years 1 – 9999", t)
+		return
+	}
+	if t.Nanosecond()%1000 != 0 {
+		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
 		return
 	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
@@ -229,29 +309,24 @@ func (e *encoder) strMap(m map[string]any, ind int) {
 		return
 	}
 	e.b = append(e.b, '\n')
-	for _, k := range e.sortedKeys(m) {
+	for _, k := range sortedKeys(m) {
 		e.indent(ind + 2)
+		e.push(k)
 		e.key(k)
 		e.value(m[k], ind+2)
+		e.pop()
 	}
 }
 
 // value writes v after "key:" (or "-") at indent ind: " scalar\n", or a
 // line break and a block collection, or " {}" and " []".
 func (e *encoder) value(v any, ind int) {
+	v = normalize(v)
 	switch x := v.(type) {
 	case map[string]any:
-		if x == nil {
-			e.ok = false
-			return
-		}
 		e.strMap(x, ind)
 		return
 	case []any:
-		if x == nil {
-			e.ok = false
-			return
-		}
 		if len(x) == 0 {
 			e.b = append(e.b, " []\n"...)
 			return
@@ -271,40 +346,93 @@ func (e *encoder) list(l []any, ind int) {
 		if i > 0 || e.b[len(e.b)-1] == '\n' {
 			e.indent(ind)
 		}
+		e.push(strconv.Itoa(i))
 		e.b = append(e.b, '-')
-		switch x := v.(type) {
+		switch x := normalize(v).(type) {
 		case map[string]any:
 			if len(x) == 0 {
-				if x == nil {
-					e.ok = false
-				}
 				e.b = append(e.b, " {}\n"...)
-				continue
+				break
 			}
 			e.b = append(e.b, ' ')
-			for j, k := range e.sortedKeys(x) {
+			for j, k := range sortedKeys(x) {
 				if j > 0 {
 					e.indent(ind + 2)
 				}
+				e.push(k)
 				e.key(k)
 				e.value(x[k], ind+2)
+				e.pop()
 			}
 		case []any:
 			if len(x) == 0 {
-				if x == nil {
-					e.ok = false
-				}
 				e.b = append(e.b, " []\n"...)
-				continue
+				break
 			}
 			e.b = append(e.b, ' ')
 			e.list(x, ind+2)
 		default:
 			e.b = append(e.b, ' ')
-			e.scalar(v)
+			e.scalar(x)
 			e.b = append(e.b, '\n')
 		}
+		e.pop()
 	}
+}
+
+// normalize turns the collections and numbers of other Go types
+// ([]string, map[string]string, int32, float32…) into those the writer
+// knows; anything else is returned as it is.
+func normalize(v any) any {
+	switch v.(type) {
+	case nil, string, bool, int, int64, uint64, float64, *big.Int, time.Time, Date, []byte, map[string]any, []any:
+		return v
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return int(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return rv.Uint()
+	case reflect.Float32:
+		// The float32's own shortest text, as a float64.
+		f, _ := strconv.ParseFloat(strconv.FormatFloat(rv.Float(), 'g', -1, 32), 64)
+		return f
+	case reflect.Float64:
+		return rv.Float()
+	case reflect.String:
+		return rv.String()
+	case reflect.Bool:
+		return rv.Bool()
+	case reflect.Slice, reflect.Array:
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			return nil
+		}
+		l := make([]any, rv.Len())
+		for i := range l {
+			l[i] = rv.Index(i).Interface()
+		}
+		return l
+	case reflect.Map:
+		if rv.Type().Key().Kind() != reflect.String {
+			return v
+		}
+		if rv.IsNil() {
+			return nil
+		}
+		m := make(map[string]any, rv.Len())
+		it := rv.MapRange()
+		for it.Next() {
+			m[it.Key().String()] = it.Value().Interface()
+		}
+		return m
+	case reflect.Pointer:
+		if rv.IsNil() {
+			return nil
+		}
+		return normalize(rv.Elem().Interface())
+	}
+	return v
 }
 
 // scalar writes a value that is not a collection.
@@ -313,7 +441,7 @@ func (e *encoder) scalar(v any) {
 	case nil:
 		e.b = append(e.b, "null"...)
 	case string:
-		e.str(x, true)
+		e.str(x)
 	case bool:
 		e.b = strconv.AppendBool(e.b, x)
 	case int:
@@ -322,59 +450,152 @@ func (e *encoder) scalar(v any) {
 		e.b = strconv.AppendInt(e.b, x, 10)
 	case uint64:
 		e.b = strconv.AppendUint(e.b, x, 10)
+	case *big.Int:
+		e.b = x.Append(e.b, 10)
 	case float64:
-		switch {
-		case math.IsInf(x, 1):
-			e.b = append(e.b, ".inf"...)
-		case math.IsInf(x, -1):
-			e.b = append(e.b, "-.inf"...)
-		case math.IsNaN(x):
-			e.b = append(e.b, ".nan"...)
-		default:
-			e.b = strconv.AppendFloat(e.b, x, 'g', -1, 64)
-		}
+		e.b = appendPythonFloat(e.b, x)
 	case time.Time:
 		e.time(x)
+	case Date:
+		if x.Year < 1 || x.Year > 9999 || x.Month < 1 || x.Month > 12 || x.Day < 1 ||
+			time.Date(x.Year, x.Month, x.Day, 0, 0, 0, 0, time.UTC).Day() != x.Day {
+			e.fail("%v is not a date Python can hold", x)
+			return
+		}
+		e.b = append(e.b, x.String()...)
+	case []byte:
+		e.b = append(e.b, "!!binary "...)
+		e.b = append(e.b, '"')
+		e.b = base64.StdEncoding.AppendEncode(e.b, x)
+		e.b = append(e.b, '"')
 	default:
-		e.ok = false
+		e.fail("a value of type %T, which is not written", v)
 	}
 }
 
-// str writes text as yaml.v3 does: plain when it reads back as the same
-// text and its emitter allows it, else single-quoted, or double-quoted
-// when plain text would read as something else. typed is yaml.v3's
-// string path; the record's name goes through a yaml.Node, which does not
-// quote YAML 1.1's booleans and base 60 floats.
-func (e *encoder) str(s string, typed bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			e.ok = false // line breaks, tabs, other characters: yaml.v3
+// appendPythonFloat writes f as ruamel.yaml writes a Python float: its
+// repr (the shortest text that reads back as f; positional from 1e-4 up
+// to 1e16, else with an exponent), with a decimal point before an
+// exponent so that PyYAML, too, reads a float.
+func appendPythonFloat(b []byte, f float64) []byte {
+	switch {
+	case math.IsInf(f, 1):
+		return append(b, ".inf"...)
+	case math.IsInf(f, -1):
+		return append(b, "-.inf"...)
+	case math.IsNaN(f):
+		return append(b, ".nan"...)
+	}
+	sci := strconv.FormatFloat(f, 'e', -1, 64) // -d.ddde±XX
+	mant, expText, _ := strings.Cut(sci, "e")
+	exp, _ := strconv.Atoi(expText)
+	if exp < -4 || exp >= 16 {
+		b = append(b, mant...)
+		if !strings.Contains(mant, ".") {
+			b = append(b, ".0"...)
+		}
+		b = append(b, 'e')
+		if exp < 0 {
+			b = append(b, '-')
+			exp = -exp
+		} else {
+			b = append(b, '+')
+		}
+		if exp < 10 {
+			b = append(b, '0')
+		}
+		return strconv.AppendInt(b, int64(exp), 10)
+	}
+	pos := strconv.FormatFloat(f, 'f', -1, 64)
+	b = append(b, pos...)
+	if !strings.Contains(pos, ".") {
+		b = append(b, ".0"...)
+	}
+	return b
+}
+
+// str writes text: plain where ruamel.yaml and PyYAML both read it back
+// as this text, else single-quoted (as ruamel.yaml quotes), or
+// double-quoted with escapes when it holds a line break or a character
+// either library does not take raw. Text that is not UTF-8 is refused.
+func (e *encoder) str(s string) {
+	if !utf8.ValidString(s) {
+		e.fail("text that is not UTF-8 (%q)", s)
+		return
+	}
+	switch textKind(s) {
+	case textPrintable:
+		if s != "" && plainAllowed(s) && !needsQuotes(s) {
+			e.b = append(e.b, s...)
 			return
 		}
-	}
-	if plainTag(s) != tagStr || typed && (isBase60Float(s) || isOldBool(s)) {
-		e.b = append(e.b, '"')
+		e.b = append(e.b, '\'')
 		for i := 0; i < len(s); i++ {
-			if s[i] == '"' || s[i] == '\\' {
-				e.b = append(e.b, '\\')
+			if s[i] == '\'' {
+				e.b = append(e.b, '\'')
 			}
 			e.b = append(e.b, s[i])
 		}
-		e.b = append(e.b, '"')
-		return
+		e.b = append(e.b, '\'')
+	default:
+		e.doubleQuoted(s)
 	}
-	if plainAllowed(s) {
-		e.b = append(e.b, s...)
-		return
-	}
-	e.b = append(e.b, '\'')
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			e.b = append(e.b, '\'')
+}
+
+const (
+	textPrintable = iota // only characters both libraries take raw, no line breaks
+	textOther
+)
+
+// textKind tells text that may be written raw in single quotes or plain
+// from text that needs double quotes: line breaks, tabs and other
+// control characters, DEL and C1 controls, U+2028, U+2029, U+FEFF,
+// U+FFFE, U+FFFF.
+func textKind(s string) int {
+	for _, r := range s {
+		if !rawOK(r) {
+			return textOther
 		}
-		e.b = append(e.b, s[i])
 	}
-	e.b = append(e.b, '\'')
+	return textPrintable
+}
+
+func rawOK(r rune) bool {
+	switch {
+	case r >= 0x20 && r < 0x7f:
+		return true
+	case r < 0xa0:
+		return false
+	case r == 0x2028 || r == 0x2029 || r == 0xfeff || r == 0xfffe || r == 0xffff:
+		return false
+	case r >= 0xd800 && r <= 0xdfff:
+		return false
+	}
+	return true
+}
+
+// doubleQuoted writes s double-quoted, escaping what rawOK refuses.
+func (e *encoder) doubleQuoted(s string) {
+	e.b = append(e.b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			e.b = append(e.b, '\\', byte(r))
+		case r == '\n':
+			e.b = append(e.b, `\n`...)
+		case r == '\t':
+			e.b = append(e.b, `\t`...)
+		case r == '\r':
+			e.b = append(e.b, `\r`...)
+		case rawOK(r):
+			e.b = utf8.AppendRune(e.b, r)
+		case r < 0x100:
+			e.b = fmt.Appendf(e.b, `\x%02X`, r)
+		default:
+			e.b = fmt.Appendf(e.b, `\u%04X`, r)
+		}
+	}
+	e.b = append(e.b, '"')
 }
 
 // plainAllowed is yaml.v3's emitter's test for plain text in block
@@ -411,33 +632,21 @@ func plainAllowed(s string) bool {
 	return true
 }
 
-// base60Float is YAML 1.1's sexagesimal float, which yaml.v3 quotes.
-var base60Float = regexp.MustCompile(`^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`)
-
-func isBase60Float(s string) bool {
-	if s == "" || !(s[0] == '+' || s[0] == '-' || s[0] >= '0' && s[0] <= '9') || bytes.IndexByte([]byte(s), ':') < 0 {
-		return false
-	}
-	return base60Float.MatchString(s)
-}
-
-// isOldBool is YAML 1.1's booleans, which yaml.v3 quotes.
-func isOldBool(s string) bool {
-	switch s {
-	case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF":
-		return true
-	}
-	return false
-}
-
-// sortedKeys returns m's keys in yaml.v3's order (keyLess). It declines
-// keys the order is not a total one on (then yaml.v3's own order would
-// depend on the map's), checking every pair of a small map and declining
-// large ones.
-func (e *encoder) sortedKeys(m map[string]any) []string {
+// sortedKeys returns m's keys in a fixed order: yaml.v3's (keyLess,
+// which this library has always written) when every key is printable
+// ASCII and that order is total on them, else byte order.
+func sortedKeys(m map[string]any) []string {
 	keys := make([]string, 0, len(m))
+	ascii := true
 	for k := range m {
 		keys = append(keys, k)
+		for i := 0; i < len(k) && ascii; i++ {
+			ascii = k[i] >= 0x20 && k[i] < 0x7f
+		}
+	}
+	if !ascii || len(keys) > 64 {
+		slices.Sort(keys)
+		return keys
 	}
 	// Insertion sort: maps are small.
 	for i := 1; i < len(keys); i++ {
@@ -445,14 +654,11 @@ func (e *encoder) sortedKeys(m map[string]any) []string {
 			keys[j], keys[j-1] = keys[j-1], keys[j]
 		}
 	}
-	if len(keys) > 64 {
-		e.ok = false
-		return keys
-	}
 	for i := range keys {
 		for j := i + 1; j < len(keys); j++ {
 			if !keyLess(keys[i], keys[j]) || keyLess(keys[j], keys[i]) {
-				e.ok = false
+				slices.Sort(keys)
+				return keys
 			}
 		}
 	}

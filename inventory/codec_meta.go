@@ -2,7 +2,7 @@ package inventory
 
 import (
 	"math"
-	"strconv"
+	"math/big"
 	"time"
 	"unicode/utf8"
 
@@ -107,35 +107,30 @@ func (m *Meta) Field(key string) (v any, present, ok bool) {
 	return nil, false, true
 }
 
-// roundTrip returns v as yaml.v3 writes and then reads it into an
-// interface{}, for the types it knows; ok is false for others.
+// roundTrip returns v as written and read back into an interface{}:
+// collections of other Go types as map[string]any and []any, integers as
+// int (or *big.Int past int64); ok is false for a value that cannot be
+// written.
 func roundTrip(v any) (any, bool) {
-	switch x := v.(type) {
-	case nil, string, bool, int:
+	switch x := normalize(v).(type) {
+	case nil, string, bool, int, float64, Date, []byte:
 		return x, true
 	case int64:
 		return int(x), true
 	case uint64:
 		return uintValue(x), true
-	case float64:
-		s := strconv.FormatFloat(x, 'g', -1, 64)
-		switch {
-		case math.IsInf(x, 1):
-			s = ".inf"
-		case math.IsInf(x, -1):
-			s = "-.inf"
-		case math.IsNaN(x):
-			s = ".nan"
+	case *big.Int:
+		if x.IsInt64() {
+			return int(x.Int64()), true
 		}
-		_, r := resolvePlain(s)
-		return r, true
+		return x, true
 	case time.Time:
-		return timeValue(x), true
+		return x, true
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
 			if !utf8.ValidString(k) {
-				return nil, false // a !!binary key: yaml.v3 reads a map[any]any
+				return nil, false
 			}
 			r, ok := roundTrip(e)
 			if !ok {
@@ -159,17 +154,15 @@ func roundTrip(v any) (any, bool) {
 }
 
 // uintValue is an unsigned integer written and read back: an int when it
-// fits.
+// fits, else a *big.Int.
 func uintValue(u uint64) any {
 	if u <= math.MaxInt64 {
 		return int(u)
 	}
-	return u
+	return new(big.Int).SetUint64(u)
 }
 
-// timeValue is a time written (in RFC 3339) and read back: a time.Time,
-// or text when its year has not four digits.
+// timeValue is a time written (in RFC 3339) and read back.
 func timeValue(t time.Time) any {
-	_, v := resolvePlain(t.Format(time.RFC3339Nano))
-	return v
+	return t
 }

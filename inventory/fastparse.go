@@ -28,6 +28,9 @@ type fnode struct {
 	// quoted: a quoted or block scalar, always a string (yaml.v3's
 	// "indicated string"); else a plain scalar, resolved by its text.
 	quoted bool
+	// binary: a !!binary scalar (only the general reader makes them),
+	// whose text is base64.
+	binary bool
 }
 
 const (
@@ -54,6 +57,10 @@ type fastParser struct {
 	values, recValues int
 	why               string // why the fast reader gave up
 	whyAt             int    // where, as an offset in s
+	// invalid is set, beside why, when the file holds a plain scalar
+	// the Python libraries cannot read: then no reader may take it.
+	invalid   string
+	invalidAt int
 }
 
 // giveUp records why the fast reader cannot read the file (the first
@@ -74,17 +81,21 @@ func (p *fastParser) reason() string {
 
 // fastDecode reads data in the fast form: the records and each one's
 // bytes (see decodeFile), or why it cannot.
-func fastDecode(data []byte) (recs []*Record, raw [][]byte, why string) {
+func fastDecode(data []byte) (recs []*Record, raw [][]byte, why string, invalid bool) {
 	p := &fastParser{s: string(data)}
 	recs, spans, ok := p.file()
-	if !ok {
-		return nil, nil, p.reason()
+	if !ok || p.invalid != "" {
+		if p.invalid != "" {
+			p.why, p.whyAt = p.invalid, p.invalidAt
+			return nil, nil, p.reason(), true
+		}
+		return nil, nil, p.reason(), false
 	}
 	raw = make([][]byte, len(spans))
 	for i, sp := range spans {
 		raw[i] = data[sp[0]:sp[1]:sp[1]]
 	}
-	return recs, raw, ""
+	return recs, raw, "", false
 }
 
 // checkText gives up on characters the fast reader leaves to yaml.v3:

@@ -1,209 +1,19 @@
 package inventory
 
 import (
-	"math"
-	"strconv"
+	"encoding/base64"
+	"math/big"
 	"strings"
 	"time"
 )
 
-// What a plain scalar resolves to, as yaml.v3 resolves it (YAML 1.2's core
-// schema, plus its 1.1 leftovers: 0777 octals, underscores in numbers,
-// timestamps): the tag and the value it decodes to in an interface{}.
-const (
-	tagStr = iota
-	tagNull
-	tagBool
-	tagInt
-	tagFloat
-	tagTimestamp
-	tagMerge
-)
-
-// resolveWord resolves the plain scalars known by their whole text.
-func resolveWord(s string) (tag int, v any, ok bool) {
-	switch s {
-	case "true", "True", "TRUE":
-		return tagBool, true, true
-	case "false", "False", "FALSE":
-		return tagBool, false, true
-	case "", "~", "null", "Null", "NULL":
-		return tagNull, nil, true
-	case ".nan", ".NaN", ".NAN":
-		return tagFloat, math.NaN(), true
-	case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF":
-		return tagFloat, math.Inf(1), true
-	case "-.inf", "-.Inf", "-.INF":
-		return tagFloat, math.Inf(-1), true
-	case "<<":
-		return tagMerge, "<<", true
+// dropSpace drops the white space of a !!binary value (its base64 is
+// written over several lines).
+func dropSpace(r rune) rune {
+	if r == ' ' || r == '\n' || r == '\t' || r == '\r' {
+		return -1
 	}
-	return 0, nil, false
-}
-
-// plainTag is the tag of resolvePlain(s), without building its value
-// when s is a string.
-func plainTag(s string) int {
-	if s != "" && strings.IndexByte("0123456789+-.yYnNtTfFoO~<", s[0]) < 0 {
-		return tagStr
-	}
-	tag, _ := resolvePlain(s)
-	return tag
-}
-
-// resolvePlain resolves a plain scalar's text as yaml.v3 does.
-func resolvePlain(s string) (tag int, v any) {
-	if s == "" {
-		return tagNull, nil
-	}
-	switch c := s[0]; {
-	case c >= '0' && c <= '9' || c == '+' || c == '-':
-		if tag, v, ok := resolveWord(s); ok {
-			return tag, v
-		}
-		return resolveNumber(s)
-	case c == '.':
-		if tag, v, ok := resolveWord(s); ok {
-			return tag, v
-		}
-		if f, err := strconv.ParseFloat(s, 64); err == nil {
-			return tagFloat, f
-		}
-	case strings.IndexByte("yYnNtTfFoO~<", c) >= 0:
-		if tag, v, ok := resolveWord(s); ok {
-			return tag, v
-		}
-	}
-	return tagStr, s
-}
-
-// resolveNumber resolves a plain scalar starting with a digit or a sign:
-// a timestamp, an integer (any base strconv knows, 0b and 0o included,
-// underscores ignored) or a float.
-func resolveNumber(s string) (int, any) {
-	if t, ok := parseTimestamp(s); ok {
-		return tagTimestamp, t
-	}
-	plain := strings.ReplaceAll(s, "_", "")
-	// Skip parsing as an integer what strconv would refuse anyway (an
-	// error costs an allocation): an IP address, a version, a date.
-	if intChars(plain) {
-		if i, err := strconv.ParseInt(plain, 0, 64); err == nil {
-			return tagInt, int(i)
-		}
-		if u, err := strconv.ParseUint(plain, 0, 64); err == nil {
-			return tagInt, u
-		}
-	}
-	if yamlFloat(plain) {
-		if f, err := strconv.ParseFloat(plain, 64); err == nil {
-			return tagFloat, f
-		}
-	}
-	for _, pre := range []struct {
-		prefix, sign string
-		base         int
-	}{{"0b", "", 2}, {"-0b", "-", 2}, {"0o", "", 8}, {"-0o", "-", 8}} {
-		if !strings.HasPrefix(plain, pre.prefix) {
-			continue
-		}
-		digits := pre.sign + plain[len(pre.prefix):]
-		if i, err := strconv.ParseInt(digits, pre.base, 64); err == nil {
-			return tagInt, int(i)
-		}
-		if pre.sign == "" {
-			if u, err := strconv.ParseUint(digits, pre.base, 64); err == nil {
-				return tagInt, u
-			}
-		}
-		break
-	}
-	return tagStr, s
-}
-
-// intChars reports whether s has only the characters of an integer in a
-// syntax of strconv's base 0: a sign, then digits of any base up to 16
-// and the prefixes 0x, 0o, 0b.
-func intChars(s string) bool {
-	if s != "" && (s[0] == '+' || s[0] == '-') {
-		s = s[1:]
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i] | 0x20 // lower case, for letters
-		if !(s[i] >= '0' && s[i] <= '9' || c >= 'a' && c <= 'f' || c == 'x' || c == 'o') {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// yamlFloat reports whether s has YAML's float syntax:
-// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
-func yamlFloat(s string) bool {
-	i := 0
-	digits := func() int {
-		k := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		return i - k
-	}
-	if i < len(s) && (s[i] == '-' || s[i] == '+') {
-		i++
-	}
-	if i < len(s) && s[i] == '.' {
-		i++
-		if digits() == 0 {
-			return false
-		}
-	} else {
-		if digits() == 0 {
-			return false
-		}
-		if i < len(s) && s[i] == '.' {
-			i++
-			digits()
-		}
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		if i < len(s) && (s[i] == '-' || s[i] == '+') {
-			i++
-		}
-		if digits() == 0 {
-			return false
-		}
-	}
-	return i == len(s)
-}
-
-// timestampFormats are the layouts yaml.v3 tries, in its order.
-var timestampFormats = []string{
-	"2006-1-2T15:4:5.999999999Z07:00",
-	"2006-1-2t15:4:5.999999999Z07:00",
-	"2006-1-2 15:4:5.999999999",
-	"2006-1-2",
-}
-
-// parseTimestamp parses a plain scalar as yaml.v3 does: four digits and
-// a dash, then one of timestampFormats.
-func parseTimestamp(s string) (time.Time, bool) {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i != 4 || i == len(s) || s[i] != '-' {
-		return time.Time{}, false
-	}
-	if t, ok := parseUTC(s); ok {
-		return t, true
-	}
-	for _, f := range timestampFormats {
-		if t, err := time.Parse(f, s); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
+	return r
 }
 
 // parseUTC parses the form this library writes, 2006-01-02T15:04:05Z
@@ -277,11 +87,37 @@ func (p *fastParser) value(n *fnode) any {
 		}
 		return l
 	}
+	if n.binary {
+		b, err := base64.StdEncoding.DecodeString(strings.Map(dropSpace, n.text))
+		if err != nil {
+			p.bad(int(n.at), n.text, tagInvalid, "a !!binary value that is not base64")
+			return n.text
+		}
+		return b
+	}
 	if n.quoted {
 		return n.text
 	}
-	_, v := resolvePlain(n.text)
+	tag, v := resolvePlain(n.text)
+	if tag == tagInvalid || tag == tagMerge {
+		p.bad(int(n.at), n.text, tag, v)
+		return n.text
+	}
 	return v
+}
+
+// bad records a plain scalar the Python libraries cannot read: the
+// whole file is then refused (see decodeFile).
+func (p *fastParser) bad(at int, text string, tag int, v any) {
+	why, _ := v.(string)
+	if tag == tagMerge {
+		why = "a merge key (<<), which this library does not read"
+	}
+	if p.invalid == "" {
+		p.invalid = why
+		p.invalidAt = at
+	}
+	p.giveUp(at, "%s", why)
 }
 
 // record decodes a record from map n as yaml.v3 decodes it (through
@@ -293,21 +129,37 @@ func (p *fastParser) record(n *fnode) (*Record, bool) {
 	for a := 0; a < len(kids); a += 2 {
 		k, v := kids[a].text, &kids[a+1]
 		ok := true
+		text := func(dst *string, bit uint8) bool {
+			switch {
+			case v.isNull():
+				r.nulls |= bit
+			case v.kind == fScalar && v.text == "":
+				r.empties |= bit
+			}
+			return p.str(v, dst)
+		}
 		switch k {
 		case "hostname":
-			ok = p.str(v, &r.Hostname)
+			ok = text(&r.Hostname, bitHostname)
 		case "name":
-			ok = p.str(v, &r.Name)
+			ok = text(&r.Name, bitName)
 			r.nameNull = v.isNull()
+			r.nulls &^= bitName
 		case "ip":
-			ok = p.str(v, &r.IP)
+			ok = text(&r.IP, bitIP)
 		case "_broker_provider":
-			ok = p.str(v, &r.Provider)
+			ok = text(&r.Provider, bitProvider)
 		case "_broker_provider_instance":
-			ok = p.str(v, &r.Instance)
+			ok = text(&r.Instance, bitInstance)
 		case "_broker_args":
+			if v.isNull() {
+				r.nulls |= bitArgs
+			}
 			r.Args, ok = p.strMap(v)
 		case "_broker_facts":
+			if v.isNull() {
+				r.nulls |= bitFacts
+			}
 			r.Facts, ok = p.strMap(v)
 		case "_brokertest":
 			r.Broker, ok = p.meta(v)
@@ -331,6 +183,12 @@ func (p *fastParser) str(n *fnode, dst *string) bool {
 		return p.giveUp(int(n.at), "a list or map where a string was expected")
 	}
 	if !n.isNull() {
+		if !n.quoted && mayResolve(n.text) {
+			if tag, v := resolvePlain(n.text); tag == tagInvalid || tag == tagMerge {
+				p.bad(int(n.at), n.text, tag, v)
+				return false
+			}
+		}
 		*dst = n.text
 	}
 	return true
@@ -497,9 +355,11 @@ func (p *fastParser) uint(n *fnode, dst *uint64) bool {
 				*dst = uint64(x)
 				return true
 			}
-		case uint64:
-			*dst = x
-			return true
+		case *big.Int:
+			if x.IsUint64() {
+				*dst = x.Uint64()
+				return true
+			}
 		}
 	}
 	return p.giveUp(int(n.at), "not a plain unsigned integer")
@@ -540,9 +400,23 @@ func (p *fastParser) time(n *fnode, dst *time.Time) bool {
 	if n.isNull() {
 		return true
 	}
+	if n.kind == fScalar && !n.quoted {
+		if t, ok := parseUTC(n.text); ok {
+			*dst = t
+			return true
+		}
+		// Another zone: still to the nanosecond (this library's own
+		// times; the Python broker does not read them).
+		if t, err := time.Parse(time.RFC3339Nano, n.text); err == nil && plainTag(n.text) == tagTimestamp {
+			*dst = t
+			return true
+		}
+	}
 	if tag, v, ok := n.plainScalar(); ok && tag == tagTimestamp {
-		*dst = v.(time.Time)
-		return true
+		if t, ok := v.(time.Time); ok {
+			*dst = t
+			return true
+		}
 	}
 	return p.giveUp(int(n.at), "not a plain timestamp")
 }

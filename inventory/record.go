@@ -35,6 +35,13 @@ type Record struct {
 	// nameNull records a foreign file's "name: null" (the Python broker's
 	// host without a name), so it is written back as it was read.
 	nameNull bool
+	// nulls and empties note the fields (bit* of codec_encode.go) read
+	// as null or as empty text, written back so while still empty.
+	nulls, empties uint8
+	// unwritable says why this record, as read, cannot be written back
+	// unchanged (a key that is not a string); Put and Update refuse it,
+	// while the file keeps its bytes.
+	unwritable string
 }
 
 // record is Record without its YAML methods, for decoding into.
