@@ -194,4 +194,3 @@ func Marshal(recs []*Record) ([]byte, error) {
 	}
 	return b, nil
 }
-

@@ -298,4 +298,3 @@ func sameRecord(a, b *Record) bool {
 	}
 	return reflect.DeepEqual(a, b)
 }
-

@@ -1,10 +1,10 @@
 package inventory
 
 import (
-	"math/big"
 	"bytes"
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand"
 	"os"
 	"slices"
