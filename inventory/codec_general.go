@@ -196,10 +196,16 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			if err != nil {
 				return fnode{}, err
 			}
-			if seen[k.text] {
+			same := k.text
+			if kn := n.Content[i]; kn.Kind == yaml.ScalarNode && kn.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle|yaml.TaggedStyle) == 0 {
+				if tag, v := resolvePlain(k.text); tag != tagStr {
+					same = fmt.Sprintf("\x00%d:%v", tag, v) // null: and ~: are one key
+				}
+			}
+			if seen[same] {
 				return fnode{}, g.errorAt(n.Content[i], "the key %q twice in one map (ruamel.yaml refuses it)", k.text)
 			}
-			seen[k.text] = true
+			seen[same] = true
 			v, err := g.node(n.Content[i+1], false)
 			if err != nil {
 				return fnode{}, err
@@ -237,11 +243,16 @@ func generalRaws(name string, data []byte, recs []*Record) [][]byte {
 	if len(recs) == 0 {
 		return raws
 	}
-	starts := itemStarts(data)
-	if len(starts) != len(recs) {
+	starts, indent := itemStarts(data)
+	// Pieces of an indented list would not join those written at the
+	// left margin: such a file is written anew in this library's form.
+	if len(starts) != len(recs) || indent != 0 {
 		return raws
 	}
 	starts[0] = 0 // what comes before the first item is part of it
+	// A document end marker ("...") after the last item is not part of
+	// it: records written after it would be in no document.
+	data = data[:endBeforeDocumentEnd(data, starts[len(starts)-1])]
 	for i := range recs {
 		end := len(data)
 		if i+1 < len(starts) {
@@ -260,9 +271,8 @@ func generalRaws(name string, data []byte, recs []*Record) [][]byte {
 // itemStarts returns the offsets of the lines that start an item of the
 // top-level block list: the indent of the first such line, then "-" and
 // a space or the line's end.
-func itemStarts(data []byte) []int {
-	var starts []int
-	indent := -1
+func itemStarts(data []byte) (starts []int, indent int) {
+	indent = -1
 	for p := 0; p < len(data); {
 		end := bytes.IndexByte(data[p:], '\n')
 		if end < 0 {
@@ -285,7 +295,26 @@ func itemStarts(data []byte) []int {
 		}
 		p = end + 1
 	}
-	return starts
+	return starts, indent
+}
+
+// endBeforeDocumentEnd returns where the last item, which starts at
+// from, ends: before a "..." line, or at the end of data.
+func endBeforeDocumentEnd(data []byte, from int) int {
+	for p := from; p < len(data); {
+		end := bytes.IndexByte(data[p:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += p
+		}
+		line := bytes.TrimRight(data[p:end], " \r")
+		if bytes.Equal(line, []byte("...")) || bytes.HasPrefix(line, []byte("... ")) {
+			return p
+		}
+		p = end + 1
+	}
+	return len(data)
 }
 
 // sameRecord reports whether a and b hold the same values: the same

@@ -199,7 +199,9 @@ func TestDecodeFileRaw(t *testing.T) {
 		{"---\n- hostname: a\n", []string{"---\n- hostname: a\n"}},
 		{"- hostname: a", []string{"- hostname: a"}},
 		{"\uFEFF- hostname: a\r\n- hostname: b\r\n", []string{"\uFEFF- hostname: a\r\n", "- hostname: b\r\n"}},
-		{"  - hostname: a\n    ip: ::1\n  - hostname: b\n", []string{"  - hostname: a\n    ip: ::1\n", "  - hostname: b\n"}},
+		// An indented list: its pieces would not join ours.
+		{"  - hostname: a\n    ip: ::1\n  - hostname: b\n", []string{"", ""}},
+		{"- hostname: a\n- hostname: b\n...\n", []string{"- hostname: a\n", "- hostname: b\n"}},
 	} {
 		recs, raw, err := decodeFile("x.yaml", []byte(c.s))
 		if err != nil || len(recs) != len(c.want) || len(raw) != len(c.want) {
