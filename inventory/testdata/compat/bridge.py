@@ -41,7 +41,7 @@ def typed(v):
         else:
             # ruamel.yaml's naive datetime of a zoned text is already in UTC.
             v = datetime.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
-        return ["t", v.strftime("%Y-%m-%dT%H:%M:%S.%f")]
+        return ["t", "%04d-%02d-%02dT%02d:%02d:%02d.%06d" % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)]
     if isinstance(v, datetime.date):
         return ["d", v.isoformat()]
     if isinstance(v, dict):
