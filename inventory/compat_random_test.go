@@ -43,7 +43,7 @@ func (g *randValues) text() string {
 func (g *randValues) float() float64 {
 	switch g.r.IntN(6) {
 	case 0:
-		return math.Float64frombits(g.r.Uint64() &^ (0x7ff << 52) | uint64(g.r.IntN(0x7ff))<<52)
+		return math.Float64frombits(g.r.Uint64()&^(0x7ff<<52) | uint64(g.r.IntN(0x7ff))<<52)
 	case 1:
 		return float64(g.r.Int64N(1e12)) / math.Pow(10, float64(g.r.IntN(8)))
 	case 2:
