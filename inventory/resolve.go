@@ -34,6 +34,9 @@ type Date struct {
 // String returns the date as YAML writes it, 2006-01-02.
 func (d Date) String() string { return fmt.Sprintf("%04d-%02d-%02d", d.Year, int(d.Month), d.Day) }
 
+// MarshalText writes the date as String does (so JSON has "2006-01-02").
+func (d Date) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 // Tags a plain scalar resolves to.
 const (
 	tagStr = iota
