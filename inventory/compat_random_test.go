@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hostbroker/broker/inventory/internal/codec"
 )
 
 // randValues makes random and adversarial record values: text that
@@ -77,7 +79,7 @@ func (g *randValues) scalar() any {
 	case 9:
 		t := time.Date(1+g.r.IntN(9998), time.Month(1+g.r.IntN(12)), 1+g.r.IntN(28), g.r.IntN(24), g.r.IntN(60), g.r.IntN(60), g.r.IntN(1e6)*1000, time.UTC)
 		if g.r.IntN(2) == 0 {
-			return Date{t.Year(), t.Month(), t.Day()}
+			return Date{Year: t.Year(), Month: t.Month(), Day: t.Day()}
 		}
 		if g.r.IntN(2) == 0 {
 			t = t.In(time.FixedZone("", (g.r.IntN(49)-24)*1800))
@@ -207,8 +209,8 @@ func TestPythonDifferential(t *testing.T) {
 		t.Fatalf("a fresh Store cannot read what Put wrote: %v", err)
 	}
 	for i := range recs {
-		if !recordsEqual(got[i:i+1], recs[i:i+1]) {
-			t.Fatalf("record %d: Put\n%s\nread back\n%s", i, showRecords(recs[i:i+1]), showRecords(got[i:i+1]))
+		if !codec.Equal(got[i:i+1], recs[i:i+1]) {
+			t.Fatalf("record %d: Put\n%s\nread back\n%s", i, codec.Show(recs[i:i+1]), codec.Show(got[i:i+1]))
 		}
 	}
 	compareWithPython(t, python, path, recs, "1. written by Go")
@@ -220,7 +222,7 @@ func TestPythonDifferential(t *testing.T) {
 	bridge(t, python, nil, "rewrite", path)
 	goAgreesWithRuamel(t, python, path, "2. rewritten by ruamel.yaml")
 	rewritten, _ := os.ReadFile(path)
-	before, raws, err := decodeFile(path, rewritten)
+	before, raws, err := codec.DecodeFile(path, rewritten)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,9 +427,9 @@ func FuzzPutReadsBack(f *testing.F) {
 			data, _ := os.ReadFile(path)
 			t.Fatalf("%v\n%s", err, data)
 		}
-		if !recordsEqual(got, []*Record{r}) {
+		if !codec.Equal(got, []*Record{r}) {
 			data, _ := os.ReadFile(path)
-			t.Fatalf("Put\n%s\nread back\n%s\nfrom\n%s", showRecords([]*Record{r}), showRecords(got), data)
+			t.Fatalf("Put\n%s\nread back\n%s\nfrom\n%s", codec.Show([]*Record{r}), codec.Show(got), data)
 		}
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hostbroker/broker/internal/testenv"
+	"github.com/hostbroker/broker/inventory/internal/codec"
 )
 
 // The differential tests against the Python libraries: Go's reading and
@@ -88,7 +89,7 @@ func pythonRead(t testing.TB, python, path string) pyRead {
 
 // typed is v in bridge.py's typed form.
 func typed(v any) any {
-	switch x := normalize(v).(type) {
+	switch x := codec.Normalize(v).(type) {
 	case nil:
 		return []any{"n"}
 	case bool:
@@ -129,11 +130,7 @@ func typed(v any) any {
 
 // recordTyped is a record as the file holds it, typed.
 func recordTyped(r *Record) any {
-	m := r.Map()
-	if _, ok := m["_broker_args"]; !ok && r.nulls&bitArgs == 0 {
-		m["_broker_args"] = map[string]any{}
-	}
-	return typed(m)
+	return typed(codec.FileMap(r))
 }
 
 // canonical turns a typed value (Go's, or JSON from Python) into text
@@ -340,8 +337,8 @@ func TestWriteValuesReadBack(t *testing.T) {
 		t.Fatalf("a fresh Store cannot read what Put wrote: %v\n%s", err, clip(data))
 	}
 	for i := range recs {
-		if !recordsEqual(got[i:i+1], recs[i:i+1]) {
-			t.Errorf("%v: read back as %s", cases[i], showRecords(got[i:i+1]))
+		if !codec.Equal(got[i:i+1], recs[i:i+1]) {
+			t.Errorf("%v: read back as %s", cases[i], codec.Show(got[i:i+1]))
 		}
 	}
 	if python != "" {
@@ -442,7 +439,7 @@ func TestUnwritableValuesRefused(t *testing.T) {
 	}{
 		{"not UTF-8", &Record{Hostname: "h", Args: map[string]any{"k": "\xff"}}, "_broker_args.k"},
 		{"nanoseconds", &Record{Hostname: "h", Extra: map[string]any{"when": time.Date(2024, 1, 1, 0, 0, 0, 1, time.UTC)}}, "when"},
-		{"year 0", &Record{Hostname: "h", Args: map[string]any{"d": []any{Date{0, 1, 1}}}}, "_broker_args.d.0"},
+		{"year 0", &Record{Hostname: "h", Args: map[string]any{"d": []any{Date{Year: 0, Month: 1, Day: 1}}}}, "_broker_args.d.0"},
 		{"a channel", &Record{Hostname: "h", Facts: map[string]any{"c": make(chan int)}}, "_broker_facts.c"},
 		{"a struct", &Record{Hostname: "h", Extra: map[string]any{"s": struct{ A int }{1}}}, "s"},
 	} {
@@ -511,7 +508,7 @@ func TestNullAndEmptyFieldsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs[0].Extra = map[string]any{"touched": true}
-	b, err := encodeRecord(recs[0])
+	b, err := codec.EncodeRecord(recs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +519,7 @@ func TestNullAndEmptyFieldsKept(t *testing.T) {
 	// As a Python broker's host without a name: null args too.
 	text = "- hostname: b\n  name: null\n  _broker_args: null\n"
 	recs, _ = Parse("x.yaml", []byte(text))
-	if b, _ := encodeRecord(recs[0]); string(b) != text {
+	if b, _ := codec.EncodeRecord(recs[0]); string(b) != text {
 		t.Fatalf("written as\n%s\nwant\n%s", b, text)
 	}
 }
@@ -548,7 +545,7 @@ func TestOddFormsKeepUntouchedBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			recs, raws, err := decodeFile(f, data)
+			recs, raws, err := codec.DecodeFile(f, data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -578,8 +575,8 @@ func TestOddFormsKeepUntouchedBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := append(slices.Clone(recs), added)
-			if !recordsEqual(got, want) {
-				t.Fatalf("read back as\n%s\nwant\n%s", showRecords(got), showRecords(want))
+			if !codec.Equal(got, want) {
+				t.Fatalf("read back as\n%s\nwant\n%s", codec.Show(got), codec.Show(want))
 			}
 			if python != "" {
 				compareWithLibs(t, python, path, want, filepath.Base(f)+" after a Put", false)
@@ -595,8 +592,8 @@ func TestOddFormsKeepUntouchedBytes(t *testing.T) {
 				}
 			}
 			got, err = Open(path).Load(context.Background())
-			if err != nil || !recordsEqual(got, want[1:]) {
-				t.Fatalf("after Remove: %v\n%s", err, showRecords(got))
+			if err != nil || !codec.Equal(got, want[1:]) {
+				t.Fatalf("after Remove: %v\n%s", err, codec.Show(got))
 			}
 		})
 	}

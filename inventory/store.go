@@ -12,18 +12,18 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hostbroker/broker/internal/safefile"
+	"github.com/hostbroker/broker/inventory/internal/codec"
 )
 
 // ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
 // The file is then never written: a person must look at it.
-var ErrCorrupt = errors.New("inventory file is corrupt")
+var ErrCorrupt = codec.ErrCorrupt
 
 // Store is an inventory file shared by every process of a user.
 //
@@ -202,7 +202,7 @@ func (s *Store) Put(ctx context.Context, recs ...*Record) error {
 		c := r.Clone()
 		// Encoded here, in the caller's goroutine: not while holding
 		// the lock.
-		raw, err := encodeRecord(c)
+		raw, err := codec.EncodeRecord(c)
 		if err != nil {
 			return err
 		}
@@ -516,7 +516,7 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 	if snap := reuseDecode(s.path, prev, data, id); snap != nil {
 		return snap, nil
 	}
-	recs, raws, err := decodeFile(s.path, data)
+	recs, raws, err := codec.DecodeFile(s.path, data)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			if _, serr := os.Stat(s.prevPath()); serr == nil {
@@ -582,7 +582,7 @@ func reuseDecode(name string, prev *snapshot, data []byte, id fileIdent) *snapsh
 		if bytes.ContainsAny(piece, "&*") {
 			return nil
 		}
-		recs, _, err := decodeFile(name, piece)
+		recs, _, err := codec.DecodeFile(name, piece)
 		if err != nil || len(recs) != 1 {
 			return nil
 		}
@@ -680,7 +680,7 @@ func applyUpdate(cur []entry, fn func([]*Record) ([]*Record, error)) ([]entry, e
 			continue
 		}
 		c := r.Clone()
-		raw, err := encodeRecord(c)
+		raw, err := codec.EncodeRecord(c)
 		if err != nil {
 			return nil, err
 		}
@@ -704,7 +704,7 @@ func encode(entries []entry) ([]byte, error) {
 	n := 0
 	for i := range entries {
 		if entries[i].raw == nil {
-			raw, err := encodeRecord(entries[i].rec)
+			raw, err := codec.EncodeRecord(entries[i].rec)
 			if err != nil {
 				return nil, err
 			}
@@ -1018,7 +1018,7 @@ func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
 		}
 		return entries, false
 	}
-	prev, prevRaws, err := decodeFile(s.prevPath(), prevData)
+	prev, prevRaws, err := codec.DecodeFile(s.prevPath(), prevData)
 	if err != nil {
 		s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
 		return entries, false
@@ -1034,7 +1034,7 @@ func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
 			e.raw = prevRaws[i]
 		}
 		vanished = append(vanished, e)
-		names = append(names, recordLabel(p))
+		names = append(names, codec.Label(p))
 	}
 	if len(vanished) == 0 {
 		return entries, false
@@ -1060,19 +1060,4 @@ func writeNew(name string, data []byte) error {
 		err = cerr
 	}
 	return err
-}
-
-// recordLabel names a record in a message.
-func recordLabel(r *Record) string {
-	switch {
-	case r.Name != "" && r.ID() != "":
-		return r.Name + " (" + r.ID() + ")"
-	case r.Name != "":
-		return r.Name
-	case r.ID() != "":
-		return r.ID()
-	case r.Hostname != "":
-		return r.Hostname
-	}
-	return strconv.Quote("")
 }

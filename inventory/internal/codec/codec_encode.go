@@ -1,4 +1,4 @@
-package inventory
+package codec
 
 import (
 	"encoding/base64"
@@ -60,7 +60,7 @@ const (
 // the field it cannot write.
 func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if r.unwritable != "" {
-		return nil, fmt.Errorf("inventory: record %s: %s; it cannot be written back without changing it", recordLabel(r), r.unwritable)
+		return nil, fmt.Errorf("inventory: record %s: %s; it cannot be written back without changing it", Label(r), r.unwritable)
 	}
 	nulls := r.nulls
 	if r.nameNull {
@@ -138,7 +138,7 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		}
 	}
 	if e.err != nil {
-		return nil, fmt.Errorf("inventory: record %s: %w; nothing written", recordLabel(r), e.err)
+		return nil, fmt.Errorf("inventory: record %s: %w; nothing written", Label(r), e.err)
 	}
 	return e.b, nil
 }

@@ -1,4 +1,4 @@
-package inventory
+package codec
 
 import (
 	"bytes"
@@ -54,23 +54,7 @@ func canonRecords(recs []*Record) []*Record {
 	return recs
 }
 
-// showRecords prints records with every field, nameNull included.
-func showRecords(recs []*Record) string {
-	var b strings.Builder
-	for i, r := range recs {
-		fmt.Fprintf(&b, "%d: %#v nameNull=%v\n", i, *r, r.nameNull)
-		if r.Broker != nil {
-			fmt.Fprintf(&b, "   broker %#v\n", *r.Broker)
-			if r.Broker.SSH != nil {
-				fmt.Fprintf(&b, "   ssh %#v\n", *r.Broker.SSH)
-			}
-			if r.Broker.KeepUntil != nil {
-				fmt.Fprintf(&b, "   keep_until %v\n", *r.Broker.KeepUntil)
-			}
-		}
-	}
-	return b.String()
-}
+func showRecords(recs []*Record) string { return Show(recs) }
 
 // checkFast compares the fast reader with yaml.v3 on data: when the fast
 // reader accepts it, yaml.v3 must give the same records, and each
@@ -86,7 +70,7 @@ func checkFast(t *testing.T, data []byte) bool {
 	if err != nil {
 		t.Fatalf("the fast reader accepts what yaml.v3 refuses (%v):\n%s", err, data)
 	}
-	if got, want := canonRecords(recs), canonRecords(want); !recordsEqual(got, want) {
+	if got, want := canonRecords(recs), canonRecords(want); !Equal(got, want) {
 		t.Fatalf("records differ for\n%s\nfast:\n%s\nyaml.v3:\n%s", data, showRecords(got), showRecords(want))
 	}
 	if len(raw) != len(recs) {
@@ -98,14 +82,14 @@ func checkFast(t *testing.T, data []byte) bool {
 		if why != "" || len(one) != 1 || len(oneRaw) != 1 || !bytes.Equal(oneRaw[0], raw[i]) {
 			t.Fatalf("record %d's bytes do not stand alone (%s):\n%s", i, why, raw[i])
 		}
-		if !recordsEqual(canonRecords(one)[:1], recs[i:i+1]) {
+		if !Equal(canonRecords(one)[:1], recs[i:i+1]) {
 			t.Fatalf("record %d's bytes alone decode to\n%s\nnot\n%s", i, showRecords(one), showRecords(recs[i:i+1]))
 		}
 		back = append(back, raw[i]...)
 	}
 	rev, _, why, _ := fastDecode(back)
 	slices.Reverse(rev)
-	if why != "" || !recordsEqual(canonRecords(rev), canonRecords(recs)) {
+	if why != "" || !Equal(canonRecords(rev), canonRecords(recs)) {
 		t.Fatalf("the records' bytes in reverse order do not decode to the records reversed (%s):\n%s", why, back)
 	}
 	return true
@@ -252,7 +236,7 @@ func TestFastParseValues(t *testing.T) {
 			continue
 		}
 		checkFast(t, []byte(doc))
-		if got := recs[0].Extra["v"]; !valuesEqual(got, c.want) {
+		if got := recs[0].Extra["v"]; !ValuesEqual(got, c.want) {
 			t.Errorf("%q: got %#v, want %#v", c.yaml, got, c.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package inventory
+package codec
 
 import (
 	"math"
@@ -66,7 +66,7 @@ func TestMetaMapIsTheRoundTrip(t *testing.T) {
 			t.Fatalf("%d: %v reading\n%s", i, err, b)
 		}
 		want, _ := recs[0].Broker.Map()
-		if !valuesEqual(got, want) {
+		if !ValuesEqual(got, want) {
 			t.Fatalf("%d: Map\n%#v\nwritten and read\n%#v\n%s", i, got, want, b)
 		}
 	}

@@ -1,4 +1,4 @@
-package inventory
+package codec
 
 import (
 	"bytes"
@@ -8,6 +8,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 )
+
+// ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
+var ErrCorrupt = errors.New("inventory file is corrupt")
 
 // ErrLimit is returned (wrapped, with ErrCorrupt) for an inventory file
 // over one of the bounds that keep reading any file cheap: its size, the
@@ -79,6 +82,15 @@ func decodeFile(name string, data []byte) (recs []*Record, raw [][]byte, err err
 	}
 	return recs, generalRaws(name, data, recs), nil
 }
+
+// DecodeFile is decodeFile: the records, and the bytes of each (nil for
+// a record whose bytes do not stand alone).
+func DecodeFile(name string, data []byte) ([]*Record, [][]byte, error) {
+	return decodeFile(name, data)
+}
+
+// EncodeRecord is one record's bytes, as Marshal writes it.
+func EncodeRecord(r *Record) ([]byte, error) { return encodeRecord(r) }
 
 // encodeRecord encodes one record as Marshal does: Marshal(recs) is the
 // concatenation of encodeRecord(r) for r in recs.

@@ -1,16 +1,35 @@
-package inventory
+package codec
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/big"
+	"strings"
 	"time"
 )
 
-// valuesEqual compares values as read and written: NaN equals NaN, times
+// Comparisons of records and values as the file holds them, for this
+// package's tests and the store's differential tests.
+
+// FileMap is r.Map() with _broker_args as written: {} when the record has
+// none (unless it was read as null).
+func FileMap(r *Record) map[string]any {
+	m := r.Map()
+	if _, ok := m["_broker_args"]; !ok && r.nulls&bitArgs == 0 {
+		m["_broker_args"] = map[string]any{}
+	}
+	return m
+}
+
+// Normalize turns collections and numbers of other Go types into those
+// the writer knows (as it does before writing them).
+func Normalize(v any) any { return normalize(v) }
+
+// ValuesEqual compares values as read and written: NaN equals NaN, times
 // are equal at the same instant with the same offset, *big.Int by value,
 // collections element by element.
-func valuesEqual(a, b any) bool {
+func ValuesEqual(a, b any) bool {
 	a, b = normalize(a), normalize(b)
 	asBig := func(v any) (*big.Int, bool) {
 		switch x := v.(type) {
@@ -70,7 +89,7 @@ func valuesEqual(a, b any) bool {
 		}
 		for k, v := range x {
 			w, ok := y[k]
-			if !ok || !valuesEqual(v, w) {
+			if !ok || !ValuesEqual(v, w) {
 				return false
 			}
 		}
@@ -81,7 +100,7 @@ func valuesEqual(a, b any) bool {
 			return false
 		}
 		for i := range x {
-			if !valuesEqual(x[i], y[i]) {
+			if !ValuesEqual(x[i], y[i]) {
 				return false
 			}
 		}
@@ -90,22 +109,34 @@ func valuesEqual(a, b any) bool {
 	return a == b
 }
 
-// recordsEqual compares records by everything the file holds of them.
-func recordsEqual(a, b []*Record) bool {
+// Equal compares records by everything the file holds of them
+// (FileMap), values as ValuesEqual compares them.
+func Equal(a, b []*Record) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	withArgs := func(r *Record) map[string]any {
-		m := r.Map()
-		if _, ok := m["_broker_args"]; !ok && r.nulls&bitArgs == 0 {
-			m["_broker_args"] = map[string]any{}
-		}
-		return m
-	}
 	for i := range a {
-		if !valuesEqual(withArgs(a[i]), withArgs(b[i])) {
+		if !ValuesEqual(FileMap(a[i]), FileMap(b[i])) {
 			return false
 		}
 	}
 	return true
+}
+
+// Show prints records with every field, for test failures.
+func Show(recs []*Record) string {
+	var b strings.Builder
+	for i, r := range recs {
+		fmt.Fprintf(&b, "%d: %#v nameNull=%v\n", i, *r, r.nameNull)
+		if r.Broker != nil {
+			fmt.Fprintf(&b, "   broker %#v\n", *r.Broker)
+			if r.Broker.SSH != nil {
+				fmt.Fprintf(&b, "   ssh %#v\n", *r.Broker.SSH)
+			}
+			if r.Broker.KeepUntil != nil {
+				fmt.Fprintf(&b, "   keep_until %v\n", *r.Broker.KeepUntil)
+			}
+		}
+	}
+	return b.String()
 }

@@ -1,12 +1,9 @@
-package inventory
+package codec
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -123,26 +120,6 @@ func TestSizeLimit(t *testing.T) {
 	_, err = Parse("big.yaml", odd)
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "big.yaml") || !strings.Contains(err.Error(), fmt.Sprintf("line %d: an anchor", bytes.Count(odd, []byte("\n")))) {
 		t.Fatalf("got %v", err)
-	}
-}
-
-// The store never writes over a file it refused, and says why.
-func TestStoreRefusesBombAndKeepsIt(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "inventory.yaml")
-	bomb := aliasBomb(100, 10, 4, 120)
-	if err := os.WriteFile(path, bomb, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := Open(path)
-	if _, err := s.Load(context.Background()); !errors.Is(err, ErrLimit) {
-		t.Fatalf("Load: %v", err)
-	}
-	err := s.Put(context.Background(), &Record{Hostname: "new", Broker: &Meta{ID: "n"}})
-	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("Put: %v", err)
-	}
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, bomb) {
-		t.Fatal("the refused file was rewritten")
 	}
 }
 

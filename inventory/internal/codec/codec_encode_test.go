@@ -1,4 +1,4 @@
-package inventory
+package codec
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func checkEncode(t testing.TB, r *Record) bool {
 	if len(recs) != 1 {
 		t.Fatalf("the writer wrote %d records for one:\n%s", len(recs), got)
 	}
-	if !recordsEqual(recs, []*Record{r}) {
+	if !Equal(recs, []*Record{r}) {
 		t.Fatalf("the writer wrote\n%s\nwhich reads back as\n%s\nnot\n%s", got, showRecords(recs), showRecords([]*Record{r}))
 	}
 	if len(raws) != 1 || !bytes.Equal(raws[0], got) {
