@@ -19,6 +19,7 @@ import (
 
 	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory/internal/codec"
+	"github.com/hostbroker/broker/inventory/internal/filelock"
 )
 
 // ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
@@ -27,12 +28,12 @@ var ErrCorrupt = codec.ErrCorrupt
 
 // Store is an inventory file shared by every process of a user.
 //
-// Writers take the inventory lock in arrival order (see lockqueue.go: a
+// Writers take the inventory lock in arrival order (see internal/filelock: a
 // queue of tickets over an flock of <path>.flock, so a crashed holder never
 // blocks the next one) and replace the file atomically (temp file, fsync,
 // rename, fsync of the directory): a reader sees the old or the new list,
 // never a torn one. The Python broker's lock is honoured around the rename
-// (see lockpython.go).
+// (see internal/filelock).
 //
 // Updates that arrive together in one process share one hold of the lock
 // and one write (group commit): a single goroutine takes the lock, applies
@@ -122,7 +123,7 @@ func (s *Store) Load(ctx context.Context) ([]*Record, error) {
 	if errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		return recs, nil // an empty inventory, or none yet
 	}
-	if _, _, ours := parseMark(data); rerr == nil && !ours {
+	if _, _, ours := filelock.ParseMark(data); rerr == nil && !ours {
 		wctx, cancel := context.WithTimeout(ctx, pythonLockWait)
 		defer cancel()
 		werr := poll(wctx, func() (bool, error) {
@@ -164,7 +165,7 @@ func poll(ctx context.Context, try func() (done bool, err error)) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w", errLockWait, ctx.Err())
+			return fmt.Errorf("%w: %w", filelock.ErrWait, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 20*time.Millisecond)
@@ -276,9 +277,9 @@ func (o *op) finish(err error) {
 
 // waitError is what a caller gets when its context ends first.
 func (s *Store) waitError(o *op) error {
-	err := fmt.Errorf("%w: %w", errLockWait, o.ctx.Err())
+	err := fmt.Errorf("%w: %w", filelock.ErrWait, o.ctx.Err())
 	if o.phase.Load() == phasePython {
-		return pythonLockError(s.pythonLockPath(), err)
+		return filelock.PythonLockError(s.pythonLockPath(), err)
 	}
 	return fmt.Errorf("inventory: lock %s: %w", s.flockPath(), err)
 }
@@ -350,7 +351,7 @@ func (s *Store) commitLoop() {
 		if wait := time.Since(start); wait > lockWaitLogged {
 			ahead := -1
 			if h != nil {
-				ahead = h.ahead
+				ahead = h.Ahead
 			}
 			s.log().Debug("inventory: waited for the lock", "file", s.path, "wait", wait.Round(time.Millisecond), "queue_depth", ahead, "err", err)
 		}
@@ -361,7 +362,7 @@ func (s *Store) commitLoop() {
 		s.mu.Unlock()
 		cancel()
 		if err != nil {
-			if errors.Is(err, errLockWait) {
+			if errors.Is(err, filelock.ErrWait) {
 				// Everyone waiting gave up; any who came since go
 				// back in line.
 				s.mu.Lock()
@@ -384,7 +385,7 @@ func (s *Store) commitLoop() {
 // each caller taken into the write.
 func (s *Store) runBatch(h *lockHeld, batch []*op) {
 	taken, wrote, err := s.commit(h, batch)
-	h.release()
+	h.Release()
 	if wrote {
 		// The directory's fsync makes the rename durable across a power
 		// loss; it is not needed for other processes, which see the
@@ -836,13 +837,13 @@ func (s *Store) takeBatchPythonLock(h *lockHeld, batch []*op) (*pythonLock, erro
 	for _, o := range batch {
 		o.phase.Store(phasePython)
 	}
-	if gap := pythonGap(h.mainFD); gap > 0 {
+	if gap := h.PythonGap(); gap > 0 {
 		time.Sleep(gap)
 	}
 	start := time.Now()
 	pl, err := s.takePythonLock(func() error {
 		if !anyWaiting(batch) {
-			return fmt.Errorf("%w: %w", errLockWait, context.Canceled)
+			return fmt.Errorf("%w: %w", filelock.ErrWait, context.Canceled)
 		}
 		return nil
 	})
@@ -864,13 +865,13 @@ func (s *Store) publish(h *lockHeld, pl *pythonLock, p *prepared, batch []*op) (
 			return
 		}
 		released = true
-		held := time.Since(pl.taken)
-		if rerr := pl.release(); rerr != nil {
+		held := time.Since(pl.Taken)
+		if rerr := pl.Release(); rerr != nil {
 			// What was written stands; the lock file is someone
 			// else's business now.
 			s.log().Warn("inventory: release the Python broker's lock", "err", rerr)
 		}
-		notePythonHold(h.mainFD, time.Now(), held)
+		h.NotePythonHold(time.Now(), held)
 	}
 	defer release()
 
@@ -922,10 +923,10 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 		return err
 	}
 	same := p.baseErr == nil && nowID == p.base.ident && bytes.Equal(nowData, p.base.data)
-	if !same || pl.tookOver || len(taken) != len(p.applied) {
+	if !same || pl.TookOver || len(taken) != len(p.applied) {
 		if !same {
 			if p.base, err = s.decode(p.base, nowData, nowID); err != nil {
-				if pl.tookOver {
+				if pl.TookOver {
 					err = fmt.Errorf("%w; a Python broker died while holding its lock, perhaps in the middle of rewriting it", err)
 				}
 				return err
@@ -933,7 +934,7 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 		}
 		entries := p.base.entries
 		restored := false
-		if pl.tookOver {
+		if pl.TookOver {
 			entries, restored = s.restoreVanished(entries, nowData)
 		}
 		p.cur, _ = apply(entries, taken)

@@ -1,7 +1,14 @@
-package inventory
+// Package filelock is the inventory's locks between processes: the fair
+// queue over an flock of <file>.flock that Go writers take (queue.go), and
+// the Python broker's <file>.lock, created exclusively, which they take
+// only around the rename that publishes a write (python.go). Every file is
+// opened without following symbolic links (internal/safefile).
+package filelock
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,51 +57,52 @@ const ticketTemp = "tmp-"
 // one is locked microseconds after it is created.
 const deadTempAge = 10 * time.Second
 
-// queueDir is the queue's directory, hidden beside the inventory.
-func (s *Store) queueDir() string {
-	return filepath.Join(filepath.Dir(s.path), "."+filepath.Base(s.path)+".queue")
+// QueueDir is the queue's directory, hidden beside the inventory file.
+func QueueDir(file string) string {
+	return filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+".queue")
 }
 
-// flockPath is the file whose flock excludes writers.
-func (s *Store) flockPath() string { return s.path + ".flock" }
+// FlockPath is the file whose flock excludes writers.
+func FlockPath(file string) string { return file + ".flock" }
 
-// lockHeld is the inventory lock, held.
-type lockHeld struct {
+// Held is the inventory lock, held.
+type Held struct {
 	mainFD   int // flocked LOCK_EX
 	ticketFD int
 	ticket   string // path of our ticket
-	ahead    int    // tickets ahead of ours on arrival
+	// Ahead is how many tickets were ahead of ours on arrival.
+	Ahead int
 }
 
-// release lets the next waiter in: the flock first, so that the successor,
+// Release lets the next waiter in: the flock first, so that the successor,
 // woken by the ticket's close, finds it free.
-func (h *lockHeld) release() {
+func (h *Held) Release() {
 	_ = flockRetry(h.mainFD, syscall.LOCK_UN)
 	syscall.Close(h.mainFD)
 	_ = os.Remove(h.ticket)
 	syscall.Close(h.ticketFD)
 }
 
-// errLockWait marks the failure of a wait for the lock because its
-// context ended.
-var errLockWait = errors.New("wait for lock")
+// ErrWait marks the failure of a wait for the lock because its context
+// ended.
+var ErrWait = errors.New("wait for lock")
 
-// acquire takes the inventory lock in arrival order, creating the
-// directory (0700) and lock file (0600) as needed. When ctx ends first it
-// returns an error wrapping errLockWait and ctx.Err().
-func (s *Store) acquire(ctx context.Context) (*lockHeld, error) {
-	dir := filepath.Dir(s.path)
+// Acquire takes the lock of the inventory file in arrival order,
+// creating the directory (0700) and lock file (0600) as needed. When ctx
+// ends first it returns an error wrapping ErrWait and ctx.Err().
+func Acquire(ctx context.Context, file string) (*Held, error) {
+	dir := filepath.Dir(file)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("inventory: create directory %s: %w", dir, err)
 	}
-	qdir := s.queueDir()
+	qdir := QueueDir(file)
 	if err := os.Mkdir(qdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("inventory: create lock queue %s: %w", qdir, err)
 	}
 	if err := checkQueueDir(qdir); err != nil {
 		return nil, fmt.Errorf("inventory: lock queue: %w", err)
 	}
-	lockPath := s.flockPath()
+	lockPath := FlockPath(file)
 	mainFD, err := openRetry(lockPath, syscall.O_RDWR|syscall.O_CREAT, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: open lock %s: %w", lockPath, err)
@@ -104,8 +112,8 @@ func (s *Store) acquire(ctx context.Context) (*lockHeld, error) {
 		syscall.Close(mainFD)
 		return nil, fmt.Errorf("inventory: queue for lock %s: %w", lockPath, err)
 	}
-	h := &lockHeld{mainFD: mainFD, ticketFD: ticketFD, ticket: ticket, ahead: -1}
-	giveUp := func(err error) (*lockHeld, error) {
+	h := &Held{mainFD: mainFD, ticketFD: ticketFD, ticket: ticket, Ahead: -1}
+	giveUp := func(err error) (*Held, error) {
 		_ = os.Remove(ticket)
 		syscall.Close(ticketFD)
 		return nil, fmt.Errorf("inventory: lock %s: %w", lockPath, err)
@@ -116,8 +124,8 @@ func (s *Store) acquire(ctx context.Context) (*lockHeld, error) {
 			syscall.Close(mainFD)
 			return giveUp(err)
 		}
-		if h.ahead < 0 {
-			h.ahead = ahead
+		if h.Ahead < 0 {
+			h.Ahead = ahead
 		}
 		if pred < 0 {
 			break
@@ -266,7 +274,7 @@ func flockContext(ctx context.Context, fd, how int) error {
 			<-done
 			syscall.Close(fd)
 		}()
-		return fmt.Errorf("%w: %w", errLockWait, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrWait, ctx.Err())
 	}
 }
 
@@ -318,4 +326,13 @@ func checkQueueDir(qdir string) error {
 		return fmt.Errorf("%s: owned by uid %d, not by this user (uid %d); refusing to use it: %w", qdir, st.Uid, os.Geteuid(), safefile.ErrUnsafe)
 	}
 	return nil
+}
+
+// randomHex returns n random bytes in hex, for unique names.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("inventory: crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b)
 }

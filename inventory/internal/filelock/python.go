@@ -1,7 +1,6 @@
-package inventory
+package filelock
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hostbroker/broker/internal/proclive"
 	"github.com/hostbroker/broker/internal/safefile"
 )
 
@@ -48,9 +48,9 @@ const (
 // or write and gives up waiting for it after 10 s.
 const staleLockAge = 30 * time.Second
 
-// ourMark is this process's mark.
-func ourMark() string {
-	o := CurrentOwner("")
+// OurMark is this process's mark.
+func OurMark() string {
+	o := proclive.Self()
 	boot := o.BootID
 	if boot == "" {
 		boot = "-"
@@ -58,36 +58,36 @@ func ourMark() string {
 	return fmt.Sprintf("%s %d %d %s %s\n", pythonLockMark, o.PID, o.Started, boot, o.Machine)
 }
 
-// parseMark tells whether a lock file's content is a mark of this library
+// ParseMark tells whether a lock file's content is a mark of this library
 // and, for a full mark, whose.
-func parseMark(data []byte) (owner Owner, known, ours bool) {
+func ParseMark(data []byte) (owner proclive.Process, known, ours bool) {
 	s := string(data)
 	if s == oldPythonLockMark {
-		return Owner{}, false, true
+		return proclive.Process{}, false, true
 	}
 	if !strings.HasPrefix(s, pythonLockMark+" ") || !strings.HasSuffix(s, "\n") {
-		return Owner{}, false, false
+		return proclive.Process{}, false, false
 	}
 	f := strings.SplitN(strings.TrimSuffix(s, "\n"), " ", 5)
 	if len(f) != 5 {
-		return Owner{}, false, true
+		return proclive.Process{}, false, true
 	}
 	pid, err1 := strconv.Atoi(f[1])
 	started, err2 := strconv.ParseUint(f[2], 10, 64)
 	if err1 != nil || err2 != nil {
-		return Owner{}, false, true
+		return proclive.Process{}, false, true
 	}
-	o := Owner{PID: pid, Started: started, BootID: f[3], Machine: f[4]}
+	o := proclive.Process{PID: pid, Started: started, BootID: f[3], Machine: f[4]}
 	if o.BootID == "-" {
 		o.BootID = ""
 	}
 	return o, true, true
 }
 
-// pythonLockPath is where the Python broker puts its lock: beside the
+// PythonLockPath is where the Python broker puts its lock: beside the
 // inventory file's resolved path.
-func (s *Store) pythonLockPath() string {
-	path := s.path
+func PythonLockPath(file string) string {
+	path := file
 	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
 		path = filepath.Join(d, filepath.Base(path))
 	}
@@ -97,66 +97,66 @@ func (s *Store) pythonLockPath() string {
 	return path + ".lock"
 }
 
-// pythonLockError says which lock a wait was for.
-func pythonLockError(path string, err error) error {
+// PythonLockError says which lock a wait was for.
+func PythonLockError(path string, err error) error {
 	return fmt.Errorf("inventory: take the Python broker's lock %s (if no broker is running, it was left by one that crashed: remove it): %w", path, err)
 }
 
-// pythonLock is the Python broker's lock, held.
-type pythonLock struct {
-	path     string
-	taken    time.Time
-	tookOver bool // a stale empty lock (a Python broker that died) was removed
+// Python is the Python broker's lock, held.
+type Python struct {
+	Path     string
+	Taken    time.Time
+	TookOver bool // a stale empty lock (a Python broker that died) was removed
 }
 
-// takePythonLock takes the Python broker's lock, waiting while another
+// TakePython takes the Python broker's lock, waiting while another
 // holds it until alive reports that nobody waits any more. Called with the
 // flock held: a lock file carrying our mark is then from a process of ours
 // that died, and is removed at once. An empty one older than staleLockAge
 // is removed too (its Python broker died, perhaps in the middle of a
 // rewrite: tookOver says so), unless a process flocks it (an earlier
 // version of this library locked that file).
-func (s *Store) takePythonLock(alive func() error) (*pythonLock, error) {
-	path := s.pythonLockPath()
+func TakePython(file string, alive func() error) (*Python, error) {
+	path := PythonLockPath(file)
 	mark, err := prepareMark(path)
 	if err != nil {
-		return nil, pythonLockError(path, err)
+		return nil, PythonLockError(path, err)
 	}
 	defer os.Remove(mark)
-	l := &pythonLock{path: path}
+	l := &Python{Path: path}
 	wait := 500 * time.Microsecond
 	for {
 		err := linkMarked(mark, path)
 		if err == nil {
-			l.taken = time.Now()
+			l.Taken = time.Now()
 			return l, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, pythonLockError(path, err)
+			return nil, PythonLockError(path, err)
 		}
 		stale, python, err := staleLock(path)
 		if err != nil {
-			return nil, pythonLockError(path, err)
+			return nil, PythonLockError(path, err)
 		}
 		if stale {
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, pythonLockError(path, err)
+				return nil, PythonLockError(path, err)
 			}
-			l.tookOver = l.tookOver || python
+			l.TookOver = l.TookOver || python
 			continue
 		}
 		if err := alive(); err != nil {
-			return nil, pythonLockError(path, err)
+			return nil, PythonLockError(path, err)
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 
-// release removes the lock file.
-func (l *pythonLock) release() error {
-	if err := os.Remove(l.path); err != nil {
-		return fmt.Errorf("inventory: release the Python broker's lock %s: %w", l.path, err)
+// Release removes the lock file.
+func (l *Python) Release() error {
+	if err := os.Remove(l.Path); err != nil {
+		return fmt.Errorf("inventory: release the Python broker's lock %s: %w", l.Path, err)
 	}
 	return nil
 }
@@ -170,7 +170,7 @@ func prepareMark(lockPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, err = tmp.WriteString(ourMark())
+	_, err = tmp.WriteString(OurMark())
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -194,7 +194,7 @@ func linkMarked(mark, path string) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(ourMark())
+	_, err = f.WriteString(OurMark())
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -219,7 +219,7 @@ func staleLock(path string) (stale, python bool, err error) {
 	defer f.Close()
 	buf := make([]byte, 512)
 	n, _ := f.Read(buf)
-	if _, _, ours := parseMark(buf[:n]); ours {
+	if _, _, ours := ParseMark(buf[:n]); ours {
 		return true, false, nil
 	}
 	st, err := f.Stat()
@@ -229,68 +229,14 @@ func staleLock(path string) (stale, python bool, err error) {
 	return flockRetry(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil, true, nil
 }
 
-// ClearAbandonedLock removes the Python broker's lock file when a process
-// of this library left it: its mark names a process that is dead (or it
-// is an older version's mark and no process of ours holds the inventory
-// lock). The reaper's watcher calls it when its owner dies, so that a
-// Python broker is not kept waiting for the next Go writer. It also
-// removes the temporary files that killed processes leave beside the
-// lock. It reports whether it removed the lock; a lock of a live process,
-// or of the Python broker, is left alone. ctx bounds its wait for the
-// inventory lock (and so does clearAbandonedWait).
-func (s *Store) ClearAbandonedLock(ctx context.Context) (bool, error) {
-	path := s.pythonLockPath()
-	data, err := safefile.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("inventory: read %s: %w", path, err)
-	}
-	owner, known, ours := parseMark(data)
-	if !ours || known && !owner.Dead() {
-		return false, nil
-	}
-	// A Go process takes and removes the lock only with the flock held:
-	// holding it, the lock cannot change under us. A live holder would
-	// have removed a dead process's lock itself, so this wait is short.
-	ctx, cancel := context.WithTimeout(ctx, clearAbandonedWait)
-	defer cancel()
-	h, err := s.acquire(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer h.release()
-	s.removeLeftovers()
-	data, err = safefile.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("inventory: read %s: %w", path, err)
-	}
-	// With the flock held, any mark is a dead process's.
-	if _, _, ours := parseMark(data); !ours {
-		return false, nil
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("inventory: remove abandoned lock %s: %w", path, err)
-	}
-	s.log().Info("inventory: removed the Python broker's lock left by a dead process", "lock", path, "mark", strings.TrimSpace(string(data)))
-	return true, nil
-}
-
-// clearAbandonedWait bounds ClearAbandonedLock's wait for the flock.
-const clearAbandonedWait = 10 * time.Second
-
-// removeLeftovers removes the temporary files of writers killed mid-way
+// RemoveLeftovers removes the temporary files of writers killed mid-way
 // (temp inventories, marked files for the Python lock). Only the flock
 // holder makes them, so the caller, holding it, knows any it finds are
 // dead.
-func (s *Store) removeLeftovers() {
+func RemoveLeftovers(file string) {
 	pats := []string{
-		filepath.Join(filepath.Dir(s.path), "."+filepath.Base(s.path)+".tmp-*"),
-		s.pythonLockPath() + ".new-*",
+		filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*"),
+		PythonLockPath(file) + ".new-*",
 	}
 	for _, p := range pats {
 		left, _ := filepath.Glob(p)
@@ -308,8 +254,9 @@ func (s *Store) removeLeftovers() {
 // second finds it free.
 const maxPythonGap = 50 * time.Millisecond
 
-// pythonGap returns how long to wait before taking the Python lock.
-func pythonGap(flockFD int) time.Duration {
+// PythonGap returns how long to wait before taking the Python lock.
+func (h *Held) PythonGap() time.Duration {
+	flockFD := h.mainFD
 	var buf [16]byte
 	n, err := syscall.Pread(flockFD, buf[:], 0)
 	if err != nil || n < len(buf) {
@@ -321,8 +268,9 @@ func pythonGap(flockFD int) time.Duration {
 	return min(time.Until(until), maxPythonGap)
 }
 
-// notePythonHold records a release of the Python lock for pythonGap.
-func notePythonHold(flockFD int, released time.Time, held time.Duration) {
+// NotePythonHold records a release of the Python lock for PythonGap.
+func (h *Held) NotePythonHold(released time.Time, held time.Duration) {
+	flockFD := h.mainFD
 	var buf [16]byte
 	binary.LittleEndian.PutUint64(buf[:8], uint64(released.UnixNano()))
 	binary.LittleEndian.PutUint64(buf[8:], uint64(held))
