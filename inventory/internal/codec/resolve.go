@@ -117,12 +117,132 @@ func needsQuotes(s string) bool {
 	return resolveTag(ruamelResolvers, s) != tagStr || resolveTag(pyyamlResolvers, s) != tagStr
 }
 
-// plainTag is the tag ruamel.yaml gives plain text s.
+// plainTag is the tag ruamel.yaml gives plain text s: ruamelResolvers'
+// answer, without running regular expressions but for timestamps (every
+// plain scalar of a file is resolved; TestRuamelTagIsTheResolvers and
+// FuzzRuamelTag check the two agree).
 func plainTag(s string) int {
 	if !mayResolve(s) {
 		return tagStr
 	}
-	return resolveTag(ruamelResolvers, s)
+	switch s {
+	case "", "~", "null", "Null", "NULL":
+		return tagNull
+	case "true", "True", "TRUE", "false", "False", "FALSE":
+		return tagBool
+	case "<<":
+		return tagMerge
+	case "=":
+		return tagInvalid
+	}
+	c := s[0]
+	if !(c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.') {
+		return tagStr
+	}
+	if ruamelFloatSyntax(s) {
+		return tagFloat
+	}
+	if ruamelIntSyntax(s) {
+		return tagInt
+	}
+	if c >= '0' && c <= '9' && len(s) >= 8 && s[4] == '-' && timestampPattern.MatchString(s) {
+		return tagTimestamp
+	}
+	return tagStr
+}
+
+// ruamelIntSyntax is ruamel's YAML 1.2 int resolver:
+// [-+]?0b[0-1_]+ | [-+]?0o?[0-7_]+ | [-+]?[0-9_]+ | [-+]?0x[0-9a-fA-F_]+
+func ruamelIntSyntax(s string) bool {
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	all := func(t string, ok func(byte) bool) bool {
+		if t == "" {
+			return false
+		}
+		for i := 0; i < len(t); i++ {
+			if !ok(t[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	dec := func(c byte) bool { return c >= '0' && c <= '9' || c == '_' }
+	if len(s) > 2 && s[0] == '0' {
+		switch s[1] {
+		case 'b':
+			return all(s[2:], func(c byte) bool { return c == '0' || c == '1' || c == '_' })
+		case 'x':
+			return all(s[2:], func(c byte) bool { return dec(c) || c|0x20 >= 'a' && c|0x20 <= 'f' })
+		case 'o':
+			return all(s[2:], func(c byte) bool { return c >= '0' && c <= '7' || c == '_' })
+		}
+	}
+	return all(s, dec)
+}
+
+// ruamelFloatSyntax is ruamel's YAML 1.2 float resolver:
+//
+//	[-+]?[0-9][0-9_]*\.[0-9_]*([eE][-+]?[0-9]+)?
+//	[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+//	[-+]?\.[0-9_]+([eE][-+][0-9]+)?
+//	[-+]?\.(inf|Inf|INF)
+//	\.(nan|NaN|NAN)
+func ruamelFloatSyntax(s string) bool {
+	switch s {
+	case ".nan", ".NaN", ".NAN":
+		return true
+	}
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	switch s {
+	case ".inf", ".Inf", ".INF":
+		return true
+	}
+	i := 0
+	run := func(ok func(byte) bool) int {
+		k := i
+		for i < len(s) && ok(s[i]) {
+			i++
+		}
+		return i - k
+	}
+	digit := func(c byte) bool { return c >= '0' && c <= '9' }
+	digitU := func(c byte) bool { return digit(c) || c == '_' }
+	// exponent reads [eE] then a sign (required when signRequired) and
+	// digits, to the end.
+	exponent := func(signRequired bool) bool {
+		if i == len(s) || s[i] != 'e' && s[i] != 'E' {
+			return false
+		}
+		i++
+		if i < len(s) && (s[i] == '-' || s[i] == '+') {
+			i++
+		} else if signRequired {
+			return false
+		}
+		return run(digit) > 0 && i == len(s)
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if run(digitU) == 0 {
+			return false
+		}
+		return i == len(s) || exponent(true)
+	}
+	if i == len(s) || !digit(s[i]) {
+		return false
+	}
+	i++
+	run(digitU)
+	if i < len(s) && s[i] == '.' {
+		i++
+		run(digitU)
+		return i == len(s) || exponent(false)
+	}
+	return exponent(false)
 }
 
 // resolvePlain reads a plain scalar as ruamel.yaml's round-trip loader
