@@ -185,21 +185,36 @@ func (r *Record) Map() map[string]any {
 	for k, v := range r.Extra {
 		m[k] = v
 	}
-	set := func(k, v string) {
-		if v != "" {
+	// A field read as null or as '' is in the map so while still empty,
+	// as it is written back.
+	set := func(k, v string, bit uint8) {
+		switch {
+		case v != "":
 			m[k] = v
+		case r.nulls&bit != 0:
+			m[k] = nil
+		case r.empties&bit != 0:
+			m[k] = ""
 		}
 	}
 	m["hostname"] = r.Hostname
-	set("name", r.Name)
-	if r.nameNull {
+	if r.Hostname == "" && r.nulls&bitHostname != 0 {
+		m["hostname"] = nil
+	}
+	set("name", r.Name, bitName)
+	if r.nameNull && r.Name == "" {
 		m["name"] = nil
 	}
-	set("ip", r.IP)
-	set("_broker_provider", r.Provider)
-	set("_broker_provider_instance", r.Instance)
+	set("ip", r.IP, bitIP)
+	set("_broker_provider", r.Provider, bitProvider)
+	set("_broker_provider_instance", r.Instance, bitInstance)
 	if r.Args != nil {
 		m["_broker_args"] = r.Args
+	} else if r.nulls&bitArgs != 0 {
+		m["_broker_args"] = nil
+	}
+	if r.Facts == nil && r.nulls&bitFacts != 0 {
+		m["_broker_facts"] = nil
 	}
 	if r.Facts != nil {
 		m["_broker_facts"] = r.Facts
