@@ -10,25 +10,6 @@ import (
 	"testing"
 )
 
-// aliasBomb writes an inventory as the one in issue 17: anchors that
-// multiply (fanout^levels values) hidden in a key of _brokertest that is
-// never decoded, then one alias to them per record, each record with
-// enough values of its own to pass yaml.v3's alias ratio, which starts
-// again with each record.
-func aliasBomb(records, fanout, levels, padding int) []byte {
-	var b bytes.Buffer
-	b.WriteString("- hostname: h0\n  _brokertest:\n    id: x0\n    ignored:\n")
-	fmt.Fprintf(&b, "      l0: &l0 [%s]\n", strings.TrimSuffix(strings.Repeat("x, ", fanout), ", "))
-	for i := 1; i < levels; i++ {
-		fmt.Fprintf(&b, "      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), fanout), ", "))
-	}
-	pad := "[" + strings.TrimSuffix(strings.Repeat("1, ", padding), ", ") + "]"
-	for r := 1; r < records; r++ {
-		fmt.Fprintf(&b, "- hostname: h%d\n  pad: %s\n  extra: *l%d\n", r, pad, levels-1)
-	}
-	return b.Bytes()
-}
-
 // allocated runs f and returns the bytes it allocated.
 func allocated(f func()) uint64 {
 	var before, after runtime.MemStats
@@ -46,8 +27,8 @@ func TestAliasBombRefused(t *testing.T) {
 		name string
 		data []byte
 	}{
-		{"per record", aliasBomb(500, 10, 4, 120)},
-		{"billion laughs", aliasBomb(2, 10, 9, 0)},
+		{"per record", AliasBomb(500, 10, 4, 120)},
+		{"billion laughs", AliasBomb(2, 10, 9, 0)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var err error

@@ -140,3 +140,22 @@ func Show(recs []*Record) string {
 	}
 	return b.String()
 }
+
+// AliasBomb writes an inventory as the one in issue 17: anchors that
+// multiply (fanout^levels values) hidden in a key of _brokertest that is
+// never decoded, then one alias to them per record, each record with
+// enough values of its own to pass yaml.v3's alias ratio, which starts
+// again with each record.
+func AliasBomb(records, fanout, levels, padding int) []byte {
+	var b bytes.Buffer
+	b.WriteString("- hostname: h0\n  _brokertest:\n    id: x0\n    ignored:\n")
+	fmt.Fprintf(&b, "      l0: &l0 [%s]\n", strings.TrimSuffix(strings.Repeat("x, ", fanout), ", "))
+	for i := 1; i < levels; i++ {
+		fmt.Fprintf(&b, "      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), fanout), ", "))
+	}
+	pad := "[" + strings.TrimSuffix(strings.Repeat("1, ", padding), ", ") + "]"
+	for r := 1; r < records; r++ {
+		fmt.Fprintf(&b, "- hostname: h%d\n  pad: %s\n  extra: *l%d\n", r, pad, levels-1)
+	}
+	return b.Bytes()
+}
