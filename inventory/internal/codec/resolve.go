@@ -114,7 +114,24 @@ func needsQuotes(s string) bool {
 	if !mayResolve(s) {
 		return false
 	}
-	return resolveTag(ruamelResolvers, s) != tagStr || resolveTag(pyyamlResolvers, s) != tagStr
+	return plainTag(s) != tagStr || pyyamlCandidate(s) && resolveTag(pyyamlResolvers, s) != tagStr
+}
+
+// pyyamlCandidate reports whether PyYAML's resolvers could take s for
+// anything but text, so that most text (ids, addresses with letters) is
+// not run through its regular expressions: its words, or text of the
+// characters of its numbers and timestamps.
+func pyyamlCandidate(s string) bool {
+	switch s {
+	case "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
+		"true", "True", "TRUE", "false", "False", "FALSE", "~", "null", "Null", "NULL", "<<", "=":
+		return true
+	}
+	t := strings.TrimLeft(s, "+-")
+	if strings.HasPrefix(t, "0x") || strings.HasPrefix(t, ".") || len(s) >= 8 && s[4] == '-' {
+		return true
+	}
+	return strings.Trim(s, "0123456789_-+.:eE") == ""
 }
 
 // plainTag is the tag ruamel.yaml gives plain text s: ruamelResolvers'

@@ -36,3 +36,21 @@ func FuzzRuamelTag(f *testing.F) {
 		}
 	})
 }
+
+// needsQuotes, with its shortcut for PyYAML, quotes exactly what either
+// library's regular expressions take for something other than text.
+func TestNeedsQuotesIsTheResolvers(t *testing.T) {
+	r := rand.New(rand.NewSource(8))
+	chars := "0123456789_-+.:eExXabcdfoOnNyYtTZ ~<=l"
+	for range 200000 {
+		b := make([]byte, 1+r.Intn(9))
+		for i := range b {
+			b[i] = chars[r.Intn(len(chars))]
+		}
+		s := string(b)
+		want := mayResolve(s) && (resolveTag(ruamelResolvers, s) != tagStr || resolveTag(pyyamlResolvers, s) != tagStr)
+		if needsQuotes(s) != want {
+			t.Fatalf("%q: needsQuotes %v, the resolvers %v", s, !want, want)
+		}
+	}
+}
