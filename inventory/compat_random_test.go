@@ -433,3 +433,104 @@ func FuzzPutReadsBack(f *testing.F) {
 		}
 	})
 }
+
+// Whatever the other records hold, a Put or Remove changes only the bytes
+// of its own record: random files mixing records this library writes with
+// records in every form of testdata/compat/keep (anchors, flow maps,
+// !!binary, folded blocks, nulls…), then random Puts (changes and new
+// records) and Removes, each checked against the file before it.
+func TestPutRemoveKeepOtherRecordsBytes(t *testing.T) {
+	seed := testSeed(t)
+	t.Logf("seed %d (BROKER_TEST_SEED=%d repeats this run)", seed, seed)
+	defer func() {
+		if t.Failed() {
+			t.Logf("failed with BROKER_TEST_SEED=%d", seed)
+		}
+	}()
+	g := newRandValues(t, seed)
+	// Odd pieces: the records of the keep/ files (bar the first, which
+	// may carry a byte-order mark or "---"), their hostnames made unique.
+	var odd [][]byte
+	files, _ := filepath.Glob(filepath.Join("testdata", "compat", "keep", "*.yaml"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, raws, err := codec.DecodeFile(f, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range raws {
+			if raw != nil && !bytes.HasPrefix(raw, []byte("\ufeff")) && !bytes.HasPrefix(raw, []byte("---")) && bytes.HasPrefix(raw, []byte("- hostname: ")) {
+				odd = append(odd, raw)
+			}
+		}
+	}
+	if len(odd) < 5 {
+		t.Fatalf("only %d odd pieces", len(odd))
+	}
+	ctx := context.Background()
+	for round := range 40 {
+		var file []byte
+		n := 3 + g.r.IntN(8)
+		for i := range n {
+			if g.r.IntN(2) == 0 {
+				piece := odd[g.r.IntN(len(odd))]
+				name := fmt.Sprintf("- hostname: odd-%d-%d", round, i)
+				_, rest, _ := bytes.Cut(piece, []byte("\n"))
+				file = append(file, name+"\n"...)
+				file = append(file, rest...)
+				continue
+			}
+			b, err := codec.EncodeRecord(g.record(round*100 + i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			file = append(file, b...)
+		}
+		path := filepath.Join(t.TempDir(), "inventory.yaml")
+		if err := os.WriteFile(path, file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := Open(path)
+		for step := range 5 {
+			before, _ := os.ReadFile(path)
+			recs, raws, err := codec.DecodeFile(path, before)
+			if err != nil {
+				t.Fatalf("round %d step %d: %v\n%s", round, step, err, before)
+			}
+			touched := -1
+			switch op := g.r.IntN(3); {
+			case op == 0 && len(recs) > 0:
+				touched = g.r.IntN(len(recs))
+				err = s.Remove(ctx, recs[touched])
+			case op == 1 && len(recs) > 0:
+				touched = g.r.IntN(len(recs))
+				c := recs[touched].Clone()
+				if c.Args == nil {
+					c.Args = map[string]any{}
+				}
+				c.Args["changed"] = g.value(0)
+				err = s.Put(ctx, c)
+			default:
+				err = s.Put(ctx, g.record(round*100+50+step))
+			}
+			if err != nil {
+				t.Fatalf("round %d step %d: %v", round, step, err)
+			}
+			after, _ := os.ReadFile(path)
+			for i, raw := range raws {
+				if i == touched || raw == nil {
+					continue
+				}
+				if !bytes.Contains(after, raw) {
+					t.Fatalf("round %d step %d: record %d (not touched) changed its bytes:\n%q\nbefore\n%s\nafter\n%s", round, step, i, raw, before, after)
+				}
+			}
+			if _, err := Open(path).Load(ctx); err != nil {
+				t.Fatalf("round %d step %d: the file written cannot be read: %v\n%s", round, step, err, after)
+			}
+		}
+	}
+}
