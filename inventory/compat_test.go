@@ -499,8 +499,8 @@ func TestNonStringKeyKeptNotRewritten(t *testing.T) {
 	}
 }
 
-// Null and empty fields are written back as they were read when a Go
-// process changes the record.
+// Null and empty fields, and fields read as numbers, dates or booleans,
+// are written back as they were read when a Go process changes the record.
 func TestNullAndEmptyFieldsKept(t *testing.T) {
 	text := "- hostname: a\n  name: ''\n  ip: null\n  _broker_provider: null\n  _broker_provider_instance: ''\n  _broker_args: {}\n  _broker_facts: null\n"
 	recs, err := Parse("x.yaml", []byte(text))
@@ -515,6 +515,23 @@ func TestNullAndEmptyFieldsKept(t *testing.T) {
 	want := text + "  touched: true\n"
 	if string(b) != want {
 		t.Fatalf("written as\n%s\nwant\n%s", b, want)
+	}
+	// Fields the Python broker wrote as numbers, dates, booleans stay so.
+	text = "- hostname: 10\n  name: 123\n  ip: 1.5\n  _broker_provider: true\n  _broker_provider_instance: 2024-01-01\n  _broker_args: {}\n"
+	recs, err = Parse("x.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := recs[0].Map(); m["name"] != 123 || m["hostname"] != 10 || m["_broker_provider"] != true {
+		t.Errorf("Map holds %#v", m)
+	}
+	recs[0].Extra = map[string]any{"touched": true}
+	if b, _ := codec.EncodeRecord(recs[0]); string(b) != text+"  touched: true\n" {
+		t.Fatalf("written as\n%s\nwant\n%s", b, text+"  touched: true\n")
+	}
+	recs[0].Name = "a name"
+	if b, _ := codec.EncodeRecord(recs[0]); !strings.Contains(string(b), "\n  name: a name\n") {
+		t.Fatalf("a name set by Go written as\n%s", b)
 	}
 	// As a Python broker's host without a name: null args too.
 	text = "- hostname: b\n  name: null\n  _broker_args: null\n"

@@ -81,6 +81,12 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		e.push(k)
 		defer e.pop()
 		switch {
+		case v != "" && r.plains&bit != 0 && writtenPlain(v):
+			// Read as a number, a date… and so written back.
+			key(k)
+			e.b = append(e.b, ' ')
+			e.b = append(e.b, v...)
+			e.b = append(e.b, '\n')
 		case v != "" || always && nulls&bit == 0:
 			key(k)
 			e.b = append(e.b, ' ')
@@ -512,6 +518,17 @@ func appendPythonFloat(b []byte, f float64) []byte {
 		b = append(b, ".0"...)
 	}
 	return b
+}
+
+// writtenPlain reports whether v, a field read from a plain scalar that
+// is not text, may be written plain again: it is still a valid value of
+// another type to ruamel.yaml, and plain YAML.
+func writtenPlain(v string) bool {
+	if textKind(v) != textPrintable || !plainAllowed(v) {
+		return false
+	}
+	tag, _ := resolvePlain(v)
+	return tag != tagStr && tag != tagNull && tag != tagInvalid && tag != tagMerge
 }
 
 // str writes text: plain where ruamel.yaml and PyYAML both read it back

@@ -135,6 +135,8 @@ func (p *fastParser) record(n *fnode) (*Record, bool) {
 				r.nulls |= bit
 			case v.kind == fScalar && v.text == "":
 				r.empties |= bit
+			case v.kind == fScalar && !v.quoted && !v.binary && plainTag(v.text) != tagStr:
+				r.plains |= bit
 			}
 			return p.str(v, dst)
 		}

@@ -39,6 +39,10 @@ type Record struct {
 	// nulls and empties note the fields (bit* of codec_encode.go) read
 	// as null or as empty text, written back so while still empty.
 	nulls, empties uint8
+	// plains notes the fields read from a plain scalar that is not text
+	// to the Python broker (name: 123, hostname: 10.5): written back
+	// plain while they still read as such, so their type is kept.
+	plains uint8
 	// unwritable says why this record, as read, cannot be written back
 	// unchanged (a key that is not a string); Put and Update refuse it,
 	// while the file keeps its bytes.
@@ -189,6 +193,11 @@ func (r *Record) Map() map[string]any {
 	// as it is written back.
 	set := func(k, v string, bit uint8) {
 		switch {
+		case v != "" && r.plains&bit != 0:
+			m[k] = v
+			if tag, x := resolvePlain(v); tag != tagStr && tag != tagInvalid && tag != tagMerge {
+				m[k] = x
+			}
 		case v != "":
 			m[k] = v
 		case r.nulls&bit != 0:
@@ -198,6 +207,7 @@ func (r *Record) Map() map[string]any {
 		}
 	}
 	m["hostname"] = r.Hostname
+	set("hostname", r.Hostname, bitHostname)
 	if r.Hostname == "" && r.nulls&bitHostname != 0 {
 		m["hostname"] = nil
 	}
