@@ -220,67 +220,22 @@ func TestPythonDifferential(t *testing.T) {
 
 	// 2. ruamel.yaml rewrites.
 	bridge(t, python, nil, "rewrite", path)
-	goAgreesWithRuamel(t, python, path, "2. rewritten by ruamel.yaml")
-	rewritten, _ := os.ReadFile(path)
-	before, raws, err := codec.DecodeFile(path, rewritten)
-	if err != nil {
-		t.Fatal(err)
+	if goAgreesWithRuamel(t, python, path, "2. rewritten by ruamel.yaml") {
+		goChangesKeepBytes(t, g, python, path, recs)
 	}
-	// ruamel.yaml's round trip itself changes some values (a float's
-	// last digit, a U+0085 in text read back as a space): Go agreeing with
-	// ruamel.yaml above is what is proven; the changes are logged.
-	if len(before) != len(recs) {
-		t.Fatalf("2. %d records after ruamel.yaml's rewrite, %d before", len(before), len(recs))
-	}
-	ruamelLosses(t, before, recs)
-
-	// 3. Go changes some records, removes some, adds some.
-	s := Open(path)
-	touched := map[int]bool{}
-	var changed, removed []*Record
-	for i := range before {
-		switch g.r.IntN(20) {
-		case 0, 1:
-			c := before[i].Clone()
-			if c.Args == nil {
-				c.Args = map[string]any{}
-			}
-			c.Args["changed"] = g.value(0)
-			changed = append(changed, c)
-			touched[i] = true
-		case 2:
-			removed = append(removed, before[i])
-			touched[i] = true
-		}
-	}
-	added := []*Record{g.record(n), g.record(n + 1)}
-	if err := s.Put(ctx, append(changed, added...)...); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Remove(ctx, removed...); err != nil {
-		t.Fatal(err)
-	}
-	after, _ := os.ReadFile(path)
-	kept := 0
-	for i, raw := range raws {
-		if touched[i] || raw == nil {
-			continue
-		}
-		if !bytes.Contains(after, raw) {
-			t.Fatalf("record %d was not touched but its bytes changed:\n%q", i, raw)
-		}
-		kept++
-	}
-	if kept < len(raws)/2 {
-		t.Fatalf("only %d of %d untouched records kept their bytes", kept, len(raws))
-	}
-	goAgreesWithRuamel(t, python, path, "3. changed by Go")
 
 	// 4. ruamel.yaml writes records of its own.
 	var typedRecs []any
 	var want []*Record
-	for i := range n / 2 {
+	// Without U+0085, U+2028, U+2029: ruamel.yaml writes them raw and
+	// reads them back as line breaks, folding two keys into one it then
+	// refuses as duplicates (its own file, unreadable to it).
+	for i := 0; len(want) < n/2; i++ {
 		r := g.record(10*n + i)
+		j, _ := json.Marshal(recordTyped(r))
+		if strings.ContainsAny(string(j), "\u0085\u2028\u2029") || strings.Contains(string(j), `\u2028`) || strings.Contains(string(j), `\u2029`) {
+			continue
+		}
 		want = append(want, r)
 		typedRecs = append(typedRecs, recordTyped(r))
 	}
@@ -305,8 +260,8 @@ func TestPythonDifferential(t *testing.T) {
 }
 
 // goAgreesWithRuamel fails t unless Go reads the file at path as
-// ruamel.yaml does.
-func goAgreesWithRuamel(t *testing.T, python, path, what string) {
+// ruamel.yaml does; it reports whether both read it (false: neither).
+func goAgreesWithRuamel(t *testing.T, python, path, what string) bool {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -314,9 +269,15 @@ func goAgreesWithRuamel(t *testing.T, python, path, what string) {
 	}
 	recs, err := Parse(path, data)
 	if err != nil {
-		t.Fatalf("%s: Go cannot read the file: %v\n%s", what, err, clip(data))
+		// Agreement still: when ruamel.yaml cannot read it either.
+		if py := pythonRead(t, python, path); py.RuamelError != "" {
+			t.Logf("%s: neither Go nor ruamel.yaml reads the file (Go: %v; ruamel.yaml: %s)", what, err, firstLine(py.RuamelError))
+			return false
+		}
+		t.Fatalf("%s: Go cannot read the file ruamel.yaml reads: %v\n%s", what, err, clip(data))
 	}
 	compareWithLibs(t, python, path, recs, what, false)
+	return true
 }
 
 // typedRecordsEqual compares records in the typed form (times by their
@@ -533,4 +494,74 @@ func TestPutRemoveKeepOtherRecordsBytes(t *testing.T) {
 			}
 		}
 	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// goChangesKeepBytes is steps 2 and 3 of TestPythonDifferential on the
+// file ruamel.yaml rewrote: Go's reading against what Go wrote (ruamel's
+// own losses logged), then Go's changes, which keep every untouched
+// record's bytes and are read by ruamel.yaml as by Go.
+func goChangesKeepBytes(t *testing.T, g *randValues, python, path string, recs []*Record) {
+	t.Helper()
+	ctx := context.Background()
+	n := len(recs)
+	rewritten, _ := os.ReadFile(path)
+	before, raws, err := codec.DecodeFile(path, rewritten)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ruamel.yaml's round trip itself changes some values (a float's
+	// last digit, a U+0085 in text read back as a space): Go agreeing with
+	// ruamel.yaml above is what is proven; the changes are logged.
+	if len(before) != len(recs) {
+		t.Fatalf("2. %d records after ruamel.yaml's rewrite, %d before", len(before), len(recs))
+	}
+	ruamelLosses(t, before, recs)
+
+	// 3. Go changes some records, removes some, adds some.
+	s := Open(path)
+	touched := map[int]bool{}
+	var changed, removed []*Record
+	for i := range before {
+		switch g.r.IntN(20) {
+		case 0, 1:
+			c := before[i].Clone()
+			if c.Args == nil {
+				c.Args = map[string]any{}
+			}
+			c.Args["changed"] = g.value(0)
+			changed = append(changed, c)
+			touched[i] = true
+		case 2:
+			removed = append(removed, before[i])
+			touched[i] = true
+		}
+	}
+	added := []*Record{g.record(n), g.record(n + 1)}
+	if err := s.Put(ctx, append(changed, added...)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, removed...); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(path)
+	kept := 0
+	for i, raw := range raws {
+		if touched[i] || raw == nil {
+			continue
+		}
+		if !bytes.Contains(after, raw) {
+			t.Fatalf("record %d was not touched but its bytes changed:\n%q", i, raw)
+		}
+		kept++
+	}
+	if kept < len(raws)/2 {
+		t.Fatalf("only %d of %d untouched records kept their bytes", kept, len(raws))
+	}
+	goAgreesWithRuamel(t, python, path, "3. changed by Go")
+
 }
