@@ -1,5 +1,7 @@
 package inventory
 
+import "github.com/hostbroker/broker/inventory/internal/filelock"
+
 // Writes returns how many times s replaced the inventory file.
 func Writes(s *Store) int64 { return s.writes.Load() }
 
@@ -25,4 +27,4 @@ func QueueDir(s *Store) string { return s.queueDir() }
 func PrevPath(s *Store) string { return s.prevPath() }
 
 // OurMark is the mark this process writes into the Python broker's lock.
-func OurMark() string { return ourMark() }
+func OurMark() string { return filelock.OurMark() }

@@ -1,7 +1,6 @@
 package inventory_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -485,21 +484,4 @@ func TestMapHasEveryKey(t *testing.T) {
 	bm := r.Map()["_brokertest"].(map[string]any)
 	assert.Equal(t, "x", bm["id"])
 	assert.Equal(t, 2222, bm["ssh"].(map[string]any)["port"])
-}
-
-// TestMarshalSameAsOneDocument: Marshal encodes record by record for speed;
-// the bytes must be those of one YAML sequence, as Python broker writes.
-func TestMarshalSameAsOneDocument(t *testing.T) {
-	recs, err := inventory.Open(pythonInventory).Load(context.Background())
-	require.NoError(t, err)
-	require.NotEmpty(t, recs)
-	recs = append(recs, &inventory.Record{Hostname: "multi.example.com", Args: map[string]any{"text": "a\nb: c\n", "list": []any{1, "two"}}, Broker: &inventory.Meta{ID: "x", State: inventory.StateReady}})
-	var one bytes.Buffer
-	enc := yaml.NewEncoder(&one)
-	enc.SetIndent(2)
-	require.NoError(t, enc.Encode(recs))
-	require.NoError(t, enc.Close())
-	got, err := inventory.Marshal(recs)
-	require.NoError(t, err)
-	assert.Equal(t, one.String(), string(got))
 }

@@ -12,25 +12,28 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hostbroker/broker/internal/safefile"
+	"github.com/hostbroker/broker/inventory/internal/codec"
+	"github.com/hostbroker/broker/inventory/internal/filelock"
 )
 
 // ErrCorrupt is returned (wrapped) when the inventory file cannot be parsed.
 // The file is then never written: a person must look at it.
-var ErrCorrupt = errors.New("inventory file is corrupt")
+var ErrCorrupt = codec.ErrCorrupt
 
 // Store is an inventory file shared by every process of a user.
 //
-// Writers take the inventory lock in arrival order (see lockqueue.go: a
+// Writers take the inventory lock in arrival order (see internal/filelock: a
 // queue of tickets over an flock of <path>.flock, so a crashed holder never
 // blocks the next one) and replace the file atomically (temp file, fsync,
 // rename, fsync of the directory): a reader sees the old or the new list,
 // never a torn one. The Python broker's lock is honoured around the rename
-// (see lockpython.go).
+// (see internal/filelock).
 //
 // Updates that arrive together in one process share one hold of the lock
 // and one write (group commit): a single goroutine takes the lock, applies
@@ -116,11 +119,11 @@ func (s *Store) Load(ctx context.Context) ([]*Record, error) {
 		return recs, nil
 	}
 	py := s.pythonLockPath()
-	data, rerr := os.ReadFile(py)
+	data, rerr := safefile.ReadFile(py)
 	if errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		return recs, nil // an empty inventory, or none yet
 	}
-	if _, _, ours := parseMark(data); rerr == nil && !ours {
+	if _, _, ours := filelock.ParseMark(data); rerr == nil && !ours {
 		wctx, cancel := context.WithTimeout(ctx, pythonLockWait)
 		defer cancel()
 		werr := poll(wctx, func() (bool, error) {
@@ -162,7 +165,7 @@ func poll(ctx context.Context, try func() (done bool, err error)) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w", errLockWait, ctx.Err())
+			return fmt.Errorf("%w: %w", filelock.ErrWait, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 20*time.Millisecond)
@@ -200,7 +203,7 @@ func (s *Store) Put(ctx context.Context, recs ...*Record) error {
 		c := r.Clone()
 		// Encoded here, in the caller's goroutine: not while holding
 		// the lock.
-		raw, err := encodeRecord(c)
+		raw, err := codec.EncodeRecord(c)
 		if err != nil {
 			return err
 		}
@@ -274,9 +277,9 @@ func (o *op) finish(err error) {
 
 // waitError is what a caller gets when its context ends first.
 func (s *Store) waitError(o *op) error {
-	err := fmt.Errorf("%w: %w", errLockWait, o.ctx.Err())
+	err := fmt.Errorf("%w: %w", filelock.ErrWait, o.ctx.Err())
 	if o.phase.Load() == phasePython {
-		return pythonLockError(s.pythonLockPath(), err)
+		return filelock.PythonLockError(s.pythonLockPath(), err)
 	}
 	return fmt.Errorf("inventory: lock %s: %w", s.flockPath(), err)
 }
@@ -348,7 +351,7 @@ func (s *Store) commitLoop() {
 		if wait := time.Since(start); wait > lockWaitLogged {
 			ahead := -1
 			if h != nil {
-				ahead = h.ahead
+				ahead = h.Ahead
 			}
 			s.log().Debug("inventory: waited for the lock", "file", s.path, "wait", wait.Round(time.Millisecond), "queue_depth", ahead, "err", err)
 		}
@@ -359,7 +362,7 @@ func (s *Store) commitLoop() {
 		s.mu.Unlock()
 		cancel()
 		if err != nil {
-			if errors.Is(err, errLockWait) {
+			if errors.Is(err, filelock.ErrWait) {
 				// Everyone waiting gave up; any who came since go
 				// back in line.
 				s.mu.Lock()
@@ -382,7 +385,7 @@ func (s *Store) commitLoop() {
 // each caller taken into the write.
 func (s *Store) runBatch(h *lockHeld, batch []*op) {
 	taken, wrote, err := s.commit(h, batch)
-	h.release()
+	h.Release()
 	if wrote {
 		// The directory's fsync makes the rename durable across a power
 		// loss; it is not needed for other processes, which see the
@@ -514,7 +517,7 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 	if snap := reuseDecode(s.path, prev, data, id); snap != nil {
 		return snap, nil
 	}
-	recs, raws, err := decodeFile(s.path, data)
+	recs, raws, err := codec.DecodeFile(s.path, data)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			if _, serr := os.Stat(s.prevPath()); serr == nil {
@@ -580,7 +583,7 @@ func reuseDecode(name string, prev *snapshot, data []byte, id fileIdent) *snapsh
 		if bytes.ContainsAny(piece, "&*") {
 			return nil
 		}
-		recs, _, err := decodeFile(name, piece)
+		recs, _, err := codec.DecodeFile(name, piece)
 		if err != nil || len(recs) != 1 {
 			return nil
 		}
@@ -678,7 +681,7 @@ func applyUpdate(cur []entry, fn func([]*Record) ([]*Record, error)) ([]entry, e
 			continue
 		}
 		c := r.Clone()
-		raw, err := encodeRecord(c)
+		raw, err := codec.EncodeRecord(c)
 		if err != nil {
 			return nil, err
 		}
@@ -702,7 +705,7 @@ func encode(entries []entry) ([]byte, error) {
 	n := 0
 	for i := range entries {
 		if entries[i].raw == nil {
-			raw, err := encodeRecord(entries[i].rec)
+			raw, err := codec.EncodeRecord(entries[i].rec)
 			if err != nil {
 				return nil, err
 			}
@@ -834,13 +837,13 @@ func (s *Store) takeBatchPythonLock(h *lockHeld, batch []*op) (*pythonLock, erro
 	for _, o := range batch {
 		o.phase.Store(phasePython)
 	}
-	if gap := pythonGap(h.mainFD); gap > 0 {
+	if gap := h.PythonGap(); gap > 0 {
 		time.Sleep(gap)
 	}
 	start := time.Now()
 	pl, err := s.takePythonLock(func() error {
 		if !anyWaiting(batch) {
-			return fmt.Errorf("%w: %w", errLockWait, context.Canceled)
+			return fmt.Errorf("%w: %w", filelock.ErrWait, context.Canceled)
 		}
 		return nil
 	})
@@ -862,13 +865,13 @@ func (s *Store) publish(h *lockHeld, pl *pythonLock, p *prepared, batch []*op) (
 			return
 		}
 		released = true
-		held := time.Since(pl.taken)
-		if rerr := pl.release(); rerr != nil {
+		held := time.Since(pl.Taken)
+		if rerr := pl.Release(); rerr != nil {
 			// What was written stands; the lock file is someone
 			// else's business now.
 			s.log().Warn("inventory: release the Python broker's lock", "err", rerr)
 		}
-		notePythonHold(h.mainFD, time.Now(), held)
+		h.NotePythonHold(time.Now(), held)
 	}
 	defer release()
 
@@ -920,10 +923,10 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 		return err
 	}
 	same := p.baseErr == nil && nowID == p.base.ident && bytes.Equal(nowData, p.base.data)
-	if !same || pl.tookOver || len(taken) != len(p.applied) {
+	if !same || pl.TookOver || len(taken) != len(p.applied) {
 		if !same {
 			if p.base, err = s.decode(p.base, nowData, nowID); err != nil {
-				if pl.tookOver {
+				if pl.TookOver {
 					err = fmt.Errorf("%w; a Python broker died while holding its lock, perhaps in the middle of rewriting it", err)
 				}
 				return err
@@ -931,7 +934,7 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 		}
 		entries := p.base.entries
 		restored := false
-		if pl.tookOver {
+		if pl.TookOver {
 			entries, restored = s.restoreVanished(entries, nowData)
 		}
 		p.cur, _ = apply(entries, taken)
@@ -955,7 +958,7 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 // writeTemp writes data to a new temp file beside the inventory (0600)
 // and fsyncs it; on failure nothing is left.
 func (s *Store) writeTemp(data []byte) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	tmp, err := safefile.CreateTemp(filepath.Dir(s.path), s.tempPattern())
 	if err != nil {
 		return "", fmt.Errorf("inventory: write %s: %w", s.path, err)
 	}
@@ -981,7 +984,7 @@ func (s *Store) writeTemp(data []byte) (string, error) {
 // version (see prevPath). It is best effort: the write it copies has
 // succeeded.
 func (s *Store) keepPrevious(data []byte) {
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), s.tempPattern())
+	tmp, err := safefile.CreateTemp(filepath.Dir(s.path), s.tempPattern())
 	if err != nil {
 		return
 	}
@@ -1009,14 +1012,14 @@ func (s *Store) keepPrevious(data []byte) {
 // purpose after that version is put back too: a host listed twice is
 // checked in and dropped again, a host lost is leaked.
 func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
-	prevData, err := os.ReadFile(s.prevPath())
+	prevData, err := safefile.ReadFile(s.prevPath())
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
 		}
 		return entries, false
 	}
-	prev, prevRaws, err := decodeFile(s.prevPath(), prevData)
+	prev, prevRaws, err := codec.DecodeFile(s.prevPath(), prevData)
 	if err != nil {
 		s.log().Warn("inventory: cannot read the previous version to check for records lost", "file", s.prevPath(), "err", err)
 		return entries, false
@@ -1032,13 +1035,13 @@ func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
 			e.raw = prevRaws[i]
 		}
 		vanished = append(vanished, e)
-		names = append(names, recordLabel(p))
+		names = append(names, codec.Label(p))
 	}
 	if len(vanished) == 0 {
 		return entries, false
 	}
 	torn := s.path + ".torn-" + time.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := os.WriteFile(torn, found, 0o600); err != nil {
+	if err := writeNew(torn, found); err != nil {
 		torn = "(not kept: " + err.Error() + ")"
 	}
 	s.log().Warn("inventory: a Python broker died while rewriting the inventory; records it lost were put back",
@@ -1046,17 +1049,16 @@ func (s *Store) restoreVanished(entries []entry, found []byte) ([]entry, bool) {
 	return append(slices.Clone(entries), vanished...), true
 }
 
-// recordLabel names a record in a message.
-func recordLabel(r *Record) string {
-	switch {
-	case r.Name != "" && r.ID() != "":
-		return r.Name + " (" + r.ID() + ")"
-	case r.Name != "":
-		return r.Name
-	case r.ID() != "":
-		return r.ID()
-	case r.Hostname != "":
-		return r.Hostname
+// writeNew writes data to a new file at name (0600), never through a
+// link or over anything already there.
+func writeNew(name string, data []byte) error {
+	f, err := safefile.Create(name, 0o600)
+	if err != nil {
+		return err
 	}
-	return strconv.Quote("")
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

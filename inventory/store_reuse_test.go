@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hostbroker/broker/inventory/internal/codec"
 )
 
 // snapshotOf is the snapshot a write of recs leaves.
@@ -14,7 +16,7 @@ func snapshotOf(t *testing.T, recs []*Record) *snapshot {
 	t.Helper()
 	sn := &snapshot{}
 	for _, r := range recs {
-		raw, err := encodeRecord(r)
+		raw, err := codec.EncodeRecord(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,11 +80,11 @@ func TestReuseDecode(t *testing.T) {
 	raw := func(i int) string { return string(prev.entries[i].raw) }
 	changed := recs[1].Clone()
 	changed.IP = "10.0.0.9"
-	changedRaw, err := encodeRecord(changed)
+	changedRaw, err := codec.EncodeRecord(changed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	extra, _ := encodeRecord(reuseRecords(6)[5])
+	extra, _ := codec.EncodeRecord(reuseRecords(6)[5])
 	for name, c := range map[string]struct {
 		data      string
 		mustReuse bool
@@ -131,13 +133,13 @@ func TestReuseDecodeRandomEdits(t *testing.T) {
 				i := rng.IntN(len(items))
 				items = append(items[:i], items[i+1:]...)
 			case k == 1: // add
-				raw, _ := encodeRecord(pool[rng.IntN(len(pool))])
+				raw, _ := codec.EncodeRecord(pool[rng.IntN(len(pool))])
 				i := rng.IntN(len(items) + 1)
 				items = append(items[:i], append([]string{string(raw)}, items[i:]...)...)
 			case k == 2 && len(items) > 0: // change
 				r := pool[rng.IntN(len(pool))].Clone()
 				r.Broker.State = fmt.Sprint("s", round)
-				raw, _ := encodeRecord(r)
+				raw, _ := codec.EncodeRecord(r)
 				items[rng.IntN(len(items))] = string(raw)
 			case k == 3 && len(items) > 1: // swap
 				i, j := rng.IntN(len(items)), rng.IntN(len(items))

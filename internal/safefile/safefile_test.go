@@ -112,3 +112,25 @@ func TestMkdirAllRefusesLinkedDirectory(t *testing.T) {
 		t.Fatalf("MkdirAll(../x): err = %v, want ErrUnsafe", err)
 	}
 }
+
+func TestCreateTempAndReadFile(t *testing.T) {
+	dir := t.TempDir()
+	f, err := safefile.CreateTemp(dir, "x.tmp-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("data"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b, err := safefile.ReadFile(f.Name()); err != nil || string(b) != "data" {
+		t.Fatalf("ReadFile = %q, %v", b, err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(f.Name(), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := safefile.ReadFile(link); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("ReadFile through a symlink: err = %v, want ErrUnsafe", err)
+	}
+}
