@@ -37,6 +37,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
 	"golang.org/x/crypto/bcrypt"
@@ -342,10 +343,11 @@ func (r *Registry) BlobGets(repo string) int {
 }
 
 // AuthHeader is the X-Registry-Auth value of user's credentials for this
-// registry, for the Engine API.
+// registry, for the Engine API ("" is none: an empty object, which a push
+// must still send).
 func (r *Registry) AuthHeader(user string) string {
 	if user == "" {
-		return ""
+		return base64.URLEncoding.EncodeToString([]byte("{}"))
 	}
 	b, _ := json.Marshal(registry.AuthConfig{Username: user, Password: r.opts.Users[user], ServerAddress: r.Addr})
 	return base64.URLEncoding.EncodeToString(b)
@@ -396,6 +398,70 @@ func (r *Registry) push(ctx context.Context, cli *client.Client, src, repoTag st
 		}
 	}
 	return ref, nil
+}
+
+// PushRandom pushes, as r.Addr/repoTag, a new image: base (an image of the
+// Docker engine cli with a shell and head, such as brokertest/busybox:1)
+// plus a layer of size random bytes that no engine has, so a pull of it
+// downloads that layer. It returns the reference pushed and the image's
+// id; the image is removed from cli again.
+func (r *Registry) PushRandom(tb testing.TB, cli *client.Client, base, repoTag string, size int64) (ref, id string) {
+	tb.Helper()
+	ref, id, err := r.pushRandom(tb.Context(), cli, base, repoTag, size)
+	if err != nil {
+		tb.Fatalf("registrytest: %v", err)
+	}
+	return ref, id
+}
+
+func (r *Registry) pushRandom(ctx context.Context, cli *client.Client, base, repoTag string, size int64) (ref, id string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{
+		Image: base, Cmd: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/urandom > /payload", size)},
+		Labels: map[string]string{"io.hostbroker.registrytest": "payload"},
+	}})
+	if err != nil {
+		return "", "", fmt.Errorf("create payload container from %s: %w", base, err)
+	}
+	defer func() {
+		_, _ = cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
+	}()
+	wait := cli.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return "", "", fmt.Errorf("start payload container: %w", err)
+	}
+	select {
+	case res := <-wait.Result:
+		if res.StatusCode != 0 {
+			return "", "", fmt.Errorf("payload container exited %d", res.StatusCode)
+		}
+	case err := <-wait.Error:
+		return "", "", fmt.Errorf("wait for payload container: %w", err)
+	}
+	local := "registrytest-payload/" + strings.ReplaceAll(strings.ToLower(repoTag), "/", "-")
+	if !strings.Contains(local[strings.LastIndex(local, "/"):], ":") {
+		local += ":latest"
+	}
+	// The image runs base's command, not the one that wrote the payload.
+	bi, err := cli.ImageInspect(ctx, base)
+	if err != nil {
+		return "", "", fmt.Errorf("inspect %s: %w", base, err)
+	}
+	var baseCmd []string
+	if bi.Config != nil {
+		baseCmd = bi.Config.Cmd
+	}
+	cmdJSON, _ := json.Marshal(baseCmd)
+	committed, err := cli.ContainerCommit(ctx, created.ID, client.ContainerCommitOptions{Reference: local, Changes: []string{"CMD " + string(cmdJSON)}})
+	if err != nil {
+		return "", "", fmt.Errorf("commit payload image: %w", err)
+	}
+	defer func() {
+		_, _ = cli.ImageRemove(context.WithoutCancel(ctx), committed.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	}()
+	ref, err = r.push(ctx, cli, local, repoTag)
+	return ref, committed.ID, err
 }
 
 // RegistriesConf writes a registries.conf (containers-registries.conf(5))
