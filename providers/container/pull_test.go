@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/registrytest"
 	"github.com/hostbroker/broker/internal/testenv"
@@ -59,6 +62,12 @@ func forget(t *testing.T, p *container.Provider, ref string) {
 // openLogged is open with the provider's log kept in a buffer.
 func openLogged(t *testing.T, e engine, settings map[string]any) (*container.Provider, *testenv.LogBuffer) {
 	t.Helper()
+	return openIn(t, e, t.TempDir(), settings)
+}
+
+// openIn is openLogged with dir as the broker directory.
+func openIn(t *testing.T, e engine, dir string, settings map[string]any) (*container.Provider, *testenv.LogBuffer) {
+	t.Helper()
 	open(t, e, nil) // skips when the engine or the test images are missing
 	s := map[string]any{"host_uri": e.uri(t), "runtime": e.name, "name_prefix": "brokertest"}
 	for k, v := range settings {
@@ -68,7 +77,7 @@ func openLogged(t *testing.T, e engine, settings map[string]any) (*container.Pro
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	p, err := container.Open(ctx, providers.Config{
-		Provider: container.Name, Instance: "pull-" + e.name, Settings: s, Dir: t.TempDir(),
+		Provider: container.Name, Instance: "pull-" + e.name, Settings: s, Dir: dir,
 		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -327,6 +336,7 @@ func TestPullCredentials(t *testing.T) {
 		if err == nil {
 			t.Fatal("a pull with a wrong password succeeded")
 		}
+		t.Logf("the error: %v", err)
 		for _, want := range []string{ref, "registry " + reg.Addr, "engine ", "the settings' registries." + reg.Addr, "refused the credentials"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not say %q", err, want)
@@ -340,6 +350,9 @@ func TestPullCredentials(t *testing.T) {
 // image, the registry and the engine; no container is left and the
 // partial image does not count as present.
 func TestPullRegistryStopped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: Docker retries the layer for over a minute")
+	}
 	cli := docker(t)
 	reg := registrytest.Start(t, registrytest.Options{Rate: 2 << 20})
 	p, logs := openLogged(t, engines[0], nil)
@@ -372,6 +385,7 @@ func TestPullRegistryStopped(t *testing.T) {
 	if err == nil {
 		t.Fatal("the checkout succeeded with the registry stopped mid-pull")
 	}
+	t.Logf("the error: %v", err)
 	for _, want := range []string{ref, "registry " + reg.Addr, p.EngineURI()} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
@@ -394,40 +408,50 @@ func TestPullRegistryStopped(t *testing.T) {
 }
 
 // TestPullConcurrent: 20 concurrent checkouts of one missing image make
-// one pull (one manifest GET at the registry); a caller cancelled
-// meanwhile stops its own wait, not the others' pull.
+// one pull (one manifest GET at the registry), from two providers sharing
+// a broker directory as two processes of a `go test -p 2` run do (the
+// lock file per image); a caller cancelled meanwhile stops its own wait,
+// not the others' pull.
 func TestPullConcurrent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
 	cli := docker(t)
 	reg := registrytest.Start(t, registrytest.Options{Rate: 8 << 20})
-	p, _ := openLogged(t, engines[0], nil)
+	dir := t.TempDir()
+	p1, log1 := openIn(t, engines[0], dir, nil)
+	p2, log2 := openIn(t, engines[0], dir, nil)
 	repo := uniqueRepo()
 	ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 8<<20)
-	forget(t, p, ref)
+	forget(t, p1, ref)
 	ctx := testCtx(t)
 	const n = 20
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = inventory.NewID()
 	}
+	provider := func(i int) *container.Provider {
+		if i%2 == 0 {
+			return p1
+		}
+		return p2
+	}
 	t.Cleanup(func() {
-		for _, id := range ids {
-			_ = p.Checkin(context.Background(), &inventory.Record{Broker: &inventory.Meta{ID: id}})
+		for i, id := range ids {
+			_ = provider(i).Checkin(context.Background(), &inventory.Record{Broker: &inventory.Meta{ID: id}})
 		}
 	})
 	// One more caller, cancelled once the pull is under way.
 	cctx, cancel := context.WithCancel(ctx)
 	cancelled := make(chan error, 1)
 	go func() {
-		_, err := p.Checkout(cctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"container_host": ref}})
+		_, err := p1.Checkout(cctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"container_host": ref}})
 		cancelled <- err
 	}()
 	var g errgroup.Group
 	for i := range n {
 		g.Go(func() error {
-			_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": ref, "ssh": false}})
+			_, err := provider(i).Checkout(ctx, providers.CheckoutRequest{ID: ids[i], Args: map[string]any{"container_host": ref}})
 			return err
 		})
 	}
@@ -441,6 +465,9 @@ func TestPullConcurrent(t *testing.T) {
 	}
 	if get, head := reg.ManifestRequests(repo); get != 1 || head != 1 {
 		t.Errorf("manifest requests: %d GETs, %d HEADs; want 1 each (one pull)", get, head)
+	}
+	if !strings.Contains(log1.String()+log2.String(), "pulled by another process meanwhile") {
+		t.Errorf("neither provider waited for the other's pull:\n%s\n%s", log1.String(), log2.String())
 	}
 }
 
@@ -463,5 +490,80 @@ func TestPullSSHEngine(t *testing.T) {
 	}
 	if get, _ := reg.ManifestRequests(repo); get != 1 {
 		t.Errorf("manifest GETs = %d, want 1", get)
+	}
+}
+
+// TestPullThroughBroker: through a Broker with the credentials in
+// broker_settings.yaml, a pull refused for a wrong password leaves no
+// record in the inventory and no container, and the password is in no
+// error, log, record or file but the settings; with the right one the
+// host is checked out, used and checked in.
+func TestPullThroughBroker(t *testing.T) {
+	const user, password, wrong = "ci", "brok3r-Pa55", "wr0ng-brok3r"
+	cli := docker(t)
+	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{user: password}})
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	ref := reg.Push(t, cli, busyboxImage, uniqueRepo()+":1")
+	p := open(t, engines[0], nil)
+	forget(t, p, ref)
+	for _, tc := range []struct {
+		name, password string
+		ok             bool
+	}{{"wrong password", wrong, false}, {"right password", password, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			settings := fmt.Sprintf("Container:\n  host_uri: %s\n  registries:\n    %q: {username: %s, password: %s}\n", p.EngineURI(), reg.Addr, user, tc.password)
+			if err := os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settings), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs testenv.LogBuffer
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false),
+				broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			ctx := testCtx(t)
+			hosts, err := b.Checkout(ctx, broker.Request{Args: map[string]any{"container_host": ref}})
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Checkout: %v", err)
+				}
+				res, err := hosts[0].Execute(ctx, "echo pulled")
+				if err != nil || res.Stdout != "pulled\n" {
+					t.Errorf("Execute on the pulled host: %+v, %v", res, err)
+				}
+				if err := b.Checkin(ctx, hosts...); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err == nil {
+					t.Fatal("Checkout with a wrong password succeeded")
+				}
+				if strings.Contains(err.Error(), wrong) || !strings.Contains(err.Error(), "registries."+reg.Addr) {
+					t.Errorf("error %q: want it to name the settings' registries.%s and not the password", err, reg.Addr)
+				}
+			}
+			recs, err := b.Store().Load(ctx)
+			if err != nil || len(recs) != 0 {
+				t.Errorf("inventory after the test: %v, %v; want it empty", recs, err)
+			}
+			res, err := p.Client().ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("ancestor", ref)})
+			if err != nil || len(res.Items) != 0 {
+				t.Errorf("containers of %s left: %v, %v", ref, res.Items, err)
+			}
+			if strings.Contains(logs.String(), tc.password) {
+				t.Errorf("the broker's log shows the password:\n%s", logs.String())
+			}
+			_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() || d.Name() == "broker_settings.yaml" {
+					return nil
+				}
+				if b, _ := os.ReadFile(path); strings.Contains(string(b), tc.password) {
+					t.Errorf("%s holds the password", path)
+				}
+				return nil
+			})
+		})
 	}
 }
