@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hostbroker/broker"
+	"github.com/hostbroker/broker/brokertest"
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/internal/registrytest"
 	"github.com/hostbroker/broker/internal/testenv"
@@ -565,5 +566,20 @@ func TestPullThroughBroker(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// TestPullFirstContainer: the README's first container test, with an
+// image the engine lacks in a registry it reaches: no manual pull.
+func TestPullFirstContainer(t *testing.T) {
+	cli := docker(t)
+	reg := registrytest.Start(t, registrytest.Options{})
+	ref, _ := reg.PushRandom(t, cli, sshdImage, uniqueRepo()+":12", 1024)
+	forget(t, open(t, engines[0], nil), ref)
+	t.Setenv("BROKER_DIRECTORY", t.TempDir())
+	h := brokertest.Host(t, broker.Request{Args: map[string]any{"container_host": ref}})
+	res, err := h.Execute(t.Context(), "cat /etc/os-release")
+	if err != nil || res.Status != 0 || !strings.Contains(res.Stdout, "bookworm") {
+		t.Fatalf("cat /etc/os-release: %v %+v", err, res)
 	}
 }
