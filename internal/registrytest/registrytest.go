@@ -92,9 +92,9 @@ func binary() (string, error) {
 // "registry").
 func Start(tb testing.TB, opts Options) *Registry {
 	tb.Helper()
-	bin, err := binary()
+	_, err := binary()
 	testenv.Require(tb, Part, err)
-	r, err := start(bin, opts)
+	r, err := New(opts)
 	if err != nil {
 		tb.Fatalf("registrytest: %v", err)
 	}
@@ -102,7 +102,13 @@ func Start(tb testing.TB, opts Options) *Registry {
 	return r
 }
 
-func start(bin string, opts Options) (*Registry, error) {
+// New runs a registry outside a test (the benchmarks' driver); stop it
+// with Stop.
+func New(opts Options) (*Registry, error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "registrytest")
 	if err != nil {
 		return nil, err
@@ -407,14 +413,16 @@ func (r *Registry) push(ctx context.Context, cli *client.Client, src, repoTag st
 // id; the image is removed from cli again.
 func (r *Registry) PushRandom(tb testing.TB, cli *client.Client, base, repoTag string, size int64) (ref, id string) {
 	tb.Helper()
-	ref, id, err := r.pushRandom(tb.Context(), cli, base, repoTag, size)
+	ref, id, err := r.PushRandomContext(tb.Context(), cli, base, repoTag, size, nil)
 	if err != nil {
 		tb.Fatalf("registrytest: %v", err)
 	}
 	return ref, id
 }
 
-func (r *Registry) pushRandom(ctx context.Context, cli *client.Client, base, repoTag string, size int64) (ref, id string, err error) {
+// PushRandomContext is PushRandom outside a test, its image running cmd
+// (nil: base's command).
+func (r *Registry) PushRandomContext(ctx context.Context, cli *client.Client, base, repoTag string, size int64, cmd []string) (ref, id string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{
@@ -448,11 +456,10 @@ func (r *Registry) pushRandom(ctx context.Context, cli *client.Client, base, rep
 	if err != nil {
 		return "", "", fmt.Errorf("inspect %s: %w", base, err)
 	}
-	var baseCmd []string
-	if bi.Config != nil {
-		baseCmd = bi.Config.Cmd
+	if cmd == nil && bi.Config != nil {
+		cmd = bi.Config.Cmd
 	}
-	cmdJSON, _ := json.Marshal(baseCmd)
+	cmdJSON, _ := json.Marshal(cmd)
 	committed, err := cli.ContainerCommit(ctx, created.ID, client.ContainerCommitOptions{Reference: local, Changes: []string{"CMD " + string(cmdJSON)}})
 	if err != nil {
 		return "", "", fmt.Errorf("commit payload image: %w", err)
