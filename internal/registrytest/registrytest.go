@@ -320,7 +320,9 @@ func (r *Registry) Requests() []Request {
 
 // ManifestRequests counts the manifest requests (GET and HEAD, any
 // status) for repository repo ("brokertest/x", without the registry
-// address): a pull by Docker makes one of each, a push none.
+// address). A pull by Docker makes a HEAD by tag, and a GET by digest
+// unless the engine kept that manifest from an earlier pull (Docker 20.10
+// does, even after the image's removal); a push makes none.
 func (r *Registry) ManifestRequests(repo string) (get, head int) {
 	prefix := "/v2/" + repo + "/manifests/"
 	for _, q := range r.Requests() {
