@@ -382,6 +382,13 @@ func (r imageRef) pullError(p *Provider, err error, credSource string) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		hint = fmt.Sprintf("the registry is slow or unreachable from the engine; raise pull_timeout (now %s) or pull it beforehand", p.settings.pullTimeout)
+	case strings.Contains(low, "pull access denied"):
+		// Docker Hub's answer both for a repository that does not exist
+		// and for one that needs credentials.
+		if credSource == "" {
+			credSource = "no credentials"
+		}
+		hint = fmt.Sprintf("the registry has no such repository, or it needs credentials (sent: %s): check the name, or log in to %s (docker login / podman login) or set the Container settings' registries", credSource, r.registry())
 	case strings.Contains(low, "unauthorized") || strings.Contains(low, "authentication required") ||
 		strings.Contains(low, "denied") || strings.Contains(low, "no basic auth credentials") || strings.Contains(low, "incorrect username or password"):
 		if credSource == "" {

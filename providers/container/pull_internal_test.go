@@ -124,3 +124,37 @@ func TestPodmanLocalhostNotPulled(t *testing.T) {
 		t.Errorf("pull of localhost/mine:1 on Podman: %v", err)
 	}
 }
+
+// Each kind of failed pull gets its hint, naming the image, the registry
+// and the engine once (the messages are the engines' own).
+func TestPullErrorHints(t *testing.T) {
+	p := &Provider{settings: settings{pullTimeout: defaultPullTimeout}, eng: &engine{uri: "unix:///var/run/docker.sock"}}
+	ref, _ := parseImage("127.0.0.1:5000/team/app:2")
+	for _, tc := range []struct {
+		err  error
+		cred string
+		want string
+	}{
+		{errors.New("manifest for 127.0.0.1:5000/team/app:2 not found: manifest unknown: manifest unknown"), "", "no such image or tag"},
+		{errors.New("unauthorized: authentication required"), "auths of /home/u/.docker/config.json", "refused the credentials (auths of /home/u/.docker/config.json)"},
+		{errors.New("unauthorized: authentication required"), "", "refused the credentials (no credentials)"},
+		{errors.New("pull access denied for team/app, repository does not exist or may require 'docker login'"), "", "no such repository, or it needs credentials"},
+		{errors.New("write /var/lib/docker/tmp/GetImageBlob1: no space left on device"), "", "storage is full"},
+		{errors.New("no matching manifest for linux/amd64 in the manifest list entries"), "", "no variant for the engine's platform"},
+		{errors.New("image with reference x was found but does not match the specified platform: wanted linux/amd64, actual: linux/arm64"), "", "no variant for the engine's platform"},
+		{errors.New(`Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused`), "", "could not reach the registry"},
+		{context.DeadlineExceeded, "", "raise pull_timeout"},
+	} {
+		err := ref.pullError(p, tc.err, tc.cred)
+		msg := err.Error()
+		if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "registry 127.0.0.1:5000") || !strings.Contains(msg, "engine unix:///var/run/docker.sock") {
+			t.Errorf("%v: %q, want it to say %q and name the registry and the engine", tc.err, msg, tc.want)
+		}
+		if !strings.HasPrefix(msg, "container: pull 127.0.0.1:5000/team/app:2 from") {
+			t.Errorf("%v: %q does not start with the image", tc.err, msg)
+		}
+		if !errors.Is(err, tc.err) {
+			t.Errorf("%v: the engine's error is not in the chain", tc.err)
+		}
+	}
+}

@@ -583,3 +583,44 @@ func TestPullFirstContainer(t *testing.T) {
 		t.Fatalf("cat /etc/os-release: %v %+v", err, res)
 	}
 }
+
+// TestPullErrors: a tag the registry lacks and a registry too slow for
+// pull_timeout each fail the checkout with one error naming the image, the
+// registry, the engine and what to do; nothing is left behind and the
+// partial image does not count as present.
+func TestPullErrors(t *testing.T) {
+	cli := docker(t)
+	reg := registrytest.Start(t, registrytest.Options{Rate: 256 << 10})
+	repo := uniqueRepo()
+	ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 4<<20)
+	p, _ := openLogged(t, engines[0], map[string]any{"pull_timeout": 2})
+	forget(t, p, ref)
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name, image, want string
+	}{
+		{"not found", reg.Addr + "/" + repo + ":no-such-tag", "no such image or tag"},
+		{"slow", ref, "raise pull_timeout (now 2s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := inventory.NewID()
+			start := time.Now()
+			_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": tc.image}})
+			if err == nil {
+				t.Fatalf("Checkout of %s succeeded", tc.image)
+			}
+			t.Logf("the error (after %s): %v", time.Since(start).Round(time.Millisecond), err)
+			for _, want := range []string{"pull " + tc.image + " from registry " + reg.Addr + " on engine " + p.EngineURI(), tc.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if left, _ := containersWithID(ctx, p, id); len(left) != 0 {
+				t.Errorf("containers left: %v", left)
+			}
+			if hasImage(t, p, tc.image) {
+				t.Errorf("%s counts as present", tc.image)
+			}
+		})
+	}
+}
