@@ -189,7 +189,7 @@ func (p *Provider) pull(ctx context.Context, ref imageRef, policy string) error 
 		case res := <-ch:
 			return res.Err
 		case <-ctx.Done():
-			return fmt.Errorf("container: pull %s from %s on engine %s: %w (the pull goes on for other callers, up to pull_timeout %s)",
+			return fmt.Errorf("container: pull %s from registry %s on engine %s: %w (the pull goes on for other callers, up to pull_timeout %s)",
 				ref.asked, ref.registry(), p.eng.uri, context.Cause(ctx), p.settings.pullTimeout)
 		case <-tick.C:
 			if f, ok := p.flights.Load(key); ok && report != nil {
@@ -218,7 +218,7 @@ func (p *Provider) pullLocked(ctx context.Context, f *pullFlight, policy string)
 		return err
 	}
 	defer unlock()
-	if waited && policy != PullNever {
+	if waited && policy == PullMissing {
 		// Another process held the lock: it may have pulled the image.
 		if _, err := p.inspectImage(ctx, f.ref); err == nil {
 			p.log.Debug("container: image pulled by another process meanwhile", "image", f.ref.asked, "engine", p.eng.uri)
