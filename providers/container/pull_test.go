@@ -252,7 +252,6 @@ func TestPullCredentials(t *testing.T) {
 	const user, password = "ci", "s3cret-Pa55word"
 	cli := docker(t)
 	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{user: password}})
-	e := engines[0]
 	basic := func(u, p string) string { return base64.StdEncoding.EncodeToString([]byte(u + ":" + p)) }
 	writeConfig := func(t *testing.T, cfg map[string]any) string {
 		dir := t.TempDir()
@@ -262,6 +261,7 @@ func TestPullCredentials(t *testing.T) {
 		}
 		return dir
 	}
+	var pullOn func(t *testing.T, e engine, settings map[string]any) (error, string)
 	noSecret := func(t *testing.T, what, text string) {
 		t.Helper()
 		if strings.Contains(text, password) || strings.Contains(text, "wr0ng-Pa55word") {
@@ -270,12 +270,18 @@ func TestPullCredentials(t *testing.T) {
 	}
 	pullWith := func(t *testing.T, settings map[string]any) (error, string) {
 		t.Helper()
+		return pullOn(t, engines[0], settings)
+	}
+	pullOn = func(t *testing.T, e engine, settings map[string]any) (error, string) {
+		t.Helper()
 		// An empty DOCKER_CONFIG directory unless the case sets one: the
 		// machine's own ~/.docker stays out.
 		if os.Getenv("DOCKER_CONFIG") == "" {
 			t.Setenv("DOCKER_CONFIG", t.TempDir())
 		}
-		t.Setenv("REGISTRY_AUTH_FILE", filepath.Join(t.TempDir(), "none.json"))
+		if os.Getenv("REGISTRY_AUTH_FILE") == "" {
+			t.Setenv("REGISTRY_AUTH_FILE", filepath.Join(t.TempDir(), "none.json"))
+		}
 		p, logs := openLogged(t, e, settings)
 		repo := uniqueRepo()
 		ref := reg.Push(t, cli, busyboxImage, repo+":1")
@@ -324,6 +330,22 @@ func TestPullCredentials(t *testing.T) {
 		}
 		if b, _ := os.ReadFile(calls); strings.TrimSpace(string(b)) != reg.Addr {
 			t.Errorf("the helper was asked for %q, want %s once", b, reg.Addr)
+		}
+	})
+	t.Run("podman auth.json", func(t *testing.T) {
+		authFile := filepath.Join(t.TempDir(), "auth.json")
+		b, _ := json.Marshal(map[string]any{"auths": map[string]any{reg.Addr: map[string]any{"auth": basic(user, password)}}})
+		if err := os.WriteFile(authFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("DOCKER_CONFIG", t.TempDir())
+		err, _ := pullOn(t, engines[1], nil)
+		if err == nil {
+			t.Fatal("a Podman pull without credentials succeeded")
+		}
+		t.Setenv("REGISTRY_AUTH_FILE", authFile)
+		if err, _ := pullOn(t, engines[1], nil); err != nil {
+			t.Errorf("a Podman pull with REGISTRY_AUTH_FILE %s: %v", authFile, err)
 		}
 	})
 	t.Run("settings", func(t *testing.T) {
