@@ -307,8 +307,8 @@ func (p *Provider) enginePull(ctx context.Context, f *pullFlight) error {
 
 // update records a layer's progress from the engine's pull stream.
 func (f *pullFlight) update(msg jsonstream.Message) {
-	if msg.ID == "" || strings.Contains(msg.ID, ":") && !strings.HasPrefix(msg.Status, "Downloading") {
-		return // the tag's or the digest's lines, not a layer's
+	if msg.ID == "" || strings.HasPrefix(msg.Status, "Pulling from") {
+		return // the image's lines (its tag as the id), not a layer's
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -337,7 +337,9 @@ func (f *pullFlight) progress(engine string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	took := time.Since(f.started)
-	if took < progressEvery {
+	// The waiters' tickers started a moment before the pull: 9/10 of the
+	// period lets their first tick report.
+	if took < progressEvery*9/10 {
 		return ""
 	}
 	if f.waiting {

@@ -646,3 +646,50 @@ func TestPullErrors(t *testing.T) {
 		})
 	}
 }
+
+// logTB is a test whose log lines are also kept, to see what brokertest
+// writes there.
+type logTB struct {
+	*testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logTB) Log(args ...any) {
+	l.mu.Lock()
+	l.lines = append(l.lines, fmt.Sprint(args...))
+	l.mu.Unlock()
+	l.T.Log(args...)
+}
+
+// TestPullProgressInTestLog: a pull that lasts (a slow link) reports its
+// layers and bytes in the test's log through brokertest, at most one line
+// every two seconds.
+func TestPullProgressInTestLog(t *testing.T) {
+	cli := docker(t)
+	reg := registrytest.Start(t, registrytest.Options{Rate: 2 << 20})
+	ref, _ := reg.PushRandom(t, cli, busyboxImage, uniqueRepo()+":1", 10<<20)
+	forget(t, open(t, engines[0], nil), ref)
+	t.Setenv("BROKER_DIRECTORY", t.TempDir())
+	lt := &logTB{T: t}
+	start := time.Now()
+	h := brokertest.Host(lt, broker.Request{Args: map[string]any{"container_host": ref}})
+	took := time.Since(start)
+	if res, err := h.Execute(t.Context(), "wc -c < /payload"); err != nil || strings.TrimSpace(res.Stdout) != "10485760" {
+		t.Fatalf("the pulled host: %+v, %v", res, err)
+	}
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	var progress []string
+	for _, l := range lt.lines {
+		if strings.Contains(l, "pulling "+ref) {
+			progress = append(progress, l)
+		}
+	}
+	if len(progress) == 0 || !strings.Contains(progress[0], "layers") || !strings.Contains(progress[0], "MB of") {
+		t.Fatalf("the test's log has no progress of the %s pull: %q", took, lt.lines)
+	}
+	if limit := int(took/(2*time.Second)) + 1; len(progress) > limit {
+		t.Errorf("%d progress lines in %s, want at most one every 2s (%d)", len(progress), took, limit)
+	}
+}
