@@ -339,17 +339,6 @@ func (r *Registry) ManifestRequests(repo string) (get, head int) {
 	return get, head
 }
 
-// BlobGets counts the successful blob downloads for repo.
-func (r *Registry) BlobGets(repo string) int {
-	n := 0
-	for _, q := range r.Requests() {
-		if q.Method == http.MethodGet && q.Status == http.StatusOK && strings.HasPrefix(q.Path, "/v2/"+repo+"/blobs/") {
-			n++
-		}
-	}
-	return n
-}
-
 // AuthHeader is the X-Registry-Auth value of user's credentials for this
 // registry, for the Engine API ("" is none: an empty object, which a push
 // must still send).
