@@ -27,7 +27,9 @@ type registryCred struct {
 }
 
 // registrySettings reads the registries setting: registry host[:port] →
-// {username (or user), password, token}.
+// {username (or user), password, token}; or a name → the same with
+// registry: host[:port], for names an environment variable can hold
+// (BROKER_Container__registries__ci__password).
 func registrySettings(m map[string]any, s *settings) error {
 	v, k, ok := providers.Setting(m, "registries")
 	if !ok || v == nil {
@@ -44,6 +46,7 @@ func registrySettings(m map[string]any, s *settings) error {
 			return settingError(k+"."+host, fmt.Errorf("want {username, password or token}, got %s", settingsfile.TypeName(e)))
 		}
 		var c registryCred
+		key := host
 		for f, fv := range fields {
 			str, ok := fv.(string)
 			if !ok {
@@ -57,14 +60,16 @@ func registrySettings(m map[string]any, s *settings) error {
 				c.password = str
 			case "token":
 				c.token = str
+			case "registry":
+				key = str
 			default:
-				return settingError(k+"."+host+"."+f, errors.New("unknown key (a registry takes username, password, token)"))
+				return settingError(k+"."+host+"."+f, errors.New("unknown key (a registry takes username, password, token, registry)"))
 			}
 		}
 		if c.password == "" && c.token == "" {
 			return settingError(k+"."+host, errors.New("needs a password or a token"))
 		}
-		s.registries[registryKey(host)] = c
+		s.registries[registryKey(key)] = c
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hostbroker/broker/providers"
 )
 
 // Image names are read as the engines read them, by the reference parser.
@@ -158,3 +160,23 @@ func TestPullErrorHints(t *testing.T) {
 		}
 	}
 }
+
+// A registries entry may be named, its registry given by the registry
+// key: environment variables can then set it.
+func TestRegistrySettingsNamed(t *testing.T) {
+	s, err := parseSettings(providersConfig(map[string]any{"registries": map[string]any{
+		"ci":              map[string]any{"registry": "Reg.Example:5000", "username": "u", "password": "p"},
+		"index.docker.io": map[string]any{"token": "t"},
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.registries["reg.example:5000"]; c.username != "u" || c.password != "p" {
+		t.Errorf("named entry: %+v", s.registries)
+	}
+	if c := s.registries["docker.io"]; c.token != "t" {
+		t.Errorf("Docker Hub entry: %+v", s.registries)
+	}
+}
+
+func providersConfig(m map[string]any) providers.Config { return providers.Config{Settings: m} }
