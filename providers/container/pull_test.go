@@ -526,21 +526,32 @@ func TestPullThroughBroker(t *testing.T) {
 	cli := docker(t)
 	reg := registrytest.Start(t, registrytest.Options{Users: map[string]string{user: password}})
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	ref := reg.Push(t, cli, busyboxImage, uniqueRepo()+":1")
+	// An image of its own: the containers of its ancestor are only ours.
+	ref, _ := reg.PushRandom(t, cli, busyboxImage, uniqueRepo()+":1", 1024)
 	p := open(t, engines[0], nil)
 	forget(t, p, ref)
 	for _, tc := range []struct {
 		name, password string
-		ok             bool
-	}{{"wrong password", wrong, false}, {"right password", password, true}} {
+		ok, env        bool // env: the password in an environment variable
+	}{{"wrong password", wrong, false, false}, {"right password", password, true, false}, {"password from the environment", password, true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			settings := fmt.Sprintf("Container:\n  host_uri: %s\n  registries:\n    %q: {username: %s, password: %s}\n", p.EngineURI(), reg.Addr, user, tc.password)
+			var env []string
+			if tc.env {
+				settings = fmt.Sprintf("Container:\n  host_uri: %s\n  registries:\n    ci: {registry: %q, username: %s}\n", p.EngineURI(), reg.Addr, user)
+				env = []string{"BROKER_Container__registries__ci__password=" + tc.password}
+			}
 			if err := os.WriteFile(filepath.Join(dir, "broker_settings.yaml"), []byte(settings), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// Missing on the engine in every case: each pulls.
+			_, _ = p.Client().ImageRemove(t.Context(), ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+			if hasImage(t, p, ref) {
+				t.Fatalf("%s still on the engine", ref)
+			}
 			var logs testenv.LogBuffer
-			b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false),
+			b, err := broker.New(broker.WithDirectory(dir), broker.WithReaper(false), broker.WithSettingsEnv(env),
 				broker.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 			if err != nil {
 				t.Fatal(err)
@@ -551,6 +562,9 @@ func TestPullThroughBroker(t *testing.T) {
 			if tc.ok {
 				if err != nil {
 					t.Fatalf("Checkout: %v", err)
+				}
+				if !strings.Contains(logs.String(), "pulled image") {
+					t.Errorf("the checkout did not pull %s:\n%s", ref, logs.String())
 				}
 				res, err := hosts[0].Execute(ctx, "echo pulled")
 				if err != nil || res.Stdout != "pulled\n" {
