@@ -494,25 +494,42 @@ func TestPullConcurrent(t *testing.T) {
 	}
 }
 
-// TestPullSSHEngine: an engine reached over ssh:// pulls the image
-// itself, from the registry as its host reaches it.
-func TestPullSSHEngine(t *testing.T) {
+// TestPullRemoteEngine: an engine reached over ssh:// or tcp:// (TLS with
+// client certificates) pulls the image itself, from the registry as its
+// host reaches it.
+func TestPullRemoteEngine(t *testing.T) {
 	cli := docker(t)
 	reg := registrytest.Start(t, registrytest.Options{})
 	sock := localSocket(t, engines[0])
-	h := startSSHEngineHost(t, sock)
-	p := openRemote(t, map[string]any{"host_uri": h.uri(""), "engine_ssh_config": h.config, "runtime": "docker"})
-	repo := uniqueRepo()
-	ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 4096)
-	forget(t, p, ref)
-	ctx := testCtx(t)
-	rec := checkout(t, ctx, p, map[string]any{"container_host": ref}, nil)
-	hh := connect(t, ctx, p, rec)
-	if res, err := hh.Execute(ctx, "wc -c < /payload"); err != nil || strings.TrimSpace(res.Stdout) != "4096" {
-		t.Errorf("a host pulled through %s: %+v, %v", p.EngineURI(), res, err)
-	}
-	if get, _ := reg.ManifestRequests(repo); get != 1 {
-		t.Errorf("manifest GETs = %d, want 1", get)
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) *container.Provider
+	}{
+		{"ssh", func(t *testing.T) *container.Provider {
+			h := startSSHEngineHost(t, sock)
+			return openRemote(t, map[string]any{"host_uri": h.uri(""), "engine_ssh_config": h.config, "runtime": "docker"})
+		}},
+		{"tcp TLS", func(t *testing.T) *container.Provider {
+			ca := newCA(t, "broker test CA")
+			uri := startTLSEngine(t, ca, sock)
+			return openRemote(t, map[string]any{"host_uri": uri, "tls_verify": true, "tls_cert_path": certDir(t, ca.caPEM, ca.certPEM, ca.keyPEM)})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.open(t)
+			repo := uniqueRepo()
+			ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 4096)
+			forget(t, p, ref)
+			ctx := testCtx(t)
+			rec := checkout(t, ctx, p, map[string]any{"container_host": ref}, nil)
+			h := connect(t, ctx, p, rec)
+			if res, err := h.Execute(ctx, "wc -c < /payload"); err != nil || strings.TrimSpace(res.Stdout) != "4096" {
+				t.Errorf("a host pulled through %s: %+v, %v", p.EngineURI(), res, err)
+			}
+			if get, _ := reg.ManifestRequests(repo); get != 1 {
+				t.Errorf("manifest GETs = %d, want 1", get)
+			}
+		})
 	}
 }
 
