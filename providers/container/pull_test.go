@@ -724,3 +724,29 @@ func TestPullProgressInTestLog(t *testing.T) {
 		t.Errorf("%d progress lines in %s, want at most one every 2s (%d)", len(progress), took, limit)
 	}
 }
+
+// TestPullPodmanLocalhost: on Podman, a localhost/ image the engine holds
+// (built or loaded there) is found by its name as the engine matches it,
+// and a missing one is a clear error, not a pull.
+func TestPullPodmanLocalhost(t *testing.T) {
+	p, _ := openLogged(t, engines[1], nil)
+	ctx := testCtx(t)
+	name := "localhost/" + strings.TrimPrefix(uniqueRepo(), "brokertest/")
+	if _, err := p.Client().ImageTag(ctx, client.ImageTagOptions{Source: busyboxImage, Target: name + ":1"}); err != nil {
+		t.Fatal(err)
+	}
+	forget(t, p, name+":1")
+	rec := checkout(t, ctx, p, map[string]any{"container_host": name + ":1"}, nil)
+	h := connect(t, ctx, p, rec)
+	if res, err := h.Execute(ctx, "echo local"); err != nil || res.Stdout != "local\n" {
+		t.Errorf("a host of %s:1: %+v, %v", name, res, err)
+	}
+	// Its short name too, as Podman resolves it (the Python broker's
+	// _ensure_image allows that).
+	short := strings.TrimPrefix(name, "localhost/") + ":1"
+	checkout(t, ctx, p, map[string]any{"container_host": short, "pull_policy": "never"}, nil)
+	_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"container_host": name + ":2"}})
+	if err == nil || !strings.Contains(err.Error(), "localhost/ images are built or loaded") || !strings.Contains(err.Error(), name+":2") {
+		t.Errorf("a missing localhost/ image: %v, want an error saying it is not pulled", err)
+	}
+}
