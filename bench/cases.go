@@ -311,7 +311,13 @@ func sshdReady() []testcontainers.ContainerCustomizer {
 }
 
 func tcLifecycle(ctx context.Context, opts ...testcontainers.ContainerCustomizer) error {
-	c, err := testcontainers.Run(ctx, Image, opts...)
+	return tcImageLifecycle(ctx, Image, opts...)
+}
+
+// tcImageLifecycle is testcontainers-go's Run of image, one Exec of echo
+// hi, Terminate.
+func tcImageLifecycle(ctx context.Context, image string, opts ...testcontainers.ContainerCustomizer) error {
+	c, err := testcontainers.Run(ctx, image, opts...)
 	if err != nil {
 		return err
 	}
@@ -328,10 +334,10 @@ func tcLifecycle(ctx context.Context, opts ...testcontainers.ContainerCustomizer
 
 var port22 = network.MustParsePort("22/tcp")
 
-// rawCreate creates a container of Image, with port 22 published on a free
+// rawCreate creates a container of image, with port 22 published on a free
 // port of 127.0.0.1 when publish is set.
-func rawCreate(ctx context.Context, cli *client.Client, publish bool) (client.ContainerCreateResult, error) {
-	opts := client.ContainerCreateOptions{Config: &container.Config{Image: Image}}
+func rawCreate(ctx context.Context, cli *client.Client, image string, publish bool) (client.ContainerCreateResult, error) {
+	opts := client.ContainerCreateOptions{Config: &container.Config{Image: image}}
 	if publish {
 		opts.Config.ExposedPorts = network.PortSet{port22: {}}
 		opts.HostConfig = &container.HostConfig{PortBindings: network.PortMap{port22: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}}
@@ -343,8 +349,13 @@ func rawCreate(ctx context.Context, cli *client.Client, publish bool) (client.Co
 // rawCreate; remove force-removes it (nothing when there is none) and is
 // to be called whatever err.
 func rawStart(ctx context.Context, cli *client.Client, publish bool) (id string, remove func() error, err error) {
+	return rawStartImage(ctx, cli, Image, publish)
+}
+
+// rawStartImage is rawStart of image.
+func rawStartImage(ctx context.Context, cli *client.Client, image string, publish bool) (id string, remove func() error, err error) {
 	remove = func() error { return nil }
-	c, err := rawCreate(ctx, cli, publish)
+	c, err := rawCreate(ctx, cli, image, publish)
 	if err != nil {
 		return "", remove, err
 	}
@@ -372,7 +383,12 @@ func echoHi(sc *ssh.Client) error {
 
 // rawLifecycle: create, start, one exec, remove; publish as in rawCreate.
 func rawLifecycle(ctx context.Context, cli *client.Client, publish bool) error {
-	id, remove, err := rawStart(ctx, cli, publish)
+	return rawImageLifecycle(ctx, cli, Image, publish)
+}
+
+// rawImageLifecycle is rawLifecycle of image.
+func rawImageLifecycle(ctx context.Context, cli *client.Client, image string, publish bool) error {
+	id, remove, err := rawStartImage(ctx, cli, image, publish)
 	if err != nil {
 		return errors.Join(err, remove())
 	}
@@ -422,19 +438,7 @@ func (e *Env) Twenty(ctx context.Context) (Case, error) {
 		if name == names[2] {
 			opts = append(opts, sshdReady()...)
 		}
-		var g errgroup.Group
-		cs := make([]*testcontainers.DockerContainer, 20)
-		for i := range cs {
-			g.Go(func() (err error) { cs[i], err = testcontainers.Run(ctx, Image, opts...); return err })
-		}
-		err := g.Wait()
-		var t errgroup.Group
-		for _, c := range cs {
-			if c != nil {
-				t.Go(func() error { return c.Terminate(ctx) })
-			}
-		}
-		err = errors.Join(err, t.Wait())
+		err := tcRunMany(ctx, 20, Image, opts...)
 		return seconds(start), err
 	})
 	if err != nil {
@@ -448,6 +452,24 @@ func (e *Env) Twenty(ctx context.Context) (Case, error) {
 	c.RatioOf("broker / testcontainers-go (time)", names[0], names[1], 1, true)
 	c.RatioOf("broker / testcontainers-go for SSH (time)", names[0], names[2], 0, true)
 	return c, nil
+}
+
+// tcRunMany runs n containers of image with testcontainers-go
+// concurrently, then terminates them concurrently.
+func tcRunMany(ctx context.Context, n int, image string, opts ...testcontainers.ContainerCustomizer) error {
+	var g errgroup.Group
+	cs := make([]*testcontainers.DockerContainer, n)
+	for i := range cs {
+		g.Go(func() (err error) { cs[i], err = testcontainers.Run(ctx, image, opts...); return err })
+	}
+	err := g.Wait()
+	var t errgroup.Group
+	for _, c := range cs {
+		if c != nil {
+			t.Go(func() error { return c.Terminate(ctx) })
+		}
+	}
+	return errors.Join(err, t.Wait())
 }
 
 // Stream: command throughput and SFTP to one container, through the

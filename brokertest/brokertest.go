@@ -81,6 +81,7 @@ import (
 	"github.com/hostbroker/broker"
 	"github.com/hostbroker/broker/hostkit"
 	"github.com/hostbroker/broker/inventory"
+	"github.com/hostbroker/broker/providers"
 )
 
 // Option configures Host, Hosts, HostAs, Record, NewPool and NewPoolAs,
@@ -343,7 +344,9 @@ func Hosts(t testing.TB, req broker.Request, opts ...Option) []*hostkit.Host {
 	if req.Test == "" {
 		req.Test = t.Name()
 	}
-	hosts, err := b.Checkout(t.Context(), req)
+	// Long work (an image pull) reports its progress in the test's log.
+	ctx := providers.WithReporter(t.Context(), func(line string) { t.Log(line) })
+	hosts, err := b.Checkout(ctx, req)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
 	}

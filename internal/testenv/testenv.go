@@ -1,5 +1,6 @@
 // Package testenv decides whether a test that needs a real part of the
-// machine (sshd, a container engine) skips or fails when the part is missing.
+// machine (sshd, a container engine, an image registry) skips or fails when
+// the part is missing.
 //
 // Tests skip with the reason by default; when BROKER_TEST_REQUIRE names the
 // part (a comma-separated list, "all" for every part), they fail instead, so

@@ -128,7 +128,7 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // too). Arguments whose name starts with "_" are other tools' marks (the
 // Python broker's _broker_origin, say) and are kept, not read.
 var argNames = []string{"auto_map_ports", "command", "container_app", "container_host", "env", "environment",
-	"labels", "name", "network", "ports", "provider_labels", "ssh", "volumes"}
+	"labels", "name", "network", "ports", "provider_labels", "pull_policy", "ssh", "volumes"}
 
 // checkArgNames refuses an argument the provider does not take: a misspelt
 // one would otherwise be left out silently.
@@ -192,11 +192,13 @@ func (p *Provider) spec(ctx context.Context, id, image string, args map[string]a
 // published only when ports names it). SSH is the argument ssh, by default
 // on when the image exposes the SSH port or ports names it.
 func (p *Provider) publish(ctx context.Context, image string, args map[string]any) (ports []PortSpec, ssh bool, err error) {
-	cctx, cancel := p.callCtx(ctx)
-	img, err := p.eng.cli.ImageInspect(cctx, image)
-	cancel()
+	policy, err := p.requestPolicy(args)
 	if err != nil {
-		return nil, false, imageError(image, p.eng.uri, err)
+		return nil, false, err
+	}
+	img, err := p.ensureImage(ctx, image, policy)
+	if err != nil {
+		return nil, false, err
 	}
 	exposed := map[string]bool{}
 	if img.Config != nil {
@@ -228,15 +230,6 @@ func (p *Provider) publish(ctx context.Context, image string, args map[string]an
 		}
 	}
 	return ports, ssh, nil
-}
-
-// imageError says that image could not be read on the engine at uri. The
-// engine's "No such image: <name>" is not repeated.
-func imageError(image, uri string, err error) error {
-	if isNotFound(err) {
-		return &textError{text: fmt.Sprintf("container: no image %q on engine %s (no image is pulled; build or load it first)", image, uri), err: err}
-	}
-	return fmt.Errorf("container: image %q on engine %s: %w", image, uri, err)
 }
 
 // labels are the container's labels: the request's under LabelPrefix, then

@@ -56,6 +56,21 @@
 //	                    sshd -i's through the engine, or the daemon's on port 22
 //	host_port           the Python broker's SSH port of a bare host name (above)
 //	results_limit       the Python broker's; accepted and ignored
+//	pull_policy         when an image is pulled: missing (the default: when
+//	                    the engine lacks it), always, never; the request's
+//	                    pull_policy argument overrides it
+//	pull_timeout        seconds one pull may take (default 600)
+//	registries          credentials per registry, over the user's files:
+//	                    {host[:port]: {username, password or token}} (secret)
+//
+// Images are pulled by the engine (a remote one from where it runs), with
+// the registry's credentials from the registries setting, else the user's
+// Docker config.json (auths, credsStore, credHelpers: the
+// docker-credential-* programs) or Podman's auth.json. Concurrent calls
+// share one pull per image, processes too (a lock file per image under
+// <BROKER_DIRECTORY>/container/pulls); a pull lasting over two seconds
+// reports its progress every two seconds to the broker's log and to
+// providers.Reporter of the call's context (brokertest: the test's log).
 //
 // Values are checked when the settings load (Driver.CheckSettings): a wrong
 // type or an unknown runtime fails broker.New; other keys get a warning.
@@ -85,10 +100,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/moby/moby/client"
+	"golang.org/x/sync/singleflight"
 
 	settingsfile "github.com/hostbroker/broker/internal/settings"
 	"github.com/hostbroker/broker/providers"
@@ -138,7 +155,7 @@ var settingKeys = []string{
 	"host_uri", "host", "runtime", "network", "name_prefix", "auto_map_ports",
 	"host_username", "host_password", "timeout", "ssh_wait",
 	"engine_ssh_config", "tls", "tls_verify", "tls_cert_path", "host_port",
-	"results_limit",
+	"results_limit", "pull_policy", "pull_timeout", "registries",
 }
 
 // SettingKeys lists the keys the Container section and its instances take.
@@ -170,6 +187,10 @@ type Provider struct {
 	// streams counts the exec streams opened (the checkout's and each
 	// dial's), for tests.
 	streams atomic.Int64
+	// pulls shares one pull per image among the calls that want it;
+	// flights holds each pull's progress (engine+image → *pullFlight).
+	pulls   singleflight.Group
+	flights sync.Map
 }
 
 type settings struct {
@@ -188,6 +209,11 @@ type settings struct {
 	engineSSHConfig string
 	tls, tlsVerify  *bool // nil: unset
 	tlsCertPath     string
+
+	// Pulls (pull.go, auth.go).
+	pullPolicy  string
+	pullTimeout time.Duration
+	registries  map[string]registryCred // registry host → credentials (secret)
 }
 
 // Open returns a Provider for cfg, connected to its engine.
@@ -325,6 +351,12 @@ func parseSettings(cfg providers.Config) (settings, error) {
 		return s, err
 	}
 	s.engineSSHConfig, s.tlsCertPath = expandHome(s.engineSSHConfig), expandHome(s.tlsCertPath)
+	if err = pullSettings(m, &s); err != nil {
+		return s, err
+	}
+	if err = registrySettings(m, &s); err != nil {
+		return s, err
+	}
 	if s.hostURI, err = pythonHost(m, s); err != nil {
 		return s, err
 	}

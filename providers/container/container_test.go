@@ -200,7 +200,7 @@ func TestConformance(t *testing.T) {
 					return last
 				}, providertest.Options{
 					Args:               cases[name],
-					BadArgs:            map[string]any{"container_host": missingImage},
+					BadArgs:            map[string]any{"container_host": missingImage, "pull_policy": "never"},
 					BadArgsMention:     missingImage,
 					Count:              5,
 					Driver:             container.Driver{},
@@ -506,7 +506,8 @@ func TestBadImage(t *testing.T) {
 		p := open(t, e, nil)
 		ctx := testCtx(t)
 		id := inventory.NewID()
-		_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": missingImage}})
+		// Not pulled: no test reaches out of the machine.
+		_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": missingImage, "pull_policy": "never"}})
 		if err == nil {
 			t.Fatal("Checkout of a missing image succeeded")
 		}
@@ -655,7 +656,7 @@ func TestExecuteOneShot(t *testing.T) {
 		if after := oneShots(t, ctx, p); after != before {
 			t.Errorf("one-shot containers: %d before, %d after (not removed)", before, after)
 		}
-		if _, err := p.Execute(ctx, map[string]any{"container_app": missingImage}); err == nil || !strings.Contains(err.Error(), missingImage) {
+		if _, err := p.Execute(ctx, map[string]any{"container_app": missingImage, "pull_policy": "never"}); err == nil || !strings.Contains(err.Error(), missingImage) {
 			t.Errorf("Execute of a missing image: %v, want an error naming it", err)
 		}
 		// Output beyond what the engine's log keeps (Docker rotates it at

@@ -284,7 +284,7 @@ func (p *Provider) Describe(ctx context.Context, topic string) (_ string, err er
 		sort.Strings(tags)
 		fmt.Fprintf(&b, "Container provider (engine %s)\n", p.eng.uri)
 		fmt.Fprintf(&b, "Arguments: container_host (image to run as a host), container_app (image for execute),\n")
-		fmt.Fprintf(&b, "  ports, env, command, volumes, network, name, auto_map_ports, ssh\n")
+		fmt.Fprintf(&b, "  ports, env, command, volumes, network, name, auto_map_ports, ssh, pull_policy\n")
 		fmt.Fprintf(&b, "Images:\n")
 		for _, t := range tags {
 			fmt.Fprintf(&b, "  %s\n", t)

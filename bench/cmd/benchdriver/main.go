@@ -2,10 +2,11 @@
 // figures into ../BENCHMARKS.md (between the bench markers) and an SVG chart
 // of the ratios into ratios.svg.
 //
-//	cd bench && go run ./cmd/benchdriver [-rounds 10] [-quick] [-cases lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory]
+//	cd bench && go run ./cmd/benchdriver [-rounds 10] [-quick] [-cases lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory,pull,pull-twenty]
 //
 // It needs Docker with the test images (bash scripts/build-test-images.sh),
-// Debian's openssh-server and openssh-client.
+// Debian's openssh-server and openssh-client; the pull cases Debian's
+// docker-registry.
 package main
 
 import (
@@ -42,7 +43,7 @@ func main() {
 	}
 	rounds := flag.Int("rounds", 10, "samples per contender")
 	quick := flag.Bool("quick", false, "3 rounds and small sizes: a smoke run, not for the report")
-	only := flag.String("cases", "lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory", "cases to run, comma-separated")
+	only := flag.String("cases", "lifecycle,twenty,stream,exec,transfer,transfer-mem,pool,inventory,pull,pull-twenty", "cases to run, comma-separated")
 	out := flag.String("out", "../BENCHMARKS.md", "file whose bench section is rewritten (\"\" prints it)")
 	flag.Parse()
 	if *quick {
@@ -75,9 +76,9 @@ func main() {
 	machine := describeMachine(ctx, cli)
 	log.Printf("machine: %s", strings.Join(machine, "; "))
 
-	perRound, size, streamSize := 100, int64(256<<20), int64(32<<20)
+	perRound, size, streamSize, pullSize := 100, int64(256<<20), int64(32<<20), int64(bench.PullSize)
 	if *quick {
-		perRound, size, streamSize = 20, 16<<20, 8<<20
+		perRound, size, streamSize, pullSize = 20, 16<<20, 8<<20, 8<<20
 	}
 	runs := map[string]func() (bench.Case, error){
 		"lifecycle":    func() (bench.Case, error) { return env.Lifecycle(ctx) },
@@ -88,6 +89,8 @@ func main() {
 		"transfer-mem": func() (bench.Case, error) { return env.Transfer(ctx, size, true) },
 		"pool":         func() (bench.Case, error) { return env.Pool(ctx) },
 		"inventory":    func() (bench.Case, error) { return env.Inventory(ctx, self) },
+		"pull":         func() (bench.Case, error) { return env.Pull(ctx, pullSize) },
+		"pull-twenty":  func() (bench.Case, error) { return env.PullTwenty(ctx, pullSize) },
 	}
 	var cases []bench.Case
 	for _, name := range strings.Split(*only, ",") {

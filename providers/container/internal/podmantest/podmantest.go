@@ -1,7 +1,8 @@
 // Package podmantest starts a Podman API service for tests: `podman system
 // service` on a private unix socket, with a generated containers.conf that
 // makes Podman work on this kind of machine (runc, explicit ulimits no
-// higher than the caller's hard limits), and the test images copied in from
+// higher than the caller's hard limits), a registries.conf that lets it
+// pull from registries on 127.0.0.1 over plain HTTP (internal/registrytest), and the test images copied in from
 // Docker when Podman lacks them.
 package podmantest
 
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/hostbroker/broker/internal/registrytest"
 )
 
 // Service is a running podman API service.
@@ -53,10 +56,17 @@ func Start(ctx context.Context, images ...string) (*Service, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	// Pulls from the tests' registries (internal/registrytest) on
+	// 127.0.0.1 go over plain HTTP.
+	regConf, err := registrytest.RegistriesConf(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	sock := filepath.Join(dir, "podman.sock")
 	s := &Service{URI: "unix://" + sock, dir: dir, out: &bytes.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(podman, "system", "service", "--time=0", s.URI)
-	s.cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	s.cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf, "CONTAINERS_REGISTRIES_CONF="+regConf)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
 	// Its own process group, so Stop reaches what it started.
