@@ -124,6 +124,34 @@ func CheckDir(path string) error {
 	return owned(path, fi)
 }
 
+// RemoveAll removes sub, a path below dir, and all it holds, after
+// checking that no directory on the way from dir to it is a symbolic link
+// or another user's: os.RemoveAll follows a link in the middle of a path,
+// so a link planted at dir/container would make it remove files elsewhere.
+// A sub that is not there is no error.
+func RemoveAll(dir, sub string) error {
+	path := dir
+	parts := strings.Split(filepath.Clean(sub), string(filepath.Separator))
+	for i, part := range parts {
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			return fmt.Errorf("%s: leaves %s: %w", sub, dir, ErrUnsafe)
+		}
+		path = filepath.Join(path, part)
+		if i == len(parts)-1 {
+			break
+		}
+		if err := CheckDir(path); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(path)
+}
+
 // WriteFile is os.WriteFile through OpenFile.
 func WriteFile(name string, data []byte, perm fs.FileMode) error {
 	f, err := OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)

@@ -134,3 +134,26 @@ func TestCreateTempAndReadFile(t *testing.T) {
 		t.Fatalf("ReadFile through a symlink: err = %v, want ErrUnsafe", err)
 	}
 }
+
+func TestRemoveAllRefusesLinkOnTheWay(t *testing.T) {
+	dir := t.TempDir()
+	elsewhere := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(elsewhere, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := safefile.RemoveAll(dir, "sub/x"); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("RemoveAll through a linked directory: %v, want ErrUnsafe", err)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "x")); err != nil {
+		t.Fatalf("the link's target lost x: %v", err)
+	}
+	if err := safefile.RemoveAll(dir, "../x"); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("RemoveAll(../x): %v, want ErrUnsafe", err)
+	}
+	if err := safefile.RemoveAll(dir, "missing/x"); err != nil {
+		t.Fatalf("RemoveAll of a missing path: %v", err)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 
 	"github.com/hostbroker/broker/hostkit"
+	"github.com/hostbroker/broker/internal/safefile"
 	"github.com/hostbroker/broker/inventory"
 	"github.com/hostbroker/broker/providers"
 )
@@ -392,7 +392,7 @@ func (p *Provider) finish(ctx context.Context, id, cid string, s *runSpec, args 
 		switch {
 		case errors.Is(err, errNoSSHD) && !s.sshAsked:
 			p.log.Info("container: the image has no sshd: the host is driven through the engine", "image", s.image, "name", s.name)
-			if err := os.RemoveAll(p.keyDir(id)); err != nil {
+			if err := p.removeKeyDir(id); err != nil {
 				return nil, fmt.Errorf("container: %s: remove key dir: %w", s.name, err)
 			}
 			if rec == nil {
@@ -568,6 +568,12 @@ func (p *Provider) keyDir(id string) string {
 	return filepath.Join(p.settings.dir, "container", id)
 }
 
+// removeKeyDir removes host id's key dir, following no link planted on
+// the way to it.
+func (p *Provider) removeKeyDir(id string) error {
+	return safefile.RemoveAll(p.settings.dir, filepath.Join("container", id))
+}
+
 // cleanup removes what a failed checkout left: the container (by id, or by
 // the id label when the create call's fate is unknown) and the key dir.
 func (p *Provider) cleanup(cid, id string) {
@@ -693,7 +699,7 @@ func (p *Provider) Checkin(ctx context.Context, rec *inventory.Record) (err erro
 			if err := p.remove(ctx, cid); err != nil {
 				return fmt.Errorf("container: checkin %s: %w", id, err)
 			}
-			if err := os.RemoveAll(p.keyDir(id)); err != nil {
+			if err := p.removeKeyDir(id); err != nil {
 				return fmt.Errorf("container: checkin %s: remove key dir: %w", id, err)
 			}
 			return nil
@@ -722,7 +728,7 @@ func (p *Provider) checkinID(ctx context.Context, id, name string) error {
 		}
 	}
 	if id != "" {
-		if err := os.RemoveAll(p.keyDir(id)); err != nil {
+		if err := p.removeKeyDir(id); err != nil {
 			errs = append(errs, fmt.Sprintf("remove key dir: %v", err))
 		}
 	}
