@@ -276,9 +276,11 @@ func (p *Provider) lockImage(ctx context.Context, f *pullFlight) (unlock func(),
 // enginePull asks the engine to pull f's image with the registry's
 // credentials, following its progress.
 func (p *Provider) enginePull(ctx context.Context, f *pullFlight) error {
-	cred, err := p.credentials(f.ref.registry())
+	cred, err := p.credentials(ctx, f.ref.registry())
 	if err != nil {
-		return f.ref.pullError(p, err, "")
+		// Not pullError's hints: the engine was not asked yet.
+		return &textError{text: fmt.Sprintf("container: pull %s from registry %s on engine %s: %v (check the credential helper or file named, e.g. run the helper by hand, or set the Container settings' registries for %s)",
+			f.ref.asked, f.ref.registry(), p.eng.uri, err, f.ref.registry()), err: err}
 	}
 	p.log.Info("container: pulling image", "image", f.ref.asked, "registry", f.ref.registry(), "engine", p.eng.uri, "credentials", cred.describe())
 	resp, err := p.eng.cli.ImagePull(ctx, f.ref.named.String(), client.ImagePullOptions{RegistryAuth: cred.header(f.ref.registry())})

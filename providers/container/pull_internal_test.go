@@ -87,7 +87,7 @@ func TestCredentials(t *testing.T) {
 		{"docker", "none.example", "", "", ""},
 	} {
 		p.settings.runtime = tc.runtime
-		c, err := p.credentials(tc.host)
+		c, err := p.credentials(context.Background(), tc.host)
 		if err != nil {
 			t.Errorf("%s on %s: %v", tc.host, tc.runtime, err)
 			continue
@@ -102,12 +102,12 @@ func TestCredentials(t *testing.T) {
 	}
 	// The hub's entry under its config.json name, without settings.
 	p.settings.registries = nil
-	if c, _ := p.credentials("docker.io"); c.username != "hubuser" || c.password != "hubpass" {
+	if c, _ := p.credentials(context.Background(), "docker.io"); c.username != "hubuser" || c.password != "hubpass" {
 		t.Errorf("docker.io from config.json: %+v", c.source)
 	}
 	// A broken file is an error naming it.
 	write(filepath.Join(dockerDir, "config.json"), "{not json")
-	if _, err := p.credentials("both.example:5000"); err == nil || !strings.Contains(err.Error(), "config.json") {
+	if _, err := p.credentials(context.Background(), "both.example:5000"); err == nil || !strings.Contains(err.Error(), "config.json") {
 		t.Errorf("a broken config.json: %v, want an error naming it", err)
 	}
 	// An engine's message quoting a secret loses it.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -330,6 +331,46 @@ func TestPullCredentials(t *testing.T) {
 		}
 		if b, _ := os.ReadFile(calls); strings.TrimSpace(string(b)) != reg.Addr {
 			t.Errorf("the helper was asked for %q, want %s once", b, reg.Addr)
+		}
+	})
+	t.Run("hanging helper", func(t *testing.T) {
+		// A helper that never answers (a keychain waiting to unlock), with a
+		// child of its own: the pull fails within the bound (pull_timeout 3
+		// here, under the helpers' 30 s), naming the helper, and neither
+		// process stays.
+		bin := t.TempDir()
+		pids := filepath.Join(bin, "pids")
+		script := "#!/bin/sh\necho $$ >> " + pids + "\nsleep 100000 &\necho $! >> " + pids + "\nwait\n"
+		if err := os.WriteFile(filepath.Join(bin, "docker-credential-brokerhang"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		t.Setenv("DOCKER_CONFIG", writeConfig(t, map[string]any{"credHelpers": map[string]any{reg.Addr: "brokerhang"}}))
+		start := time.Now()
+		err, ref := pullWith(t, map[string]any{"pull_timeout": 3})
+		took := time.Since(start)
+		if err == nil {
+			t.Fatal("a pull with a hanging credential helper succeeded")
+		}
+		t.Logf("the error after %s: %v", took.Round(time.Millisecond), err)
+		for _, want := range []string{ref, "registry " + reg.Addr, "docker-credential-brokerhang", "no answer within"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if took > 20*time.Second {
+			t.Errorf("the checkout took %s with pull_timeout 3s", took)
+		}
+		b, _ := os.ReadFile(pids)
+		fields := strings.Fields(string(b))
+		if len(fields) != 2 {
+			t.Fatalf("the helper wrote pids %q, want its own and its child's", b)
+		}
+		for _, f := range fields {
+			pid, _ := strconv.Atoi(f)
+			if !processGone(pid, 5*time.Second) {
+				t.Errorf("helper process %d still runs", pid)
+			}
 		}
 	})
 	t.Run("podman auth.json", func(t *testing.T) {
@@ -748,5 +789,21 @@ func TestPullPodmanLocalhost(t *testing.T) {
 	_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: inventory.NewID(), Args: map[string]any{"container_host": name + ":2"}})
 	if err == nil || !strings.Contains(err.Error(), "localhost/ images are built or loaded") || !strings.Contains(err.Error(), name+":2") {
 		t.Errorf("a missing localhost/ image: %v, want an error saying it is not pulled", err)
+	}
+}
+
+// processGone waits up to wait for pid to end (a zombie counts as ended).
+func processGone(pid int, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// The state follows the command's closing parenthesis.
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
