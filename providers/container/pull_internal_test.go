@@ -144,6 +144,7 @@ func TestPullErrorHints(t *testing.T) {
 		{errors.New("write /var/lib/docker/tmp/GetImageBlob1: no space left on device"), "", "storage is full"},
 		{errors.New("no matching manifest for linux/amd64 in the manifest list entries"), "", "no variant for the engine's platform"},
 		{errors.New("image with reference x was found but does not match the specified platform: wanted linux/amd64, actual: linux/arm64"), "", "no variant for the engine's platform"},
+		{errors.New(`choosing an image from manifest list docker://127.0.0.1:5000/team/app:2: no image found in manifest list for architecture amd64, variant "", OS linux`), "", "no variant for the engine's platform"},
 		{errors.New(`Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused`), "", "could not reach the registry"},
 		{context.DeadlineExceeded, "", "raise pull_timeout"},
 	} {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -806,4 +807,43 @@ func processGone(pid int, wait time.Duration) bool {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestPullForeignPlatform: an image whose manifest list has no variant for
+// the engine's platform (only arm64 and s390x, or amd64 and s390x on an
+// arm64 host) fails the checkout with one error naming the image, the
+// registry, the engine and what to do; no container is left and no image
+// counts as present.
+func TestPullForeignPlatform(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	platforms := []string{"linux/arm64", "linux/s390x"}
+	if runtime.GOARCH == "arm64" {
+		platforms[0] = "linux/amd64"
+	}
+	forEngine(t, func(t *testing.T, e engine) {
+		p, logs := openLogged(t, e, nil)
+		ref := reg.PushForeign(t, uniqueRepo()+":1", platforms...)
+		forget(t, p, ref)
+		ctx := testCtx(t)
+		id := inventory.NewID()
+		_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": ref}})
+		if err == nil {
+			t.Fatalf("a checkout of %s, built for %v only, succeeded on %s", ref, platforms, e.name)
+		}
+		t.Logf("the error: %v", err)
+		for _, want := range []string{ref, "registry " + reg.Addr, "engine " + p.EngineURI(), "no variant for the engine's platform"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if left, _ := containersWithID(ctx, p, id); len(left) != 0 {
+			t.Errorf("containers left: %v", left)
+		}
+		if hasImage(t, p, ref) {
+			t.Errorf("%s counts as present after the refused pull", ref)
+		}
+		if !strings.Contains(logs.String(), ref) {
+			t.Errorf("the broker's log does not mention the pull of %s:\n%s", ref, logs)
+		}
+	})
 }
