@@ -411,16 +411,25 @@ func TestPullCredentials(t *testing.T) {
 }
 
 // TestPullRegistryStopped: the registry dies mid-pull (behind a slow
-// link, a layer under way): the checkout fails with an error naming the
-// image, the registry and the engine; no container is left and the
-// partial image does not count as present.
+// link, a layer under way), on Docker and on Podman: the checkout fails
+// with an error naming the image, the registry and the engine; no
+// container is left and the partial image does not count as present.
 func TestPullRegistryStopped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: Docker retries the layer for over a minute")
 	}
 	cli := docker(t)
+	forEngine(t, func(t *testing.T, e engine) {
+		// The engines side by side, a registry each: the run lasts
+		// Docker's retries, not their sum.
+		t.Parallel()
+		registryStopped(t, cli, e)
+	})
+}
+
+func registryStopped(t *testing.T, cli *client.Client, e engine) {
 	reg := registrytest.Start(t, registrytest.Options{Rate: 2 << 20})
-	p, logs := openLogged(t, engines[0], nil)
+	p, logs := openLogged(t, e, nil)
 	repo := uniqueRepo()
 	ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 24<<20)
 	forget(t, p, ref)
