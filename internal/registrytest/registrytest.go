@@ -13,10 +13,14 @@
 package registrytest
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -470,4 +474,165 @@ func RegistriesConf(dir string) (string, error) {
 	// A location without a port matches every port of that host.
 	const conf = "unqualified-search-registries = [\"docker.io\"]\n\n[[registry]]\nlocation = \"127.0.0.1\"\ninsecure = true\n"
 	return p, os.WriteFile(p, []byte(conf), 0o644)
+}
+
+// PushForeign pushes, as r.Addr/repoTag, an image built only for the
+// platforms given ("linux/arm64", "linux/s390x"): a manifest list of one
+// manifest per platform, each a config of that architecture and one tiny
+// layer, put with the registry's HTTP API (no engine involved, so no
+// emulation is needed). A pull of it on an engine of another platform
+// finds no image for its platform. It returns the reference pushed.
+func (r *Registry) PushForeign(tb testing.TB, repoTag string, platforms ...string) string {
+	tb.Helper()
+	ref, err := r.pushForeign(tb.Context(), repoTag, platforms)
+	if err != nil {
+		tb.Fatalf("registrytest: push %s for %v: %v", repoTag, platforms, err)
+	}
+	return ref
+}
+
+// Schema 2 media types, which every engine and this registry take.
+const (
+	mediaManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mediaConfig   = "application/vnd.docker.container.image.v1+json"
+	mediaLayer    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+)
+
+// descriptor is a content descriptor of the image manifest formats.
+type descriptor struct {
+	MediaType string    `json:"mediaType"`
+	Size      int       `json:"size"`
+	Digest    string    `json:"digest"`
+	Platform  *platform `json:"platform,omitempty"`
+}
+
+type platform struct {
+	Architecture string `json:"architecture"`
+	OS           string `json:"os"`
+}
+
+func (r *Registry) pushForeign(ctx context.Context, repoTag string, platforms []string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if len(platforms) == 0 {
+		return "", errors.New("no platform given")
+	}
+	repo, tag, ok := strings.Cut(repoTag, ":")
+	if !ok {
+		tag = "latest"
+	}
+	// One layer, a tar.gz of one file, shared by every platform's image.
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	content := []byte("registrytest: an image for another platform\n")
+	if err := tw.WriteHeader(&tar.Header{Name: "README", Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0)}); err != nil {
+		return "", err
+	}
+	tw.Write(content)
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	layer, err := r.putBlob(ctx, repo, mediaLayer, gz.Bytes())
+	if err != nil {
+		return "", err
+	}
+	list := struct {
+		SchemaVersion int          `json:"schemaVersion"`
+		MediaType     string       `json:"mediaType"`
+		Manifests     []descriptor `json:"manifests"`
+	}{SchemaVersion: 2, MediaType: mediaList}
+	for _, pl := range platforms {
+		osName, arch, ok := strings.Cut(pl, "/")
+		if !ok {
+			return "", fmt.Errorf("platform %q: want os/architecture", pl)
+		}
+		cfg, _ := json.Marshal(map[string]any{
+			"architecture": arch, "os": osName,
+			"config": map[string]any{"Cmd": []string{"/README"}},
+			"rootfs": map[string]any{"type": "layers", "diff_ids": []string{digestOf(tarBuf.Bytes())}},
+		})
+		config, err := r.putBlob(ctx, repo, mediaConfig, cfg)
+		if err != nil {
+			return "", err
+		}
+		m, _ := json.Marshal(map[string]any{
+			"schemaVersion": 2, "mediaType": mediaManifest,
+			"config": config, "layers": []descriptor{layer},
+		})
+		d, err := r.putManifest(ctx, repo, digestOf(m), mediaManifest, m)
+		if err != nil {
+			return "", err
+		}
+		d.Platform = &platform{Architecture: arch, OS: osName}
+		list.Manifests = append(list.Manifests, d)
+	}
+	b, _ := json.Marshal(list)
+	if _, err := r.putManifest(ctx, repo, tag, mediaList, b); err != nil {
+		return "", err
+	}
+	return r.Addr + "/" + repo + ":" + tag, nil
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// do sends req to the registry as one of its users, and wants status.
+func (r *Registry) do(req *http.Request, status int) (*http.Response, error) {
+	if u := r.anyUser(); u != "" {
+		req.SetBasicAuth(u, r.opts.Users[u])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != status {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s %s: %s, want %d: %s", req.Method, req.URL.Path, resp.Status, status, bytes.TrimSpace(body))
+	}
+	return resp, nil
+}
+
+// putBlob uploads b to repo in one piece (POST, then PUT with its digest).
+func (r *Registry) putBlob(ctx context.Context, repo, mediaType string, b []byte) (descriptor, error) {
+	d := descriptor{MediaType: mediaType, Size: len(b), Digest: digestOf(b)}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.Addr+"/v2/"+repo+"/blobs/uploads/", nil)
+	resp, err := r.do(req, http.StatusAccepted)
+	if err != nil {
+		return d, err
+	}
+	resp.Body.Close()
+	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return d, fmt.Errorf("upload location %q: %w", resp.Header.Get("Location"), err)
+	}
+	q := loc.Query()
+	q.Set("digest", d.Digest)
+	loc.RawQuery = q.Encode()
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = r.do(req, http.StatusCreated)
+	if err != nil {
+		return d, err
+	}
+	resp.Body.Close()
+	return d, nil
+}
+
+// putManifest puts manifest b of mediaType as repo:ref (a tag or digest).
+func (r *Registry) putManifest(ctx context.Context, repo, ref, mediaType string, b []byte) (descriptor, error) {
+	d := descriptor{MediaType: mediaType, Size: len(b), Digest: digestOf(b)}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, bytes.NewReader(b))
+	req.Header.Set("Content-Type", mediaType)
+	resp, err := r.do(req, http.StatusCreated)
+	if err != nil {
+		return d, err
+	}
+	resp.Body.Close()
+	return d, nil
 }

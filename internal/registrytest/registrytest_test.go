@@ -1,8 +1,10 @@
 package registrytest
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,3 +66,53 @@ func TestSlowBody(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// PushForeign's tag is a manifest list of exactly the platforms asked for,
+// each manifest and blob fetchable (here behind htpasswd users).
+func TestPushForeign(t *testing.T) {
+	r := Start(t, Options{Users: map[string]string{"ci": "pw"}})
+	ref := r.PushForeign(t, "brokertest/foreign:1", "linux/arm64", "linux/s390x")
+	if ref != r.Addr+"/brokertest/foreign:1" {
+		t.Errorf("PushForeign = %q", ref)
+	}
+	get := func(path, accept string) []byte {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+r.Addr+"/v2/brokertest/foreign/"+path, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := r.do(req, http.StatusOK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	var list struct {
+		MediaType string       `json:"mediaType"`
+		Manifests []descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(get("manifests/1", mediaList), &list); err != nil || list.MediaType != mediaList {
+		t.Fatalf("the tag's manifest: %+v, %v", list, err)
+	}
+	var got []string
+	for _, d := range list.Manifests {
+		got = append(got, d.Platform.OS+"/"+d.Platform.Architecture)
+		var m struct {
+			Config descriptor   `json:"config"`
+			Layers []descriptor `json:"layers"`
+		}
+		if err := json.Unmarshal(get("manifests/"+d.Digest, mediaManifest), &m); err != nil || len(m.Layers) != 1 {
+			t.Fatalf("manifest %s: %+v, %v", d.Digest, m, err)
+		}
+		var cfg struct{ Architecture string }
+		if err := json.Unmarshal(get("blobs/"+m.Config.Digest, "*/*"), &cfg); err != nil || cfg.Architecture != d.Platform.Architecture {
+			t.Errorf("config of %s: %+v, %v", d.Platform.Architecture, cfg, err)
+		}
+		if b := get("blobs/"+m.Layers[0].Digest, "*/*"); digestOf(b) != m.Layers[0].Digest {
+			t.Errorf("layer %s has digest %s", m.Layers[0].Digest, digestOf(b))
+		}
+	}
+	if strings.Join(got, ",") != "linux/arm64,linux/s390x" {
+		t.Errorf("platforms %v, want linux/arm64 and linux/s390x", got)
+	}
+}

@@ -1,15 +1,19 @@
 package container
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cpuguy83/dockercfg"
 	"github.com/moby/moby/api/types/registry"
@@ -143,8 +147,8 @@ func (c credential) redact(err error) error {
 // ~/.docker/config.json: auths, credsStore, credHelpers, which run the
 // docker-credential-* programs) and Podman's auth.json ($REGISTRY_AUTH_FILE,
 // else $XDG_RUNTIME_DIR/containers/auth.json), Podman's first on a Podman
-// engine. None found is no credentials (an anonymous pull), not an error.
-func (p *Provider) credentials(host string) (credential, error) {
+// engine. Helper programs run bounded by ctx (runHelper). None found is no credentials (an anonymous pull), not an error.
+func (p *Provider) credentials(ctx context.Context, host string) (credential, error) {
 	key := registryKey(host)
 	if c, ok := p.settings.registries[key]; ok {
 		cred := credential{username: c.username, password: c.password, source: "the settings' registries." + key}
@@ -158,7 +162,7 @@ func (p *Provider) credentials(host string) (credential, error) {
 		return cred, nil
 	}
 	for _, file := range credentialFiles(p.settings.runtime == "podman") {
-		c, err := fileCredentials(file, host)
+		c, err := fileCredentials(ctx, file, host)
 		if err != nil || c.source != "" {
 			return c, err
 		}
@@ -186,10 +190,11 @@ func credentialFiles(podmanFirst bool) []string {
 }
 
 // fileCredentials reads host's credentials from a config.json or
-// auth.json file (the same format), with dockercfg: an entry of credHelpers,
-// else credsStore, else auths. A missing file, or one without an entry for
-// host, gives no credentials.
-func fileCredentials(file, host string) (credential, error) {
+// auth.json file (the same format, read with dockercfg): an entry of
+// credHelpers, else credsStore, else auths. A helper program runs bounded
+// by ctx and helperTimeout (runHelper). A missing file, or one without an
+// entry for host, gives no credentials.
+func fileCredentials(ctx context.Context, file, host string) (credential, error) {
 	var cfg dockercfg.Config
 	if err := dockercfg.FromFile(file, &cfg); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -198,28 +203,45 @@ func fileCredentials(file, host string) (credential, error) {
 		return credential{}, fmt.Errorf("credentials for %s: read %s: %w", host, file, err)
 	}
 	for _, name := range configNames(host) {
-		var source string
-		switch _, inAuths := cfg.AuthConfigs[name]; {
-		case cfg.CredentialHelpers[name] != "":
-			source = fmt.Sprintf("credential helper docker-credential-%s (credHelpers of %s)", cfg.CredentialHelpers[name], file)
+		auth, inAuths := cfg.AuthConfigs[name]
+		helper, source := cfg.CredentialHelpers[name], ""
+		switch {
+		case helper != "":
+			source = fmt.Sprintf("credential helper docker-credential-%s (credHelpers of %s)", helper, file)
 		case cfg.CredentialsStore != "":
-			source = fmt.Sprintf("credential store docker-credential-%s (credsStore of %s)", cfg.CredentialsStore, file)
+			helper = cfg.CredentialsStore
+			source = fmt.Sprintf("credential store docker-credential-%s (credsStore of %s)", helper, file)
 		case inAuths:
 			source = fmt.Sprintf("auths of %s", file)
 		default:
 			continue
 		}
-		user, secret, err := cfg.GetRegistryCredentials(name)
-		if err != nil {
-			return credential{}, fmt.Errorf("credentials for %s from the %s: %w", host, source, err)
-		}
-		if user == "" && secret == "" {
-			if _, inAuths := cfg.AuthConfigs[name]; inAuths && cfg.CredentialsStore != "" {
+		var user, secret string
+		var err error
+		if helper != "" {
+			user, secret, err = runHelper(ctx, helper, name)
+			if err != nil {
+				return credential{}, fmt.Errorf("credentials for %s from the %s: %w", host, source, err)
+			}
+			if user == "" && secret == "" && inAuths && cfg.CredentialHelpers[name] == "" {
 				// The store had none: the file's own entry, as docker does.
-				if user, secret, err = dockercfg.DecodeBase64Auth(cfg.AuthConfigs[name]); err == nil && secret != "" {
-					return credential{username: user, password: secret, source: "auths of " + file}, nil
+				source = "auths of " + file
+				helper = ""
+			}
+		}
+		if helper == "" {
+			switch {
+			case auth.IdentityToken != "":
+				secret = auth.IdentityToken
+			case auth.Username != "" && auth.Password != "":
+				user, secret = auth.Username, auth.Password
+			default:
+				if user, secret, err = dockercfg.DecodeBase64Auth(auth); err != nil {
+					return credential{}, fmt.Errorf("credentials for %s from the %s: %w", host, source, err)
 				}
 			}
+		}
+		if user == "" && secret == "" {
 			continue
 		}
 		if user == "" {
@@ -228,6 +250,68 @@ func fileCredentials(file, host string) (credential, error) {
 		return credential{username: user, password: secret, source: source}, nil
 	}
 	return credential{}, nil
+}
+
+// helperTimeout bounds a credential helper program: one that waits for a
+// keychain to unlock, or hangs, fails the pull rather than holding it
+// (and the callers sharing it) up to pull_timeout.
+const helperTimeout = 30 * time.Second
+
+// helperNotFound is what a helper prints when it holds nothing for the
+// server (the docker-credential-helpers protocol).
+const helperNotFound = "credentials not found in native keychain"
+
+// runHelper asks docker-credential-<helper> for server's credentials with
+// the helpers' protocol (`get`, the server on stdin, {ServerURL, Username,
+// Secret} on stdout), as dockercfg does but bounded: the program runs in a
+// process group of its own, killed with its children when ctx or
+// helperTimeout ends. A helper not installed, or holding nothing for
+// server, gives no credentials. Errors quote the helper's stderr, never
+// its stdout (which may hold the secret).
+func runHelper(ctx context.Context, helper, server string) (user, secret string, err error) {
+	prog := "docker-credential-" + helper
+	path, err := exec.LookPath(prog)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return "", "", nil
+		}
+		return "", "", fmt.Errorf("look up %s: %w", prog, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, helperTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "get")
+	cmd.Stdin = strings.NewReader(server)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	killGroup(cmd)
+	// A grandchild that keeps the pipes open does not hold Wait.
+	cmd.WaitDelay = 2 * time.Second
+	start := time.Now()
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return "", "", fmt.Errorf("%s get %s gave no answer within %s (killed; the limit is %s or the pull's): %w",
+			prog, server, time.Since(start).Round(100*time.Millisecond), helperTimeout, ctx.Err())
+	}
+	if err != nil {
+		if strings.TrimSpace(stdout.String()) == helperNotFound {
+			return "", "", nil
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 300 {
+			msg = msg[:300] + "…"
+		}
+		return "", "", fmt.Errorf("%s get %s: %w (stderr: %q)", prog, server, err, msg)
+	}
+	var out struct{ Username, Secret string }
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		// Not the output itself: it may hold the secret.
+		return "", "", fmt.Errorf("%s get %s: its answer is not the helpers' JSON {ServerURL, Username, Secret}: %w", prog, server, err)
+	}
+	if out.Username == "<token>" {
+		// The helpers' name for an identity token.
+		out.Username = ""
+	}
+	return out.Username, out.Secret, nil
 }
 
 // configNames are the keys a registry may have in config.json or

@@ -276,9 +276,11 @@ func (p *Provider) lockImage(ctx context.Context, f *pullFlight) (unlock func(),
 // enginePull asks the engine to pull f's image with the registry's
 // credentials, following its progress.
 func (p *Provider) enginePull(ctx context.Context, f *pullFlight) error {
-	cred, err := p.credentials(f.ref.registry())
+	cred, err := p.credentials(ctx, f.ref.registry())
 	if err != nil {
-		return f.ref.pullError(p, err, "")
+		// Not pullError's hints: the engine was not asked yet.
+		return &textError{text: fmt.Sprintf("container: pull %s from registry %s on engine %s: %v (check the credential helper or file named, e.g. run the helper by hand, or set the Container settings' registries for %s)",
+			f.ref.asked, f.ref.registry(), p.eng.uri, err, f.ref.registry()), err: err}
 	}
 	p.log.Info("container: pulling image", "image", f.ref.asked, "registry", f.ref.registry(), "engine", p.eng.uri, "credentials", cred.describe())
 	resp, err := p.eng.cli.ImagePull(ctx, f.ref.named.String(), client.ImagePullOptions{RegistryAuth: cred.header(f.ref.registry())})
@@ -397,12 +399,16 @@ func (r imageRef) pullError(p *Provider, err error, credSource string) error {
 			credSource = "no credentials"
 		}
 		hint = fmt.Sprintf("the registry refused the credentials (%s): log in to %s (docker login / podman login) or set the Container settings' registries: {%s: {username, password or token}}", credSource, r.registry(), r.registry())
+	case strings.Contains(low, "no matching manifest") || strings.Contains(low, "platform") ||
+		strings.Contains(low, "no image found in manifest list"):
+		// Docker: "no matching manifest for linux/amd64 in the manifest
+		// list entries"; Podman: "no image found in manifest list for
+		// architecture amd64, variant "", OS linux". Before "not found".
+		hint = "the image has no variant for the engine's platform: use a tag built for it (or a multi-platform one), or an engine of a platform the image has"
 	case strings.Contains(low, "manifest unknown") || strings.Contains(low, "not found") || strings.Contains(low, "does not exist") || strings.Contains(low, "name unknown"):
 		hint = "the registry has no such image or tag: check the name, or push it there"
 	case strings.Contains(low, "no space left"):
 		hint = "the engine's storage is full: free space on the engine's host (docker image prune / podman image prune)"
-	case strings.Contains(low, "no matching manifest") || strings.Contains(low, "platform"):
-		hint = "the image has no variant for the engine's platform: use an image built for it"
 	case strings.Contains(low, "connection refused") || strings.Contains(low, "no such host") || strings.Contains(low, "timeout") ||
 		strings.Contains(low, "connection reset") || strings.Contains(low, "eof") || strings.Contains(low, "unreachable") || strings.Contains(low, "dial tcp"):
 		hint = "the engine could not reach the registry (or lost it mid-pull): check that it runs and that the engine's host can reach it"

@@ -87,7 +87,7 @@ func TestCredentials(t *testing.T) {
 		{"docker", "none.example", "", "", ""},
 	} {
 		p.settings.runtime = tc.runtime
-		c, err := p.credentials(tc.host)
+		c, err := p.credentials(context.Background(), tc.host)
 		if err != nil {
 			t.Errorf("%s on %s: %v", tc.host, tc.runtime, err)
 			continue
@@ -102,12 +102,12 @@ func TestCredentials(t *testing.T) {
 	}
 	// The hub's entry under its config.json name, without settings.
 	p.settings.registries = nil
-	if c, _ := p.credentials("docker.io"); c.username != "hubuser" || c.password != "hubpass" {
+	if c, _ := p.credentials(context.Background(), "docker.io"); c.username != "hubuser" || c.password != "hubpass" {
 		t.Errorf("docker.io from config.json: %+v", c.source)
 	}
 	// A broken file is an error naming it.
 	write(filepath.Join(dockerDir, "config.json"), "{not json")
-	if _, err := p.credentials("both.example:5000"); err == nil || !strings.Contains(err.Error(), "config.json") {
+	if _, err := p.credentials(context.Background(), "both.example:5000"); err == nil || !strings.Contains(err.Error(), "config.json") {
 		t.Errorf("a broken config.json: %v, want an error naming it", err)
 	}
 	// An engine's message quoting a secret loses it.
@@ -144,6 +144,7 @@ func TestPullErrorHints(t *testing.T) {
 		{errors.New("write /var/lib/docker/tmp/GetImageBlob1: no space left on device"), "", "storage is full"},
 		{errors.New("no matching manifest for linux/amd64 in the manifest list entries"), "", "no variant for the engine's platform"},
 		{errors.New("image with reference x was found but does not match the specified platform: wanted linux/amd64, actual: linux/arm64"), "", "no variant for the engine's platform"},
+		{errors.New(`choosing an image from manifest list docker://127.0.0.1:5000/team/app:2: no image found in manifest list for architecture amd64, variant "", OS linux`), "", "no variant for the engine's platform"},
 		{errors.New(`Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused`), "", "could not reach the registry"},
 		{context.DeadlineExceeded, "", "raise pull_timeout"},
 	} {

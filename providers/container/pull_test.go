@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -332,6 +334,46 @@ func TestPullCredentials(t *testing.T) {
 			t.Errorf("the helper was asked for %q, want %s once", b, reg.Addr)
 		}
 	})
+	t.Run("hanging helper", func(t *testing.T) {
+		// A helper that never answers (a keychain waiting to unlock), with a
+		// child of its own: the pull fails within the bound (pull_timeout 3
+		// here, under the helpers' 30 s), naming the helper, and neither
+		// process stays.
+		bin := t.TempDir()
+		pids := filepath.Join(bin, "pids")
+		script := "#!/bin/sh\necho $$ >> " + pids + "\nsleep 100000 &\necho $! >> " + pids + "\nwait\n"
+		if err := os.WriteFile(filepath.Join(bin, "docker-credential-brokerhang"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		t.Setenv("DOCKER_CONFIG", writeConfig(t, map[string]any{"credHelpers": map[string]any{reg.Addr: "brokerhang"}}))
+		start := time.Now()
+		err, ref := pullWith(t, map[string]any{"pull_timeout": 3})
+		took := time.Since(start)
+		if err == nil {
+			t.Fatal("a pull with a hanging credential helper succeeded")
+		}
+		t.Logf("the error after %s: %v", took.Round(time.Millisecond), err)
+		for _, want := range []string{ref, "registry " + reg.Addr, "docker-credential-brokerhang", "no answer within"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if took > 20*time.Second {
+			t.Errorf("the checkout took %s with pull_timeout 3s", took)
+		}
+		b, _ := os.ReadFile(pids)
+		fields := strings.Fields(string(b))
+		if len(fields) != 2 {
+			t.Fatalf("the helper wrote pids %q, want its own and its child's", b)
+		}
+		for _, f := range fields {
+			pid, _ := strconv.Atoi(f)
+			if !processGone(pid, 5*time.Second) {
+				t.Errorf("helper process %d still runs", pid)
+			}
+		}
+	})
 	t.Run("podman auth.json", func(t *testing.T) {
 		authFile := filepath.Join(t.TempDir(), "auth.json")
 		b, _ := json.Marshal(map[string]any{"auths": map[string]any{reg.Addr: map[string]any{"auth": basic(user, password)}}})
@@ -369,16 +411,25 @@ func TestPullCredentials(t *testing.T) {
 }
 
 // TestPullRegistryStopped: the registry dies mid-pull (behind a slow
-// link, a layer under way): the checkout fails with an error naming the
-// image, the registry and the engine; no container is left and the
-// partial image does not count as present.
+// link, a layer under way), on Docker and on Podman: the checkout fails
+// with an error naming the image, the registry and the engine; no
+// container is left and the partial image does not count as present.
 func TestPullRegistryStopped(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: Docker retries the layer for over a minute")
 	}
 	cli := docker(t)
+	forEngine(t, func(t *testing.T, e engine) {
+		// The engines side by side, a registry each: the run lasts
+		// Docker's retries, not their sum.
+		t.Parallel()
+		registryStopped(t, cli, e)
+	})
+}
+
+func registryStopped(t *testing.T, cli *client.Client, e engine) {
 	reg := registrytest.Start(t, registrytest.Options{Rate: 2 << 20})
-	p, logs := openLogged(t, engines[0], nil)
+	p, logs := openLogged(t, e, nil)
 	repo := uniqueRepo()
 	ref, _ := reg.PushRandom(t, cli, busyboxImage, repo+":1", 24<<20)
 	forget(t, p, ref)
@@ -749,4 +800,59 @@ func TestPullPodmanLocalhost(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "localhost/ images are built or loaded") || !strings.Contains(err.Error(), name+":2") {
 		t.Errorf("a missing localhost/ image: %v, want an error saying it is not pulled", err)
 	}
+}
+
+// processGone waits up to wait for pid to end (a zombie counts as ended).
+func processGone(pid int, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// The state follows the command's closing parenthesis.
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestPullForeignPlatform: an image whose manifest list has no variant for
+// the engine's platform (only arm64 and s390x, or amd64 and s390x on an
+// arm64 host) fails the checkout with one error naming the image, the
+// registry, the engine and what to do; no container is left and no image
+// counts as present.
+func TestPullForeignPlatform(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	platforms := []string{"linux/arm64", "linux/s390x"}
+	if runtime.GOARCH == "arm64" {
+		platforms[0] = "linux/amd64"
+	}
+	forEngine(t, func(t *testing.T, e engine) {
+		p, logs := openLogged(t, e, nil)
+		ref := reg.PushForeign(t, uniqueRepo()+":1", platforms...)
+		forget(t, p, ref)
+		ctx := testCtx(t)
+		id := inventory.NewID()
+		_, err := p.Checkout(ctx, providers.CheckoutRequest{ID: id, Args: map[string]any{"container_host": ref}})
+		if err == nil {
+			t.Fatalf("a checkout of %s, built for %v only, succeeded on %s", ref, platforms, e.name)
+		}
+		t.Logf("the error: %v", err)
+		for _, want := range []string{ref, "registry " + reg.Addr, "engine " + p.EngineURI(), "no variant for the engine's platform"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if left, _ := containersWithID(ctx, p, id); len(left) != 0 {
+			t.Errorf("containers left: %v", left)
+		}
+		if hasImage(t, p, ref) {
+			t.Errorf("%s counts as present after the refused pull", ref)
+		}
+		if !strings.Contains(logs.String(), ref) {
+			t.Errorf("the broker's log does not mention the pull of %s:\n%s", ref, logs)
+		}
+	})
 }
