@@ -615,3 +615,66 @@ func TestOddFormsKeepUntouchedBytes(t *testing.T) {
 		})
 	}
 }
+
+// A field the file held as a number, a date or a boolean that Go then sets
+// to other text is quoted wherever a resolver would read it as non-text
+// (testdata/compat/retext.txt), so Go and both Python libraries read the
+// text back; unchanged, it stays plain (TestNullAndEmptyFieldsKept).
+func TestTextSetOverPlainFieldQuoted(t *testing.T) {
+	python := ""
+	if !testing.Short() {
+		python = pythonBridge(t)
+	}
+	cases := compatCases(t, "retext.txt")
+	var doc strings.Builder
+	for i, c := range cases {
+		if c[0] == "hostname" {
+			fmt.Fprintf(&doc, "- hostname: %s\n  name: h%d\n  _broker_args: {}\n", c[1], i)
+		} else {
+			fmt.Fprintf(&doc, "- hostname: h%d\n  %s: %s\n  _broker_args: {}\n", i, c[0], c[1])
+		}
+	}
+	recs, err := Parse("retext.yaml", []byte(doc.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		text, err := strconv.Unquote(c[2])
+		if err != nil {
+			t.Fatalf("%v: %v", c, err)
+		}
+		r := recs[i]
+		switch c[0] {
+		case "hostname":
+			r.Hostname = text
+		case "name":
+			r.Name = text
+		case "ip":
+			r.IP = text
+		case "_broker_provider":
+			r.Provider = text
+		case "_broker_provider_instance":
+			r.Instance = text
+		}
+		if m := r.Map(); m[c[0]] != text {
+			t.Errorf("%v: Map holds %#v", c, m[c[0]])
+		}
+	}
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	if err := Open(path).Put(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(path).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		if !codec.Equal(got[i:i+1], recs[i:i+1]) || got[i].Map()[cases[i][0]] != recs[i].Map()[cases[i][0]] {
+			data, _ := os.ReadFile(path)
+			t.Errorf("%v: read back as %s\n%s", cases[i], codec.Show(got[i:i+1]), clip(data))
+		}
+	}
+	if python != "" {
+		compareWithPython(t, python, path, recs, "retext.txt")
+	}
+}

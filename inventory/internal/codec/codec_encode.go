@@ -81,8 +81,8 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		e.push(k)
 		defer e.pop()
 		switch {
-		case v != "" && r.plains&bit != 0 && writtenPlain(v):
-			// Read as a number, a date… and so written back.
+		case v != "" && r.heldPlain(bit, v) && writtenPlain(v):
+			// Read as a number, a date… and so written back while unchanged.
 			key(k)
 			e.b = append(e.b, ' ')
 			e.b = append(e.b, v...)
