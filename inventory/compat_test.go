@@ -111,6 +111,9 @@ func typed(v any) any {
 	case Date:
 		return []any{"d", x.String()}
 	case time.Time:
+		if x.Location() == codec.Naive {
+			return []any{"T", x.Format("2006-01-02T15:04:05.000000")}
+		}
 		return []any{"t", x.UTC().Format("2006-01-02T15:04:05.000000")}
 	case []any:
 		l := make([]any, len(x))
@@ -286,7 +289,8 @@ func compatCases(t *testing.T, name string) [][]string {
 }
 
 // writeValue is a value of testdata/compat/write_values.txt: "s" and a
-// Go-quoted string, or "f" and a float.
+// Go-quoted string, "f" and a float, "t" and an RFC 3339 time (aware), or
+// "T" and a time without a zone (naive, in codec.Naive).
 func writeValue(t *testing.T, c []string) any {
 	t.Helper()
 	switch c[0] {
@@ -302,6 +306,16 @@ func writeValue(t *testing.T, c []string) any {
 			t.Fatalf("%q: %v", c[1], err)
 		}
 		return f
+	case "t", "T":
+		layout, loc := time.RFC3339Nano, time.UTC
+		if c[0] == "T" {
+			layout, loc = "2006-01-02T15:04:05.999999999", codec.Naive
+		}
+		tm, err := time.ParseInLocation(layout, c[1], loc)
+		if err != nil {
+			t.Fatalf("%q: %v", c[1], err)
+		}
+		return tm
 	}
 	t.Fatalf("unknown kind %q", c[0])
 	return nil

@@ -305,6 +305,15 @@ func (e *encoder) time(t time.Time) {
 		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
 		return
 	}
+	if t.Location() == Naive {
+		// As Python writes a naive datetime: no zone, six digits of
+		// fraction when it has one.
+		e.b = t.AppendFormat(e.b, "2006-01-02 15:04:05")
+		if us := t.Nanosecond() / 1000; us != 0 {
+			e.b = append(e.b, fmt.Sprintf(".%06d", us)...)
+		}
+		return
+	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
 }
 

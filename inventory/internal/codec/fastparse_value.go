@@ -426,6 +426,11 @@ func (p *fastParser) time(n *fnode, dst *time.Time) bool {
 	}
 	if tag, v, ok := n.plainScalar(); ok && tag == tagTimestamp {
 		if t, ok := v.(time.Time); ok {
+			if t.Location() == Naive {
+				// This library's own times are in UTC; one without a
+				// zone is taken so, as before.
+				t = time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
+			}
 			*dst = t
 			return true
 		}
