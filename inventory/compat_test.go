@@ -341,6 +341,11 @@ func TestWriteValuesReadBack(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
+	// The _brokertest block's times, to the microsecond (finer ones are
+	// refused: TestUnwritableValuesRefused), read alike by Python.
+	keep := time.Date(2026, 12, 8, 4, 0, 0, 999999000, time.FixedZone("", 2*3600))
+	recs = append(recs, &Record{Hostname: "meta", Broker: &Meta{ID: "m", CheckedOut: time.Date(2026, 12, 8, 2, 40, 1, 123456000, time.UTC), KeepUntil: &keep}})
+	cases = append(cases, []string{"_brokertest", "checked_out, keep_until"})
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	if err := Open(path).Put(context.Background(), recs...); err != nil {
 		t.Fatal(err)
@@ -453,6 +458,8 @@ func TestUnwritableValuesRefused(t *testing.T) {
 	}{
 		{"not UTF-8", &Record{Hostname: "h", Args: map[string]any{"k": "\xff"}}, "_broker_args.k"},
 		{"nanoseconds", &Record{Hostname: "h", Extra: map[string]any{"when": time.Date(2024, 1, 1, 0, 0, 0, 1, time.UTC)}}, "when"},
+		{"nanoseconds in _brokertest", &Record{Hostname: "h", Broker: &Meta{ID: "h", CheckedOut: time.Date(2024, 1, 1, 0, 0, 0, 1500, time.UTC)}}, "_brokertest.checked_out"},
+		{"nanoseconds in keep_until", &Record{Hostname: "h", Broker: &Meta{ID: "h", CheckedOut: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), KeepUntil: new(time.Date(2024, 1, 1, 0, 0, 0, 999999999, time.UTC))}}, "_brokertest.keep_until"},
 		{"year 0", &Record{Hostname: "h", Args: map[string]any{"d": []any{Date{Year: 0, Month: 1, Day: 1}}}}, "_broker_args.d.0"},
 		{"a channel", &Record{Hostname: "h", Facts: map[string]any{"c": make(chan int)}}, "_broker_facts.c"},
 		{"a struct", &Record{Hostname: "h", Extra: map[string]any{"s": struct{ A int }{1}}}, "s"},

@@ -283,12 +283,17 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 	}
 }
 
-// metaTime writes one of the _brokertest block's times: RFC 3339 in UTC,
-// to the nanosecond (this library's own; the Python broker does not read
-// them, and Python would keep microseconds).
+// metaTime writes one of the _brokertest block's times: RFC 3339 with its
+// zone. Python reads the block too (its listing, a rewrite) and keeps
+// microseconds: a finer time is refused, as in any other value (callers
+// truncate their times: broker to the second).
 func (e *encoder) metaTime(t time.Time) {
 	if y := t.Year(); y < 1 || y > 9999 {
 		e.fail("the time %s is outside years 1 – 9999", t)
+		return
+	}
+	if t.Nanosecond()%1000 != 0 {
+		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
 		return
 	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
