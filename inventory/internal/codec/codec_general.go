@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -164,8 +165,23 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			f.quoted = true
 		case tagged && n.ShortTag() == "!!binary":
 			f.binary = true
+		case tagged && n.ShortTag() == "!!null":
+			// ruamel.yaml (and PyYAML) construct None whatever the text.
+			f.text = "null"
+		case tagged && n.ShortTag() == "!!bool":
+			// Both libraries look the text up in YAML 1.1's words.
+			switch strings.ToLower(n.Value) {
+			case "true", "yes", "on":
+				f.text = "true"
+			case "false", "no", "off":
+				f.text = "false"
+			default:
+				return fnode{}, g.errorAt(n, "%s %q is not one", n.Tag, n.Value)
+			}
 		case tagged:
-			// !!int "12" and the like: the text must be one.
+			// !!int "12" and the like: the text must be one. (ruamel.yaml
+			// 0.17 refuses !!float on text without a point or an exponent,
+			// "1" or "022", which PyYAML reads as 1.0: refused here too.)
 			want := map[string]int{"!!int": tagInt, "!!float": tagFloat, "!!bool": tagBool, "!!null": tagNull, "!!timestamp": tagTimestamp}[n.ShortTag()]
 			if tag, _ := resolvePlain(n.Value); tag != want {
 				return fnode{}, g.errorAt(n, "%s %q is not one", n.Tag, n.Value)
