@@ -483,9 +483,14 @@ func TestUnwritableValuesRefused(t *testing.T) {
 }
 
 // A record read with a key that is not a string (null: in _broker_args)
-// is kept byte for byte while other records change, and Put of it is
-// refused rather than written with the key turned into text.
-func TestNonStringKeyKeptNotRewritten(t *testing.T) {
+// is kept byte for byte while other records change, and a Put of it
+// writes such keys as read (testdata/compat/non-string-keys.yaml), so
+// that both Python libraries read the same keys back.
+func TestNonStringKeyKeptAndWrittenAsRead(t *testing.T) {
+	python := ""
+	if !testing.Short() {
+		python = pythonBridge(t)
+	}
 	odd := "- hostname: odd\n  _broker_args:\n    null: x\n    ~: y\n    1: one\n"
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	if err := os.WriteFile(path, []byte(odd), 0o600); err != nil {
@@ -510,13 +515,49 @@ func TestNonStringKeyKeptNotRewritten(t *testing.T) {
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("%v, %d records", err, len(recs))
 	}
-	recs[0].IP = "10.0.0.1"
-	err = s.Put(context.Background(), recs[0])
-	if err == nil || !strings.Contains(err.Error(), "odd") || !strings.Contains(err.Error(), `"null"`) {
-		t.Fatalf("Put of the changed record: %v; want an error naming it and the key", err)
-	}
 	if err := s.Remove(context.Background(), recs[0]); err != nil {
 		t.Fatal(err)
+	}
+	// A Put of the changed record keeps its keys' types, in Go and Python.
+	data, err = os.ReadFile(filepath.Join("testdata", "compat", "non-string-keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = s.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs[0].IP = "10.0.0.1"
+	recs[0].Args["added"] = "by Go"
+	if err := s.Put(context.Background(), recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(path)
+	for _, k := range []string{"\n    null: x\n", "\n    1: one\n", "\n    2024-01-01: a date\n", "\n      - 1.5: f\n", "\n  3: at the top\n"} {
+		if !strings.Contains(string(data), k) {
+			t.Errorf("%q not written as read:\n%s", k, data)
+		}
+	}
+	got, err := Open(path).Load(context.Background())
+	if err != nil || !codec.Equal(got, recs) {
+		t.Fatalf("read back: %v\n%s\nwant\n%s", err, codec.Show(got), codec.Show(recs))
+	}
+	if python != "" {
+		py := pythonRead(t, python, path)
+		if py.RuamelError != "" || py.PyYAMLError != "" {
+			t.Fatalf("Python cannot read what Put wrote: %s %s", py.RuamelError, py.PyYAMLError)
+		}
+		for _, lib := range []any{py.Ruamel, py.PyYAML} {
+			keys := fmt.Sprint(lib)
+			for _, k := range []string{"[n] [s x]", "[i 1] [s one]", "[d 2024-01-01]", "[f 1.5] [s f]", "[i 3] [s at the top]"} {
+				if !strings.Contains(keys, k) {
+					t.Errorf("Python does not read the key %s as before: %s", k, keys)
+				}
+			}
+		}
 	}
 }
 

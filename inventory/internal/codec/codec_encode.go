@@ -32,6 +32,9 @@ type encoder struct {
 	b    []byte
 	path []string
 	err  error
+	// plainKeys are the record's keys read as something other than text
+	// (Record.plainKeys), written plain again.
+	plainKeys map[string]bool
 }
 
 // fail records the first error, naming the field being written.
@@ -59,14 +62,11 @@ const (
 // appendRecord appends r's bytes to b, or fails naming the record and
 // the field it cannot write.
 func appendRecord(b []byte, r *Record) ([]byte, error) {
-	if r.unwritable != "" {
-		return nil, fmt.Errorf("inventory: record %s: %s; it cannot be written back without changing it", Label(r), r.unwritable)
-	}
 	nulls := r.nulls
 	if r.nameNull {
 		nulls |= bitName
 	}
-	e := encoder{b: b}
+	e := encoder{b: b, plainKeys: r.plainKeys}
 	e.b = append(e.b, "- "...)
 	ind := 2
 	first := true
@@ -169,7 +169,11 @@ func (e *encoder) key(k string) {
 	if len(k) > 1000 {
 		e.fail("a key of %d bytes (at most 1000 are written)", len(k))
 	}
-	e.str(k)
+	if e.plainKeys != nil && e.plainKeys[keyPlace(e.path)] && keptPlain(k) {
+		e.b = append(e.b, k...)
+	} else {
+		e.str(k)
+	}
 	e.b = append(e.b, ':')
 }
 
@@ -543,6 +547,16 @@ func writtenPlain(v string) bool {
 	}
 	tag, _ := resolvePlain(v)
 	return tag != tagStr && tag != tagNull && tag != tagInvalid && tag != tagMerge
+}
+
+// keptPlain reports whether k, a key read from a plain scalar that is
+// not text (null, 1, 2024-01-01), may be written plain again.
+func keptPlain(k string) bool {
+	if textKind(k) != textPrintable || !plainAllowed(k) {
+		return false
+	}
+	tag, _ := resolvePlain(k)
+	return tag != tagStr && tag != tagInvalid && tag != tagMerge
 }
 
 // str writes text: plain where ruamel.yaml and PyYAML both read it back

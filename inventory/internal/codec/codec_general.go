@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -20,7 +21,7 @@ import (
 // refuses is refused: several documents, duplicate keys, merge keys;
 // and so is what this library cannot hold: tags other than the standard
 // ones. A key that is not a string (null:, 1:) is read under its text,
-// and its record is marked unwritable.
+// and its place noted in its record so that a write gives it as read.
 
 // decodeGeneral reads any YAML with yaml.v3, within the bounds.
 func decodeGeneral(name string, data []byte) ([]*Record, error) {
@@ -54,8 +55,12 @@ func decodeGeneral(name string, data []byte) ([]*Record, error) {
 type generalReader struct {
 	p          *fastParser
 	lineStarts []int
-	// keyIssue is why the record being read cannot be written back.
-	keyIssue string
+	// path is where node is in the record being read (keys, list
+	// indexes); plainKeys the places (keyPlace) of its keys that are not
+	// strings, and keyNotText whether the key node just read is one.
+	path       []string
+	plainKeys  map[string]bool
+	keyNotText bool
 }
 
 func lineStarts(data []byte) []int {
@@ -101,7 +106,7 @@ func (g *generalReader) file(doc *yaml.Node) ([]*Record, error) {
 	for i, item := range top.Content {
 		g.p.arena = g.p.arena[:0]
 		g.p.stack = g.p.stack[:0]
-		g.keyIssue = ""
+		g.path, g.plainKeys = g.path[:0], nil
 		n, err := g.node(item, false)
 		if err != nil {
 			return nil, err
@@ -120,7 +125,7 @@ func (g *generalReader) file(doc *yaml.Node) ([]*Record, error) {
 			g.p.why, g.p.whyAt = g.p.invalid, g.p.invalidAt
 			return nil, errors.New(g.p.reason() + " (the Python broker cannot read this file either)")
 		}
-		r.unwritable = g.keyIssue
+		r.plainKeys = g.plainKeys
 		recs = append(recs, r)
 	}
 	return recs, nil
@@ -191,9 +196,7 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 		}
 		if isKey {
 			if !f.quoted && !f.binary && plainTag(n.Value) != tagStr {
-				if g.keyIssue == "" {
-					g.keyIssue = fmt.Sprintf("the key %q (line %d) is not a string", n.Value, n.Line)
-				}
+				g.keyNotText = true
 			}
 			if !f.quoted && n.Value == "<<" {
 				return fnode{}, g.errorAt(n, "a merge key (<<), which this library does not read")
@@ -208,9 +211,17 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 		base := len(g.p.stack)
 		seen := make(map[string]bool, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			g.keyNotText = false
 			k, err := g.node(n.Content[i], true)
 			if err != nil {
 				return fnode{}, err
+			}
+			g.path = append(g.path, k.text)
+			if g.keyNotText {
+				if g.plainKeys == nil {
+					g.plainKeys = make(map[string]bool)
+				}
+				g.plainKeys[keyPlace(g.path)] = true
 			}
 			same := k.text
 			if kn := n.Content[i]; kn.Kind == yaml.ScalarNode && kn.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle|yaml.TaggedStyle) == 0 {
@@ -226,6 +237,7 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			if err != nil {
 				return fnode{}, err
 			}
+			g.path = g.path[:len(g.path)-1]
 			g.p.stack = append(g.p.stack, k, v)
 		}
 		return g.p.collection(fMap, int(at), base), nil
@@ -234,11 +246,13 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			return fnode{}, g.errorAt(n, "a key that is a map or a list")
 		}
 		base := len(g.p.stack)
-		for _, c := range n.Content {
+		for i, c := range n.Content {
+			g.path = append(g.path, strconv.Itoa(i))
 			v, err := g.node(c, false)
 			if err != nil {
 				return fnode{}, err
 			}
+			g.path = g.path[:len(g.path)-1]
 			g.p.stack = append(g.p.stack, v)
 		}
 		return g.p.collection(fSeq, int(at), base), nil
@@ -343,3 +357,7 @@ func sameRecord(a, b *Record) bool {
 	}
 	return reflect.DeepEqual(a, b)
 }
+
+// keyPlace names a key's place in a record: the keys and list indexes
+// leading to it, and the key, as the encoder's path holds them.
+func keyPlace(path []string) string { return strings.Join(path, "\x00") }

@@ -49,10 +49,10 @@ type Record struct {
 	// field is written plain again only while Go still holds that text, so
 	// text a Go caller sets ("007" where the file held 7) is quoted.
 	held *[5]string
-	// unwritable says why this record, as read, cannot be written back
-	// unchanged (a key that is not a string); Put and Update refuse it,
-	// while the file keeps its bytes.
-	unwritable string
+	// plainKeys holds the places (keyPlace) of the keys read as something
+	// other than text (null:, 1:), held as their text and written back
+	// plain, as read, while still there.
+	plainKeys map[string]bool
 }
 
 // record is Record without its YAML methods, for decoding into.
