@@ -267,16 +267,16 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 // alone to what the whole file gave for that record (a piece holding an
 // alias of another record's anchor does not: that record is written
 // anew, its values expanded); raws[i] is nil for the others, and all are
-// nil when the file cannot be cut so.
+// nil when the file cannot be cut so. In a file whose list is indented the
+// pieces keep their indentation, and the store indents the records it
+// writes anew as much (ListIndent).
 func generalRaws(name string, data []byte, recs []*Record) [][]byte {
 	raws := make([][]byte, len(recs))
 	if len(recs) == 0 {
 		return raws
 	}
-	starts, indent := itemStarts(data)
-	// Pieces of an indented list would not join those written at the
-	// left margin: such a file is written anew in this library's form.
-	if len(starts) != len(recs) || indent != 0 {
+	starts, _ := itemStarts(data)
+	if len(starts) != len(recs) {
 		return raws
 	}
 	starts[0] = 0 // what comes before the first item is part of it
@@ -361,3 +361,51 @@ func sameRecord(a, b *Record) bool {
 // keyPlace names a key's place in a record: the keys and list indexes
 // leading to it, and the key, as the encoder's path holds them.
 func keyPlace(path []string) string { return strings.Join(path, "\x00") }
+
+// ListIndent is the column of the first item of the file's top-level
+// list (0 for a file in this library's form, or with no list): records
+// written anew into the file are indented as much (IndentRecord), so that
+// they join the items kept as read.
+func ListIndent(data []byte) int {
+	for p := 0; p < len(data); {
+		end := bytes.IndexByte(data[p:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += p
+		}
+		line := bytes.TrimSuffix(data[p:end], []byte("\r"))
+		if p == 0 {
+			line = bytes.TrimPrefix(line, []byte("\uFEFF"))
+		}
+		rest := bytes.TrimLeft(line, " ")
+		switch {
+		case len(rest) == 0 || rest[0] == '#' || rest[0] == '%' || bytes.HasPrefix(rest, []byte("---")):
+		case rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\t'):
+			return len(line) - len(rest)
+		default:
+			return 0
+		}
+		p = end + 1
+	}
+	return 0
+}
+
+// IndentRecord returns a record's bytes as EncodeRecord gives them,
+// indented by n spaces (its empty lines left empty).
+func IndentRecord(raw []byte, n int) []byte {
+	pad := bytes.Repeat([]byte(" "), n)
+	out := make([]byte, 0, len(raw)+n*bytes.Count(raw, []byte("\n"))+n)
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line = raw[:i+1]
+		}
+		raw = raw[len(line):]
+		if len(line) > 0 && line[0] != '\n' {
+			out = append(out, pad...)
+		}
+		out = append(out, line...)
+	}
+	return out
+}
