@@ -111,6 +111,9 @@ func typed(v any) any {
 	case Date:
 		return []any{"d", x.String()}
 	case time.Time:
+		if x.Location() == codec.Naive {
+			return []any{"T", x.Format("2006-01-02T15:04:05.000000")}
+		}
 		return []any{"t", x.UTC().Format("2006-01-02T15:04:05.000000")}
 	case []any:
 		l := make([]any, len(x))
@@ -286,7 +289,8 @@ func compatCases(t *testing.T, name string) [][]string {
 }
 
 // writeValue is a value of testdata/compat/write_values.txt: "s" and a
-// Go-quoted string, or "f" and a float.
+// Go-quoted string, "f" and a float, "t" and an RFC 3339 time (aware), or
+// "T" and a time without a zone (naive, in codec.Naive).
 func writeValue(t *testing.T, c []string) any {
 	t.Helper()
 	switch c[0] {
@@ -302,6 +306,16 @@ func writeValue(t *testing.T, c []string) any {
 			t.Fatalf("%q: %v", c[1], err)
 		}
 		return f
+	case "t", "T":
+		layout, loc := time.RFC3339Nano, time.UTC
+		if c[0] == "T" {
+			layout, loc = "2006-01-02T15:04:05.999999999", codec.Naive
+		}
+		tm, err := time.ParseInLocation(layout, c[1], loc)
+		if err != nil {
+			t.Fatalf("%q: %v", c[1], err)
+		}
+		return tm
 	}
 	t.Fatalf("unknown kind %q", c[0])
 	return nil
@@ -327,6 +341,11 @@ func TestWriteValuesReadBack(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
+	// The _brokertest block's times, to the microsecond (finer ones are
+	// refused: TestUnwritableValuesRefused), read alike by Python.
+	keep := time.Date(2026, 12, 8, 4, 0, 0, 999999000, time.FixedZone("", 2*3600))
+	recs = append(recs, &Record{Hostname: "meta", Broker: &Meta{ID: "m", CheckedOut: time.Date(2026, 12, 8, 2, 40, 1, 123456000, time.UTC), KeepUntil: &keep}})
+	cases = append(cases, []string{"_brokertest", "checked_out, keep_until"})
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	if err := Open(path).Put(context.Background(), recs...); err != nil {
 		t.Fatal(err)
@@ -439,6 +458,8 @@ func TestUnwritableValuesRefused(t *testing.T) {
 	}{
 		{"not UTF-8", &Record{Hostname: "h", Args: map[string]any{"k": "\xff"}}, "_broker_args.k"},
 		{"nanoseconds", &Record{Hostname: "h", Extra: map[string]any{"when": time.Date(2024, 1, 1, 0, 0, 0, 1, time.UTC)}}, "when"},
+		{"nanoseconds in _brokertest", &Record{Hostname: "h", Broker: &Meta{ID: "h", CheckedOut: time.Date(2024, 1, 1, 0, 0, 0, 1500, time.UTC)}}, "_brokertest.checked_out"},
+		{"nanoseconds in keep_until", &Record{Hostname: "h", Broker: &Meta{ID: "h", CheckedOut: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), KeepUntil: new(time.Date(2024, 1, 1, 0, 0, 0, 999999999, time.UTC))}}, "_brokertest.keep_until"},
 		{"year 0", &Record{Hostname: "h", Args: map[string]any{"d": []any{Date{Year: 0, Month: 1, Day: 1}}}}, "_broker_args.d.0"},
 		{"a channel", &Record{Hostname: "h", Facts: map[string]any{"c": make(chan int)}}, "_broker_facts.c"},
 		{"a struct", &Record{Hostname: "h", Extra: map[string]any{"s": struct{ A int }{1}}}, "s"},
@@ -462,9 +483,14 @@ func TestUnwritableValuesRefused(t *testing.T) {
 }
 
 // A record read with a key that is not a string (null: in _broker_args)
-// is kept byte for byte while other records change, and Put of it is
-// refused rather than written with the key turned into text.
-func TestNonStringKeyKeptNotRewritten(t *testing.T) {
+// is kept byte for byte while other records change, and a Put of it
+// writes such keys as read (testdata/compat/non-string-keys.yaml), so
+// that both Python libraries read the same keys back.
+func TestNonStringKeyKeptAndWrittenAsRead(t *testing.T) {
+	python := ""
+	if !testing.Short() {
+		python = pythonBridge(t)
+	}
 	odd := "- hostname: odd\n  _broker_args:\n    null: x\n    ~: y\n    1: one\n"
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	if err := os.WriteFile(path, []byte(odd), 0o600); err != nil {
@@ -489,13 +515,49 @@ func TestNonStringKeyKeptNotRewritten(t *testing.T) {
 	if err != nil || len(recs) != 2 {
 		t.Fatalf("%v, %d records", err, len(recs))
 	}
-	recs[0].IP = "10.0.0.1"
-	err = s.Put(context.Background(), recs[0])
-	if err == nil || !strings.Contains(err.Error(), "odd") || !strings.Contains(err.Error(), `"null"`) {
-		t.Fatalf("Put of the changed record: %v; want an error naming it and the key", err)
-	}
 	if err := s.Remove(context.Background(), recs[0]); err != nil {
 		t.Fatal(err)
+	}
+	// A Put of the changed record keeps its keys' types, in Go and Python.
+	data, err = os.ReadFile(filepath.Join("testdata", "compat", "non-string-keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = s.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs[0].IP = "10.0.0.1"
+	recs[0].Args["added"] = "by Go"
+	if err := s.Put(context.Background(), recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(path)
+	for _, k := range []string{"\n    null: x\n", "\n    1: one\n", "\n    2024-01-01: a date\n", "\n      - 1.5: f\n", "\n  3: at the top\n"} {
+		if !strings.Contains(string(data), k) {
+			t.Errorf("%q not written as read:\n%s", k, data)
+		}
+	}
+	got, err := Open(path).Load(context.Background())
+	if err != nil || !codec.Equal(got, recs) {
+		t.Fatalf("read back: %v\n%s\nwant\n%s", err, codec.Show(got), codec.Show(recs))
+	}
+	if python != "" {
+		py := pythonRead(t, python, path)
+		if py.RuamelError != "" || py.PyYAMLError != "" {
+			t.Fatalf("Python cannot read what Put wrote: %s %s", py.RuamelError, py.PyYAMLError)
+		}
+		for _, lib := range []any{py.Ruamel, py.PyYAML} {
+			keys := fmt.Sprint(lib)
+			for _, k := range []string{"[n] [s x]", "[i 1] [s one]", "[d 2024-01-01]", "[f 1.5] [s f]", "[i 3] [s at the top]"} {
+				if !strings.Contains(keys, k) {
+					t.Errorf("Python does not read the key %s as before: %s", k, keys)
+				}
+			}
+		}
 	}
 }
 
@@ -613,5 +675,68 @@ func TestOddFormsKeepUntouchedBytes(t *testing.T) {
 				t.Fatalf("after Remove: %v\n%s", err, codec.Show(got))
 			}
 		})
+	}
+}
+
+// A field the file held as a number, a date or a boolean that Go then sets
+// to other text is quoted wherever a resolver would read it as non-text
+// (testdata/compat/retext.txt), so Go and both Python libraries read the
+// text back; unchanged, it stays plain (TestNullAndEmptyFieldsKept).
+func TestTextSetOverPlainFieldQuoted(t *testing.T) {
+	python := ""
+	if !testing.Short() {
+		python = pythonBridge(t)
+	}
+	cases := compatCases(t, "retext.txt")
+	var doc strings.Builder
+	for i, c := range cases {
+		if c[0] == "hostname" {
+			fmt.Fprintf(&doc, "- hostname: %s\n  name: h%d\n  _broker_args: {}\n", c[1], i)
+		} else {
+			fmt.Fprintf(&doc, "- hostname: h%d\n  %s: %s\n  _broker_args: {}\n", i, c[0], c[1])
+		}
+	}
+	recs, err := Parse("retext.yaml", []byte(doc.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		text, err := strconv.Unquote(c[2])
+		if err != nil {
+			t.Fatalf("%v: %v", c, err)
+		}
+		r := recs[i]
+		switch c[0] {
+		case "hostname":
+			r.Hostname = text
+		case "name":
+			r.Name = text
+		case "ip":
+			r.IP = text
+		case "_broker_provider":
+			r.Provider = text
+		case "_broker_provider_instance":
+			r.Instance = text
+		}
+		if m := r.Map(); m[c[0]] != text {
+			t.Errorf("%v: Map holds %#v", c, m[c[0]])
+		}
+	}
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	if err := Open(path).Put(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(path).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		if !codec.Equal(got[i:i+1], recs[i:i+1]) || got[i].Map()[cases[i][0]] != recs[i].Map()[cases[i][0]] {
+			data, _ := os.ReadFile(path)
+			t.Errorf("%v: read back as %s\n%s", cases[i], codec.Show(got[i:i+1]), clip(data))
+		}
+	}
+	if python != "" {
+		compareWithPython(t, python, path, recs, "retext.txt")
 	}
 }

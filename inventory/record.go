@@ -25,6 +25,11 @@ type (
 	Date = codec.Date
 )
 
+// Naive is the location of a time the file holds without a zone (Python's
+// naive datetime): such a time is written back without a zone. Make one
+// with time.Date(…, inventory.Naive); see codec.Naive.
+var Naive = codec.Naive
+
 // States a record moves through.
 const (
 	StateCreating = codec.StateCreating // written before the provider is asked for a host

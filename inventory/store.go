@@ -428,6 +428,9 @@ type snapshot struct {
 	entries []entry
 	data    []byte
 	ident   fileIdent
+	// indent is the column of the file's top-level list (codec.ListIndent):
+	// records written anew are indented as much.
+	indent int
 
 	byRaw    map[string]int // entry index by encoding, built on first use
 	hasIndex bool
@@ -526,7 +529,7 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 		}
 		return nil, err
 	}
-	snap := &snapshot{data: data, ident: id, entries: make([]entry, len(recs))}
+	snap := &snapshot{data: data, ident: id, entries: make([]entry, len(recs)), indent: codec.ListIndent(data)}
 	for i, r := range recs {
 		snap.entries[i].rec = r
 		if raws != nil {
@@ -697,8 +700,10 @@ func sameEntries(a, b []entry) bool {
 }
 
 // encode returns the file's bytes for entries, encoding those not yet
-// encoded (in place: entries is a batch's own slice).
-func encode(entries []entry) ([]byte, error) {
+// encoded (in place: entries is a batch's own slice). In a file whose list
+// is indented by indent, the records written anew (which start at the
+// margin, where none of the file's can) are indented as much.
+func encode(entries []entry, indent int) ([]byte, error) {
 	if len(entries) == 0 {
 		return []byte("[]\n"), nil
 	}
@@ -710,6 +715,9 @@ func encode(entries []entry) ([]byte, error) {
 				return nil, err
 			}
 			entries[i].raw = raw
+		}
+		if indent > 0 && bytes.HasPrefix(entries[i].raw, []byte("- ")) {
+			entries[i].raw = codec.IndentRecord(entries[i].raw, indent)
 		}
 		n += len(entries[i].raw)
 	}
@@ -820,7 +828,7 @@ func (s *Store) prepare(p *prepared, batch []*op) (done bool, err error) {
 		}
 	}
 	if p.baseErr == nil && p.changed {
-		if p.data, err = encode(p.cur); err != nil {
+		if p.data, err = encode(p.cur, p.base.indent); err != nil {
 			return false, err
 		}
 		if p.tmp, err = s.writeTemp(p.data); err != nil {
@@ -903,7 +911,7 @@ func (s *Store) publish(h *lockHeld, pl *pythonLock, p *prepared, batch []*op) (
 	s.writes.Add(1)
 	s.keepPrevious(p.data)
 	if statErr == nil {
-		s.cache = &snapshot{entries: p.cur, data: p.data, ident: identOf(&st)}
+		s.cache = &snapshot{entries: p.cur, data: p.data, ident: identOf(&st), indent: p.base.indent}
 	} else {
 		s.cache = nil
 	}
@@ -944,7 +952,7 @@ func (s *Store) recheck(p *prepared, pl *pythonLock, taken []*op) error {
 			p.tmp = ""
 		}
 		if p.changed {
-			if p.data, err = encode(p.cur); err != nil {
+			if p.data, err = encode(p.cur, p.base.indent); err != nil {
 				return err
 			}
 			if p.tmp, err = s.writeTemp(p.data); err != nil {

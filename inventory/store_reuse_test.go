@@ -22,7 +22,7 @@ func snapshotOf(t *testing.T, recs []*Record) *snapshot {
 		}
 		sn.entries = append(sn.entries, entry{rec: r, raw: raw})
 	}
-	data, err := encode(sn.entries)
+	data, err := encode(sn.entries, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func checkReuse(t *testing.T, prev *snapshot, data string, mustReuse bool) {
 	if !reflect.DeepEqual(want, recs) {
 		t.Fatalf("reuseDecode differs from a parse of %q:\n got %#v\nwant %#v", data, recs, want)
 	}
-	out, err := encode(slices.Clone(got.entries))
+	out, err := encode(slices.Clone(got.entries), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

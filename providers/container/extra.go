@@ -179,7 +179,7 @@ func (p *Provider) Sync(ctx context.Context, user string) (_ []*inventory.Record
 		p.syncSSH(ctx, rec, ins.Container, c.Labels[LabelTransport])
 		if ins.Container.State != nil && ins.Container.State.StartedAt != "" {
 			if t, err := time.Parse(time.RFC3339Nano, ins.Container.State.StartedAt); err == nil {
-				rec.Broker.CheckedOut = t.UTC()
+				rec.Broker.CheckedOut = t.UTC().Truncate(time.Second)
 			}
 		}
 		recs = append(recs, rec)

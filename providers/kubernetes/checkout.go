@@ -675,7 +675,7 @@ func (p *Provider) Sync(ctx context.Context, user string) ([]*inventory.Record, 
 		}
 		res := p.result(id, pod)
 		rec := res.Record(id)
-		rec.Broker.CheckedOut = pod.CreationTimestamp.UTC()
+		rec.Broker.CheckedOut = pod.CreationTimestamp.UTC().Truncate(time.Second)
 		ownerFromAnnotations(rec.Broker, pod.Annotations)
 		rec.Broker.Data["transport"] = TransportExec
 		if key := filepath.Join(p.keyDir(id), "client_key"); fileExists(key) {

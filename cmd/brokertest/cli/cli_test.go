@@ -129,7 +129,7 @@ func TestCleanupStaleAndFailures(t *testing.T) {
 	foreign := &inventory.Record{Hostname: "vm.example.com", Name: "vm1", Provider: "NoSuchProvider"}
 	// Kept for inspection by a run now dead: with no keep time it stays
 	// until a person names it; with one that has passed it is stale.
-	past := time.Now().Add(-time.Minute)
+	past := time.Now().Add(-time.Minute).Truncate(time.Second)
 	keptRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-kept", Provider: "Local",
 		Broker: &inventory.Meta{ID: inventory.NewID(), State: inventory.StateKept, Owner: dead}}
 	expiredRec := &inventory.Record{Hostname: "127.0.0.1", Name: "local-kept-expired", Provider: "Local",

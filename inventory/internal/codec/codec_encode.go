@@ -32,6 +32,9 @@ type encoder struct {
 	b    []byte
 	path []string
 	err  error
+	// plainKeys are the record's keys read as something other than text
+	// (Record.plainKeys), written plain again.
+	plainKeys map[string]bool
 }
 
 // fail records the first error, naming the field being written.
@@ -59,14 +62,11 @@ const (
 // appendRecord appends r's bytes to b, or fails naming the record and
 // the field it cannot write.
 func appendRecord(b []byte, r *Record) ([]byte, error) {
-	if r.unwritable != "" {
-		return nil, fmt.Errorf("inventory: record %s: %s; it cannot be written back without changing it", Label(r), r.unwritable)
-	}
 	nulls := r.nulls
 	if r.nameNull {
 		nulls |= bitName
 	}
-	e := encoder{b: b}
+	e := encoder{b: b, plainKeys: r.plainKeys}
 	e.b = append(e.b, "- "...)
 	ind := 2
 	first := true
@@ -81,8 +81,8 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		e.push(k)
 		defer e.pop()
 		switch {
-		case v != "" && r.plains&bit != 0 && writtenPlain(v):
-			// Read as a number, a date… and so written back.
+		case v != "" && r.heldPlain(bit, v) && writtenPlain(v):
+			// Read as a number, a date… and so written back while unchanged.
 			key(k)
 			e.b = append(e.b, ' ')
 			e.b = append(e.b, v...)
@@ -169,7 +169,11 @@ func (e *encoder) key(k string) {
 	if len(k) > 1000 {
 		e.fail("a key of %d bytes (at most 1000 are written)", len(k))
 	}
-	e.str(k)
+	if e.plainKeys != nil && e.plainKeys[keyPlace(e.path)] && keptPlain(k) {
+		e.b = append(e.b, k...)
+	} else {
+		e.str(k)
+	}
 	e.b = append(e.b, ':')
 }
 
@@ -283,12 +287,17 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 	}
 }
 
-// metaTime writes one of the _brokertest block's times: RFC 3339 in UTC,
-// to the nanosecond (this library's own; the Python broker does not read
-// them, and Python would keep microseconds).
+// metaTime writes one of the _brokertest block's times: RFC 3339 with its
+// zone. Python reads the block too (its listing, a rewrite) and keeps
+// microseconds: a finer time is refused, as in any other value (callers
+// truncate their times: broker to the second).
 func (e *encoder) metaTime(t time.Time) {
 	if y := t.Year(); y < 1 || y > 9999 {
 		e.fail("the time %s is outside years 1 – 9999", t)
+		return
+	}
+	if t.Nanosecond()%1000 != 0 {
+		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
 		return
 	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
@@ -303,6 +312,15 @@ func (e *encoder) time(t time.Time) {
 	}
 	if t.Nanosecond()%1000 != 0 {
 		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
+		return
+	}
+	if t.Location() == Naive {
+		// As Python writes a naive datetime: no zone, six digits of
+		// fraction when it has one.
+		e.b = t.AppendFormat(e.b, "2006-01-02 15:04:05")
+		if us := t.Nanosecond() / 1000; us != 0 {
+			e.b = append(e.b, fmt.Sprintf(".%06d", us)...)
+		}
 		return
 	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
@@ -529,6 +547,16 @@ func writtenPlain(v string) bool {
 	}
 	tag, _ := resolvePlain(v)
 	return tag != tagStr && tag != tagNull && tag != tagInvalid && tag != tagMerge
+}
+
+// keptPlain reports whether k, a key read from a plain scalar that is
+// not text (null, 1, 2024-01-01), may be written plain again.
+func keptPlain(k string) bool {
+	if textKind(k) != textPrintable || !plainAllowed(k) {
+		return false
+	}
+	tag, _ := resolvePlain(k)
+	return tag != tagStr && tag != tagInvalid && tag != tagMerge
 }
 
 // str writes text: plain where ruamel.yaml and PyYAML both read it back

@@ -97,7 +97,7 @@ func (g *genYAML) encRecord() *Record {
 	r := &Record{Hostname: s(), Name: s(), IP: s(), Provider: s(), Instance: s(), Args: g.encMap(), Facts: g.encMap(), Extra: g.encMap()}
 	r.nameNull = r.Name == "" && g.r.Intn(2) == 0
 	if g.r.Intn(3) > 0 {
-		m := &Meta{ID: s(), State: s(), Test: s(), User: s(), RequestKey: s(), CheckedOut: time.Date(2026, 11, 30, 9, 15, g.r.Intn(60), g.r.Intn(2)*123456789, time.UTC),
+		m := &Meta{ID: s(), State: s(), Test: s(), User: s(), RequestKey: s(), CheckedOut: time.Date(2026, 11, 30, 9, 15, g.r.Intn(60), g.r.Intn(2)*123456000, time.UTC),
 			Owner: Owner{Run: s(), PID: g.r.Intn(70000), Started: g.r.Uint64() >> uint(g.r.Intn(64)), BootID: s(), Machine: s()}, Data: g.encMap()}
 		if g.r.Intn(2) == 0 {
 			k := m.CheckedOut.Add(time.Hour).In(time.FixedZone("", -7200))

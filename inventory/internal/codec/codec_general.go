@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -19,7 +21,7 @@ import (
 // refuses is refused: several documents, duplicate keys, merge keys;
 // and so is what this library cannot hold: tags other than the standard
 // ones. A key that is not a string (null:, 1:) is read under its text,
-// and its record is marked unwritable.
+// and its place noted in its record so that a write gives it as read.
 
 // decodeGeneral reads any YAML with yaml.v3, within the bounds.
 func decodeGeneral(name string, data []byte) ([]*Record, error) {
@@ -53,8 +55,12 @@ func decodeGeneral(name string, data []byte) ([]*Record, error) {
 type generalReader struct {
 	p          *fastParser
 	lineStarts []int
-	// keyIssue is why the record being read cannot be written back.
-	keyIssue string
+	// path is where node is in the record being read (keys, list
+	// indexes); plainKeys the places (keyPlace) of its keys that are not
+	// strings, and keyNotText whether the key node just read is one.
+	path       []string
+	plainKeys  map[string]bool
+	keyNotText bool
 }
 
 func lineStarts(data []byte) []int {
@@ -100,7 +106,7 @@ func (g *generalReader) file(doc *yaml.Node) ([]*Record, error) {
 	for i, item := range top.Content {
 		g.p.arena = g.p.arena[:0]
 		g.p.stack = g.p.stack[:0]
-		g.keyIssue = ""
+		g.path, g.plainKeys = g.path[:0], nil
 		n, err := g.node(item, false)
 		if err != nil {
 			return nil, err
@@ -119,7 +125,7 @@ func (g *generalReader) file(doc *yaml.Node) ([]*Record, error) {
 			g.p.why, g.p.whyAt = g.p.invalid, g.p.invalidAt
 			return nil, errors.New(g.p.reason() + " (the Python broker cannot read this file either)")
 		}
-		r.unwritable = g.keyIssue
+		r.plainKeys = g.plainKeys
 		recs = append(recs, r)
 	}
 	return recs, nil
@@ -164,8 +170,23 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			f.quoted = true
 		case tagged && n.ShortTag() == "!!binary":
 			f.binary = true
+		case tagged && n.ShortTag() == "!!null":
+			// ruamel.yaml (and PyYAML) construct None whatever the text.
+			f.text = "null"
+		case tagged && n.ShortTag() == "!!bool":
+			// Both libraries look the text up in YAML 1.1's words.
+			switch strings.ToLower(n.Value) {
+			case "true", "yes", "on":
+				f.text = "true"
+			case "false", "no", "off":
+				f.text = "false"
+			default:
+				return fnode{}, g.errorAt(n, "%s %q is not one", n.Tag, n.Value)
+			}
 		case tagged:
-			// !!int "12" and the like: the text must be one.
+			// !!int "12" and the like: the text must be one. (ruamel.yaml
+			// 0.17 refuses !!float on text without a point or an exponent,
+			// "1" or "022", which PyYAML reads as 1.0: refused here too.)
 			want := map[string]int{"!!int": tagInt, "!!float": tagFloat, "!!bool": tagBool, "!!null": tagNull, "!!timestamp": tagTimestamp}[n.ShortTag()]
 			if tag, _ := resolvePlain(n.Value); tag != want {
 				return fnode{}, g.errorAt(n, "%s %q is not one", n.Tag, n.Value)
@@ -175,9 +196,7 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 		}
 		if isKey {
 			if !f.quoted && !f.binary && plainTag(n.Value) != tagStr {
-				if g.keyIssue == "" {
-					g.keyIssue = fmt.Sprintf("the key %q (line %d) is not a string", n.Value, n.Line)
-				}
+				g.keyNotText = true
 			}
 			if !f.quoted && n.Value == "<<" {
 				return fnode{}, g.errorAt(n, "a merge key (<<), which this library does not read")
@@ -192,9 +211,17 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 		base := len(g.p.stack)
 		seen := make(map[string]bool, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			g.keyNotText = false
 			k, err := g.node(n.Content[i], true)
 			if err != nil {
 				return fnode{}, err
+			}
+			g.path = append(g.path, k.text)
+			if g.keyNotText {
+				if g.plainKeys == nil {
+					g.plainKeys = make(map[string]bool)
+				}
+				g.plainKeys[keyPlace(g.path)] = true
 			}
 			same := k.text
 			if kn := n.Content[i]; kn.Kind == yaml.ScalarNode && kn.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle|yaml.TaggedStyle) == 0 {
@@ -210,6 +237,7 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			if err != nil {
 				return fnode{}, err
 			}
+			g.path = g.path[:len(g.path)-1]
 			g.p.stack = append(g.p.stack, k, v)
 		}
 		return g.p.collection(fMap, int(at), base), nil
@@ -218,11 +246,13 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 			return fnode{}, g.errorAt(n, "a key that is a map or a list")
 		}
 		base := len(g.p.stack)
-		for _, c := range n.Content {
+		for i, c := range n.Content {
+			g.path = append(g.path, strconv.Itoa(i))
 			v, err := g.node(c, false)
 			if err != nil {
 				return fnode{}, err
 			}
+			g.path = g.path[:len(g.path)-1]
 			g.p.stack = append(g.p.stack, v)
 		}
 		return g.p.collection(fSeq, int(at), base), nil
@@ -237,16 +267,16 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 // alone to what the whole file gave for that record (a piece holding an
 // alias of another record's anchor does not: that record is written
 // anew, its values expanded); raws[i] is nil for the others, and all are
-// nil when the file cannot be cut so.
+// nil when the file cannot be cut so. In a file whose list is indented the
+// pieces keep their indentation, and the store indents the records it
+// writes anew as much (ListIndent).
 func generalRaws(name string, data []byte, recs []*Record) [][]byte {
 	raws := make([][]byte, len(recs))
 	if len(recs) == 0 {
 		return raws
 	}
-	starts, indent := itemStarts(data)
-	// Pieces of an indented list would not join those written at the
-	// left margin: such a file is written anew in this library's form.
-	if len(starts) != len(recs) || indent != 0 {
+	starts, _ := itemStarts(data)
+	if len(starts) != len(recs) {
 		return raws
 	}
 	starts[0] = 0 // what comes before the first item is part of it
@@ -326,4 +356,56 @@ func sameRecord(a, b *Record) bool {
 		return bytes.Equal(ea, eb)
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// keyPlace names a key's place in a record: the keys and list indexes
+// leading to it, and the key, as the encoder's path holds them.
+func keyPlace(path []string) string { return strings.Join(path, "\x00") }
+
+// ListIndent is the column of the first item of the file's top-level
+// list (0 for a file in this library's form, or with no list): records
+// written anew into the file are indented as much (IndentRecord), so that
+// they join the items kept as read.
+func ListIndent(data []byte) int {
+	for p := 0; p < len(data); {
+		end := bytes.IndexByte(data[p:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += p
+		}
+		line := bytes.TrimSuffix(data[p:end], []byte("\r"))
+		if p == 0 {
+			line = bytes.TrimPrefix(line, []byte("\uFEFF"))
+		}
+		rest := bytes.TrimLeft(line, " ")
+		switch {
+		case len(rest) == 0 || rest[0] == '#' || rest[0] == '%' || bytes.HasPrefix(rest, []byte("---")):
+		case rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ' || rest[1] == '\t'):
+			return len(line) - len(rest)
+		default:
+			return 0
+		}
+		p = end + 1
+	}
+	return 0
+}
+
+// IndentRecord returns a record's bytes as EncodeRecord gives them,
+// indented by n spaces (its empty lines left empty).
+func IndentRecord(raw []byte, n int) []byte {
+	pad := bytes.Repeat([]byte(" "), n)
+	out := make([]byte, 0, len(raw)+n*bytes.Count(raw, []byte("\n"))+n)
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line = raw[:i+1]
+		}
+		raw = raw[len(line):]
+		if len(line) > 0 && line[0] != '\n' {
+			out = append(out, pad...)
+		}
+		out = append(out, line...)
+	}
+	return out
 }

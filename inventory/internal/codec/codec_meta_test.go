@@ -59,7 +59,7 @@ func TestMetaMapIsTheRoundTrip(t *testing.T) {
 		}
 		b, err := encodeRecord(&Record{Hostname: "h", Broker: m})
 		if err != nil {
-			continue // text that is not UTF-8, a year Python cannot hold
+			continue // text that is not UTF-8, a year Python cannot hold, a time finer than a microsecond
 		}
 		recs, err := Parse("x.yaml", b)
 		if err != nil || len(recs) != 1 || recs[0].Broker == nil {

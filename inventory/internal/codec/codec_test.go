@@ -157,8 +157,9 @@ func TestDecodeFileRaw(t *testing.T) {
 		{"---\n- hostname: a\n", []string{"---\n- hostname: a\n"}},
 		{"- hostname: a", []string{"- hostname: a"}},
 		{"\uFEFF- hostname: a\r\n- hostname: b\r\n", []string{"\uFEFF- hostname: a\r\n", "- hostname: b\r\n"}},
-		// An indented list: its pieces would not join ours.
-		{"  - hostname: a\n    ip: ::1\n  - hostname: b\n", []string{"", ""}},
+		// An indented list: its pieces keep their indentation (the store
+		// indents the records it writes as much).
+		{"  - hostname: a\n    ip: ::1\n  - hostname: b\n", []string{"  - hostname: a\n    ip: ::1\n", "  - hostname: b\n"}},
 		{"- hostname: a\n- hostname: b\n...\n", []string{"- hostname: a\n", "- hostname: b\n"}},
 	} {
 		recs, raw, err := decodeFile("x.yaml", []byte(c.s))
@@ -247,5 +248,18 @@ func TestValueLimits(t *testing.T) {
 	_, err = Parse("huge.yaml", []byte(b.String()))
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("more than %d values", maxValues)) || !strings.Contains(err.Error(), "huge.yaml") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// ListIndent finds the column of the top-level list past comments and
+// directives, and IndentRecord shifts a record's lines but its empty ones.
+func TestListIndentAndIndentRecord(t *testing.T) {
+	for s, want := range map[string]int{"- a\n": 0, "# c\n\n  - a\n": 2, "\uFEFF---\n    -\n": 4, "[]\n": 0, "": 0} {
+		if got := ListIndent([]byte(s)); got != want {
+			t.Errorf("ListIndent(%q) = %d, want %d", s, got, want)
+		}
+	}
+	if got := string(IndentRecord([]byte("- a: |\n    x\n\n    y\n"), 2)); got != "  - a: |\n      x\n\n      y\n" {
+		t.Errorf("IndentRecord gives %q", got)
 	}
 }

@@ -59,7 +59,7 @@ func ValuesEqual(a, b any) bool {
 		}
 		_, xo := x.Zone()
 		_, yo := y.Zone()
-		return x.Equal(y) && xo == yo
+		return x.Equal(y) && xo == yo && (x.Location() == Naive) == (y.Location() == Naive)
 	case *big.Int:
 		y, ok := b.(*big.Int)
 		return ok && x.Cmp(y) == 0

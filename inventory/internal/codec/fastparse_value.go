@@ -3,6 +3,7 @@ package codec
 import (
 	"encoding/base64"
 	"math/big"
+	"math/bits"
 	"strings"
 	"time"
 )
@@ -138,7 +139,16 @@ func (p *fastParser) record(n *fnode) (*Record, bool) {
 			case v.kind == fScalar && !v.quoted && !v.binary && plainTag(v.text) != tagStr:
 				r.plains |= bit
 			}
-			return p.str(v, dst)
+			if !p.str(v, dst) {
+				return false
+			}
+			if r.plains&bit != 0 {
+				if r.held == nil {
+					r.held = new([5]string)
+				}
+				r.held[bits.TrailingZeros8(bit)] = *dst
+			}
+			return true
 		}
 		switch k {
 		case "hostname":
@@ -416,6 +426,11 @@ func (p *fastParser) time(n *fnode, dst *time.Time) bool {
 	}
 	if tag, v, ok := n.plainScalar(); ok && tag == tagTimestamp {
 		if t, ok := v.(time.Time); ok {
+			if t.Location() == Naive {
+				// This library's own times are in UTC; one without a
+				// zone is taken so, as before.
+				t = time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
+			}
 			*dst = t
 			return true
 		}

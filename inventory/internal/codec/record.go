@@ -8,6 +8,7 @@
 package codec
 
 import (
+	"math/bits"
 	"strconv"
 	"time"
 
@@ -43,10 +44,15 @@ type Record struct {
 	// to the Python broker (name: 123, hostname: 10.5): written back
 	// plain while they still read as such, so their type is kept.
 	plains uint8
-	// unwritable says why this record, as read, cannot be written back
-	// unchanged (a key that is not a string); Put and Update refuse it,
-	// while the file keeps its bytes.
-	unwritable string
+	// held is the text of the plains fields as read (by bits.TrailingZeros8
+	// of the field's bit), allocated only for a record that has any: a
+	// field is written plain again only while Go still holds that text, so
+	// text a Go caller sets ("007" where the file held 7) is quoted.
+	held *[5]string
+	// plainKeys holds the places (keyPlace) of the keys read as something
+	// other than text (null:, 1:), held as their text and written back
+	// plain, as read, while still there.
+	plainKeys map[string]bool
 }
 
 // record is Record without its YAML methods, for decoding into.
@@ -193,7 +199,7 @@ func (r *Record) Map() map[string]any {
 	// as it is written back.
 	set := func(k, v string, bit uint8) {
 		switch {
-		case v != "" && r.plains&bit != 0:
+		case v != "" && r.heldPlain(bit, v):
 			m[k] = v
 			if tag, x := resolvePlain(v); tag != tagStr && tag != tagInvalid && tag != tagMerge {
 				m[k] = x
@@ -296,4 +302,10 @@ func (r *Record) String() string {
 		return label
 	}
 	return label + " (" + details + ")"
+}
+
+// heldPlain reports whether v, the text of the field of bit, is what the
+// file held as a plain scalar that is not text (name: 123), unchanged.
+func (r *Record) heldPlain(bit uint8, v string) bool {
+	return r.plains&bit != 0 && r.held != nil && r.held[bits.TrailingZeros8(bit)] == v
 }

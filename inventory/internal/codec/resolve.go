@@ -370,7 +370,7 @@ func ruamelFloat(s string) (float64, bool) {
 // ruamelTimestamp is ruamel's construct_yaml_timestamp: a Date for a
 // date alone, else a time.Time, to the microsecond (a seventh digit
 // rounds, as there). A time with a zone is in that zone (Z: UTC); one
-// without is taken as UTC. Python's datetime bounds apply: year 1 to
+// without is in Naive, as Python's naive datetime. Python's datetime bounds apply: year 1 to
 // 9999, real days, hours below 24.
 func ruamelTimestamp(s string) (any, bool) {
 	m := timestampPattern.FindStringSubmatch(s)
@@ -402,7 +402,10 @@ func ruamelTimestamp(s string) (any, bool) {
 			usec++
 		}
 	}
-	loc := time.UTC
+	loc := Naive
+	if m[11] == "Z" {
+		loc = time.UTC
+	}
 	if m[11] != "" && m[11] != "Z" {
 		th, tm := num(m[13]), 0
 		if m[14] != "" {
@@ -419,3 +422,10 @@ func ruamelTimestamp(s string) (any, bool) {
 	}
 	return time.Date(y, time.Month(mo), d, h, mi, sec, usec*1000, loc), true
 }
+
+// Naive is the location of a time read without a zone (Python's naive
+// datetime, 2024-01-01 10:00:00): its wall clock is the time, in no zone.
+// Such a time is written back without a zone, as Python writes it; a time
+// in any other location is written with its zone. Time methods that change
+// the location (UTC, In, Local) make it an aware time.
+var Naive = time.FixedZone("naive", 0)

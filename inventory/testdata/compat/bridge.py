@@ -11,7 +11,7 @@
 
 Typed JSON: ["n"] null, ["b", bool], ["i", "decimal"], ["f", "repr"],
 ["s", text], ["y", base64] bytes, ["d", "YYYY-MM-DD"], ["t", "UTC time to
-the microsecond"], ["l", [items]], ["m", [[key, value], ...]].
+the microsecond"] an aware datetime, ["T", "time"] a naive one, ["l", [items]], ["m", [[key, value], ...]].
 """
 import base64
 import datetime
@@ -36,12 +36,15 @@ def typed(v):
     if isinstance(v, bytes):
         return ["y", base64.b64encode(v).decode()]
     if isinstance(v, datetime.datetime):
+        # A naive datetime: no tzinfo (PyYAML) and, for ruamel.yaml, no
+        # zone in the text it was read from.
+        naive = v.tzinfo is None and (getattr(v, "_yaml", None) or {}).get("tz") is None
         if v.tzinfo is not None:
             v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         else:
             # ruamel.yaml's naive datetime of a zoned text is already in UTC.
             v = datetime.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
-        return ["t", "%04d-%02d-%02dT%02d:%02d:%02d.%06d" % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)]
+        return ["T" if naive else "t", "%04d-%02d-%02dT%02d:%02d:%02d.%06d" % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)]
     if isinstance(v, datetime.date):
         return ["d", v.isoformat()]
     if isinstance(v, dict):
@@ -67,8 +70,10 @@ def untyped(t):
         return base64.b64decode(t[1])
     if kind == "d":
         return datetime.date.fromisoformat(t[1])
-    if kind == "t":
+    if kind == "T":
         return datetime.datetime.strptime(t[1], "%Y-%m-%dT%H:%M:%S.%f")
+    if kind == "t":
+        return datetime.datetime.strptime(t[1], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc)
     if kind == "l":
         return [untyped(x) for x in t[1]]
     if kind == "m":
