@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,6 +196,11 @@ func TestPythonDifferential(t *testing.T) {
 	recs := make([]*Record, n)
 	for i := range recs {
 		recs[i] = g.record(i)
+		// Some hosts checked out together: equal _broker_args, which
+		// ruamel.yaml's rewrite below shares (an anchor and aliases).
+		if i%7 == 6 && len(recs[i-3].Args) > 0 {
+			recs[i].Args = recs[i-3].Clone().Args
+		}
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -218,8 +224,12 @@ func TestPythonDifferential(t *testing.T) {
 		return
 	}
 
-	// 2. ruamel.yaml rewrites.
-	bridge(t, python, nil, "rewrite", path)
+	// 2. ruamel.yaml rewrites, records with equal _broker_args sharing
+	// them as the Python broker up to 0.8.10 writes them.
+	bridge(t, python, nil, "rewrite", path, "share")
+	if rewritten, _ := os.ReadFile(path); !bytes.Contains(rewritten, []byte("_broker_args: *id")) {
+		t.Fatalf("2. ruamel.yaml's rewrite holds no shared _broker_args")
+	}
 	if goAgreesWithRuamel(t, python, path, "2. rewritten by ruamel.yaml") {
 		goChangesKeepBytes(t, g, python, path, recs)
 	}
@@ -412,30 +422,58 @@ func TestPutRemoveKeepOtherRecordsBytes(t *testing.T) {
 	// Odd pieces: the records of the keep/ files (bar the first, which
 	// may carry a byte-order mark or "---"), their hostnames made unique.
 	var odd [][]byte
+	var pairs [][2][]byte // an anchor's record and one using it
 	files, _ := filepath.Glob(filepath.Join("testdata", "compat", "keep", "*.yaml"))
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, raws, err := codec.DecodeFile(f, data)
+		recs, raws, links, err := codec.DecodeFileLinked(f, data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, raw := range raws {
+		for i, raw := range raws {
 			if raw != nil && !bytes.HasPrefix(raw, []byte("\ufeff")) && !bytes.HasPrefix(raw, []byte("---")) && bytes.HasPrefix(raw, []byte("- hostname: ")) {
-				odd = append(odd, raw)
+				if links == nil || len(links[i].Uses) == 0 {
+					odd = append(odd, raw)
+					continue
+				}
+				// A record using another's anchor: the pair, as one piece.
+				if len(links[i].Uses) == 1 {
+					if j := slices.Index(recs, links[i].Uses[0].Rec); j >= 0 && raws[j] != nil && bytes.HasPrefix(raws[j], []byte("- hostname: ")) {
+						pairs = append(pairs, [2][]byte{raws[j], raw})
+					}
+				}
 			}
 		}
 	}
-	if len(odd) < 5 {
-		t.Fatalf("only %d odd pieces", len(odd))
+	if len(odd) < 5 || len(pairs) < 2 {
+		t.Fatalf("only %d odd pieces, %d pairs sharing an anchor", len(odd), len(pairs))
 	}
 	ctx := context.Background()
 	for round := range 40 {
 		var file []byte
 		n := 3 + g.r.IntN(8)
 		for i := range n {
+			if g.r.IntN(4) == 0 {
+				// The pair, perhaps with other records between (an
+				// anchor of the same name too: the alias then refers
+				// to that one).
+				pair := pairs[g.r.IntN(len(pairs))]
+				for k, piece := range pair {
+					_, rest, _ := bytes.Cut(piece, []byte("\n"))
+					file = fmt.Appendf(file, "- hostname: pair-%d-%d-%d\n%s", round, i, k, rest)
+					if k == 0 && g.r.IntN(2) == 0 {
+						b, err := codec.EncodeRecord(g.record(round*100 + i))
+						if err != nil {
+							t.Fatal(err)
+						}
+						file = append(file, b...)
+					}
+				}
+				continue
+			}
 			if g.r.IntN(2) == 0 {
 				piece := odd[g.r.IntN(len(odd))]
 				name := fmt.Sprintf("- hostname: odd-%d-%d", round, i)
@@ -457,15 +495,17 @@ func TestPutRemoveKeepOtherRecordsBytes(t *testing.T) {
 		s := Open(path)
 		for step := range 5 {
 			before, _ := os.ReadFile(path)
-			recs, raws, err := codec.DecodeFile(path, before)
+			recs, raws, links, err := codec.DecodeFileLinked(path, before)
 			if err != nil {
 				t.Fatalf("round %d step %d: %v\n%s", round, step, err, before)
 			}
 			touched := -1
+			var want []*Record // the records after the change
 			switch op := g.r.IntN(3); {
 			case op == 0 && len(recs) > 0:
 				touched = g.r.IntN(len(recs))
 				err = s.Remove(ctx, recs[touched])
+				want = slices.Delete(slices.Clone(recs), touched, touched+1)
 			case op == 1 && len(recs) > 0:
 				touched = g.r.IntN(len(recs))
 				c := recs[touched].Clone()
@@ -474,23 +514,41 @@ func TestPutRemoveKeepOtherRecordsBytes(t *testing.T) {
 				}
 				c.Args["changed"] = g.value(0)
 				err = s.Put(ctx, c)
+				want = slices.Clone(recs)
+				want[touched] = c
 			default:
-				err = s.Put(ctx, g.record(round*100+50+step))
+				r := g.record(round*100 + 50 + step)
+				err = s.Put(ctx, r)
+				want = append(slices.Clone(recs), r)
 			}
 			if err != nil {
 				t.Fatalf("round %d step %d: %v", round, step, err)
 			}
 			after, _ := os.ReadFile(path)
+			_, _, keep := keptAsRead(t, path, before, func(i int) bool { return i == touched })
 			for i, raw := range raws {
-				if i == touched || raw == nil {
+				if !keep[i] {
 					continue
 				}
 				if !bytes.Contains(after, raw) {
 					t.Fatalf("round %d step %d: record %d (not touched) changed its bytes:\n%q\nbefore\n%s\nafter\n%s", round, step, i, raw, before, after)
 				}
 			}
-			if _, err := Open(path).Load(ctx); err != nil {
+			// A record using an anchor keeps its bytes exactly while
+			// the anchor's record is untouched, and only then.
+			for i := range links {
+				if len(links[i].Uses) > 0 && i != touched {
+					if has := bytes.Contains(after, raws[i]); has != keep[i] {
+						t.Fatalf("round %d step %d: record %d, using another's anchor, kept its bytes: %v, want %v\nbefore\n%s\nafter\n%s", round, step, i, has, keep[i], before, after)
+					}
+				}
+			}
+			got, err := Open(path).Load(ctx)
+			if err != nil {
 				t.Fatalf("round %d step %d: the file written cannot be read: %v\n%s", round, step, err, after)
+			}
+			if !codec.Equal(got, want) {
+				t.Fatalf("round %d step %d: read back as\n%s\nwant\n%s\nfile\n%s", round, step, codec.Show(got), codec.Show(want), after)
 			}
 		}
 	}
@@ -510,7 +568,7 @@ func goChangesKeepBytes(t *testing.T, g *randValues, python, path string, recs [
 	ctx := context.Background()
 	n := len(recs)
 	rewritten, _ := os.ReadFile(path)
-	before, raws, err := codec.DecodeFile(path, rewritten)
+	before, raws, links, err := codec.DecodeFileLinked(path, rewritten)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,15 +607,22 @@ func goChangesKeepBytes(t *testing.T, g *randValues, python, path string, recs [
 		t.Fatal(err)
 	}
 	after, _ := os.ReadFile(path)
-	kept := 0
+	_, _, keep := keptAsRead(t, path, rewritten, func(i int) bool { return touched[i] })
+	kept, aliases := 0, 0
 	for i, raw := range raws {
-		if touched[i] || raw == nil {
+		if !keep[i] {
 			continue
 		}
 		if !bytes.Contains(after, raw) {
 			t.Fatalf("record %d was not touched but its bytes changed:\n%q", i, raw)
 		}
 		kept++
+		if links != nil && len(links[i].Uses) > 0 {
+			aliases++
+		}
+	}
+	if aliases == 0 {
+		t.Fatalf("no record using another's anchor kept its bytes")
 	}
 	if kept < len(raws)/2 {
 		t.Fatalf("only %d of %d untouched records kept their bytes", kept, len(raws))

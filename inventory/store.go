@@ -413,6 +413,11 @@ func (s *Store) runBatch(h *lockHeld, batch []*op) {
 type entry struct {
 	rec *Record
 	raw []byte
+	// link, for a record read from a file with anchors and kept as read,
+	// names the anchors raw holds and those of other records it uses: raw
+	// reads as rec only after those records' own bytes (linkHolds). Nil
+	// for records written anew, which hold no anchors or aliases.
+	link *codec.Link
 }
 
 // fileIdent tells one version of the file from another.
@@ -445,7 +450,8 @@ func (sn *snapshot) index() map[string]int {
 	sn.hasIndex = true
 	m := make(map[string]int, len(sn.entries))
 	for i, e := range sn.entries {
-		if e.raw == nil {
+		// Bytes using another record's anchor do not stand alone.
+		if e.raw == nil || e.link != nil && len(e.link.Uses) > 0 {
 			return nil
 		}
 		m[string(e.raw)] = i
@@ -520,7 +526,7 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 	if snap := reuseDecode(s.path, prev, data, id); snap != nil {
 		return snap, nil
 	}
-	recs, raws, err := codec.DecodeFile(s.path, data)
+	recs, raws, links, err := codec.DecodeFileLinked(s.path, data)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			if _, serr := os.Stat(s.prevPath()); serr == nil {
@@ -534,6 +540,9 @@ func (s *Store) decode(prev *snapshot, data []byte, id fileIdent) (*snapshot, er
 		snap.entries[i].rec = r
 		if raws != nil {
 			snap.entries[i].raw = raws[i]
+		}
+		if links != nil && raws != nil && raws[i] != nil {
+			snap.entries[i].link = &links[i]
 		}
 	}
 	return snap, nil
@@ -709,12 +718,19 @@ func encode(entries []entry, indent int) ([]byte, error) {
 	}
 	n := 0
 	for i := range entries {
+		// A record using another's anchor keeps its bytes only while
+		// that record keeps its own and precedes it; else it is written
+		// anew, the shared values expanded.
+		if l := entries[i].link; l != nil && len(l.Uses) > 0 && !linkHolds(entries[:i], l) {
+			entries[i].raw = nil
+		}
 		if entries[i].raw == nil {
 			raw, err := codec.EncodeRecord(entries[i].rec)
 			if err != nil {
 				return nil, err
 			}
 			entries[i].raw = raw
+			entries[i].link = nil
 		}
 		if indent > 0 && bytes.HasPrefix(entries[i].raw, []byte("- ")) {
 			entries[i].raw = codec.IndentRecord(entries[i].raw, indent)
@@ -730,6 +746,26 @@ func encode(entries []entry, indent int) ([]byte, error) {
 		}
 	}
 	return data, nil
+}
+
+// linkHolds reports whether the bytes of a record with link l, written
+// after before, read as that record: each record whose anchor it uses is
+// in before, kept as read (its link still there), and no record after it
+// in before holds an anchor of the same name. Records written anew hold
+// no anchors, so only records kept as read can.
+func linkHolds(before []entry, l *codec.Link) bool {
+	for _, u := range l.Uses {
+		j := slices.IndexFunc(before, func(e entry) bool { return e.rec == u.Rec })
+		if j < 0 || before[j].link == nil {
+			return false
+		}
+		for _, e := range before[j+1:] {
+			if e.link != nil && slices.Contains(e.link.Anchors, u.Name) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // takeOps takes the waiting ops of batch into the write: from here their

@@ -57,36 +57,75 @@ func Parse(name string, data []byte) ([]*Record, error) {
 // the item before them (those before the first, of the first). raw is nil
 // when the file is in another form.
 func decodeFile(name string, data []byte) (recs []*Record, raw [][]byte, err error) {
+	recs, raw, links, err := decodeFileLinked(name, data)
+	for i := range links {
+		if len(links[i].Uses) > 0 {
+			raw[i] = nil
+		}
+	}
+	return recs, raw, err
+}
+
+// decodeFileLinked is decodeFile that also keeps the bytes of a record
+// using an alias of other records' anchors, when they decode to it after
+// the bytes of those records; links[i] then says which records and anchor
+// names record i uses, and which anchors it holds (links is nil for a file
+// without anchors or aliases).
+func decodeFileLinked(name string, data []byte) (recs []*Record, raw [][]byte, links []Link, err error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, [][]byte{}, nil
+		return nil, [][]byte{}, nil, nil
 	}
 	if len(data) > maxFileSize {
-		return nil, nil, limitError(name, "it is %s; an inventory file may hold at most %s", size(len(data)), size(maxFileSize))
+		return nil, nil, nil, limitError(name, "it is %s; an inventory file may hold at most %s", size(len(data)), size(maxFileSize))
 	}
 	recs, raw, why, invalid := fastDecode(data)
 	if invalid {
-		return nil, nil, fmt.Errorf("%w: %s: %s (the Python broker cannot read this file either)", ErrCorrupt, name, why)
+		return nil, nil, nil, fmt.Errorf("%w: %s: %s (the Python broker cannot read this file either)", ErrCorrupt, name, why)
 	}
 	if why == "" {
 		if len(recs) == 0 {
 			recs = nil
 		}
-		return recs, raw, nil
+		return recs, raw, nil, nil
 	}
 	if len(data) > maxGeneralSize {
-		return nil, nil, limitError(name, "it is %s and not in the plain form this library writes (%s); such a file may hold at most %s", size(len(data)), why, size(maxGeneralSize))
+		return nil, nil, nil, limitError(name, "it is %s and not in the plain form this library writes (%s); such a file may hold at most %s", size(len(data)), why, size(maxGeneralSize))
 	}
-	recs, err = decodeGeneral(name, data)
+	recs, links, err = decodeGeneral(name, data)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return recs, generalRaws(name, data, recs), nil
+	return recs, generalRaws(name, data, recs, links), links, nil
 }
 
 // DecodeFile is decodeFile: the records, and the bytes of each (nil for
 // a record whose bytes do not stand alone).
 func DecodeFile(name string, data []byte) ([]*Record, [][]byte, error) {
 	return decodeFile(name, data)
+}
+
+// DecodeFileLinked is decodeFileLinked: the records, the bytes of each
+// (nil for a record whose bytes do not stand alone, nor after those of
+// the records whose anchors it uses), and the records' links (nil when
+// the file has no anchors or aliases).
+func DecodeFileLinked(name string, data []byte) ([]*Record, [][]byte, []Link, error) {
+	return decodeFileLinked(name, data)
+}
+
+// Link ties a record read from a file, as its bytes stand, to the anchors
+// they hold and to the anchors of other records they use (aliases of the
+// Python broker's shared _broker_args: "_broker_args: *id001"). Its bytes
+// read as the record only while each record it uses precedes it with its
+// own bytes, and no record between them holds an anchor of the same name.
+type Link struct {
+	Anchors []string // the anchors the record's bytes hold
+	Uses    []Use    // the aliases in them of other records' anchors
+}
+
+// Use is an alias in one record of an anchor in another.
+type Use struct {
+	Rec  *Record // the record holding the anchor
+	Name string  // the anchor's name
 }
 
 // EncodeRecord is one record's bytes, as Marshal writes it.

@@ -23,33 +23,35 @@ import (
 // ones. A key that is not a string (null:, 1:) is read under its text,
 // and its place noted in its record so that a write gives it as read.
 
-// decodeGeneral reads any YAML with yaml.v3, within the bounds.
-func decodeGeneral(name string, data []byte) ([]*Record, error) {
+// decodeGeneral reads any YAML with yaml.v3, within the bounds; links
+// (nil when the file has no anchors) say which anchors each record holds
+// and which of other records' it uses.
+func decodeGeneral(name string, data []byte) ([]*Record, []Link, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
+		return nil, nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
 	}
 	var second yaml.Node
 	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
 		line := second.Line
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
+			return nil, nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, yamlErrorText(err))
 		}
-		return nil, fmt.Errorf("%w: %s: a second YAML document at line %d (after \"---\" or \"...\"); an inventory is one document, and the Python broker refuses this file too", ErrCorrupt, name, line)
+		return nil, nil, fmt.Errorf("%w: %s: a second YAML document at line %d (after \"---\" or \"...\"); an inventory is one document, and the Python broker refuses this file too", ErrCorrupt, name, line)
 	}
 	if err := checkBounds(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w: %s", ErrCorrupt, name, ErrLimit, err.Error())
+		return nil, nil, fmt.Errorf("%w: %s: %w: %s", ErrCorrupt, name, ErrLimit, err.Error())
 	}
 	g := &generalReader{p: &fastParser{s: string(data)}, lineStarts: lineStarts(data)}
 	recs, err := g.file(&doc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, err)
+		return nil, nil, fmt.Errorf("%w: %s: %s", ErrCorrupt, name, err)
 	}
-	return recs, nil
+	return recs, g.links(recs), nil
 }
 
 type generalReader struct {
@@ -61,6 +63,56 @@ type generalReader struct {
 	path       []string
 	plainKeys  map[string]bool
 	keyNotText bool
+	// items are the top-level list's items, for links.
+	items []*yaml.Node
+}
+
+// links finds, in each item, the anchors it holds and the aliases of
+// other items' anchors it uses; nil when there are none.
+func (g *generalReader) links(recs []*Record) []Link {
+	if len(g.items) != len(recs) {
+		return nil
+	}
+	var links []Link
+	holder := map[*yaml.Node]int{} // anchored node → its item
+	var walk func(i int, n *yaml.Node)
+	walk = func(i int, n *yaml.Node) {
+		if n.Kind == yaml.AliasNode {
+			if j, ok := holder[n.Alias]; ok && j != i {
+				links[i].Uses = append(links[i].Uses, Use{Rec: recs[j], Name: n.Value})
+			}
+			return
+		}
+		if n.Anchor != "" {
+			holder[n] = i
+			links[i].Anchors = append(links[i].Anchors, n.Anchor)
+		}
+		for _, c := range n.Content {
+			walk(i, c)
+		}
+	}
+	for i, item := range g.items {
+		if links == nil {
+			if !hasAnchorOrAlias(item) {
+				continue
+			}
+			links = make([]Link, len(recs))
+		}
+		walk(i, item)
+	}
+	return links
+}
+
+func hasAnchorOrAlias(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode || n.Anchor != "" {
+		return true
+	}
+	for _, c := range n.Content {
+		if hasAnchorOrAlias(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func lineStarts(data []byte) []int {
@@ -103,6 +155,7 @@ func (g *generalReader) file(doc *yaml.Node) ([]*Record, error) {
 		return nil, err
 	}
 	var recs []*Record
+	g.items = top.Content
 	for i, item := range top.Content {
 		g.p.arena = g.p.arena[:0]
 		g.p.stack = g.p.stack[:0]
@@ -264,13 +317,15 @@ func (g *generalReader) node(n *yaml.Node, isKey bool) (fnode, error) {
 // bytes, so that a write keeps the bytes of every record it does not
 // touch: at each line that starts an item of the top-level list (at the
 // column of the first item's "-"). A piece is kept only when it decodes
-// alone to what the whole file gave for that record (a piece holding an
-// alias of another record's anchor does not: that record is written
-// anew, its values expanded); raws[i] is nil for the others, and all are
-// nil when the file cannot be cut so. In a file whose list is indented the
-// pieces keep their indentation, and the store indents the records it
-// writes anew as much (ListIndent).
-func generalRaws(name string, data []byte, recs []*Record) [][]byte {
+// alone to what the whole file gave for that record, or, for a piece
+// holding an alias of other records' anchors (links[i].Uses), when it
+// decodes to that record after the kept pieces of the records it uses,
+// theirs in turn, in the file's order (the store then keeps it only while
+// they precede it with their bytes); raws[i] is nil for the others, and
+// all are nil when the file cannot be cut so. In a file whose list is
+// indented the pieces keep their indentation, and the store indents the
+// records it writes anew as much (ListIndent).
+func generalRaws(name string, data []byte, recs []*Record, links []Link) [][]byte {
 	raws := make([][]byte, len(recs))
 	if len(recs) == 0 {
 		return raws
@@ -283,19 +338,67 @@ func generalRaws(name string, data []byte, recs []*Record) [][]byte {
 	// A document end marker ("...") after the last item is not part of
 	// it: records written after it would be in no document.
 	data = data[:endBeforeDocumentEnd(data, starts[len(starts)-1])]
+	index := make(map[*Record]int, len(recs))
+	for i, r := range recs {
+		index[r] = i
+	}
 	for i := range recs {
 		end := len(data)
 		if i+1 < len(starts) {
 			end = starts[i+1]
 		}
 		piece := data[starts[i]:end:end]
-		got, err := decodeGeneral(name, piece)
+		if links != nil && len(links[i].Uses) > 0 {
+			if keepsAfterUsed(name, piece, i, recs, raws, links, index) {
+				raws[i] = piece
+			}
+			continue
+		}
+		got, _, err := decodeGeneral(name, piece)
 		if err != nil || len(got) != 1 || !sameRecord(got[0], recs[i]) {
 			continue
 		}
 		raws[i] = piece
 	}
 	return raws
+}
+
+// keepsAfterUsed reports whether piece, record i's bytes, decodes to
+// recs[i] after the kept bytes of the records it uses (and those they
+// use), in the file's order.
+func keepsAfterUsed(name string, piece []byte, i int, recs []*Record, raws [][]byte, links []Link, index map[*Record]int) bool {
+	need := map[int]bool{}
+	var add func(k int) bool
+	add = func(k int) bool {
+		for _, u := range links[k].Uses {
+			j, ok := index[u.Rec]
+			if !ok || j >= k || raws[j] == nil {
+				return false
+			}
+			if !need[j] {
+				need[j] = true
+				if !add(j) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if !add(i) {
+		return false
+	}
+	var doc []byte
+	for j := range i {
+		if need[j] {
+			doc = append(doc, raws[j]...)
+			if !bytes.HasSuffix(doc, []byte("\n")) {
+				return false
+			}
+		}
+	}
+	doc = append(doc, piece...)
+	got, _, err := decodeGeneral(name, doc)
+	return err == nil && len(got) == len(need)+1 && sameRecord(got[len(need)], recs[i])
 }
 
 // itemStarts returns the offsets of the lines that start an item of the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -64,6 +65,16 @@ func TestSharedAliasesRead(t *testing.T) {
 	if _, raw, _ := decodeFile("shared.yaml", data); len(raw) != 2 || raw[0] == nil || raw[1] != nil {
 		t.Errorf("record bytes %q: want the first record's only", raw)
 	}
+	// Linked, the alias's record keeps its bytes too, which read as it
+	// after the anchor's record's.
+	recs, raw, links, err := decodeFileLinked("shared.yaml", data)
+	if err != nil || len(raw) != 2 || raw[1] == nil || len(links) != 2 {
+		t.Fatalf("bytes %q, links %v: %v", raw, links, err)
+	}
+	if !reflect.DeepEqual(links[0].Anchors, []string{"args"}) || len(links[0].Uses) != 0 ||
+		len(links[1].Uses) != 1 || links[1].Uses[0] != (Use{Rec: recs[0], Name: "args"}) {
+		t.Errorf("links %+v", links)
+	}
 }
 
 func TestDepthAndSelfAliasRefused(t *testing.T) {
@@ -83,7 +94,7 @@ func TestDepthAndSelfAliasRefused(t *testing.T) {
 	if _, err := Parse("ok.yaml", []byte(ok)); err != nil {
 		t.Error(err)
 	}
-	if _, err := decodeGeneral("ok.yaml", []byte(ok)); err != nil {
+	if _, _, err := decodeGeneral("ok.yaml", []byte(ok)); err != nil {
 		t.Error(err)
 	}
 }

@@ -66,7 +66,7 @@ func checkFast(t *testing.T, data []byte) bool {
 	if why != "" {
 		return false
 	}
-	want, err := decodeGeneral("x.yaml", data)
+	want, _, err := decodeGeneral("x.yaml", data)
 	if err != nil {
 		t.Fatalf("the fast reader accepts what yaml.v3 refuses (%v):\n%s", err, data)
 	}

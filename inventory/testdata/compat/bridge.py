@@ -3,9 +3,12 @@
     bridge.py read FILE       print how ruamel.yaml (round-trip, as the Python
                               broker reads) and PyYAML (FullLoader, as older
                               Python brokers read) read FILE, as typed JSON
-    bridge.py rewrite FILE    load FILE and dump it again with ruamel.yaml in
+    bridge.py rewrite FILE [share]
+                              load FILE and dump it again with ruamel.yaml in
                               round-trip mode, as the Python broker's
-                              update_inventory rewrites the inventory
+                              update_inventory rewrites the inventory; with
+                              share, records with equal _broker_args share
+                              one dict (anchors and aliases)
     bridge.py write FILE      read typed JSON records on stdin and dump them
                               to FILE with ruamel.yaml in round-trip mode
 
@@ -101,10 +104,21 @@ def read(path):
     json.dump(out, sys.stdout)
 
 
-def rewrite(path):
+def rewrite(path, share=False):
     y = rt()
     with open(path) as f:
         data = y.load(f)
+    if share:
+        # As the Python broker up to 0.8.10 does for hosts checked out
+        # together: a record whose _broker_args equal an earlier record's
+        # gets that very dict, which ruamel.yaml dumps as an anchor
+        # (&id001) and aliases (*id001).
+        seen = {}
+        for rec in data or []:
+            args = rec.get("_broker_args") if isinstance(rec, dict) else None
+            if isinstance(args, dict) and args:
+                key = json.dumps(typed(args))
+                rec["_broker_args"] = seen.setdefault(key, args)
     with open(path, "w") as f:
         y.dump(data, f)
 
@@ -116,4 +130,7 @@ def write(path):
 
 
 if __name__ == "__main__":
-    {"read": read, "rewrite": rewrite, "write": write}[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "rewrite" and sys.argv[3:] == ["share"]:
+        rewrite(sys.argv[2], share=True)
+    else:
+        {"read": read, "rewrite": rewrite, "write": write}[sys.argv[1]](sys.argv[2])
