@@ -292,26 +292,30 @@ func (e *encoder) metaSSH(s *SSH, ind int) {
 // microseconds: a finer time is refused, as in any other value (callers
 // truncate their times: broker to the second).
 func (e *encoder) metaTime(t time.Time) {
-	if y := t.Year(); y < 1 || y > 9999 {
-		e.fail("the time %s is outside years 1 – 9999", t)
-		return
-	}
-	if t.Nanosecond()%1000 != 0 {
-		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
+	if !e.pythonTime(t) {
 		return
 	}
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
 }
 
-// time writes a time value as Python's datetime is written: RFC 3339 with
-// its zone. Python keeps microseconds: a finer time is refused.
-func (e *encoder) time(t time.Time) {
+// pythonTime reports whether Python's datetime can hold t (years 1 – 9999,
+// microseconds), failing the encoding when it cannot.
+func (e *encoder) pythonTime(t time.Time) bool {
 	if y := t.Year(); y < 1 || y > 9999 {
 		e.fail("the time %s is outside years 1 – 9999", t)
-		return
+		return false
 	}
 	if t.Nanosecond()%1000 != 0 {
 		e.fail("the time %s is finer than a microsecond, which Python keeps", t.Format(time.RFC3339Nano))
+		return false
+	}
+	return true
+}
+
+// time writes a time value as Python's datetime is written: RFC 3339 with
+// its zone. Python keeps microseconds: a finer time is refused.
+func (e *encoder) time(t time.Time) {
+	if !e.pythonTime(t) {
 		return
 	}
 	if t.Location() == Naive {
